@@ -1,0 +1,220 @@
+"""The paper's Table 1 on the Shenzhen set with its fixed split: Dice on the clean test split of every
+strategy at 0/25/50/75 % label noise, plus flagging AUROC, corrected-label Dice and seconds per epoch.
+
+Resumable cell by cell: each finished cell is saved at once to benchmarks/results/table1-<profile>.json
+(and the markdown table regenerated); finished cells are skipped on rerun; a cell interrupted mid-training
+resumes from its checkpoint in benchmarks/runs/. Cells run in priority order (the comparisons that matter
+most first), so a partial file is still informative; the table says which cells are missing.
+
+    python benchmarks/table1.py --profile quick            # CPU profile, several hours on 2 cores
+    python benchmarks/table1.py --profile paper            # the paper's setting, for a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crl_napari import cascade, noise, scoring  # noqa: E402
+from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from crl_napari.data import load_dataset  # noqa: E402
+
+DATA = ROOT / ".." / "shared" / "data" / "shenzhen"
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs"
+
+PROFILES = {
+    # tuned for 2 CPU cores: lr raised because 15 epochs of batch 16 are ~360 SGD steps, not the paper's ~1200
+    "quick": dict(size=128, width=16, depth=4, batch_size=16, epochs=15, lr=0.05, lr_decay=0.95),
+    "smoke": dict(size=64, width=4, depth=3, batch_size=16, epochs=2, lr=0.05, lr_decay=0.95),  # plumbing check
+    "paper": dict(size=256, width=64, depth=4, batch_size=32, epochs=100, lr=1e-3, lr_decay=0.99),
+}
+NOISE = [0.75, 0.5, 0.25, 0.0]
+# (name, strategy, k as a fraction of the epochs, joint mode)
+METHODS = [
+    ("vanilla", "vanilla", None, "unselected"),
+    ("crl k=50%", "crl", 0.5, "unselected"),
+    ("coteaching", "coteaching", None, "unselected"),
+    ("ss", "ss", None, "unselected"),
+    ("crl k=20%", "crl", 0.2, "unselected"),
+    ("crl k=80%", "crl", 0.8, "unselected"),
+    ("crl k=50% joint=all", "crl", 0.5, "all"),
+]
+PAPER = {  # Table 1 of the paper (Dice at 0/25/50/75 % noise)
+    "vanilla": [0.8989, 0.8758, 0.8478, 0.8496],
+    "coteaching": [0.9146, 0.8906, 0.8896, 0.9023],
+    "crl (SS+JO, best k)": [0.9252, 0.9253, 0.9003, 0.9108],
+}
+
+
+def cell_key(method: str, ratio: float, seed: int) -> str:
+    return f"{method} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def plan(seeds: list[int], methods: list[str] | None) -> list[tuple[str, float, int]]:
+    """Priority order: per seed, the core comparison (vanilla, crl) at the hardest noise first."""
+    chosen = [m for m in METHODS if methods is None or m[0] in methods]
+    cells = []
+    for seed in seeds:
+        for group in (chosen[:2], chosen[2:4], chosen[4:]):
+            for ratio in NOISE:
+                for m in group:
+                    cells.append((m[0], ratio, seed))
+    return cells
+
+
+def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: float, seed: int, threads: int) -> dict:
+    _, strategy, kfrac, joint = next(m for m in METHODS if m[0] == method)
+    epochs = prof["epochs"]
+    cfg = cascade.TrainConfig(
+        strategy=strategy, epochs=epochs, batch_size=prof["batch_size"], lr=prof["lr"], lr_decay=prof["lr_decay"],
+        width=prof["width"], depth=prof["depth"], k=None if kfrac is None else round(kfrac * epochs),
+        joint=joint, seed=seed,
+    )
+    clean = ds_train.masks()
+    given, records = (clean, None) if ratio == 0 else noise.simulate(clean, ds_train.ids, ratio, seed=seed)
+    safe = cell_key(method, ratio, seed).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+    run_dir = RUNS / prof_name / safe
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = (run_dir / cascade.CHECKPOINT).is_file()
+    seconds: dict[int, list[float]] = {1: [], 2: []}
+    models = None
+    t0 = time.time()
+    for ev in cascade.train(ds_train.images(), given, cfg, run_dir=run_dir, resume=resume):
+        if isinstance(ev, cascade.EpochEnd):
+            seconds[ev.stage].append(ev.seconds)
+            print(f"  epoch {ev.epoch + 1}/{epochs} stage {ev.stage} loss {np.mean(ev.losses):.4f} "
+                  f"selected {ev.selected:.2f} {ev.seconds:.1f}s", flush=True)
+        elif isinstance(ev, cascade.Finished):
+            models = ev.models
+    dice = cascade.dice_score(cascade.predict(models, ds_test.images()), ds_test.masks())
+    out = {
+        "method": method, "strategy": strategy, "noise": ratio, "seed": seed, "k": cfg.k, "joint": joint,
+        "test_dice": float(dice.mean()), "test_dice_std_images": float(dice.std()),
+        "sec_per_epoch": float(np.mean(seconds[1] + seconds[2])) if seconds[1] + seconds[2] else None,
+        "sec_per_epoch_stage1": float(np.mean(seconds[1])) if seconds[1] else None,
+        "sec_per_epoch_stage2": float(np.mean(seconds[2])) if seconds[2] else None,
+        "resumed": resume, "wall_seconds": time.time() - t0, "threads": threads,
+    }
+    if records is not None:
+        scores = scoring.score_probs(cascade.peer_probs(models, ds_train.images()), given, cfg.T)
+        corrupted = np.array([r.corrupted for r in records])
+        out.update(scoring.flagging_metrics(scores, clean, corrupted))
+        noisy_dice = cascade.dice_score(given.astype(np.float32), clean)
+        out["noisy_mask_dice_corrupted"] = float(noisy_dice[corrupted].mean())
+    return out
+
+
+def summarise(results: dict, profile: str, seeds: list[int]) -> str:
+    cells = results["cells"]
+    lines = [f"# Table 1 — profile `{profile}`", ""]
+    total = len(plan(seeds, None))
+    done = len(cells)
+    status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
+    lines += [f"Status: **{status}**. Command: `{results['command']}`. Machine: {results['machine']}.",
+              "Dice on the clean test split (165 images), mean ± std over the seeds that finished "
+              "(n = number of seeds); — = not run yet.", ""]
+    head = "| method | " + " | ".join(f"{int(r * 100)} % noise" for r in sorted(NOISE)) + " |"
+    lines += [head, "|---" * (len(NOISE) + 1) + "|"]
+
+    def cell_stats(method, ratio, key):
+        vals = [c[key] for c in cells.values() if c["method"] == method and c["noise"] == ratio
+                and c.get(key) is not None]
+        return vals
+
+    for m in METHODS:
+        row = [m[0]]
+        for r in sorted(NOISE):
+            v = cell_stats(m[0], r, "test_dice")
+            row.append("—" if not v else f"{np.mean(v):.4f} ± {np.std(v):.4f} (n={len(v)})")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Flagging AUROC of the suspicion score / Dice of the corrected labels on the corrupted training "
+              "masks (noisy masks themselves in brackets):", "",
+              "| method | " + " | ".join(f"{int(r * 100)} %" for r in sorted(NOISE)[1:]) + " |",
+              "|---" * len(NOISE) + "|"]
+    for m in METHODS:
+        row = [m[0]]
+        for r in sorted(NOISE)[1:]:
+            a = cell_stats(m[0], r, "flag_auroc")
+            d = cell_stats(m[0], r, "corrected_dice_corrupted")
+            nd = cell_stats(m[0], r, "noisy_mask_dice_corrupted")
+            row.append("—" if not a else f"{np.mean(a):.3f} / {np.mean(d):.3f} ({np.mean(nd):.3f})")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl):", "",
+              "| method | s/epoch | × vanilla |", "|---|---|---|"]
+    van = [c["sec_per_epoch"] for c in cells.values() if c["method"] == "vanilla"]
+    for m in METHODS:
+        s = [c["sec_per_epoch"] for c in cells.values() if c["method"] == m[0]]
+        if not s:
+            continue
+        ratio = f"{np.mean(s) / np.mean(van):.2f}" if van else "—"
+        extra = ""
+        if m[1] == "crl":
+            s1 = [c["sec_per_epoch_stage1"] for c in cells.values() if c["method"] == m[0] and c["sec_per_epoch_stage1"]]
+            s2 = [c["sec_per_epoch_stage2"] for c in cells.values() if c["method"] == m[0] and c["sec_per_epoch_stage2"]]
+            extra = f" ({np.mean(s1):.1f} / {np.mean(s2):.1f})" if s1 and s2 else ""
+        lines.append(f"| {m[0]} | {np.mean(s):.1f}{extra} | {ratio} |")
+    lines += ["", "Paper (Table 1, 256², width 64, 100 epochs; not comparable in absolute terms):", "",
+              "| method | 0 % | 25 % | 50 % | 75 % |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | " + " | ".join(f"{v:.4f}" for v in vals) + " |" for k, vals in PAPER.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=None, help="subset of method names")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"SKIPPED: the Shenzhen data set is not at {DATA.resolve()} (see ../shared/data/README.md); "
+              "nothing was measured.")
+        return 0
+    torch.set_num_threads(args.threads)
+    prof = PROFILES[args.profile]
+    args.results.mkdir(parents=True, exist_ok=True)
+    out_json = args.results / f"table1-{args.profile}.json"
+    results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+    results.update(
+        profile=args.profile, settings=prof, command="python benchmarks/table1.py " + " ".join(sys.argv[1:]),
+        machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {cascade.pick_device()}",
+    )
+    ds = load_dataset(DATA, size=prof["size"])
+    train, test = ds.subset("train"), ds.subset("test")
+    print(f"data: {len(train)} train / {len(test)} test at {prof['size']}²", flush=True)
+    new = 0
+    for method, ratio, seed in plan(args.seeds, args.methods):
+        key = cell_key(method, ratio, seed)
+        if key in results["cells"]:
+            continue
+        if args.max_cells is not None and new >= args.max_cells:
+            break
+        print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
+        results["cells"][key] = run_cell(train, test, args.profile, prof, method, ratio, seed, args.threads)
+        results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(out_json, results)
+        atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
+        c = results["cells"][key]
+        print(f"  -> test Dice {c['test_dice']:.4f}, flag AUROC {c.get('flag_auroc', float('nan')):.3f}", flush=True)
+        new += 1
+    atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

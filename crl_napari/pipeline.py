@@ -1,0 +1,177 @@
+"""Folder of image/mask pairs -> a complete run folder: the one path the command line and the plugin share.
+
+``train_run`` loads the data, optionally simulates the paper's label noise, trains, scores and writes the run
+folder, yielding the training events (plus ``ScoresReady``) so each face shows progress its own way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cascade, noise, scoring
+from .cascade import EpochEnd, Finished, Started, TrainConfig, TrainingError
+from .data import Dataset, load_dataset
+from .runs import CASES, CONFIG, RunError, RunFolder
+
+
+@dataclass(frozen=True)
+class ScoresReady:
+    path: Path
+    metrics: dict
+
+
+def _resolve_data(data: Path | str | Dataset, size: int, skip_bad: bool) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    return load_dataset(data, size=size, on_error="skip" if skip_bad else "raise")
+
+
+def train_run(
+    data: Path | str | Dataset,
+    out: Path | str,
+    config: TrainConfig | None = None,
+    size: int = 256,
+    simulate_noise: float = 0.0,
+    noise_seed: int = 0,
+    resume: bool = False,
+    skip_bad: bool = False,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator:
+    """Train on the training split of ``data`` (all cases when it has no split) into the run folder ``out``.
+
+    ``simulate_noise`` corrupts that ratio of the training masks (noise.simulate); the clean masks stay on
+    disk, so ``evaluate``/``scoring`` can measure against them. ``resume`` continues the run in ``out``.
+    """
+    out = Path(out)
+    if resume:
+        run = RunFolder(out)
+        if not run.has_checkpoint:
+            raise RunError(f"{out}: nothing to resume (no checkpoint yet); start without --resume")
+        config = run.train_config if config is None else config  # a different one is refused by cascade
+        data_cfg = run.config["data"]
+        size, simulate_noise, noise_seed = data_cfg["size"], data_cfg["simulate_noise"], data_cfg["noise_seed"]
+    elif out.exists() and any(out.iterdir()):
+        raise RunError(f"{out}: already exists and is not empty; choose another --out or pass --resume")
+    config = TrainConfig() if config is None else config
+    ds = _resolve_data(data, size, skip_bad)
+    train_ds = ds.subset("train") if any(c.split == "train" for c in ds) else ds
+    if len(train_ds) < 2:
+        raise TrainingError(f"{ds.root}: needs at least 2 training images, found {len(train_ds)}")
+    images, clean = train_ds.images(), train_ds.masks()
+    given, records = clean, None
+    if simulate_noise > 0:
+        given, records = noise.simulate(clean, train_ds.ids, simulate_noise, seed=noise_seed,
+                                        reference_size=256)
+    if resume:
+        run = RunFolder(out)
+        history = run.history()
+    else:
+        run = RunFolder.create(out, config, {
+            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
+            "simulate_noise": simulate_noise, "noise_seed": noise_seed, "skipped": [str(p) for p, _ in ds.skipped],
+        })
+        rows = []
+        for i, c in enumerate(train_ds):
+            row = {"id": c.id, "split": c.split or "train", "image_path": str(c.image_path),
+                   "mask_path": str(c.mask_path), "orig_h": c.original_shape[0], "orig_w": c.original_shape[1]}
+            if records is not None:
+                row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
+            rows.append(row)
+        run.write_cases(rows, images[:, 0], given)
+        history = []
+    models = None
+    for event in cascade.train(images, given, config, run_dir=out, resume=resume, should_stop=should_stop):
+        if isinstance(event, Started):
+            history = [h for h in history if int(h["epoch"]) < event.start_epoch]
+        elif isinstance(event, EpochEnd):
+            row = {"epoch": event.epoch, "stage": event.stage, "selected": round(event.selected, 4),
+                   "lr": event.lr, "seconds": round(event.seconds, 3), "val_dice": event.val_dice}
+            row.update({f"loss_{i}": round(v, 6) for i, v in enumerate(event.losses)})
+            history.append(row)
+            run.write_history(history)
+        elif isinstance(event, Finished):
+            models = event.models
+            if event.stopped:
+                yield event
+                return
+        yield event
+    metrics = write_scores(run, models, images, given, clean if records is not None else None,
+                           [r.corrupted for r in records] if records is not None else None)
+    yield ScoresReady(out / "scores.csv", metrics)
+
+
+def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
+                 corrupted: list | None = None) -> dict:
+    """Score every training image with the trained nets and write scores.csv and corrected/."""
+    probs = cascade.peer_probs(models, images)
+    scores = scoring.score_probs(probs, given, run.train_config.T)
+    ids = [r["id"] for r in run.cases()]
+    run.write_scores(ids, scores, corrupted)
+    metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
+    if clean is not None and corrupted is not None:
+        metrics.update(scoring.flagging_metrics(scores, clean, np.asarray(corrupted, dtype=bool)))
+    return metrics
+
+
+def score_run(run_dir: Path | str) -> dict:
+    """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks."""
+    run = RunFolder(run_dir)
+    models, config = cascade.load_models(run.path)
+    rows = run.cases()
+    size = run.config["data"]["size"]
+    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    given = np.stack([run.given(r["id"]) for r in rows]).astype(np.uint8)
+    corrupted = [bool(int(r["corrupted"])) for r in rows] if rows and rows[0].get("corrupted") else None
+    clean = None
+    if corrupted is not None:
+        from .data import read_mask, resize_mask
+
+        clean = np.stack([resize_mask(read_mask(r["mask_path"]), size) for r in rows]).astype(np.uint8)
+    return write_scores(run, models, images, given, clean, corrupted)
+
+
+def _input_image(run: RunFolder, row: dict, size: int) -> np.ndarray:
+    """The network input as training saw it: from the original file, or from the run's display copy when
+    the run folder moved to a machine without the data."""
+    from .data import DataError, read_image, resize_image, zscore
+
+    try:
+        return zscore(resize_image(read_image(row["image_path"]), size))
+    except (DataError, OSError):
+        return zscore(run.image(row["id"]).astype(np.float32) / 255)
+
+
+def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test") -> dict:
+    """Dice of the ensemble prediction against the masks on disk (clean masks), on ``split`` when the data has
+    one (all cases otherwise). Writes RUN/evaluation.json."""
+    run = RunFolder(run_dir)
+    models, _ = cascade.load_models(run.path)
+    root = data if data is not None else run.config["data"]["root"]
+    if root is None:
+        raise RunError(f"{run.path / CONFIG}: no data folder recorded; pass --data")
+    ds = _resolve_data(root, run.config["data"]["size"], skip_bad=False)
+    has_split = any(c.split == split for c in ds)
+    sub = ds.subset(split) if has_split else ds
+    prob = cascade.predict(models, sub.images())
+    dice = cascade.dice_score(prob, sub.masks())
+    result = {"split": split if has_split else "all", "n": len(sub), "dice_mean": float(dice.mean()),
+              "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}
+    from .atomic import atomic_write_json
+
+    atomic_write_json(run.path / "evaluation.json", result)
+    return result
+
+
+def summary(run_dir: Path | str) -> dict:
+    """A short description of a run folder for the command line and the plugin."""
+    run = RunFolder(run_dir)
+    hist = run.history()
+    return {"path": str(run.path), "strategy": run.train_config.strategy, "epochs_done": len(hist),
+            "epochs": run.train_config.epochs, "scored": run.has_scores,
+            "n_cases": len(run.cases()) if (run.path / CASES).is_file() else 0,
+            "config": json.loads(json.dumps(asdict(run.train_config)))}

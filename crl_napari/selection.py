@@ -1,0 +1,83 @@
+"""The pure tensor functions of the method: per-sample losses, peer uncertainty, sample selection,
+sharpening and the joint loss. Kept apart from the training loop so each can be tested on hand-made tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def per_sample_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean pixel cross-entropy of each sample: (B,).
+
+    ``target`` is either hard labels (B, H, W) of class indices or a soft label map (B, C, H, W) — the
+    corrected labels of stage 2 are soft (sharpened probabilities).
+    """
+    if target.dim() == logits.dim():
+        ce = -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    else:
+        ce = F.cross_entropy(logits.float(), target.long(), reduction="none")
+    return ce.flatten(1).mean(dim=1)
+
+
+def uncertainty(ce_peer1: torch.Tensor, ce_peer2: torch.Tensor) -> torch.Tensor:
+    """The paper's peer uncertainty u = |CE_peer1 - CE_peer2|: two peers that disagree on how wrong a
+    label is signal an ambiguous sample."""
+    return (ce_peer1 - ce_peer2).abs()
+
+
+def select(
+    ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float = 0.5, drop_uncertain: float = 0.25
+) -> torch.Tensor:
+    """Indices of the samples a net learns from in stage 1, chosen by its two peers.
+
+    Two steps, sized as fractions of the batch B:
+    1. drop the ``round(drop_uncertain * B)`` samples of highest uncertainty |CE_1 - CE_2|;
+    2. among the rest, keep the ``round(keep_ratio * B)`` of smallest mean peer loss (CE_1 + CE_2) / 2.
+    With the defaults (0.5, 0.25) the half the paper keeps is split evenly: a quarter of the batch goes for
+    being uncertain, a quarter for being large-loss. At least one sample is always kept.
+    """
+    b = ce_peer1.numel()
+    n_keep = max(1, min(b, round(keep_ratio * b)))
+    n_drop = min(round(drop_uncertain * b), b - n_keep)
+    u = uncertainty(ce_peer1, ce_peer2)
+    candidates = torch.argsort(u, stable=True)[: b - n_drop]
+    loss = (ce_peer1 + ce_peer2)[candidates] / 2
+    return candidates[torch.argsort(loss, stable=True)[:n_keep]].sort().values
+
+
+def small_loss(ce: torch.Tensor, keep_ratio: float) -> torch.Tensor:
+    """Indices of the ``keep_ratio`` smallest-loss samples (co-teaching's selection)."""
+    b = ce.numel()
+    n_keep = max(1, min(b, round(keep_ratio * b)))
+    return torch.argsort(ce, stable=True)[:n_keep].sort().values
+
+
+def sharpen(q: torch.Tensor, T: float = 0.5, dim: int = 1) -> torch.Tensor:
+    """sharpen(q, T)_i = q_i^(1/T) / sum_j q_j^(1/T); T < 1 pushes the peers' mean towards a hard label."""
+    if T <= 0:
+        raise ValueError(f"temperature T must be > 0, got {T}")
+    p = q.clamp_min(1e-12).pow(1.0 / T)
+    return p / p.sum(dim=dim, keepdim=True)
+
+
+def corrected_label(peer_probs: list[torch.Tensor], T: float = 0.5) -> torch.Tensor:
+    """The stage-2 label for a net: sharpen the mean of its peers' softmax maps (each (B, C, H, W))."""
+    return sharpen(torch.stack(peer_probs).mean(dim=0), T)
+
+
+def joint_loss(
+    logits: torch.Tensor, given: torch.Tensor, corrected: torch.Tensor, alpha: float = 0.5
+) -> torch.Tensor:
+    """Per-sample alpha * CE(f(x), given) + (1 - alpha) * CE(f(x), corrected): (B,)."""
+    return alpha * per_sample_ce(logits, given) + (1 - alpha) * per_sample_ce(logits, corrected)
+
+
+def dice(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Per-sample Dice of two binary maps (B, H, W); two empty maps score 1."""
+    p = pred.flatten(1).float()
+    t = target.flatten(1).float()
+    inter = (p * t).sum(1)
+    total = p.sum(1) + t.sum(1)
+    return torch.where(total > 0, 2 * inter / (total + eps), torch.ones_like(total))
