@@ -161,8 +161,9 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
         ratio = f"{np.mean(s) / np.mean(van):.2f}" if van else "—"
         extra = ""
         if m[1] == "crl":
-            s1 = [c["sec_per_epoch_stage1"] for c in cells.values() if c["method"] == m[0] and c["sec_per_epoch_stage1"]]
-            s2 = [c["sec_per_epoch_stage2"] for c in cells.values() if c["method"] == m[0] and c["sec_per_epoch_stage2"]]
+            mine = [c for c in cells.values() if c["method"] == m[0]]
+            s1 = [c["sec_per_epoch_stage1"] for c in mine if c["sec_per_epoch_stage1"]]
+            s2 = [c["sec_per_epoch_stage2"] for c in mine if c["sec_per_epoch_stage2"]]
             extra = f" ({np.mean(s1):.1f} / {np.mean(s2):.1f})" if s1 and s2 else ""
         lines.append(f"| {m[0]} | {np.mean(s):.1f}{extra} | {ratio} |")
     lines += ["", "Paper (Table 1, 256², width 64, 100 epochs; not comparable in absolute terms):", "",

@@ -190,7 +190,8 @@ def _augment(x: torch.Tensor, y: torch.Tensor, config: TrainConfig, gen: torch.G
     flip = (torch.rand(b, generator=gen) < 0.5) if config.flip else torch.zeros(b, dtype=torch.bool)
     sx = torch.where(flip, -1.0, 1.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([torch.stack([cos * sx, -sin, torch.zeros(b)], 1), torch.stack([sin * sx, cos, torch.zeros(b)], 1)], 1)
+    zero = torch.zeros(b)
+    theta = torch.stack([torch.stack([cos * sx, -sin, zero], 1), torch.stack([sin * sx, cos, zero], 1)], 1)
     theta = theta.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -407,7 +408,8 @@ def train(
             for m in models:
                 m.train()
         yield EpochEnd(
-            epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr, seconds, val_dice
+            epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr, seconds,
+            val_dice,
         )
         if run_dir is not None:
             path = save_checkpoint(run_dir, models, optims, config, epoch)

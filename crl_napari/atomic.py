@@ -1,0 +1,100 @@
+"""Crash-safe file writes: a reader never sees a half-written file under its final name.
+
+Every helper writes to a temporary file in the *same* directory (so the final rename cannot cross file
+systems), flushes and fsyncs it, ``os.replace``-s it over the final name (atomic on POSIX and Windows) and
+then fsyncs the directory so the rename itself survives a power cut. If anything fails before the rename,
+the temporary file is removed and the previous content under the final name is untouched. A process killed
+(SIGKILL) mid-write can at worst leave a stray ``.<name>.<pid>.<random>.tmp`` file next to the target.
+
+The parent directory must exist: creating folders is the caller's decision (the run folder layout lives in
+``runs.py``). The temporary file is created with mode 0o666 minus the umask, like a normal ``open``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_png",
+    "atomic_write_text",
+    "encode_png",
+    "fsync_dir",
+]
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory so that renames/creations inside it are durable (no-op where unsupported)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(os.fspath(path), flags)
+    except OSError:  # Windows cannot open directories; there the rename is durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems (and Windows) refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temp file, fsync, replace, fsync the directory)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{parent}: folder does not exist (cannot write {path.name})")
+    tmp = parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(parent)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` atomically (see :func:`atomic_write_bytes`); newlines are written as given."""
+    atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented, strict JSON atomically.
+
+    Strict: NaN/Infinity are refused (``ValueError``) because they are not JSON and other tools would choke
+    on the file; the object is fully serialised before anything touches the disk.
+    """
+    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a 2-D (or HxWxC) array; bool becomes uint8 0/255 so a mask is viewable as is."""
+    import imageio.v3 as iio
+
+    arr = np.asarray(array)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"cannot write a PNG from an array of shape {arr.shape}")
+    return bytes(iio.imwrite("<bytes>", arr, extension=".png"))
+
+
+def atomic_write_png(path: str | Path, array: np.ndarray) -> None:
+    """Encode ``array`` as PNG in memory, then write it atomically (bool -> 0/255; other dtypes as is)."""
+    atomic_write_bytes(path, encode_png(array))
