@@ -329,6 +329,8 @@ def train(
     if images.shape[0] < 2:
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
     run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
     models = build_models(config, device)
     optims = [

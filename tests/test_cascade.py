@@ -1,0 +1,184 @@
+"""The training loop: events, every strategy, stage 2, resume to the same result, safe checkpoints."""
+
+import os
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from crl_napari import cascade
+from crl_napari.cascade import TrainConfig, TrainingError
+
+TINY = dict(epochs=3, batch_size=4, width=4, depth=2, lr=0.05, lr_decay=0.95, device="cpu")
+
+
+def disks(n: int = 12, size: int = 32, seed: int = 0):
+    """Images of a bright disk on noise; the mask is the disk. Learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs, masks = [], []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(10, 22), rng.uniform(10, 22), rng.uniform(5, 9)
+        m = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        img = m * 1.0 + rng.normal(0, 0.3, m.shape)
+        imgs.append((img - img.mean()) / img.std())
+        masks.append(m)
+    return np.stack(imgs)[:, None].astype(np.float32), np.stack(masks).astype(np.uint8)
+
+
+def run(config, images, masks, **kw):
+    return list(cascade.train(images, masks, config, **kw))
+
+
+@pytest.mark.parametrize("strategy", cascade.STRATEGIES)
+def test_every_strategy_trains_and_emits_events(strategy):
+    x, y = disks()
+    cfg = TrainConfig(strategy=strategy, k=1, **TINY)
+    events = run(cfg, x, y, val=(x[:4], y[:4]))
+    assert isinstance(events[0], cascade.Started) and events[0].steps_per_epoch == 3
+    assert isinstance(events[-1], cascade.Finished) and not events[-1].stopped
+    ends = [e for e in events if isinstance(e, cascade.EpochEnd)]
+    assert [e.epoch for e in ends] == [0, 1, 2]
+    assert len(events[-1].models) == cascade.N_NETS[strategy]
+    assert all(len(e.losses) == cascade.N_NETS[strategy] for e in ends)
+    assert ends[-1].val_dice is not None and 0 <= ends[-1].val_dice <= 1
+    assert np.mean(ends[-1].losses) < np.mean(ends[0].losses)
+    steps = [e for e in events if isinstance(e, cascade.Step)]
+    assert len(steps) == 9
+    if strategy == "crl":
+        changes = [e for e in events if isinstance(e, cascade.StageChanged)]
+        assert [(c.epoch, c.stage) for c in changes] == [(1, 2)]
+        assert [e.stage for e in ends] == [1, 2, 2]
+    if strategy in ("ss", "crl", "coteaching"):
+        # selection ramps up: by the last epoch each net learns from half the batch (2 of 4)
+        assert ends[-1].selected == pytest.approx(0.5)
+
+
+def test_selection_ramp_starts_by_keeping_everything():
+    cfg = TrainConfig(strategy="ss", epochs=10, ramp=0.5, keep_ratio=0.5)
+    fractions = [cascade._drop_fraction(cfg, e) for e in range(10)]
+    assert fractions[0] == pytest.approx(0.1) and fractions[4:] == [pytest.approx(0.5)] * 6
+    assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False))
+
+
+def test_joint_all_mode_trains():
+    x, y = disks()
+    events = run(TrainConfig(strategy="crl", k=0, joint="all", **TINY), x, y)
+    ends = [e for e in events if isinstance(e, cascade.EpochEnd)]
+    assert all(e.stage == 2 and e.selected == 0.0 for e in ends)
+
+
+def test_predict_is_mean_of_peer_probabilities():
+    x, y = disks()
+    models = run(TrainConfig(strategy="ss", **TINY), x, y)[-1].models
+    peers = cascade.peer_probs(models, x)
+    assert peers.shape == (3, 12, 32, 32)
+    assert np.allclose(cascade.predict(models, x), peers.mean(0), atol=1e-6)
+    assert cascade.dice_score(cascade.predict(models, x), y).mean() > 0.6
+
+
+def test_should_stop_ends_between_steps():
+    x, y = disks()
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    events = run(TrainConfig(strategy="crl", **TINY), x, y, should_stop=stop)
+    assert isinstance(events[-1], cascade.Finished) and events[-1].stopped
+    assert len([e for e in events if isinstance(e, cascade.Step)]) == 2
+
+
+def test_resume_gives_the_same_result(tmp_path):
+    x, y = disks()
+    cfg = TrainConfig(strategy="crl", k=1, **TINY)
+    full = run(cfg, x, y, run_dir=tmp_path / "a")[-1].models
+
+    seen = []  # stop as soon as the first checkpoint is written: an interrupted run
+    gen = cascade.train(x, y, cfg, run_dir=tmp_path / "c", should_stop=lambda: bool(seen))
+    for ev in gen:
+        if isinstance(ev, cascade.CheckpointSaved):
+            seen.append(ev.epoch)
+    assert seen == [0]
+    assert cascade.read_checkpoint(tmp_path / "c" / cascade.CHECKPOINT)["epoch"] == 0
+    resumed_events = run(cfg, x, y, run_dir=tmp_path / "c", resume=True)
+    assert resumed_events[0].start_epoch == 1
+    resumed = resumed_events[-1].models
+    for a, b in zip(full, resumed, strict=True):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert ka == kb
+            assert torch.allclose(va.float(), vb.float(), atol=1e-5), ka
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    x, y = disks()
+    cfg = TrainConfig(strategy="vanilla", **{**TINY, "epochs": 1})
+    run(cfg, x, y, run_dir=tmp_path)
+    with pytest.raises(TrainingError, match="other settings"):
+        run(replace(cfg, lr=0.1, epochs=2), x, y, run_dir=tmp_path, resume=True)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+    x, y = disks()
+    cfg = TrainConfig(strategy="crl", **{**TINY, "epochs": 2})
+    seen = []
+    for ev in cascade.train(x, y, cfg, run_dir=tmp_path, should_stop=lambda: bool(seen)):
+        if isinstance(ev, cascade.CheckpointSaved):
+            seen.append(ev.epoch)
+    before = (tmp_path / cascade.CHECKPOINT).read_bytes()
+    bad = x.copy()
+    bad[:] = np.nan
+    with pytest.raises(TrainingError, match="loss became nan.*last good checkpoint"):
+        run(cfg, bad, y, run_dir=tmp_path, resume=True)
+    assert (tmp_path / cascade.CHECKPOINT).read_bytes() == before
+    models, loaded = cascade.load_models(tmp_path)
+    assert loaded == cfg and len(models) == 3
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned-by-checkpoint",))
+
+
+def test_checkpoint_with_pickled_code_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / cascade.CHECKPOINT
+    torch.save({"format": 1, "epoch": 0, "config": {}, "models": [_Evil()]}, path, pickle_module=pickle)
+    with pytest.raises(TrainingError, match="not a loadable"):
+        cascade.load_models(tmp_path)
+    assert not (tmp_path / "pwned-by-checkpoint").exists()
+
+
+def test_checkpoint_from_other_config_is_refused(tmp_path):
+    x, y = disks()
+    run(TrainConfig(strategy="vanilla", **{**TINY, "epochs": 1}), x, y, run_dir=tmp_path)
+    ckpt = cascade.read_checkpoint(tmp_path / cascade.CHECKPOINT)
+    ckpt["config"]["width"] = 8
+    torch.save(ckpt, tmp_path / cascade.CHECKPOINT)
+    with pytest.raises(TrainingError, match="do not match"):
+        cascade.load_models(tmp_path)
+    ckpt["config"]["brand_new_setting"] = 1
+    torch.save(ckpt, tmp_path / cascade.CHECKPOINT)
+    with pytest.raises(TrainingError, match="unknown training settings"):
+        cascade.load_models(tmp_path)
+    ckpt["format"] = 99
+    torch.save(ckpt, tmp_path / cascade.CHECKPOINT)
+    with pytest.raises(TrainingError, match="unknown checkpoint format"):
+        cascade.load_models(tmp_path)
+
+
+def test_bad_configuration_is_explained():
+    with pytest.raises(TrainingError, match="strategy must be one of"):
+        TrainConfig(strategy="magic")
+    with pytest.raises(TrainingError, match="keep_ratio"):
+        TrainConfig(keep_ratio=0.8, drop_uncertain=0.5)
+
+
+def test_pick_device_prefers_accelerators():
+    dev = cascade.pick_device()
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert dev.type == expected
+    assert cascade.pick_device("cpu").type == "cpu"
