@@ -134,9 +134,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: sample data {data} (noisy masks in masks/, the truth in clean_masks/)", file=sys.stderr)
     run_dir = out / "run"
     _consume(train_run(data, run_dir, config, size=args.size), args.quiet)
-    metrics = _demo_flagging(run_dir, data)
+    metrics, corrupted = _demo_flagging(run_dir, data)
     ev = evaluate_run(run_dir, data, "test")
-    fig = summary_figure(run_dir)
+    fig = summary_figure(run_dir, corrupted=corrupted)
     rep = export(run_dir, out / "cleaned", unreviewed="accept_above", threshold=args.threshold)
     print(f"\ntest Dice (clean masks): {ev['dice_mean']:.4f}")
     if metrics:
@@ -148,7 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_flagging(run_dir: Path, data: Path) -> dict:
+def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
     """On the sample set the truth is known (clean_masks/, noise.csv): how well did the run flag and fix?"""
     import csv
 
@@ -160,7 +160,7 @@ def _demo_flagging(run_dir: Path, data: Path) -> dict:
 
     noise_csv = data / "noise.csv"
     if not noise_csv.is_file():
-        return {}
+        return {}, None
     corrupted = {r["id"]: r["corrupted"] in ("1", "True", "true") for r in csv.DictReader(open(noise_csv))}
     run = RunFolder(run_dir)
     rows = run.scores()
@@ -173,11 +173,12 @@ def _demo_flagging(run_dir: Path, data: Path) -> dict:
 
     truth = {i: resize_mask(read_mask(data / "clean_masks" / f"{i}.png"), size) > 0 for i in ids}
     bad = [i for i, f in zip(ids, flags, strict=True) if f]
-    return {
+    metrics = {
         "flag_auroc": auroc(np.array([r["suspicion"] for r in rows if r["id"] in corrupted]), flags),
         "corrected_dice_corrupted": float(np.mean([dice(run.corrected(i), truth[i]) for i in bad])) if bad else 1.0,
         "noisy_dice_corrupted": float(np.mean([dice(run.given(i), truth[i]) for i in bad])) if bad else 1.0,
     }
+    return metrics, corrupted
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -49,6 +49,8 @@ def train_run(
     """
     out = Path(out)
     if resume:
+        if not (out / CONFIG).is_file():
+            raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
         run = RunFolder(out)
         if not run.has_checkpoint:
             raise RunError(f"{out}: nothing to resume (no checkpoint yet); start without --resume")

@@ -12,8 +12,13 @@ import numpy as np
 from .runs import RunFolder
 
 
-def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images: int = 6) -> Path:
-    """Write RUN/summary.png (or ``out``) and return its path."""
+def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images: int = 6,
+                   corrupted: dict[str, bool] | None = None) -> Path:
+    """Write RUN/summary.png (or ``out``) and return its path.
+
+    ``corrupted`` (id -> bool) colours the histogram when the truth is known from elsewhere (the sample set's
+    noise.csv); a run with simulated noise carries it in scores.csv already.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -25,6 +30,10 @@ def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images:
     fig = Figure(figsize=(3 * max(cols, 3), 6.4), dpi=100)
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, max(cols, 3), height_ratios=[1.2, 1])
+    if corrupted is not None:
+        for r in scores:
+            if r["id"] in corrupted:
+                r["corrupted"] = "1" if corrupted[r["id"]] else "0"
     for j, row in enumerate(scores[:cols]):
         ax = fig.add_subplot(grid[0, j])
         ax.imshow(run.image(row["id"]), cmap="gray")
@@ -48,7 +57,8 @@ def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images:
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7, loc="upper center")
-    ax.set_title("training (red: given mask, green: corrected)", fontsize=9)
+    ax.set_title("training losses and selected fraction", fontsize=9)
+    fig.suptitle("most suspicious masks first — red: given mask, green: corrected mask", fontsize=10)
     ax = fig.add_subplot(grid[1, max(cols, 3) // 2 :])
     susp = np.array([r["suspicion"] for r in scores])
     corrupted = np.array([r.get("corrupted") == "1" for r in scores])
