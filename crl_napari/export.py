@@ -1,0 +1,412 @@
+"""Export the cleaned dataset of a reviewed run: original images, the chosen masks, and a manifest.
+
+Layout of ``dest`` (loadable again with :func:`crl_napari.data.load_dataset`)::
+
+    dest/images/<id><ext> byte copy of the original image file (its own extension)
+    dest/masks/<id>.png   0/255 mask at the original image size
+    dest/manifest.csv     id,split,mask_source,suspicion,status,reviewer,time,image_file,mask_file
+    dest/split.csv        id,split
+
+Mask per image (``mask_source`` in the manifest):
+
+* accepted            -> ``RUN/corrected/<id>.png`` ("corrected"), nearest-neighbour up-sampled;
+* edited              -> ``RUN/edits/<id>.png`` ("edited"), nearest-neighbour up-sampled;
+* kept                -> the original mask file named in ``RUN/cases.csv`` ("original"), binarised to 0/255
+  at its own resolution;
+* pending             -> ``unreviewed="keep"``: the original; ``unreviewed="accept_above"``: the corrected
+  mask when suspicion >= ``threshold`` ("corrected_by_policy"), else the original;
+* not scored (test split or any case missing from scores.csv) -> the original, with an empty status.
+
+Safety, because this is the step that produces the data people train on next:
+
+* ``dest`` may not be, lie inside, or contain the run folder or the source data (config.json ``data.root``,
+  ``data_root``, and the folders of every image/mask listed in cases.csv);
+* ``dest`` must not exist, or be an empty folder;
+* every id must be a safe file name (see :func:`crl_napari.review.check_id`), checked before anything is
+  written, so a tampered cases.csv/scores.csv cannot make us write outside ``dest``;
+* everything is built in a hidden sibling ``.<dest name>.partial-<pid>`` and renamed to ``dest`` only when
+  complete; on any error that folder is removed, so ``dest`` is either absent or whole;
+* originals are only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import encode_png, fsync_dir
+from .data import DataError, read_mask
+from .review import ReviewError, ReviewSession, check_id
+
+__all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportReport", "export", "upsample_nearest"]
+
+#: Values of the manifest's ``mask_source`` column.
+MASK_SOURCES = ("original", "corrected", "edited", "corrected_by_policy")
+MANIFEST_FIELDS = [
+    "id", "split", "mask_source", "suspicion", "status", "reviewer", "time", "image_file", "mask_file",
+]
+_POLICIES = ("keep", "accept_above")
+_SAFE_EXT = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+class ExportError(ValueError):
+    """The export cannot be done safely or the run is incomplete; the message says which file or folder."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote: the folder, the number of image/mask pairs, how many masks came from where."""
+
+    dest: Path
+    n_images: int
+    counts: dict[str, int] = field(default_factory=dict)  # mask_source -> n (every source, zeros included)
+
+    @property
+    def manifest(self) -> Path:
+        return self.dest / "manifest.csv"
+
+    def summary(self) -> str:
+        """One line for the command line / a status bar."""
+        parts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
+        return f"exported {self.n_images} images to {self.dest} ({parts})"
+
+
+@dataclass
+class _Item:
+    id: str
+    split: str
+    image_src: Path
+    image_name: str
+    mask_source: str
+    mask_src: Path  # the original mask file, or the run's training-size mask
+    orig_mask: Path
+    orig_shape: tuple[int, int]
+    status: str = ""
+    suspicion: float | None = None
+    reviewer: str = ""
+    time: str = ""
+
+
+def upsample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D mask to ``shape`` by nearest neighbour (pixel centres), keeping it strictly binary.
+
+    Equivalent to ``skimage.transform.resize(order=0)`` without anti-aliasing; exact integer factors give a
+    block copy (each training pixel becomes a k x k block).
+    """
+    h, w = mask.shape
+    out_h, out_w = shape
+    if (h, w) == (out_h, out_w):
+        return mask.copy()
+    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
+    return mask[rows[:, None], cols[None, :]]
+
+
+# ---------------------------------------------------------------------------------------- the run's files
+
+
+def _safe_id(image_id: str, where: str) -> str:
+    try:
+        return check_id(image_id, where)
+    except ReviewError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _read_config_root(run_dir: Path) -> Path | None:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: unreadable run configuration ({exc})") from exc
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    root = data.get("root") if isinstance(data, dict) else None
+    return Path(root) if isinstance(root, str) and root else None
+
+
+def _read_cases(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "cases.csv"
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; this does not look like a complete run folder")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            raw = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ExportError(f"{path}: unreadable ({exc})") from exc
+    missing = [c for c in ("id", "image_path", "mask_path", "orig_h", "orig_w") if c not in fields]
+    if missing:
+        raise ExportError(f"{path}: missing column(s) {', '.join(missing)} (found {','.join(fields)!r})")
+    cases: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for line, r in enumerate(raw, start=2):
+        r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
+        image_id = _safe_id(r["id"], f"{path}: line {line}")
+        if image_id in seen:
+            raise ExportError(f"{path}: line {line}: id {image_id!r} listed twice")
+        seen.add(image_id)
+        try:
+            shape = (int(r["orig_h"]), int(r["orig_w"]))
+        except ValueError:
+            raise ExportError(f"{path}: line {line}: orig_h/orig_w of {image_id!r} not integers") from None
+        if min(shape) < 1:
+            raise ExportError(f"{path}: line {line}: orig_h/orig_w of {image_id!r} must be positive")
+        if not r["image_path"] or not r["mask_path"]:
+            raise ExportError(f"{path}: line {line}: empty image_path or mask_path for {image_id!r}")
+        cases.append({"id": image_id, "split": r.get("split", ""), "image_path": r["image_path"],
+                      "mask_path": r["mask_path"], "orig_shape": shape})
+    return cases
+
+
+def _file_name(raw: str) -> str:
+    """The file name of a path recorded on any OS (a run made on Windows may be exported on Linux)."""
+    return raw.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def _locate(raw: str, kind: str, config_root: Path | None, data_root: Path | None) -> Path | None:
+    """The original file: under ``data_root/<kind>/`` by name when given (the data moved), else the recorded
+    path, else by name under the recorded data root (a relative path recorded from another directory)."""
+    name = _file_name(raw)
+    if data_root is not None:
+        candidates = [data_root / kind / name]
+    else:
+        candidates = [Path(raw)]
+        if config_root is not None:
+            candidates.append(config_root / kind / name)
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def _image_name(image_id: str, src: Path) -> str:
+    """``<id><ext>`` keeping the original extension (also multi-dot ones, and none for bare DICOM names)."""
+    name = src.name
+    ext = name[len(image_id):] if name.startswith(image_id) else src.suffix
+    if not _SAFE_EXT.match(ext):
+        ext = src.suffix if _SAFE_EXT.match(src.suffix) else ""
+    return f"{image_id}{ext}"
+
+
+# ------------------------------------------------------------------------------------------ the safety
+
+
+def _within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _check_dest(dest: Path, protected: list[tuple[Path, str]]) -> None:
+    resolved = dest.resolve()
+    for p, what in protected:
+        p = p.resolve()
+        if _within(resolved, p):
+            raise ExportError(f"{dest}: refusing to export into {what} ({p}); choose a folder outside it")
+        if _within(p, resolved):
+            raise ExportError(f"{dest}: refusing to export to a folder that contains {what} ({p})")
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise ExportError(f"{dest}: exists and is not a folder; choose a new folder name")
+    if dest.is_dir() and any(dest.iterdir()):
+        raise ExportError(f"{dest}: exists and is not empty; choose a new or an empty folder")
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Create a new file (never overwrite) and make it durable."""
+    with open(path, "xb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as fh:  # originals: read-only, always
+        return fh.read()
+
+
+def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in fields})
+    return buf.getvalue()
+
+
+def _mask_png(item: _Item) -> bytes:
+    try:
+        mask = read_mask(item.mask_src)
+    except DataError as exc:
+        raise ExportError(f"cannot export the mask of {item.id!r}: {exc}") from exc
+    if item.mask_source != "original":
+        mask = upsample_nearest(mask, item.orig_shape)
+    return encode_png(mask.astype(np.uint8) * 255)
+
+
+# -------------------------------------------------------------------------------------------- export
+
+
+def export(
+    run_dir: str | Path,
+    dest: str | Path,
+    unreviewed: str = "keep",
+    threshold: float | None = None,
+    data_root: str | Path | None = None,
+) -> ExportReport:
+    """Write the cleaned dataset of ``run_dir`` to the new folder ``dest``; see the module docstring.
+
+    ``unreviewed`` decides pending images: "keep" (original mask) or "accept_above" (corrected mask when
+    suspicion >= ``threshold``). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
+    longer where cases.csv says (the run moved machines); files are then found by name. Raises ExportError
+    before writing anything when the export would be unsafe or the run is incomplete.
+    """
+    run_dir = Path(run_dir).expanduser()
+    dest = Path(dest).expanduser()
+    if unreviewed not in _POLICIES:
+        raise ExportError(f"unreviewed must be one of {', '.join(_POLICIES)}, got {unreviewed!r}")
+    if unreviewed == "accept_above":
+        if threshold is None or not math.isfinite(float(threshold)):
+            raise ExportError("unreviewed='accept_above' needs a finite threshold on the suspicion score")
+        threshold = float(threshold)
+    elif threshold is not None:
+        raise ExportError("threshold only applies with unreviewed='accept_above'")
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: run folder does not exist")
+    data_root = Path(data_root).expanduser() if data_root is not None else None
+    if data_root is not None and not data_root.is_dir():
+        raise ExportError(f"{data_root}: data folder does not exist")
+
+    config_root = _read_config_root(run_dir)
+    cases = _read_cases(run_dir)
+    try:
+        session = ReviewSession.open(run_dir, reviewer="export")
+    except ReviewError as exc:
+        raise ExportError(str(exc)) from exc
+    by_id = {c["id"]: c for c in cases}
+    unknown = [i for i in session.ids if i not in by_id]
+    if unknown:
+        raise ExportError(
+            f"{run_dir / 'scores.csv'}: id(s) not in cases.csv: {', '.join(unknown[:5])}"
+            + (" ..." if len(unknown) > 5 else "")
+        )
+
+    items, problems = _plan(run_dir, session, cases, unreviewed, threshold, config_root, data_root)
+    if problems:
+        hint = "" if data_root is not None else " (if the data moved, pass data_root=<folder with images/>)"
+        shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
+        raise ExportError(f"{len(problems)} file(s) missing for the export{hint}:\n  {shown}")
+
+    protected: list[tuple[Path, str]] = [(run_dir, "the run folder")]
+    if config_root is not None:
+        protected.append((config_root, "the source data folder"))
+    if data_root is not None:
+        protected.append((data_root, "the source data folder"))
+    folders = {p.parent for it in items for p in (it.image_src, it.orig_mask)}
+    for folder in sorted(folders):
+        protected.append((folder, "a source image/mask folder"))
+        protected.append((folder.parent, "a source data folder"))
+    _check_dest(dest, protected)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    if tmp.exists():  # left by an earlier crash of this very process id
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _build(tmp, items)
+        if dest.is_dir():
+            dest.rmdir()  # an empty folder the user made for us (non-empty was refused above)
+        os.rename(tmp, dest)
+        fsync_dir(dest.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    counts = {s: 0 for s in MASK_SOURCES}
+    for it in items:
+        counts[it.mask_source] += 1
+    return ExportReport(dest=dest, n_images=len(items), counts=counts)
+
+
+def _plan(
+    run_dir: Path,
+    session: ReviewSession,
+    cases: list[dict[str, Any]],
+    unreviewed: str,
+    threshold: float | None,
+    config_root: Path | None,
+    data_root: Path | None,
+) -> tuple[list[_Item], list[str]]:
+    """Decide every image's files before writing anything; collects every missing file at once."""
+    problems: list[str] = []
+    scored = set(session.ids)
+    order = session.ids + [c["id"] for c in cases if c["id"] not in scored]
+    by_id = {c["id"]: c for c in cases}
+    items: list[_Item] = []
+    names: dict[str, str] = {}
+    for image_id in order:
+        case = by_id[image_id]
+        image_src = _locate(case["image_path"], "images", config_root, data_root)
+        orig_mask = _locate(case["mask_path"], "masks", config_root, data_root)
+        if image_src is None:
+            problems.append(f"{case['image_path']}: original image of {image_id!r} not found")
+        if orig_mask is None:
+            problems.append(f"{case['mask_path']}: original mask of {image_id!r} not found")
+        split = case["split"] or ("train" if image_id in scored else "test")
+        status, suspicion, reviewer, time = "", None, "", ""
+        source, mask_src = "original", orig_mask
+        if image_id in scored:
+            status = session.status(image_id)
+            suspicion = session.row(image_id)["suspicion"]
+            decision = session.decision(image_id) or {}
+            reviewer, time = decision.get("reviewer", ""), decision.get("time", "")
+            if status == "accepted":
+                source, mask_src = "corrected", run_dir / "corrected" / f"{image_id}.png"
+            elif status == "edited":
+                source, mask_src = "edited", session.edit_path(image_id)
+            elif status == "pending" and unreviewed == "accept_above" and suspicion >= threshold:
+                source, mask_src = "corrected_by_policy", run_dir / "corrected" / f"{image_id}.png"
+            if source != "original" and not mask_src.is_file():
+                problems.append(f"{mask_src}: {source} mask of {image_id!r} missing")
+        if image_src is None or orig_mask is None or mask_src is None:
+            continue
+        image_name = _image_name(image_id, image_src)
+        if image_name in names:
+            problems.append(f"{image_src}: exported name {image_name!r} clashes with {names[image_name]!r}")
+            continue
+        names[image_name] = image_id
+        items.append(_Item(id=image_id, split=split, image_src=image_src, image_name=image_name,
+                           mask_source=source, mask_src=mask_src, orig_mask=orig_mask,
+                           orig_shape=case["orig_shape"], status=status, suspicion=suspicion,
+                           reviewer=reviewer, time=time))
+    return items, problems
+
+
+def _build(tmp: Path, items: list[_Item]) -> None:
+    """Write every file into the temporary folder ``tmp`` and make it durable."""
+    (tmp / "images").mkdir()
+    (tmp / "masks").mkdir()
+    manifest, splits = [], []
+    for it in items:
+        _write_file(tmp / "images" / it.image_name, _read_bytes(it.image_src))
+        _write_file(tmp / "masks" / f"{it.id}.png", _mask_png(it))
+        manifest.append({
+            "id": it.id, "split": it.split, "mask_source": it.mask_source,
+            "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)), "status": it.status,
+            "reviewer": it.reviewer, "time": it.time, "image_file": f"images/{it.image_name}",
+            "mask_file": f"masks/{it.id}.png",
+        })
+        splits.append({"id": it.id, "split": it.split})
+    _write_file(tmp / "manifest.csv", _csv_text(manifest, MANIFEST_FIELDS).encode("utf-8"))
+    _write_file(tmp / "split.csv", _csv_text(splits, ["id", "split"]).encode("utf-8"))
+    for folder in (tmp / "images", tmp / "masks", tmp):
+        fsync_dir(folder)

@@ -1,0 +1,530 @@
+"""The radiologist's review of a scored run: one decision per training image, saved after every change.
+
+A :class:`ReviewSession` sits on a run folder (layout in docs/internals.md). Each image listed in
+``RUN/scores.csv`` is, at any moment, in one of four states:
+
+* ``"pending"``  - not looked at yet (no entry in the decisions);
+* ``"accepted"`` - the corrected mask ``RUN/corrected/<id>.png`` replaces the given one;
+* ``"kept"``     - the given (original) mask is right after all;
+* ``"edited"``   - the reviewer drew the mask; it is stored as ``RUN/edits/<id>.png`` (0/255).
+
+Every change is written at once to ``RUN/review.json`` with :func:`crl_napari.atomic.atomic_write_json`, so a
+crash, a killed process or a closed laptop never loses more than the change in flight and never leaves a
+half-written file. The file also holds the change log, so :meth:`ReviewSession.undo` works after reopening::
+
+    {"version": 1, "run": "<run folder name>",
+     "decisions": {"<id>": {"status": "accepted", "reviewer": "ana", "time": "2025-01-31T10:00:00+00:00",
+                            "edit": null}},
+     "log": [{"id": "<id>", "before": null, "after": {...}, "reviewer": "ana", "time": "...",
+              "edit_backup": null}]}
+
+A ``review.json`` that cannot be read or validated is never overwritten silently: opening raises a
+:class:`ReviewError` naming the file; ``recover=True`` renames it to ``review.json.corrupt-<time>`` first.
+
+Edits and undo: the mask a new edit replaces (if ``edits/<id>.png`` already existed) is copied to
+``edits/.undo/<id>.<token>.png`` and the log entry points to it, so undoing an edit restores the previous
+drawing byte for byte. Known limit: a crash between writing ``edits/<id>.png`` and writing ``review.json``
+leaves the new drawing on disk while the decision is still the previous one. Two processes reviewing the same
+run at the same time are not coordinated (the last writer wins).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import getpass
+import json
+import math
+import os
+import re
+import secrets
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_png, fsync_dir
+
+__all__ = [
+    "REVIEW_FILE",
+    "REVIEW_VERSION",
+    "STATUSES",
+    "ReviewError",
+    "ReviewSession",
+    "check_id",
+    "read_scores",
+]
+
+REVIEW_FILE = "review.json"
+REVIEW_VERSION = 1
+SCORES_FILE = "scores.csv"
+EDITS_DIR = "edits"
+UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
+#: Every status an image can have; "pending" is the absence of a decision.
+STATUSES = ("pending", "accepted", "kept", "edited")
+_DECIDED = ("accepted", "kept", "edited")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_FLOAT_COLUMNS = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
+_BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
+
+
+class ReviewError(ValueError):
+    """The run cannot be reviewed as asked (no scores, unreadable review.json, ...); names the file."""
+
+
+def check_id(image_id: str, where: str | Path = "") -> str:
+    """Refuse ids that are unsafe as file names (they become ``edits/<id>.png`` and export file names).
+
+    Only letters, digits, '.', '_' and '-'; not starting with '.'; no '..'. A tampered scores.csv with an id
+    like ``../../x`` must never make us write outside the run or export folder.
+    """
+    if not isinstance(image_id, str) or not _SAFE_ID.match(image_id) or ".." in image_id:
+        prefix = f"{where}: " if where else ""
+        raise ReviewError(
+            f"{prefix}unsafe image id {image_id!r}: ids may only use letters, digits, '.', '_' and '-', "
+            "and may not start with '.' or contain '..'"
+        )
+    return image_id
+
+
+def _mkdir_durable(folder: Path) -> None:
+    if not folder.is_dir():
+        folder.mkdir(exist_ok=True)
+        fsync_dir(folder.parent)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _default_reviewer() -> str:
+    try:
+        name = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (containers): KeyError, OSError, ImportError
+        return "unknown"
+    return name or "unknown"
+
+
+def _parse_float(text: str | None, path: Path, line: int, column: str) -> float | None:
+    if text is None or text.strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReviewError(f"{path}: line {line}: {column} is not a number ({text!r})") from None
+    return value
+
+
+def _parse_bool(text: str | None) -> bool | None:
+    if text is None or text.strip() == "":
+        return None
+    return text.strip().lower() in ("1", "true", "yes", "1.0")
+
+
+def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``RUN/scores.csv`` sorted by rank: id (str), rank (int), the scores as floats (None if
+    empty), corrupted as bool (None if absent/empty). Validates ids and duplicates; errors name the file."""
+    path = Path(run_dir) / SCORES_FILE
+    if not path.is_file():
+        raise ReviewError(f"{path}: missing; the run has not been scored yet (finish training or score it)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip() for f in (reader.fieldnames or [])]
+            raw = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ReviewError(f"{path}: unreadable ({exc})") from exc
+    missing = [c for c in ("id", "rank", "suspicion") if c not in fields]
+    if missing:
+        raise ReviewError(f"{path}: missing column(s) {', '.join(missing)} (found {','.join(fields)!r})")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for line, r in enumerate(raw, start=2):
+        r = {(k or "").strip(): v for k, v in r.items()}
+        image_id = check_id((r.get("id") or "").strip(), f"{path}: line {line}")
+        if image_id in seen:
+            raise ReviewError(f"{path}: line {line}: id {image_id!r} listed twice")
+        seen.add(image_id)
+        try:
+            rank = int(float(r["rank"]))
+        except (TypeError, ValueError):
+            raise ReviewError(f"{path}: line {line}: rank is not a number ({r.get('rank')!r})") from None
+        row: dict[str, Any] = {"id": image_id, "rank": rank}
+        for col in _FLOAT_COLUMNS:
+            if col in fields:
+                row[col] = _parse_float(r.get(col), path, line, col)
+        if row.get("suspicion") is None or not math.isfinite(row["suspicion"]):
+            raise ReviewError(f"{path}: line {line}: suspicion of {image_id!r} is empty or not finite")
+        if "corrupted" in fields:
+            row["corrupted"] = _parse_bool(r.get("corrupted"))
+        rows.append(row)
+    rows.sort(key=lambda x: x["rank"])  # stable: ties keep the file's order
+    return rows
+
+
+# --------------------------------------------------------------------------------- review.json checks
+
+
+def _check_decision(d: Any, image_id: str, path: Path, where: str) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ReviewError(f"{path}: {where}: expected an object, got {type(d).__name__}")
+    status = d.get("status")
+    if status not in _DECIDED:
+        expected = ", ".join(_DECIDED)
+        raise ReviewError(f"{path}: {where}: unknown status {status!r} (expected one of {expected})")
+    for key in ("reviewer", "time"):
+        if not isinstance(d.get(key), str):
+            raise ReviewError(f"{path}: {where}: {key!r} must be a string")
+    edit = d.get("edit")
+    expected = f"{EDITS_DIR}/{image_id}.png"
+    if status == "edited" and edit != expected:
+        raise ReviewError(f"{path}: {where}: an edited decision must point to {expected!r}, found {edit!r}")
+    if status != "edited" and edit is not None:
+        raise ReviewError(f"{path}: {where}: only edited decisions have an edit file, found {edit!r}")
+    return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit}
+
+
+def _validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Check a loaded review.json completely; returns (decisions, log) or raises ReviewError."""
+    if not isinstance(data, dict):
+        raise ReviewError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    version = data.get("version")
+    if version != REVIEW_VERSION:
+        raise ReviewError(
+            f"{path}: unsupported review file version {version!r} (this crl-napari reads version "
+            f"{REVIEW_VERSION}); it may come from a newer release"
+        )
+    raw_decisions = data.get("decisions", {})
+    raw_log = data.get("log", [])
+    if not isinstance(raw_decisions, dict):
+        raise ReviewError(f"{path}: 'decisions' must be an object mapping image ids to decisions")
+    if not isinstance(raw_log, list):
+        raise ReviewError(f"{path}: 'log' must be a list")
+    decisions: dict[str, dict[str, Any]] = {}
+    for image_id, d in raw_decisions.items():
+        check_id(image_id, f"{path}: decisions")
+        checked = _check_decision(d, image_id, path, f"decision for {image_id!r}")
+        if checked is None:
+            raise ReviewError(f"{path}: decision for {image_id!r} is null")
+        decisions[image_id] = checked
+    log: list[dict[str, Any]] = []
+    for i, entry in enumerate(raw_log):
+        where = f"log entry {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ReviewError(f"{path}: {where}: expected an object with an 'id'")
+        image_id = check_id(entry["id"], f"{path}: {where}")
+        backup = entry.get("edit_backup")
+        if backup is not None and (not isinstance(backup, str) or not _BACKUP_RE.match(backup)):
+            raise ReviewError(f"{path}: {where}: invalid edit_backup {backup!r}")
+        log.append({
+            "id": image_id,
+            "before": _check_decision(entry.get("before"), image_id, path, f"{where} 'before'"),
+            "after": _check_decision(entry.get("after"), image_id, path, f"{where} 'after'"),
+            "reviewer": str(entry.get("reviewer", "")),
+            "time": str(entry.get("time", "")),
+            "edit_backup": backup,
+        })
+    return decisions, log
+
+
+class ReviewSession:
+    """Decisions on one run folder; every change is saved to ``RUN/review.json`` before the call returns.
+
+    Create with :meth:`open`. Thread-safe for calls from one process (a napari worker and the GUI thread).
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        rows: list[dict[str, Any]],
+        decisions: dict[str, dict[str, Any]],
+        log: list[dict[str, Any]],
+        reviewer: str,
+    ) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / REVIEW_FILE
+        self._rows = rows
+        self._by_id = {r["id"]: r for r in rows}
+        self._ids = [r["id"] for r in rows]
+        self._decisions = decisions
+        self._log = log
+        self._lock = threading.RLock()
+        self._reviewer = ""
+        self.reviewer = reviewer
+
+    # ---------------------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, run_dir: str | Path, reviewer: str | None = None, recover: bool = False) -> ReviewSession:
+        """Open the review of a scored run, restoring earlier decisions from ``RUN/review.json``.
+
+        ``reviewer`` defaults to the login name ("unknown" when there is none). A corrupt or unknown-version
+        review.json raises ReviewError naming it, unless ``recover=True``: then it is renamed to
+        ``review.json.corrupt-<UTC time>`` (kept as evidence) and the review starts fresh.
+        """
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise ReviewError(f"{run_dir}: run folder does not exist")
+        rows = read_scores(run_dir)
+        path = run_dir / REVIEW_FILE
+        decisions: dict[str, dict[str, Any]] = {}
+        log: list[dict[str, Any]] = []
+        set_aside = False
+        if path.exists():
+            try:
+                try:
+                    data = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
+                decisions, log = _validate(data, path)
+            except ReviewError as exc:
+                if not recover:
+                    raise ReviewError(
+                        f"{exc}\nThe file was left untouched. Fix or move it, or reopen with recover=True to "
+                        f"keep it as {REVIEW_FILE}.corrupt-<time> and start the review afresh."
+                    ) from exc
+                cls._set_aside(path)
+                decisions, log, set_aside = {}, [], True
+        name = reviewer if reviewer is not None else _default_reviewer()
+        session = cls(run_dir, rows, decisions, log, name)
+        if set_aside:
+            session._save()  # the fresh start is explicit on disk
+        return session
+
+    @staticmethod
+    def _set_aside(path: Path) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        backup = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while backup.exists():
+            backup = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+            n += 1
+        os.replace(path, backup)
+        fsync_dir(path.parent)
+        return backup
+
+    # --------------------------------------------------------------------------------------- reading
+    @property
+    def reviewer(self) -> str:
+        """Name recorded with each decision; settable (e.g. when the radiologist changes at a shared PC)."""
+        return self._reviewer
+
+    @reviewer.setter
+    def reviewer(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"reviewer must be a non-empty string, got {name!r}")
+        self._reviewer = name.strip()
+
+    @property
+    def ids(self) -> list[str]:
+        """Image ids in rank order (most suspicious first)."""
+        return list(self._ids)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The scores.csv rows (copies) in rank order, numbers parsed."""
+        return [dict(r) for r in self._rows]
+
+    def row(self, image_id: str) -> dict[str, Any]:
+        """The scores.csv row of one image (a copy)."""
+        return dict(self._by_id[self._check(image_id)])
+
+    def _check(self, image_id: str) -> str:
+        if image_id not in self._by_id:
+            raise KeyError(f"unknown image id {image_id!r}: not in {self.run_dir / SCORES_FILE}")
+        return image_id
+
+    def status(self, image_id: str) -> str:
+        """One of STATUSES."""
+        d = self._decisions.get(self._check(image_id))
+        return "pending" if d is None else d["status"]
+
+    def decision(self, image_id: str) -> dict[str, Any] | None:
+        """``{"status", "reviewer", "time" (ISO-8601 UTC), "edit" (path relative to the run or None)}``, or
+        None while pending."""
+        d = self._decisions.get(self._check(image_id))
+        return None if d is None else dict(d)
+
+    def edit_path(self, image_id: str) -> Path:
+        """Where the edited mask of ``image_id`` lives (whether or not it exists)."""
+        return self.run_dir / EDITS_DIR / f"{self._check(image_id)}.png"
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per status, plus "total" and "reviewed" (= total - pending)."""
+        out = {s: 0 for s in STATUSES}
+        for image_id in self._ids:
+            out[self.status(image_id)] += 1
+        out["total"] = len(self._ids)
+        out["reviewed"] = out["total"] - out["pending"]
+        return out
+
+    def next_pending(self, after: str | None = None) -> str | None:
+        """The next pending id in rank order after ``after`` (from the top when None), wrapping around to the
+        ones skipped earlier; None when nothing is pending."""
+        start = 0 if after is None else self._ids.index(self._check(after)) + 1
+        order = self._ids[start:] + self._ids[:start]
+        return next((i for i in order if i not in self._decisions), None)
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """The change history, oldest first (copies)."""
+        return copy.deepcopy(self._log)
+
+    # -------------------------------------------------------------------------------------- changing
+    def accept(self, image_id: str) -> dict[str, Any]:
+        """Use the corrected mask for this image."""
+        return self._decide(image_id, "accepted")
+
+    def keep(self, image_id: str) -> dict[str, Any]:
+        """Keep the given (original) mask for this image."""
+        return self._decide(image_id, "kept")
+
+    def reset(self, image_id: str) -> None:
+        """Back to pending (the edit file, if any, stays so that undo can bring the decision back)."""
+        with self._lock:
+            if self._check(image_id) in self._decisions:
+                self._apply(image_id, None)
+
+    def edit(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
+        """Store the reviewer's own mask (anything > 0 is lung) as ``RUN/edits/<id>.png`` (0/255).
+
+        The mask must have the shape of the given mask (training size). The drawing it replaces, if any, is
+        kept for undo.
+        """
+        with self._lock:
+            self._check(image_id)
+            arr = np.asarray(mask)
+            if arr.dtype == bool:
+                binary = arr
+            elif np.issubdtype(arr.dtype, np.number):
+                if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+                    raise ValueError(f"edited mask for {image_id!r} contains NaN or infinite values")
+                binary = arr > 0
+            else:
+                raise TypeError(f"edited mask for {image_id!r}: expected bool or numbers, not {arr.dtype}")
+            expected = self._mask_shape(image_id)
+            if binary.shape != expected:
+                raise ValueError(
+                    f"edited mask for {image_id!r} has shape {binary.shape}, expected {expected} "
+                    "(the size of the given mask)"
+                )
+            target = self.edit_path(image_id)
+            _mkdir_durable(target.parent)
+            backup_rel = None
+            if target.exists():
+                _mkdir_durable(target.parent / UNDO_DIR)
+                backup_rel = f"{EDITS_DIR}/{UNDO_DIR}/{image_id}.{secrets.token_hex(6)}.png"
+                atomic_write_bytes(self.run_dir / backup_rel, target.read_bytes())
+            atomic_write_png(target, binary.astype(np.uint8) * 255)
+            try:
+                return self._apply(image_id, "edited", edit_backup=backup_rel)
+            except BaseException:  # review.json not updated: put the previous drawing back
+                if backup_rel is not None:
+                    atomic_write_bytes(target, (self.run_dir / backup_rel).read_bytes())
+                    os.unlink(self.run_dir / backup_rel)
+                else:
+                    os.unlink(target)
+                raise
+
+    def undo(self) -> str | None:
+        """Revert the last change (also one made before the session was reopened); returns its id, or None
+        when there is nothing to undo. An undone edit brings back the drawing it replaced."""
+        with self._lock:
+            if not self._log:
+                return None
+            entry = self._log[-1]
+            image_id = entry["id"]
+            target = self.run_dir / EDITS_DIR / f"{image_id}.png"
+            backup = entry.get("edit_backup")
+            after = entry.get("after")
+            if after is not None and after["status"] == "edited":
+                # the files first: if we die here, review.json still holds the entry and undo can be redone
+                if backup is not None and (self.run_dir / backup).is_file():
+                    atomic_write_bytes(target, (self.run_dir / backup).read_bytes())
+                elif backup is None and target.exists():
+                    os.unlink(target)
+                    fsync_dir(target.parent)
+            previous = self._decisions.get(image_id)
+            self._log.pop()
+            self._set(image_id, entry["before"])
+            try:
+                self._save()
+            except BaseException:
+                self._log.append(entry)
+                self._set(image_id, previous)
+                raise
+            if backup is not None:
+                try:
+                    os.unlink(self.run_dir / backup)
+                except OSError:
+                    pass
+            return image_id
+
+    # ------------------------------------------------------------------------------------- internals
+    def _mask_shape(self, image_id: str) -> tuple[int, ...]:
+        import imageio.v3 as iio
+
+        for sub in ("given", "corrected"):
+            p = self.run_dir / sub / f"{image_id}.png"
+            if p.is_file():
+                try:
+                    arr = np.asarray(iio.imread(p))
+                except Exception as exc:
+                    raise ReviewError(f"{p}: unreadable mask ({exc})") from exc
+                return tuple(arr.shape[:2])
+        given = self.run_dir / "given" / f"{image_id}.png"
+        raise ReviewError(f"{given}: missing (needed to check the size of the edited mask)")
+
+    def _decide(self, image_id: str, status: str) -> dict[str, Any]:
+        with self._lock:
+            current = self._decisions.get(self._check(image_id))
+            if current is not None and current["status"] == status and current["reviewer"] == self.reviewer:
+                return dict(current)  # nothing changes; no log entry, no write
+            return self._apply(image_id, status)
+
+    def _set(self, image_id: str, decision: dict[str, Any] | None) -> None:
+        if decision is None:
+            self._decisions.pop(image_id, None)
+        else:
+            self._decisions[image_id] = dict(decision)
+
+    def _apply(self, image_id: str, status: str | None, edit_backup: str | None = None) -> dict[str, Any]:
+        """Record one change (status None = back to pending), log it and save; on a failed save the session
+        is rolled back so memory never claims what the disk does not hold."""
+        time = _now()
+        before = self._decisions.get(image_id)
+        after = None
+        if status is not None:
+            edit = f"{EDITS_DIR}/{image_id}.png" if status == "edited" else None
+            after = {"status": status, "reviewer": self.reviewer, "time": time, "edit": edit}
+        self._set(image_id, after)
+        self._log.append({
+            "id": image_id,
+            "before": None if before is None else dict(before),
+            "after": None if after is None else dict(after),
+            "reviewer": self.reviewer,
+            "time": time,
+            "edit_backup": edit_backup,
+        })
+        try:
+            self._save()
+        except BaseException:
+            self._log.pop()
+            self._set(image_id, before)
+            raise
+        return {} if after is None else dict(after)
+
+    def to_json(self) -> dict[str, Any]:
+        """The review.json content."""
+        return {
+            "version": REVIEW_VERSION,
+            "run": self.run_dir.resolve().name,
+            "decisions": {k: dict(v) for k, v in self._decisions.items()},
+            "log": copy.deepcopy(self._log),
+        }
+
+    def _save(self) -> None:
+        atomic_write_json(self.path, self.to_json())
