@@ -1,0 +1,111 @@
+"""Folder -> run folder -> scores -> export, through the command line the way a server user runs it."""
+
+import csv
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from crl_napari import cascade, cli, pipeline
+from crl_napari.cascade import TrainConfig
+from crl_napari.phantoms import write_sample_set
+from crl_napari.runs import RunError, RunFolder
+
+TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "2", "--batch-size", "4", "--lr", "0.05",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return write_sample_set(tmp_path_factory.mktemp("data") / "set", n=12, size=64, noise_ratio=0.5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    assert cli.main(["train", str(dataset), "--out", str(out), "--strategy", "crl", "--k", "1",
+                     "--simulate-noise", "0.5", *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_folder(trained, dataset):
+    run = RunFolder(trained)
+    split = {r["id"]: r["split"] for r in csv.DictReader(open(dataset / "split.csv"))}
+    cases = run.cases()
+    assert sorted(c["id"] for c in cases) == sorted(i for i, s in split.items() if s == "train")
+    assert sum(int(c["corrupted"]) for c in cases) == round(0.5 * len(cases))
+    hist = run.history()
+    assert [int(h["epoch"]) for h in hist] == [0, 1] and [h["stage"] for h in hist] == ["1", "2"]
+    scores = run.scores()
+    assert [r["rank"] for r in scores] == list(range(1, len(cases) + 1))
+    assert all(a["suspicion"] >= b["suspicion"] for a, b in zip(scores, scores[1:], strict=False))
+    one = scores[0]["id"]
+    assert run.image(one).shape == (32, 32) and run.corrected(one).dtype == bool
+    assert 0 <= run.prob(one).min() and run.prob(one).max() <= 1
+    # the suspicion is 1 - Dice(given, corrected), recomputable from the saved masks
+    g, c = run.given(one), run.corrected(one)
+    d = 2 * (g & c).sum() / max(g.sum() + c.sum(), 1) if (g.sum() + c.sum()) else 1.0
+    assert scores[0]["suspicion"] == pytest.approx(1 - d, abs=1e-4)
+    cfg = json.loads((trained / "config.json").read_text())
+    assert cfg["train"]["strategy"] == "crl" and cfg["data"]["simulate_noise"] == 0.5 and "torch" in cfg["versions"]
+
+
+def test_score_again_gives_the_same_scores(trained):
+    before = (trained / "scores.csv").read_text()
+    metrics = pipeline.score_run(trained)
+    assert (trained / "scores.csv").read_text() == before
+    assert 0 <= metrics["flag_auroc"] <= 1 and "corrected_dice_corrupted" in metrics
+
+
+def test_evaluate_and_info(trained, capsys):
+    assert cli.main(["evaluate", str(trained)]) == 0
+    out = capsys.readouterr().out
+    assert "Dice on test" in out
+    ev = json.loads((trained / "evaluation.json").read_text())
+    assert ev["split"] == "test" and ev["n"] == 3 and 0 <= ev["dice_mean"] <= 1
+    assert cli.main(["info", str(trained)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["epochs_done"] == 2 and info["scored"]
+
+
+def test_export_through_the_cli(trained, tmp_path):
+    dest = tmp_path / "cleaned"
+    assert cli.main(["export", str(trained), "--to", str(dest), "--unreviewed", "accept_above",
+                     "--threshold", "0.0"]) == 0
+    rows = list(csv.DictReader(open(dest / "manifest.csv")))
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert train_rows and all(r["mask_source"] == "corrected_by_policy" for r in train_rows)
+    some = train_rows[0]["id"]
+    exported = iio.imread(dest / "masks" / f"{some}.png")
+    assert exported.shape == (64, 64)  # back at the original size
+    up = np.kron(RunFolder(trained).corrected(some), np.ones((2, 2), dtype=bool))
+    assert np.array_equal(exported > 127, up)
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err and err.count("\n") <= 3
+
+
+def test_train_refuses_a_non_empty_out(dataset, trained, capsys):
+    assert cli.main(["train", str(dataset), "--out", str(trained), *TINY]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_stop_then_resume_finishes_the_run(dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(strategy="ss", epochs=3, batch_size=4, width=4, depth=2, lr=0.05)
+    saved = []
+    for ev in pipeline.train_run(dataset, out, cfg, size=32, should_stop=lambda: len(saved) >= 2):
+        if isinstance(ev, cascade.CheckpointSaved):
+            saved.append(ev.epoch)
+    assert saved == [0, 1] and not (out / "scores.csv").exists()
+    assert len(RunFolder(out).history()) == 2
+    with pytest.raises(RunError, match="nothing to resume"):
+        list(pipeline.train_run(dataset, tmp_path / "fresh", cfg, size=32, resume=True))
+    assert cli.main(["train", str(dataset), "--out", str(out), "--resume", "--quiet"]) == 0
+    run = RunFolder(out)
+    assert [int(h["epoch"]) for h in run.history()] == [0, 1, 2]
+    assert run.has_scores
