@@ -6,6 +6,8 @@ then fsyncs the directory so the rename itself survives a power cut. If anything
 the temporary file is removed and the previous content under the final name is untouched. A process killed
 (SIGKILL) mid-write can at worst leave a stray ``.<name>.<pid>.<random>.tmp`` file next to the target.
 
+A later run may sweep such leftovers with :func:`remove_stale_temps` (only those of processes that are gone).
+
 The parent directory must exist: creating folders is the caller's decision (the run folder layout lives in
 ``runs.py``). The temporary file is created with mode 0o666 minus the umask, like a normal ``open``.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,11 @@ __all__ = [
     "atomic_write_text",
     "encode_png",
     "fsync_dir",
+    "pid_alive",
+    "remove_stale_temps",
 ]
+
+_TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -98,3 +105,39 @@ def encode_png(array: np.ndarray) -> bytes:
 def atomic_write_png(path: str | Path, array: np.ndarray) -> None:
     """Encode ``array`` as PNG in memory, then write it atomically (bool -> 0/255; other dtypes as is)."""
     atomic_write_bytes(path, encode_png(array))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (True when unsure, e.g. on Windows, where
+    ``os.kill(pid, 0)`` would terminate the process instead of probing it)."""
+    if os.name == "nt" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.<pid>.<random>.tmp`` files a killed writer left in ``folder`` (not recursive).
+
+    Only files whose writer process no longer exists on this machine are removed; returns what was removed.
+    (A process on another machine writing into a shared folder cannot be seen; do not resume one run from
+    two machines at once.)
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP_RE.match(p.name)
+        if m and p.is_file() and not p.is_symlink() and not pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed

@@ -321,6 +321,11 @@ def train(
 
     Yields events; the last one is ``Finished`` with the nets. ``should_stop`` is polled between steps.
     With ``run_dir`` a checkpoint is saved after every epoch; ``resume=True`` continues from it.
+
+    Running out of (GPU) memory anywhere in training, validation included, raises a TrainingError that
+    suggests a smaller batch; the nets and tensors of the failed run are released first (and the CUDA cache
+    emptied), so the process (the napari viewer, say) can retry at once. A NaN/inf loss, or weights that
+    became non-finite, stop training before the checkpoint of that epoch is written: the last good one stays.
     """
     images = np.asarray(images, dtype=np.float32)
     masks = np.asarray(masks)
@@ -332,6 +337,58 @@ def train(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(config.device)
+    oom, gpu = None, False
+    try:
+        yield from _train_events(images, masks, config, device, run_dir, resume, val, should_stop)
+    except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one, and so is MPS's out-of-memory error
+        if isinstance(exc, TrainingError) or not _is_oom(exc):
+            raise
+        oom = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        gpu = isinstance(exc, torch.cuda.OutOfMemoryError) or device.type in ("cuda", "mps")
+    if oom is None:
+        return
+    # raised outside the except block, so no traceback keeps the failed run's frames (and GPU tensors) alive
+    _release_memory()
+    bs = min(config.batch_size, images.shape[0])
+    hint = (f"try a smaller batch, e.g. --batch-size {max(2, bs // 2)}" if bs > 2 else
+            "the batch is already the smallest (2); try a smaller --size or --width")
+    where = "GPU memory" if gpu else "memory"
+    raise TrainingError(
+        f"out of {where} at batch size {bs} (images {images.shape[-1]} px, width {config.width}); {hint}. "
+        f"[{oom}]"
+    )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def _release_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def _check_weights(models, epoch: int, run_dir: Path | None) -> None:
+    """Refuse to checkpoint non-finite weights (a finite loss can still give an inf/NaN update)."""
+    for i, m in enumerate(models):
+        for name, t in m.state_dict().items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                where = f" The last good checkpoint is kept in {run_dir / CHECKPOINT}." if run_dir else ""
+                raise TrainingError(
+                    f"the weights of net {i + 1} ({name}) became NaN or infinite in epoch {epoch + 1}; training "
+                    f"stopped.{where} Try a lower learning rate (--lr)."
+                )
+
+
+def _train_events(images, masks, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
+                  val, should_stop) -> Iterator[Event]:
     models = build_models(config, device)
     optims = [
         torch.optim.SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -384,25 +441,19 @@ def train(
         loss_sums = [0.0] * len(models)
         selected_sum = 0.0
         t0 = time.perf_counter()
-        try:
-            for step in range(steps):
-                if should_stop is not None and should_stop():
-                    yield Finished(models, epoch, stopped=True)
-                    return
-                idx = order[step * bs : (step + 1) * bs].to(device)
-                x, y = x_all[idx], y_all[idx]
-                if config.augment:
-                    x, y = _augment(x, y, config, gen)
-                losses, frac = stepper(x, y, stage, drop, epoch, step)
-                for i, v in enumerate(losses):
-                    loss_sums[i] += v
-                selected_sum += frac
-                yield Step(epoch, step, steps, float(np.mean(losses)))
-        except torch.cuda.OutOfMemoryError as exc:
-            raise TrainingError(
-                f"out of GPU memory at batch size {bs} (image {x_all.shape[-1]} px, width {config.width}); "
-                f"try a smaller batch, e.g. --batch-size {max(2, bs // 2)}"
-            ) from exc
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                yield Finished(models, epoch, stopped=True)
+                return
+            idx = order[step * bs : (step + 1) * bs].to(device)
+            x, y = x_all[idx], y_all[idx]
+            if config.augment:
+                x, y = _augment(x, y, config, gen)
+            losses, frac = stepper(x, y, stage, drop, epoch, step)
+            for i, v in enumerate(losses):
+                loss_sums[i] += v
+            selected_sum += frac
+            yield Step(epoch, step, steps, float(np.mean(losses)))
         seconds = time.perf_counter() - t0
         val_dice = None
         if val is not None:
@@ -413,6 +464,7 @@ def train(
             epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr, seconds,
             val_dice,
         )
+        _check_weights(models, epoch, run_dir)
         if run_dir is not None:
             path = save_checkpoint(run_dir, models, optims, config, epoch)
             yield CheckpointSaved(path, epoch)

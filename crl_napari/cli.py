@@ -7,7 +7,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from . import __version__
@@ -29,21 +29,72 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
+    # every default is None ("not given"), so that `--resume` can tell what the user asked for explicitly
     d = TrainConfig()
     g = p.add_argument_group("training (defaults: the paper's recipe)")
-    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
+    g.add_argument("--strategy", choices=STRATEGIES, default=None, help=f"default {d.strategy}")
     for f in fields(TrainConfig):
         if f.name in ("strategy", "amp", "augment", "flip"):
             continue
         typ = {"k": int}.get(f.name, type(getattr(d, f.name)))
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=getattr(d, f.name), dest=f.name)
-    g.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on cuda")
-    g.add_argument("--no-augment", dest="augment", action="store_false")
-    g.add_argument("--no-flip", dest="flip", action="store_false")
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, dest=f.name,
+                       help=f"default {getattr(d, f.name)}" + (" (epochs // 2)" if f.name == "k" else ""))
+    g.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on cuda")
+    g.add_argument("--no-augment", dest="augment", action="store_false", default=None)
+    g.add_argument("--no-flip", dest="flip", action="store_false", default=None)
+
+
+def _given(args: argparse.Namespace) -> dict:
+    """The training options given on the command line (the rest keep TrainConfig's defaults)."""
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    return TrainConfig(**_given(args))
+
+
+_DATA_OPTIONS = {"size": 256, "simulate_noise": 0.0, "noise_seed": 0}
+
+
+def _resume_settings(args: argparse.Namespace) -> TrainConfig | None:
+    """With --resume the run keeps the settings in its config.json. Options given explicitly are checked
+    against them, so that `--resume --lr 0.1` is refused with a message instead of silently ignored."""
+    given = _given(args)
+    data_given = {k: getattr(args, k) for k in _DATA_OPTIONS if getattr(args, k) is not None}
+    if not (Path(args.out) / "config.json").is_file() or not (given or data_given):
+        return None  # nothing asked, or nothing to resume (train_run says so)
+    from .runs import RunFolder
+
+    run = RunFolder(args.out)
+    saved = run.config.get("data", {})
+    diff = {k: (saved.get(k), v) for k, v in data_given.items() if saved.get(k) != v}
+    if diff:
+        raise RunError(f"{Path(args.out) / 'config.json'}: the run was made with other data settings; a resumed "
+                       f"run keeps its own (saved, asked): {diff}")
+    return replace(run.train_config, **given)  # a difference is refused by train_run, naming every setting
+
+
+def _with_data_report(events, out: Path):
+    """Print what loading skipped (--skip-bad) or warned about, from the run's config.json, once training
+    starts; the list stays in config.json for provenance."""
+    for ev in events:
+        if isinstance(ev, Started):
+            try:
+                data = json.loads((Path(out) / "config.json").read_text()).get("data", {})
+            except (OSError, ValueError, AttributeError):
+                data = {}
+            skipped, warnings = data.get("skipped") or [], data.get("warnings") or []
+            if skipped:
+                print(f"skipped {len(skipped)} file(s) that could not be used (listed in {out}/config.json):",
+                      file=sys.stderr)
+                for item in skipped[:50]:
+                    text = f"{item.get('path')}: {item.get('reason')}" if isinstance(item, dict) else str(item)
+                    print(f"  {text}", file=sys.stderr)
+            for w in warnings[:50]:
+                print(f"warning: {w}", file=sys.stderr)
+            if len(skipped) > 50 or len(warnings) > 50:
+                print(f"  ... (the full lists are in {out}/config.json)", file=sys.stderr)
+        yield ev
 
 
 def _consume(events, quiet: bool = False) -> dict:
@@ -63,8 +114,8 @@ def _consume(events, quiet: bool = False) -> dict:
             bar.set_postfix(epoch=ev.epoch + 1, loss=f"{ev.loss:.4f}")
         elif isinstance(ev, EpochEnd) and bar is not None:
             val = f", val Dice {ev.val_dice:.4f}" if ev.val_dice is not None else ""
-            bar.write(f"epoch {ev.epoch + 1}/{ev.epochs} stage {ev.stage} loss {sum(ev.losses) / len(ev.losses):.4f}"
-                      f" selected {ev.selected:.2f} ({ev.seconds:.1f}s){val}")
+            tqdm.write(f"epoch {ev.epoch + 1}/{ev.epochs} stage {ev.stage} loss {sum(ev.losses) / len(ev.losses):.4f}"
+                       f" selected {ev.selected:.2f} ({ev.seconds:.1f}s){val}", file=sys.stderr)
         elif isinstance(ev, CheckpointSaved):
             pass
         elif isinstance(ev, Finished):
@@ -80,10 +131,10 @@ def _consume(events, quiet: bool = False) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_run
 
-    config = None if args.resume else _config(args)
-    events = train_run(args.data, args.out, config, size=args.size, simulate_noise=args.simulate_noise,
-                       noise_seed=args.noise_seed, resume=args.resume, skip_bad=args.skip_bad)
-    metrics = _consume(events, args.quiet)
+    config = _resume_settings(args) if args.resume else _config(args)
+    data = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _DATA_OPTIONS.items()}
+    events = train_run(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad)
+    metrics = _consume(_with_data_report(events, args.out), args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
     return 0
@@ -196,10 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on a folder of image/mask pairs into a run folder")
     t.add_argument("data", type=Path, help="folder with images/ and masks/ (optional split.csv)")
     t.add_argument("--out", type=Path, required=True, help="the run folder to create")
-    t.add_argument("--size", type=int, default=256, help="training size in pixels (square)")
-    t.add_argument("--simulate-noise", type=float, default=0.0, metavar="RATIO",
+    t.add_argument("--size", type=int, default=None, help="training size in pixels (square); default 256")
+    t.add_argument("--simulate-noise", type=float, default=None, metavar="RATIO",
                    help="corrupt this ratio of training masks (the paper's protocol) to measure flagging")
-    t.add_argument("--noise-seed", type=int, default=0)
+    t.add_argument("--noise-seed", type=int, default=None)
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs (listed) instead of stopping")
     t.add_argument("--quiet", action="store_true")

@@ -15,7 +15,8 @@ Mask per image (``mask_source`` in the manifest):
   at its own resolution;
 * pending             -> ``unreviewed="keep"``: the original; ``unreviewed="accept_above"``: the corrected
   mask when suspicion >= ``threshold`` ("corrected_by_policy"), else the original;
-* not scored (test split or any case missing from scores.csv) -> the original, with an empty status.
+* not scored (the test split, listed in ``RUN/held_out.csv``, or any case missing from scores.csv) -> the
+  original, with an empty status.
 
 Safety, because this is the step that produces the data people train on next:
 
@@ -25,7 +26,9 @@ Safety, because this is the step that produces the data people train on next:
 * every id must be a safe file name (see :func:`crl_napari.review.check_id`), checked before anything is
   written, so a tampered cases.csv/scores.csv cannot make us write outside ``dest``;
 * everything is built in a hidden sibling ``.<dest name>.partial-<pid>`` and renamed to ``dest`` only when
-  complete; on any error that folder is removed, so ``dest`` is either absent or whole;
+  complete; on any error that folder is removed, so ``dest`` is either absent or whole; a process killed
+  mid-export (SIGKILL, power cut) leaves that hidden folder behind, and the next export to the same ``dest``
+  removes it (when no process with that id runs any more on this machine);
 * originals are only ever opened for reading.
 """
 
@@ -44,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import encode_png, fsync_dir
+from .atomic import encode_png, fsync_dir, pid_alive
 from .data import DataError, read_mask
 from .review import ReviewError, ReviewSession, check_id
 
@@ -136,9 +139,18 @@ def _read_config_root(run_dir: Path) -> Path | None:
 
 
 def _read_cases(run_dir: Path) -> list[dict[str, Any]]:
+    """cases.csv (the training cases) followed by held_out.csv (the other splits) when the run has one."""
     path = run_dir / "cases.csv"
     if not path.is_file():
         raise ExportError(f"{path}: missing; this does not look like a complete run folder")
+    cases = _read_case_file(path, set())
+    held_out = run_dir / "held_out.csv"
+    if held_out.is_file():
+        cases += _read_case_file(held_out, {c["id"] for c in cases})
+    return cases
+
+
+def _read_case_file(path: Path, seen: set[str]) -> list[dict[str, Any]]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -150,12 +162,11 @@ def _read_cases(run_dir: Path) -> list[dict[str, Any]]:
     if missing:
         raise ExportError(f"{path}: missing column(s) {', '.join(missing)} (found {','.join(fields)!r})")
     cases: list[dict[str, Any]] = []
-    seen: set[str] = set()
     for line, r in enumerate(raw, start=2):
         r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
         image_id = _safe_id(r["id"], f"{path}: line {line}")
         if image_id in seen:
-            raise ExportError(f"{path}: line {line}: id {image_id!r} listed twice")
+            raise ExportError(f"{path}: line {line}: id {image_id!r} listed twice (or also in cases.csv)")
         seen.add(image_id)
         try:
             shape = (int(r["orig_h"]), int(r["orig_w"]))
@@ -318,6 +329,7 @@ def export(
     _check_dest(dest, protected)
 
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(dest)
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     if tmp.exists():  # left by an earlier crash of this very process id
         shutil.rmtree(tmp)
@@ -335,6 +347,17 @@ def export(
     for it in items:
         counts[it.mask_source] += 1
     return ExportReport(dest=dest, n_images=len(items), counts=counts)
+
+
+def _remove_stale_partials(dest: Path) -> None:
+    """Remove the ``.<dest name>.partial-<pid>`` folders of exports that were killed (their process is gone):
+    they hold copies of patient images nobody will finish. Exports still running are left alone."""
+    prefix = f".{dest.name}.partial-"
+    for p in dest.parent.iterdir():
+        pid = p.name[len(prefix):]
+        if (p.name.startswith(prefix) and pid.isdigit() and p.is_dir() and not p.is_symlink()
+                and not pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _plan(

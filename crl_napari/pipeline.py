@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from . import cascade, noise, scoring
+from .atomic import remove_stale_temps
 from .cascade import EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
-from .runs import CASES, CONFIG, RunError, RunFolder
+from .runs import CASES, CONFIG, HELD_OUT, HISTORY, RunError, RunFolder
 
 
 @dataclass(frozen=True)
@@ -45,20 +46,33 @@ def train_run(
     """Train on the training split of ``data`` (all cases when it has no split) into the run folder ``out``.
 
     ``simulate_noise`` corrupts that ratio of the training masks (noise.simulate); the clean masks stay on
-    disk, so ``evaluate``/``scoring`` can measure against them. ``resume`` continues the run in ``out``.
+    disk, so ``evaluate``/``scoring`` can measure against them. ``resume`` continues the run in ``out`` with
+    the settings in its config.json (a ``config`` that differs is refused); a run stopped or killed before
+    its first checkpoint starts over in the same folder. Temporary files a killed writer left are removed.
     """
     out = Path(out)
+    restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     if resume:
         if not (out / CONFIG).is_file():
             raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
         run = RunFolder(out)
-        if not run.has_checkpoint:
-            raise RunError(f"{out}: nothing to resume (no checkpoint yet); start without --resume")
-        config = run.train_config if config is None else config  # a different one is refused by cascade
+        if config is not None and config != run.train_config:
+            saved = run.train_config
+            diff = {f: (getattr(saved, f), getattr(config, f)) for f in asdict(saved)
+                    if getattr(saved, f) != getattr(config, f)}
+            raise TrainingError(f"{out / CONFIG}: the run was trained with other settings; a resumed run keeps "
+                                f"its own (saved, asked): {diff}")
+        config = run.train_config
+        restart = not run.has_checkpoint
         data_cfg = run.config["data"]
         size, simulate_noise, noise_seed = data_cfg["size"], data_cfg["simulate_noise"], data_cfg["noise_seed"]
-    elif out.exists() and any(out.iterdir()):
+        if not restart:
+            for folder in (out, out / "images", out / "given", out / "corrected"):
+                remove_stale_temps(folder)
+    elif out.exists() and any(out.iterdir()) and not _never_trained(out):
         raise RunError(f"{out}: already exists and is not empty; choose another --out or pass --resume")
+    elif out.exists() and any(out.iterdir()):
+        restart = True  # a run that failed or was killed before its first checkpoint: start it over
     config = TrainConfig() if config is None else config
     ds = _resolve_data(data, size, skip_bad)
     train_ds = ds.subset("train") if any(c.split == "train" for c in ds) else ds
@@ -69,13 +83,18 @@ def train_run(
     if simulate_noise > 0:
         given, records = noise.simulate(clean, train_ds.ids, simulate_noise, seed=noise_seed,
                                         reference_size=256)
-    if resume:
+    if resume and not restart:
         run = RunFolder(out)
         history = run.history()
     else:
+        if restart:
+            (out / HISTORY).unlink(missing_ok=True)
+            for folder in (out, out / "images", out / "given", out / "corrected"):
+                remove_stale_temps(folder)
         run = RunFolder.create(out, config, {
             "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
-            "simulate_noise": simulate_noise, "noise_seed": noise_seed, "skipped": [str(p) for p, _ in ds.skipped],
+            "simulate_noise": simulate_noise, "noise_seed": noise_seed,
+            "skipped": [{"path": str(p), "reason": r} for p, r in ds.skipped], "warnings": list(ds.warnings),
         })
         rows = []
         for i, c in enumerate(train_ds):
@@ -85,9 +104,16 @@ def train_run(
                 row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
             rows.append(row)
         run.write_cases(rows, images[:, 0], given)
+        train_ids = set(train_ds.ids)
+        held_out = [c for c in ds if c.id not in train_ids]
+        if held_out:
+            run.write_held_out([{"id": c.id, "split": c.split, "image_path": str(c.image_path),
+                                 "mask_path": str(c.mask_path), "orig_h": c.original_shape[0],
+                                 "orig_w": c.original_shape[1]} for c in held_out])
         history = []
     models = None
-    for event in cascade.train(images, given, config, run_dir=out, resume=resume, should_stop=should_stop):
+    for event in cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
+                               should_stop=should_stop):
         if isinstance(event, Started):
             history = [h for h in history if int(h["epoch"]) < event.start_epoch]
         elif isinstance(event, EpochEnd):
@@ -107,6 +133,18 @@ def train_run(
     yield ScoresReady(out / "scores.csv", metrics)
 
 
+def _never_trained(out: Path) -> bool:
+    """A run folder holding nothing a new run would lose: only what a run writes before its first checkpoint
+    (what an out-of-memory error at the first step, or a kill before the first epoch ended, leaves)."""
+    try:
+        RunFolder(out)
+    except (RunError, TrainingError):
+        return False
+    before_training = {CONFIG, CASES, HELD_OUT, HISTORY, "images", "given", "corrected"}
+    return all(p.name in before_training or (p.name.startswith(".") and p.name.endswith(".tmp"))
+               for p in out.iterdir())
+
+
 def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
                  corrupted: list | None = None) -> dict:
     """Score every training image with the trained nets and write scores.csv and corrected/."""
@@ -123,7 +161,7 @@ def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, 
 def score_run(run_dir: Path | str) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks."""
     run = RunFolder(run_dir)
-    models, config = cascade.load_models(run.path)
+    models = _load_models(run)
     rows = run.cases()
     size = run.config["data"]["size"]
     images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
@@ -135,6 +173,18 @@ def score_run(run_dir: Path | str) -> dict:
 
         clean = np.stack([resize_mask(read_mask(r["mask_path"]), size) for r in rows]).astype(np.uint8)
     return write_scores(run, models, images, given, clean, corrupted)
+
+
+def _load_models(run: RunFolder) -> list:
+    """The run's nets; a checkpoint that belongs to other settings than config.json (copied from another
+    run, say) is refused rather than scored or evaluated silently."""
+    models, config = cascade.load_models(run.path)
+    if config != run.train_config:
+        diff = {f: (getattr(run.train_config, f), getattr(config, f)) for f in asdict(config)
+                if getattr(run.train_config, f) != getattr(config, f)}
+        raise RunError(f"{run.path / cascade.CHECKPOINT}: does not belong to this run; it was trained with other "
+                       f"settings than {CONFIG} says (config.json, checkpoint): {diff}")
+    return models
 
 
 def _input_image(run: RunFolder, row: dict, size: int) -> np.ndarray:
@@ -152,7 +202,7 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
     """Dice of the ensemble prediction against the masks on disk (clean masks), on ``split`` when the data has
     one (all cases otherwise). Writes RUN/evaluation.json."""
     run = RunFolder(run_dir)
-    models, _ = cascade.load_models(run.path)
+    models = _load_models(run)
     root = data if data is not None else run.config["data"]["root"]
     if root is None:
         raise RunError(f"{run.path / CONFIG}: no data folder recorded; pass --data")

@@ -17,10 +17,11 @@ import imageio.v3 as iio
 import numpy as np
 
 from .atomic import atomic_write_json, atomic_write_png, atomic_write_text
-from .cascade import CHECKPOINT, TrainConfig
+from .cascade import CHECKPOINT, TrainConfig, TrainingError
 
 CONFIG = "config.json"
 CASES = "cases.csv"
+HELD_OUT = "held_out.csv"  # the cases of other splits (test): not trained on, exported unchanged
 HISTORY = "history.csv"
 SCORES = "scores.csv"
 REVIEW = "review.json"
@@ -79,7 +80,7 @@ class RunFolder:
         try:
             self.config = json.loads((self.path / CONFIG).read_text())
             self.train_config = TrainConfig.from_dict(self.config["train"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, TrainingError) as exc:
             raise RunError(f"{self.path / CONFIG}: invalid run configuration ({exc})") from exc
 
     # --- creating ---------------------------------------------------------------------------------------
@@ -87,8 +88,8 @@ class RunFolder:
     def create(cls, path: Path | str, train: TrainConfig, data: dict) -> RunFolder:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        for sub in ("images", "given", "corrected"):
-            (path / sub).mkdir(exist_ok=True)
+        # config.json first: a process killed at any point leaves either an empty folder (a new run may
+        # start there) or a run folder that `--resume` recognises, never an unrecognisable non-empty one
         atomic_write_json(path / CONFIG, {
             "format": 1,
             "train": asdict(train),
@@ -96,6 +97,8 @@ class RunFolder:
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         })
+        for sub in ("images", "given", "corrected"):
+            (path / sub).mkdir(exist_ok=True)
         return cls(path)
 
     def write_cases(self, rows: list[dict], images: np.ndarray, given: np.ndarray) -> None:
@@ -107,6 +110,11 @@ class RunFolder:
             atomic_write_png(self.path / "images" / f"{r['id']}.png", _to_uint8(disp.astype(np.float32)))
             atomic_write_png(self.path / "given" / f"{r['id']}.png", _to_uint8(m > 0))
         write_csv(self.path / CASES, rows, fields)
+
+    def write_held_out(self, rows: list[dict]) -> None:
+        """The data set's other cases (its test split): never trained on or scored, but part of the data set,
+        so an export of the cleaned set carries them over with their original masks."""
+        write_csv(self.path / HELD_OUT, rows, ["id", "split", "image_path", "mask_path", "orig_h", "orig_w"])
 
     def write_history(self, rows: list[dict]) -> None:
         write_csv(self.path / HISTORY, rows, HISTORY_FIELDS)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -109,3 +110,31 @@ def test_stop_then_resume_finishes_the_run(dataset, tmp_path):
     run = RunFolder(out)
     assert [int(h["epoch"]) for h in run.history()] == [0, 1, 2]
     assert run.has_scores
+
+
+SHENZHEN = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "shenzhen"
+
+
+@pytest.mark.data
+def test_cli_on_the_real_shenzhen_set(tmp_path, capsys):
+    """train / evaluate / score / export on ../shared/data/shenzhen (read in place, never copied)."""
+    if not SHENZHEN.is_dir():
+        pytest.skip(f"the Shenzhen data set is not at {SHENZHEN.resolve()} (see ../shared/data/README.md)")
+    run = tmp_path / "run"
+    assert cli.main(["train", str(SHENZHEN), "--out", str(run), "--strategy", "crl", "--k", "0", "--simulate-noise",
+                     "0.5", "--size", "32", "--width", "4", "--depth", "2", "--epochs", "1", "--batch-size", "32",
+                     "--quiet"]) == 0
+    metrics = json.loads(capsys.readouterr().out.split("run folder:")[0])
+    assert metrics["n_images"] == 385 and metrics["n_corrupted"] == 192
+    assert cli.main(["evaluate", str(run)]) == 0
+    assert "Dice on test (165 images" in capsys.readouterr().out
+    assert cli.main(["score", str(run)]) == 0
+    dest = tmp_path / "cleaned"
+    assert cli.main(["export", str(run), "--to", str(dest)]) == 0
+    rows = list(csv.DictReader(open(dest / "manifest.csv")))
+    assert len(rows) == 385 + 165 and {r["mask_source"] for r in rows} == {"original"}
+    assert sum(r["split"] == "test" for r in rows) == 165 and not any(r["status"] for r in rows if r["split"] == "test")
+    # unreviewed masks are kept: byte-for-byte the same pixels as the originals
+    some = rows[0]["id"]
+    assert np.array_equal(iio.imread(dest / "masks" / f"{some}.png") > 127,
+                          iio.imread(SHENZHEN / "masks" / f"{some}.png") > 127)
