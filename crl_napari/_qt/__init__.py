@@ -1,0 +1,13 @@
+"""The napari plugin of crl-napari: a thin skin over the engine (everything else in ``crl_napari``).
+
+* :mod:`.train_widget` - Train: data (folder or layers), strategy and hyperparameters, Start / Stop / Resume,
+  a progress bar and a loss plot; training runs in a napari thread worker over ``pipeline.train_run``.
+* :mod:`.review_widget` - Review masks: worst first, original and corrected mask over the image, one key per
+  decision (A accept, K keep, D edit, S save edit, N / Shift-N next / previous, U undo); every decision is
+  saved at once by ``review.ReviewSession``.
+* :mod:`.export_widget` - Export cleaned dataset (``export.export``).
+* :mod:`.reader` - opens a dataset folder or a run folder as layers.
+
+The manifest is ``plugin_manifest/napari.yaml`` (packaged as ``crl_napari._manifest``). Nothing outside this
+package (and the sample-data hook) may import Qt, napari or magicgui.
+"""

@@ -1,0 +1,170 @@
+"""Glue shared by the widgets: messages, the background worker, and the run the widgets of one viewer share.
+
+The engine does the work; this module only moves its results to the screen. Errors the user can fix (a bad
+folder, a run that is not scored yet, an export into the data) become one-line napari notifications; anything
+else is a bug and goes to napari's error notification with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
+from psygnal import Signal
+from superqt.utils import FunctionWorker, GeneratorWorker
+
+from ..cascade import TrainingError
+from ..data import DataError
+from ..runs import RunError
+
+log = logging.getLogger(__name__)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for the user (engine errors name the file and say what to do)."""
+    from ..export import ExportError
+    from ..review import ReviewError
+
+    return (DataError, RunError, TrainingError, ReviewError, ExportError, ValueError, OSError, KeyError)
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, user_error_types())
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
+
+
+def report_error(exc: BaseException, context: str = "") -> str:
+    """Show ``exc`` to the user and return the text shown.
+
+    User mistakes: a plain notification with the engine's message (no traceback). Anything else: logged and
+    handed to napari's error notification, which offers the traceback for a bug report.
+    """
+    msg = error_message(exc)
+    text = f"{context}: {msg}" if context else msg
+    if is_user_error(exc):
+        show_error(text)
+    else:
+        log.error("crl-napari: unexpected error%s", f" ({context})" if context else "", exc_info=exc)
+        notification_manager.receive_error(type(exc), exc, exc.__traceback__)
+    return text
+
+
+def info(text: str) -> None:
+    show_info(text)
+
+
+def warn(text: str) -> None:
+    show_warning(text)
+
+
+# ------------------------------------------------------------------------------------------- workers
+
+
+def start_generator(
+    gen_func: Callable[..., Iterator],
+    *args: Any,
+    on_yield: Callable[[Any], None],
+    on_error: Callable[[BaseException], None],
+    on_done: Callable[[], None],
+    **kwargs: Any,
+) -> GeneratorWorker:
+    """Run ``gen_func(*args, **kwargs)`` in a napari thread worker; every yielded value goes to ``on_yield``
+    in the GUI thread. ``worker.quit()`` aborts between two yields. ``on_done`` runs last, whatever happened.
+
+    superqt's worker class is used (napari's relays every error as a traceback notification); errors are
+    routed to ``on_error`` instead and never re-raised in the GUI thread.
+    """
+    worker = create_worker(gen_func, *args, _worker_class=GeneratorWorker, _ignore_errors=True, **kwargs)
+    worker.yielded.connect(on_yield)
+    worker.errored.connect(on_error)
+    worker.finished.connect(on_done)
+    worker.start()
+    return worker
+
+
+def start_function(
+    func: Callable[..., Any],
+    *args: Any,
+    on_return: Callable[[Any], None],
+    on_error: Callable[[BaseException], None],
+    on_done: Callable[[], None],
+    **kwargs: Any,
+) -> FunctionWorker:
+    """Run ``func`` in a napari thread worker; its result goes to ``on_return`` in the GUI thread."""
+    worker = create_worker(func, *args, _worker_class=FunctionWorker, _ignore_errors=True, **kwargs)
+    worker.returned.connect(on_return)
+    worker.errored.connect(on_error)
+    worker.finished.connect(on_done)
+    worker.start()
+    return worker
+
+
+class StopFlag:
+    """The ``should_stop`` the engine polls between training steps (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+
+# -------------------------------------------------------------------------- the run a viewer works on
+
+
+class RunLink:
+    """The run folder the crl-napari widgets of one viewer share: the train widget announces the run it
+    finished, the review widget the run it opened; the export widget follows. psygnal holds its listeners
+    weakly, so a closed widget is never kept alive by this link."""
+
+    changed = Signal(str)
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self._review = None  # weakref to the open review widget
+
+    def set(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.changed.emit(self.path)
+
+    @property
+    def review_widget(self):
+        """The review widget open in this viewer (None when there is none or it was closed)."""
+        widget = self._review() if self._review is not None else None
+        if widget is not None:
+            try:
+                widget.isVisible()  # raises once Qt deleted it
+            except RuntimeError:
+                return None
+        return widget
+
+    @review_widget.setter
+    def review_widget(self, widget) -> None:
+        self._review = weakref.ref(widget) if widget is not None else None
+
+
+_LINKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def run_link(viewer) -> RunLink:
+    """The RunLink of ``viewer`` (created on first use, dropped with the viewer). napari hands each plugin
+    widget its own proxy of the viewer; the link belongs to the viewer behind them."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    link = _LINKS.get(viewer)
+    if link is None:
+        link = _LINKS[viewer] = RunLink()
+    return link

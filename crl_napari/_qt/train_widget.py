@@ -1,0 +1,567 @@
+"""The Train widget: pick the data, the strategy and its hyperparameters (the paper's defaults), and train in
+a napari thread worker over the engine's event stream (:func:`crl_napari.pipeline.train_run`).
+
+The GUI thread only turns events into a ``napari.utils.progress`` bar, a loss / selected-fraction plot
+(redrawn once per epoch) and a status line; Stop sets the flag the engine polls between steps, so training
+ends cleanly after the current step with the last epoch's checkpoint on disk, and Resume continues from it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, fields
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import napari
+import napari.layers
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+)
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.utils import progress
+from superqt import QCollapsible
+
+from .. import pipeline
+from ..atomic import atomic_write_png
+from ..cascade import (
+    JOINT_MODES,
+    STRATEGIES,
+    CheckpointSaved,
+    EpochEnd,
+    Finished,
+    StageChanged,
+    Started,
+    Step,
+    TrainConfig,
+    pick_device,
+)
+from ..runs import RunError, RunFolder
+from ._common import StopFlag, info, report_error, run_link, start_generator
+
+__all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
+
+#: Shown in the main form; every other TrainConfig field is under "Advanced".
+_MAIN_FIELDS = ("strategy", "epochs", "batch_size", "lr")
+_INT_RANGES = {"epochs": (1, 100_000), "batch_size": (2, 4096), "width": (1, 1024), "depth": (1, 8),
+               "k": (-1, 100_000), "seed": (0, 2**31 - 1)}
+# name: (min, max, step, decimals)
+_FLOAT_RANGES = {"lr": (1e-7, 10.0, 1e-4, 7), "lr_decay": (0.0, 1.0, 0.001, 4), "momentum": (0.0, 1.0, 0.01, 3),
+                 "weight_decay": (0.0, 1.0, 1e-4, 6), "keep_ratio": (0.01, 1.0, 0.05, 3),
+                 "drop_uncertain": (0.0, 0.99, 0.05, 3), "ramp": (0.0, 1.0, 0.05, 3), "alpha": (0.0, 1.0, 0.05, 3),
+                 "T": (0.01, 10.0, 0.05, 3), "rotation": (0.0, 180.0, 1.0, 1)}
+_TIPS = {
+    "strategy": "crl: the cascaded framework (stage 1 sample selection, stage 2 label correction); "
+    "vanilla, coteaching, ss: the paper's baselines",
+    "epochs": "training epochs (paper: 100)",
+    "batch_size": "images per step (paper: 32)",
+    "lr": "SGD learning rate (paper: 1e-3)",
+    "lr_decay": "learning rate x lr_decay per epoch",
+    "width": "U-Net channels of the first level (paper: 64)",
+    "depth": "U-Net levels (paper: 4); the image size must be divisible by 2**depth",
+    "k": "crl: first epoch of stage 2 (-1: half of the epochs)",
+    "keep_ratio": "stage 1: fraction of each batch a net learns from",
+    "drop_uncertain": "stage 1: fraction dropped first for high peer uncertainty",
+    "ramp": "fraction of the epochs over which sample selection ramps up",
+    "alpha": "stage 2: weight of the given label in the joint loss",
+    "T": "stage 2: sharpening temperature of the corrected label",
+    "joint": "stage 2: joint loss on the unselected samples only, or on all",
+    "device": "auto: cuda, then mps, then cpu",
+    "amp": "mixed precision (cuda only)",
+}
+
+
+def _available_devices() -> list[str]:
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _device_text(name: str) -> str:
+    import torch
+
+    try:
+        dev = pick_device(name)
+    except RuntimeError as exc:
+        return f"unavailable ({exc})"
+    if dev.type == "cuda":
+        try:
+            return f"cuda ({torch.cuda.get_device_name(dev)})"
+        except (RuntimeError, AssertionError):
+            return "cuda"
+    return dev.type
+
+
+# ------------------------------------------------------------------------------- layers -> data folder
+
+
+def layers_data_dir(out: Path) -> Path:
+    """Where a training from layers writes its data folder: beside the run folder, ``<run>-data``."""
+    out = Path(out)
+    return out.parent / f"{out.name}-data"
+
+
+def _safe_name(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
+    return s or "image"
+
+
+def _to_stack(data: Any, rgb: bool = False) -> np.ndarray:
+    arr = np.asarray(data)
+    if rgb:
+        arr = arr[..., :3].mean(axis=-1)
+    if arr.ndim < 2:
+        raise ValueError(f"expected 2-D images, got an array of shape {arr.shape}")
+    return arr.reshape((-1, *arr.shape[-2:]))
+
+
+def _image_png(img: np.ndarray) -> np.ndarray:
+    if img.dtype in (np.uint8, np.uint16):
+        return img
+    img = img.astype(np.float64)
+    lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
+    scaled = (np.nan_to_num(img, nan=lo) - lo) / max(hi - lo, 1e-12)
+    return np.round(scaled * 65535).astype(np.uint16)
+
+
+def write_layers_dataset(image: Any, mask: Any, dest: Path | str, name: str = "image",
+                         ids: list[str] | None = None, rgb: bool = False) -> Path:
+    """Write an image stack and its mask stack (napari layer data) as a data folder the engine reads:
+    ``dest/images/<id>.png`` and ``dest/masks/<id>.png`` (0/255). Integer images keep their values (8 or
+    16 bit), others are scaled to 16 bit per image. ``dest`` must be new or empty. Returns ``dest``."""
+    images = _to_stack(image, rgb)
+    masks = _to_stack(mask)
+    if images.shape != masks.shape:
+        raise ValueError(f"the image layer ({images.shape}) and the mask layer ({masks.shape}) differ in shape")
+    if len(images) < 2:
+        raise ValueError("training needs at least 2 images: the image layer holds one; open a stack of images "
+                         "(e.g. a dataset folder) or train from a data folder")
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ValueError(f"{dest}: exists and is not empty; the layers' data folder is written there, "
+                         "choose another run folder")
+    if ids is None or len(ids) != len(images) or len(set(ids)) != len(ids):
+        ids = [f"{_safe_name(name)}_{i:04d}" for i in range(len(images))]
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    (dest / "masks").mkdir(exist_ok=True)
+    for id_, img, m in zip(ids, images, masks, strict=True):
+        atomic_write_png(dest / "images" / f"{id_}.png", _image_png(img))
+        atomic_write_png(dest / "masks" / f"{id_}.png", (m > 0).astype(np.uint8) * 255)
+    return dest
+
+
+def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simulate_noise: float,
+               noise_seed: int, resume: bool, skip_bad: bool, should_stop: StopFlag):
+    """The worker's generator: (write the layers' data folder,) then the engine's event stream."""
+    if isinstance(data, dict):  # layers
+        yield ("data_written", write_layers_dataset(**data))
+        data = data["dest"]
+    yield from pipeline.train_run(data, out, config, size=size, simulate_noise=simulate_noise,
+                                  noise_seed=noise_seed, resume=resume, skip_bad=skip_bad,
+                                  should_stop=should_stop)
+
+
+# ------------------------------------------------------------------------------------------ the plot
+
+
+class LossPlot(FigureCanvasQTAgg):
+    """Loss per net and the fraction of the batch trained on given labels, per epoch (cheap: one small
+    figure, redrawn once per epoch)."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(3.6, 2.2), dpi=80, layout="constrained")
+        super().__init__(self.figure)
+        self.figure.patch.set_alpha(0)
+        self.ax = self.figure.add_subplot(111)
+        self.ax2 = self.ax.twinx()
+        for a in (self.ax, self.ax2):
+            a.set_facecolor("none")
+            a.tick_params(colors="#9a9a9a", labelsize=7)
+            for s in a.spines.values():
+                s.set_color("#7a7a7a")
+        self.ax.set_xlabel("epoch", color="#9a9a9a", fontsize=8)
+        self.ax.set_ylabel("loss", color="#9a9a9a", fontsize=8)
+        self.ax2.set_ylabel("selected", color="#2ca02c", fontsize=8)
+        self.ax2.set_ylim(0, 1.05)
+        self.epochs: list[int] = []
+        self.losses: list[tuple[float, ...]] = []
+        self.selected: list[float] = []
+        self._loss_lines: list = []
+        (self._sel_line,) = self.ax2.plot([], [], color="#2ca02c", lw=1.2, ls="--")
+        self.setMinimumHeight(150)
+
+    def clear(self) -> None:
+        self.epochs, self.losses, self.selected = [], [], []
+        self._redraw()
+
+    def add(self, epoch: int, losses: tuple[float, ...], selected: float) -> None:
+        self.epochs.append(epoch + 1)
+        self.losses.append(tuple(losses))
+        self.selected.append(selected)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        n_nets = max((len(x) for x in self.losses), default=0)
+        colors = ("#1f77b4", "#ff7f0e", "#d62728")
+        while len(self._loss_lines) < n_nets:
+            (line,) = self.ax.plot([], [], lw=1.2, color=colors[len(self._loss_lines) % 3],
+                                   label=f"net {len(self._loss_lines) + 1}")
+            self._loss_lines.append(line)
+        for i, line in enumerate(self._loss_lines):
+            ys = [x[i] if i < len(x) else np.nan for x in self.losses]
+            line.set_data(self.epochs, ys)
+        self._sel_line.set_data(self.epochs, self.selected)
+        self.ax.relim()
+        self.ax.autoscale_view()
+        if self.epochs:
+            self.ax.set_xlim(0.5, max(self.epochs) + 0.5)
+        self.draw_idle()
+
+
+# -------------------------------------------------------------------------------------------- widget
+
+
+class TrainWidget(Container):
+    """Train a run folder from a data folder or from the image and mask layers open in the viewer."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.worker = None
+        self.stop_flag: StopFlag | None = None
+        self.pbar: progress | None = None
+        self.run_dir: Path | None = None
+        self.state = "idle"  # idle | running | stopping
+        self.last_outcome: str | None = None  # finished | stopped | error
+        self.last_error: str | None = None
+        self._job: dict[str, Any] = {}  # what a closed widget must stop (see _abandon)
+        self._build()
+        self.native.destroyed.connect(partial(_abandon, self._job))
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layers_changed)
+        self._update_source()
+        self._update_buttons()
+
+    # --- building ------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        d = TrainConfig()
+        self.source = RadioButtons(label="Data from", choices=["folder", "layers"], value="folder",
+                                   orientation="horizontal")
+        self.data_dir = FileEdit(label="Data folder", mode="d",
+                                 tooltip="a folder with images/<id>.png and masks/<id>.png (optional split.csv)")
+        self.sample_btn = PushButton(text="Use the built-in sample set")
+        self.image_layer = ComboBox(label="Image layer", choices=self._image_layers,
+                                    tooltip="a stack of images (N x H x W)")
+        self.mask_layer = ComboBox(label="Mask layer", choices=self._labels_layers,
+                                   tooltip="the masks to clean, same shape as the image layer")
+        self.out_dir = FileEdit(label="Run folder", mode="d",
+                                tooltip="a new or empty folder for the run (training from layers also "
+                                "writes the layers as <run>-data beside it)")
+        self.size = SpinBox(label="Image size", value=256, min=16, max=4096, step=16,
+                            tooltip="images and masks are resized to size x size for training")
+        self.simulate_noise = FloatSpinBox(label="Simulate noise", value=0.0, min=0.0, max=1.0, step=0.05,
+                                           tooltip="for experiments: corrupt this ratio of the training masks "
+                                           "(the paper's erosion/dilation protocol); 0 for real work")
+        self.device = ComboBox(label="Device", choices=_available_devices(), value="auto",
+                               tooltip=_TIPS["device"])
+        self.device_label = Label(label="In use", value=_device_text("auto"))
+        self.cfg: dict[str, Any] = {}
+        main, advanced = [], []
+        for f in fields(TrainConfig):
+            if f.name == "device":
+                continue
+            w = self._config_widget(f.name, getattr(d, f.name))
+            self.cfg[f.name] = w
+            (main if f.name in _MAIN_FIELDS else advanced).append(w)
+        self.noise_seed = SpinBox(label="noise_seed", value=0, min=0, max=2**31 - 1)
+        self.skip_bad = CheckBox(text="skip unreadable image/mask pairs", value=False)
+        self.start_btn = PushButton(text="Start")
+        self.stop_btn = PushButton(text="Stop")
+        self.resume_btn = PushButton(text="Resume")
+        self.review_btn = PushButton(text="Open in review")
+        buttons = Container(widgets=[self.start_btn, self.stop_btn, self.resume_btn], layout="horizontal",
+                            labels=False)
+        self.status = Label(value="")
+        self.extend([self.source, self.data_dir, self.sample_btn, self.image_layer, self.mask_layer, self.out_dir,
+                     self.size, self.device, self.device_label, *main])
+        self.advanced = Container(widgets=[*advanced, self.simulate_noise, self.noise_seed, self.skip_bad],
+                                  labels=True)
+        collapsible = QCollapsible("Advanced")
+        collapsible.addWidget(self.advanced.native)
+        self.native.layout().addWidget(collapsible)
+        self.extend([buttons, self.status])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot)
+        self.append(self.review_btn)
+        self.status.native.setWordWrap(True)
+
+        self.source.changed.connect(self._update_source)
+        self.device.changed.connect(lambda v: setattr(self.device_label, "value", _device_text(v)))
+        self.out_dir.changed.connect(self._update_buttons)
+        self.sample_btn.clicked.connect(self._use_sample)
+        self.start_btn.clicked.connect(self.start)
+        self.stop_btn.clicked.connect(self.stop)
+        self.resume_btn.clicked.connect(self.resume)
+        self.review_btn.clicked.connect(self.open_review)
+
+    @staticmethod
+    def _config_widget(name: str, default: Any):
+        tip = _TIPS.get(name, "")
+        if name == "strategy":
+            return ComboBox(label=name, choices=list(STRATEGIES), value=default, tooltip=tip)
+        if name == "joint":
+            return ComboBox(label=name, choices=list(JOINT_MODES), value=default, tooltip=tip)
+        if isinstance(default, bool):
+            return CheckBox(label=name, value=default, tooltip=tip)
+        if name == "k" or isinstance(default, int):
+            lo, hi = _INT_RANGES.get(name, (0, 1_000_000))
+            return SpinBox(label=name, value=-1 if default is None else default, min=lo, max=hi, tooltip=tip)
+        lo, hi, step, decimals = _FLOAT_RANGES.get(name, (0.0, 1e6, 0.1, 4))
+        w = FloatSpinBox(label=name, value=default, min=lo, max=hi, step=step, tooltip=tip)
+        w.native.setDecimals(decimals)
+        w.value = default
+        return w
+
+    # --- reading the form ----------------------------------------------------------------------------
+    def _image_layers(self, _w=None) -> list:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, napari.layers.Image)]
+
+    def _labels_layers(self, _w=None) -> list:
+        return [(lay.name, lay) for lay in self.viewer.layers if isinstance(lay, napari.layers.Labels)]
+
+    def _on_layers_changed(self, _event=None) -> None:
+        self.image_layer.reset_choices()
+        self.mask_layer.reset_choices()
+
+    def _update_source(self, *_args) -> None:
+        layers = self.source.value == "layers"
+        self.data_dir.visible = not layers
+        self.sample_btn.visible = not layers
+        self.image_layer.visible = layers
+        self.mask_layer.visible = layers
+
+    def _use_sample(self) -> None:
+        from .._sample_data import sample_dataset_path
+
+        try:
+            self.data_dir.value = sample_dataset_path()
+        except Exception as exc:  # generation failed (disk full, read-only cache)
+            report_error(exc, "built-in sample set")
+            return
+        self.source.value = "folder"
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig the form describes (raises TrainingError when it is invalid)."""
+        values = {name: w.value for name, w in self.cfg.items()}
+        values["k"] = None if values["k"] < 0 else int(values["k"])
+        values["device"] = self.device.value
+        return TrainConfig(**values)
+
+    def set_config(self, config: TrainConfig) -> None:
+        """Show ``config`` in the form (used on resume)."""
+        for name, value in asdict(config).items():
+            if name == "device":
+                if value in self.device.choices:
+                    self.device.value = value
+            elif name in self.cfg:
+                self.cfg[name].value = -1 if (name == "k" and value is None) else value
+
+    def _path(self, w: FileEdit) -> Path | None:
+        text = str(w.value).strip() if w.value is not None else ""
+        return Path(text).expanduser() if text and text != "." else None
+
+    # --- actions -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start a new run into the run folder."""
+        if self.state != "idle":
+            return
+        try:
+            out = self._path(self.out_dir)
+            if out is None:
+                raise ValueError("choose a run folder (a new or empty folder) first")
+            config = self.config()
+            if self.source.value == "layers":
+                image, mask = self.image_layer.value, self.mask_layer.value
+                if image is None or mask is None:
+                    raise ValueError("open an image layer and a mask (labels) layer first, or train from a folder")
+                ids = image.metadata.get("crl_ids") if isinstance(image.metadata, dict) else None
+                data: Any = {"image": image.data, "mask": mask.data, "dest": layers_data_dir(out),
+                             "name": image.name, "ids": ids, "rgb": bool(image.rgb)}
+            else:
+                data = self._path(self.data_dir)
+                if data is None:
+                    raise ValueError("choose a data folder (with images/ and masks/) first")
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self.plot.clear()
+        self._launch(data, out, config, resume=False)
+
+    def resume(self) -> None:
+        """Continue the run in the run folder from its last checkpoint."""
+        if self.state != "idle":
+            return
+        try:
+            out = self._path(self.out_dir)
+            if out is None:
+                raise ValueError("choose the run folder to resume")
+            run = RunFolder(out)
+            if not run.has_checkpoint:
+                raise RunError(f"{out}: nothing to resume (no checkpoint yet); press Start")
+            root = run.config.get("data", {}).get("root")
+            data = Path(root) if root and Path(root).is_dir() else self._path(self.data_dir)
+            if data is None:
+                raise RunError(f"{out}: the data folder it was trained on ({root}) is not there; "
+                               "choose it as the data folder")
+            self.set_config(run.train_config)
+            self.size.value = int(run.config["data"]["size"])
+        except Exception as exc:
+            self._fail(exc)
+            return
+        self.plot.clear()
+        for row in run.history():
+            losses = tuple(float(row[k]) for k in ("loss_0", "loss_1", "loss_2") if row.get(k) not in (None, ""))
+            self.plot.add(int(row["epoch"]), losses, float(row["selected"]))
+        self._launch(data, out, None, resume=True)
+
+    def stop(self) -> None:
+        """Ask the engine to stop after the current step (the last epoch's checkpoint stays)."""
+        if self.state == "running" and self.stop_flag is not None:
+            self.stop_flag.set()
+            self.state = "stopping"
+            self.status.value = "Stopping after the current step…"
+            self._update_buttons()
+
+    def open_review(self) -> None:
+        """Dock the Review widget on the run just trained."""
+        path = self.run_dir or self._path(self.out_dir)
+        if path is None:
+            return
+        widget = run_link(self.viewer).review_widget
+        if widget is None:
+            _, widget = self.viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+        widget.open_run(path)
+
+    # --- the worker ----------------------------------------------------------------------------------
+    def _launch(self, data: Any, out: Path, config: TrainConfig | None, resume: bool) -> None:
+        self.run_dir = out
+        self.stop_flag = StopFlag()
+        self.state = "running"
+        self.last_outcome = self.last_error = None
+        self.status.value = "Resuming…" if resume else "Loading the data…"
+        self.pbar = progress(total=0, desc="crl-napari: loading")
+        self._update_buttons()
+        self.worker = start_generator(
+            _train_job, data, out, config, int(self.size.value), float(self.simulate_noise.value),
+            int(self.noise_seed.value), resume, bool(self.skip_bad.value), self.stop_flag,
+            on_yield=self._on_event, on_error=self._on_error, on_done=self._on_done,
+        )
+        self._job.update(flag=self.stop_flag, worker=self.worker, pbar=self.pbar)
+
+    def _on_event(self, ev: Any) -> None:
+        if isinstance(ev, Step):
+            if self.pbar is not None:
+                self.pbar.update(1)
+        elif isinstance(ev, EpochEnd):
+            self.plot.add(ev.epoch, ev.losses, ev.selected)
+            loss = float(np.mean(ev.losses))
+            if self.state == "running":
+                self.status.value = (f"Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss {loss:.4f} · "
+                                     f"selected {ev.selected:.2f} · {ev.seconds:.1f} s")
+        elif isinstance(ev, Started):
+            self.device_label.value = ev.device
+            if self.pbar is not None:
+                self.pbar.total = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+                self.pbar.set_description(f"crl-napari: training {ev.config.strategy}")
+            self.status.value = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
+                                 + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
+        elif isinstance(ev, StageChanged):
+            if self.pbar is not None:
+                self.pbar.set_description(f"crl-napari: training, stage {ev.stage}")
+        elif isinstance(ev, CheckpointSaved):
+            pass
+        elif isinstance(ev, Finished):
+            if ev.stopped:
+                self.last_outcome = "stopped"
+                self.status.value = (f"Stopped during epoch {ev.epochs_run + 1}; the checkpoint of the last "
+                                     "finished epoch is kept: press Resume to continue.")
+            else:
+                self.status.value = "Training finished; scoring every image…"
+                if self.pbar is not None:
+                    self.pbar.set_description("crl-napari: scoring")
+        elif isinstance(ev, pipeline.ScoresReady):
+            self.last_outcome = "finished"
+            self.status.value = f"Done: {ev.metrics.get('n_images', '?')} images scored in {self.run_dir}"
+            info(f"crl-napari: training finished; {self.run_dir} is ready for review")
+            run_link(self.viewer).set(self.run_dir)
+        elif isinstance(ev, tuple) and ev and ev[0] == "data_written":
+            self.status.value = f"Wrote the layers as a data folder: {ev[1]}"
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.last_outcome = "error"
+        self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.last_error = report_error(exc, "training")
+        self.status.value = self.last_error
+
+    def _on_done(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+        self.worker = None
+        self._job.clear()
+        self.state = "idle"
+        if self.last_outcome is None:  # aborted by worker.quit() (the activity dock's cancel)
+            self.last_outcome = "stopped"
+            self.status.value = "Stopped; press Resume to continue from the last checkpoint."
+        self._update_buttons()
+
+    def _update_buttons(self, *_args) -> None:
+        idle = self.state == "idle"
+        self.start_btn.enabled = idle
+        self.stop_btn.enabled = self.state == "running"
+        out = self._path(self.out_dir)
+        # a stopped (or crashed) run: a checkpoint but no scores yet
+        self.resume_btn.enabled = (idle and out is not None and (out / "checkpoint.pt").is_file()
+                                   and not (out / "scores.csv").is_file())
+        self.review_btn.enabled = idle and out is not None and (out / "scores.csv").is_file()
+
+    @property
+    def running(self) -> bool:
+        return self.state != "idle"
+
+
+def _abandon(job: dict, *_args) -> None:
+    """The widget is gone (its dock closed, the viewer quit) while training: stop the engine after its
+    current step and let the worker finish without touching the deleted widgets."""
+    flag, worker, pbar = job.get("flag"), job.get("worker"), job.get("pbar")
+    if flag is not None:
+        flag.set()
+    if worker is not None:
+        for signal in (worker.yielded, worker.errored, worker.finished):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+        worker.quit()
+    if pbar is not None:
+        pbar.close()
+    job.clear()

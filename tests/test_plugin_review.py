@@ -1,0 +1,341 @@
+"""The Review and Export widgets in a real napari viewer, on a real (tiny) trained run folder: the right layers
+for the selected row, decisions by key and by button written to review.json at once, reopening restores them,
+and the export writes exactly the chosen masks."""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import imageio.v3 as iio  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from crl_napari import pipeline  # noqa: E402
+from crl_napari.cascade import TrainConfig  # noqa: E402
+from crl_napari.phantoms import write_sample_set  # noqa: E402
+from crl_napari.runs import RunFolder  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="session")
+def tiny_run_template(tmp_path_factory):
+    """One tiny crl run (12 training phantoms, half of the masks corrupted), trained and scored once per
+    session; tests review copies of it (see ``run_dir``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = write_sample_set(tmp_path_factory.mktemp("review-data") / "set", n=16, size=64, noise_ratio=0.5,
+                                seed=2)
+        out = tmp_path_factory.mktemp("review-runs") / "run"
+        # small but it learns (a few CPU seconds): the corrected masks differ from the given ones and from
+        # an all-foreground or empty mask, so the checks below can tell the masks apart
+        config = TrainConfig(strategy="crl", epochs=8, batch_size=4, width=8, depth=3, lr=0.01, augment=False,
+                             device="cpu")
+        for _ in pipeline.train_run(data, out, config, size=64):
+            pass
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+@pytest.fixture
+def run_dir(tiny_run_template, tmp_path):
+    """A private copy of the tiny run (its config still points at the session's data folder)."""
+    return shutil.copytree(tiny_run_template, tmp_path / "run")
+
+
+@pytest.fixture
+def errors():
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    seen: list[str] = []
+
+    def grab(event):
+        n = event.value if hasattr(event, "value") else event
+        if getattr(n, "severity", None) == NotificationSeverity.ERROR:
+            seen.append(str(n.message))
+
+    notification_manager.notification_ready.connect(grab)
+    yield seen
+    notification_manager.notification_ready.disconnect(grab)
+
+
+def _review(viewer, run_dir=None):
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    if run_dir is not None:
+        assert widget.open_run(run_dir), widget.last_message
+    return widget
+
+
+def _press(viewer, qtbot, key: str) -> None:
+    """A real key press on the viewer's canvas (napari's key handling, active layer first)."""
+    from qtpy.QtCore import Qt
+
+    mod = Qt.KeyboardModifier.NoModifier
+    if key.startswith("Shift-"):
+        mod, key = Qt.KeyboardModifier.ShiftModifier, key[len("Shift-"):]
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, getattr(Qt.Key, f"Key_{key}"), mod)
+
+
+def _decisions(run_dir) -> dict:
+    return json.loads((run_dir / "review.json").read_text())["decisions"]
+
+
+def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir):
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    run = RunFolder(run_dir)
+    scores = run.scores()
+    table_ids = [widget.table.item(i, 1).text() for i in range(widget.table.rowCount())]
+    assert table_ids == [r["id"] for r in scores]  # worst first
+    table_scores = [float(widget.table.item(i, 2).text()) for i in range(widget.table.rowCount())]
+    assert table_scores == sorted(table_scores, reverse=True)
+    assert widget.table.item(0, 4).text() == "pending"
+    assert widget.current_id == scores[0]["id"]
+    assert widget.counts_label.text().startswith(f"Reviewed 0 / {len(scores)}")
+
+    widget.table.selectRow(3)  # the reviewer clicks the fourth row
+    image_id = scores[3]["id"]
+    assert widget.current_id == image_id
+    np.testing.assert_array_equal(widget.layer("image").data, run.image(image_id))
+    np.testing.assert_array_equal(widget.layer("original").data > 0, run.given(image_id))
+    np.testing.assert_array_equal(widget.layer("corrected").data > 0, run.corrected(image_id))
+    assert widget.layer("original").contour > 0 and widget.layer("corrected").contour > 0
+    assert widget.layer("original").data.shape == widget.layer("image").data.shape == (64, 64)  # training size
+    c_orig = widget.layer("original").colormap.map(np.array([1]))[0]
+    c_corr = widget.layer("corrected").colormap.map(np.array([1]))[0]
+    assert not np.allclose(c_orig, c_corr)  # two distinct colours
+    for role, getter in (("probability", run.prob), ("uncertainty", run.uncertainty)):
+        layer = widget.layer(role)
+        assert layer is not None and not layer.visible  # hidden by default
+        np.testing.assert_allclose(layer.data, getter(image_id))
+    assert widget.layer("edit") is None
+    assert len(viewer.layers) == 5  # reused, not stacked up, when the row changes
+    assert image_id in widget.info_label.text()
+
+
+def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot, run_dir):
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    ids = [r["id"] for r in RunFolder(run_dir).scores()]
+    assert widget.reviewer_edit.text() == getpass.getuser()
+
+    _press(viewer, qtbot, "A")  # accept the worst one; the next pending one is shown
+    assert _decisions(run_dir)[ids[0]]["status"] == "accepted"
+    assert _decisions(run_dir)[ids[0]]["reviewer"] == getpass.getuser() and _decisions(run_dir)[ids[0]]["time"]
+    assert widget.current_id == ids[1]
+
+    widget.reviewer_edit.setText("dr house")
+    widget.reviewer_edit.editingFinished.emit()
+    widget.keep_btn.click()
+    assert _decisions(run_dir)[ids[1]] == {**_decisions(run_dir)[ids[1]], "status": "kept", "reviewer": "dr house"}
+    assert widget.current_id == ids[2]
+
+    _press(viewer, qtbot, "D")  # edit, seeded from the corrected mask
+    edit = widget.layer("edit")
+    assert edit is not None and viewer.layers.selection.active.name == edit.name and edit.mode == "paint"
+    np.testing.assert_array_equal(edit.data > 0, RunFolder(run_dir).corrected(ids[2]))
+    drawn = np.zeros((64, 64), np.uint8)
+    drawn[10:30, 5:25] = 1
+    edit.data = drawn
+    _press(viewer, qtbot, "S")  # S reaches the viewer although the labels layer is active
+    d = _decisions(run_dir)[ids[2]]
+    assert d["status"] == "edited" and d["edit"] == f"edits/{ids[2]}.png"
+    np.testing.assert_array_equal(iio.imread(run_dir / "edits" / f"{ids[2]}.png") > 0, drawn > 0)
+    assert widget.table.item(2, 4).text().startswith("edited")
+    assert widget.counts_label.text().startswith(f"Reviewed 3 / {len(ids)}")
+
+    _press(viewer, qtbot, "U")  # undo the edit: pending again, the drawing gone, that image shown
+    assert ids[2] not in _decisions(run_dir)
+    assert not (run_dir / "edits" / f"{ids[2]}.png").exists()
+    assert widget.current_id == ids[2] and widget.table.item(2, 4).text() == "pending"
+    widget.undo_btn.click()  # and the keep
+    assert set(_decisions(run_dir)) == {ids[0]} and widget.current_id == ids[1]
+
+    _press(viewer, qtbot, "N")
+    assert widget.current_id == ids[2]
+    _press(viewer, qtbot, "Shift-N")
+    _press(viewer, qtbot, "Shift-N")
+    assert widget.current_id == ids[0]
+
+    from qtpy.QtCore import Qt
+
+    qtbot.keyClick(widget.table, Qt.Key.Key_K)  # the keys also work while the table has the focus
+    assert _decisions(run_dir)[ids[0]]["status"] == "kept" and widget.current_id == ids[1]
+
+
+def test_reopening_the_run_restores_every_decision(make_napari_viewer, qtbot, run_dir):
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    ids = [r["id"] for r in RunFolder(run_dir).scores()]
+    widget.accept()
+    widget.keep()
+    widget.start_edit()
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 20:40] = 1
+    widget.layer("edit").data = mask
+    widget.save_edit()
+    before = _decisions(run_dir)
+    viewer.window.remove_dock_widget("all")
+
+    viewer2 = make_napari_viewer()
+    again = _review(viewer2, run_dir)
+    assert [again.session.status(i) for i in ids[:4]] == ["accepted", "kept", "edited", "pending"]
+    assert [again.table.item(i, 4).text().split(" ·")[0] for i in range(4)] == ["accepted", "kept", "edited",
+                                                                               "pending"]
+    assert again.current_id == ids[3]  # the first image still to review
+    assert again.counts_label.text().startswith(f"Reviewed 3 / {len(ids)}")
+    again.select(ids[2])  # the edited one shows its drawing
+    np.testing.assert_array_equal(again.layer("edit").data > 0, mask > 0)
+    assert _decisions(run_dir) == before
+    again.undo()  # the history survives reopening
+    assert ids[2] not in _decisions(run_dir) and again.current_id == ids[2]
+
+
+def test_filters_navigation_and_an_unsaved_edit(make_napari_viewer, qtbot, run_dir):
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    rows = RunFolder(run_dir).scores()
+    ids = [r["id"] for r in rows]
+    widget.accept()
+    widget.filter_combo.setCurrentText("pending")
+    assert ids[0] not in widget.visible_ids() and widget.visible_ids()[0] == ids[1]
+    cut = rows[4]["suspicion"]
+    widget.min_score.setValue(cut)
+    assert all(r["suspicion"] >= cut - 1e-3 for r in rows if r["id"] in widget.visible_ids())
+    widget.filter_combo.setCurrentText("all")
+    widget.min_score.setValue(0)
+    assert widget.visible_ids() == ids
+
+    # an edit left without saving is saved, not lost
+    widget.select(ids[5])
+    widget.start_edit()
+    drawn = 1 - (widget.layer("edit").data > 0).astype(np.uint8)
+    widget.layer("edit").data = drawn
+    widget.next()
+    assert widget.current_id == ids[6]
+    assert _decisions(run_dir)[ids[5]]["status"] == "edited"
+    np.testing.assert_array_equal(iio.imread(run_dir / "edits" / f"{ids[5]}.png") > 0, drawn > 0)
+    # an edit opened and left unchanged records nothing
+    widget.start_edit()
+    widget.previous()
+    assert ids[6] not in _decisions(run_dir) and widget.layer("edit") is not None  # ids[5]'s edit shown
+
+
+def test_review_reports_a_bad_folder_and_releases_its_keys(make_napari_viewer, tmp_path, errors):
+    viewer = make_napari_viewer()
+    widget = _review(viewer)
+    assert not widget.open_run(tmp_path)
+    assert errors and "config.json" in errors[-1]
+    from napari.utils.key_bindings import coerce_keybinding
+
+    assert coerce_keybinding("A") in viewer.keymap
+    viewer.window.remove_dock_widget("all")
+    assert coerce_keybinding("A") not in viewer.keymap and coerce_keybinding("Shift-N") not in viewer.keymap
+
+
+def _manifest(dest) -> dict:
+    with open(dest / "manifest.csv", newline="") as fh:
+        return {r["id"]: r for r in csv.DictReader(fh)}
+
+
+def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_dir, tmp_path):
+    viewer = make_napari_viewer()
+    review = _review(viewer, run_dir)
+    run = RunFolder(run_dir)
+    rows = run.scores()
+    ids = [r["id"] for r in rows]
+    review.accept()
+    review.keep()
+    review.start_edit()
+    drawn = np.zeros((64, 64), np.uint8)
+    drawn[5:50, 10:30] = 1
+    review.layer("edit").data = drawn
+    review.save_edit()
+
+    _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")
+    assert str(exp.run_dir.value) == str(run_dir)  # follows the run the review opened
+    dest = tmp_path / "clean"
+    exp.dest.value = dest
+    exp.run_export()
+    qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)
+    assert exp.report is not None, exp.last_error
+    man = _manifest(dest)
+    held_out = [i for i in man if i not in ids]  # the test split: exported too, with its original masks
+    assert len(ids) == 12 and len(held_out) == 4 and {man[i]["split"] for i in held_out} == {"test"}
+    assert {man[i]["mask_source"] for i in held_out} == {"original"}
+    cases = {c["id"]: c for c in run.cases()}
+
+    def exported(i):
+        return iio.imread(dest / "masks" / f"{i}.png") > 0
+
+    def original(i):
+        return iio.imread(cases[i]["mask_path"]) > 0
+
+    assert not np.array_equal(run.corrected(ids[0]), original(ids[0]))  # so the check below means something
+    np.testing.assert_array_equal(exported(ids[0]), run.corrected(ids[0]))
+    np.testing.assert_array_equal(exported(ids[1]), original(ids[1]))
+    np.testing.assert_array_equal(exported(ids[2]), drawn > 0)
+    for i in ids[3:]:
+        np.testing.assert_array_equal(exported(i), original(i))  # unreviewed: kept by default
+    assert [man[i]["mask_source"] for i in ids[:4]] == ["corrected", "original", "edited", "original"]
+
+    # the other policy: unreviewed images above a score get the correction
+    assert not exp.threshold.native.isVisibleTo(exp.native)  # only for that policy
+    exp.policy.value = "accept the correction above a score"
+    assert exp.threshold.native.isVisibleTo(exp.native)
+    cut = rows[5]["suspicion"]
+    exp.threshold.value = cut
+    exp.dest.value = tmp_path / "clean2"
+    exp.run_export()
+    qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)
+    assert exp.report is not None, exp.last_error
+    man2 = _manifest(tmp_path / "clean2")
+    sources = []
+    for r in rows[3:]:
+        expected = "corrected_by_policy" if r["suspicion"] >= float(exp.threshold.value) else "original"
+        assert man2[r["id"]]["mask_source"] == expected
+        sources.append(expected)
+        if expected == "corrected_by_policy":
+            np.testing.assert_array_equal(iio.imread(tmp_path / "clean2" / "masks" / f"{r['id']}.png") > 0,
+                                          run.corrected(r["id"]))
+    assert "corrected_by_policy" in sources and "original" in sources
+    assert [man2[i]["mask_source"] for i in ids[:3]] == ["corrected", "original", "edited"]  # decisions win
+
+
+def test_export_refuses_a_destination_inside_the_run(make_napari_viewer, qtbot, run_dir, errors):
+    viewer = make_napari_viewer()
+    review = _review(viewer, run_dir)
+    review.export_widget.dest.value = run_dir / "export"
+    assert str(review.export_widget.run_dir.value) == str(run_dir)
+    review.export_widget.run_export()
+    qtbot.waitUntil(lambda: not review.export_widget.busy, timeout=TIMEOUT_MS)
+    assert review.export_widget.report is None
+    assert "refusing to export into the run folder" in review.export_widget.last_error
+    assert any("refusing" in e for e in errors)
+    assert not (run_dir / "export").exists()
+
+
+def test_reader_opens_a_run_folder(make_napari_viewer, run_dir):
+    import napari.layers
+
+    viewer = make_napari_viewer()
+    viewer.open(str(run_dir), plugin="crl-napari")
+    run = RunFolder(run_dir)
+    ids = [c["id"] for c in run.cases()]
+    image, given, corrected = viewer.layers
+    assert isinstance(image, napari.layers.Image) and image.data.shape == (len(ids), 64, 64)
+    assert isinstance(given, napari.layers.Labels) and isinstance(corrected, napari.layers.Labels)
+    assert image.metadata["crl_ids"] == ids
+    np.testing.assert_array_equal(given.data[3] > 0, run.given(ids[3]))
+    np.testing.assert_array_equal(corrected.data[3] > 0, run.corrected(ids[3]))

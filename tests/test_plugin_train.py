@@ -1,0 +1,191 @@
+"""The Train widget in a real napari viewer: a tiny training runs in the thread worker to the end, can be
+stopped midway and resumed, trains from layers, and reports user mistakes as notifications."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from crl_napari.cascade import EpochEnd  # noqa: E402
+from crl_napari.phantoms import write_sample_set  # noqa: E402
+from crl_napari.runs import RunFolder  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+TINY = {"strategy": "crl", "epochs": 2, "batch_size": 8, "width": 4, "depth": 3, "lr": 0.05}
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _modest_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the GUI suite shares small CI machines
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_sample_set(tmp_path_factory.mktemp("train-data") / "set", n=16, size=64, noise_ratio=0.5, seed=1)
+
+
+@pytest.fixture
+def errors():
+    """Error notifications shown while the test runs (text)."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    seen: list[str] = []
+
+    def grab(event):
+        n = event.value if hasattr(event, "value") else event
+        if getattr(n, "severity", None) == NotificationSeverity.ERROR:
+            seen.append(str(n.message))
+
+    notification_manager.notification_ready.connect(grab)
+    yield seen
+    notification_manager.notification_ready.disconnect(grab)
+
+
+def _train_widget(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Train")
+    return widget
+
+
+def _configure(widget, data, out, **overrides):
+    widget.data_dir.value = data
+    widget.out_dir.value = out
+    widget.size.value = 64
+    widget.device.value = "cpu"
+    for name, value in {**TINY, **overrides}.items():
+        widget.cfg[name].value = value
+
+
+def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot, tiny_data, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _train_widget(viewer)
+    assert widget.cfg["epochs"].value == 100 and widget.cfg["batch_size"].value == 32  # the paper's defaults
+    assert widget.cfg["lr"].value == pytest.approx(1e-3) and widget.cfg["strategy"].value == "crl"
+    assert widget.device_label.value in ("cpu", "mps") or widget.device_label.value.startswith("cuda")
+    out = tmp_path / "run"
+    _configure(widget, tiny_data, out)
+    widget.start()
+    assert widget.running and not widget.start_btn.enabled and widget.stop_btn.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "finished", widget.last_error
+    assert widget.device_label.value == "cpu"
+    run = RunFolder(out)
+    assert run.has_scores and len(run.history()) == 2
+    assert len(run.scores()) == len(run.cases()) == 12  # the training split of 16 phantoms
+    assert len(widget.plot.epochs) == 2 and len(widget.plot.losses[0]) == 3  # three nets, one point per epoch
+    assert widget.review_btn.enabled and not widget.resume_btn.enabled  # finished: nothing to resume
+    # the Review widget opens on the run just trained
+    widget.open_review()
+    from crl_napari._qt._common import run_link
+
+    review = run_link(viewer).review_widget
+    assert review is not None and review.session is not None and review.session.run_dir == out
+    assert review.layer("image") is not None
+
+
+def test_train_widget_stops_midway_and_resumes(make_napari_viewer, qtbot, tiny_data, tmp_path):
+    viewer = make_napari_viewer()
+    widget = _train_widget(viewer)
+    out = tmp_path / "run"
+    _configure(widget, tiny_data, out, epochs=6)
+    widget.start()
+    assert widget.worker is not None
+
+    def stop_after_first_epoch(ev):
+        if isinstance(ev, EpochEnd):
+            widget.stop()
+
+    widget.worker.yielded.connect(stop_after_first_epoch)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "stopped", widget.last_error
+    run = RunFolder(out)
+    done = len(run.history())
+    assert 1 <= done < 6 and run.has_checkpoint and not run.has_scores
+    assert widget.resume_btn.enabled and widget.start_btn.enabled and not widget.stop_btn.enabled
+    assert "Resume" in widget.status.value
+
+    widget.cfg["epochs"].value = 100  # resume uses the run's own settings, not the form's
+    widget.resume()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "finished", widget.last_error
+    assert widget.cfg["epochs"].value == 6
+    hist = RunFolder(out).history()
+    assert [int(h["epoch"]) for h in hist] == list(range(6))
+    assert RunFolder(out).has_scores and len(widget.plot.epochs) == 6
+
+
+def test_train_widget_trains_from_layers(make_napari_viewer, qtbot, tmp_path):
+    from crl_napari.phantoms import make_phantom
+
+    viewer = make_napari_viewer()
+    pairs = [make_phantom(seed, 64) for seed in range(6)]
+    image = viewer.add_image(np.stack([p[0] for p in pairs]).astype(np.float32) / 255, name="xray")
+    viewer.add_labels(np.stack([p[1] for p in pairs]).astype(np.uint8), name="lungs")
+    widget = _train_widget(viewer)
+    widget.source.value = "layers"
+    assert widget.image_layer.value is image and widget.mask_layer.value.name == "lungs"
+    out = tmp_path / "run"
+    _configure(widget, "", out, epochs=1, batch_size=4)
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "finished", widget.last_error
+    data = tmp_path / "run-data"
+    assert sorted(p.name for p in (data / "images").iterdir()) == [f"xray_{i:04d}.png" for i in range(6)]
+    run = RunFolder(out)
+    assert [r["id"] for r in run.cases()] == [f"xray_{i:04d}" for i in range(6)]
+    assert np.array_equal(run.given("xray_0003"), pairs[3][1] > 0)  # the masks painted in the layer
+
+
+def test_closing_the_viewer_stops_the_training(make_napari_viewer, qtbot, tiny_data, tmp_path):
+    from superqt.utils import WorkerBase
+
+    viewer = make_napari_viewer()
+    widget = _train_widget(viewer)
+    _configure(widget, tiny_data, tmp_path / "run", epochs=500)
+    widget.start()
+    flag, worker = widget.stop_flag, widget.worker
+    started = []
+    worker.yielded.connect(lambda ev: started.append(ev))
+    qtbot.waitUntil(lambda: len(started) > 2, timeout=TIMEOUT_MS)
+    viewer.close()
+    assert flag()  # the engine was asked to stop after its current step
+    qtbot.waitUntil(lambda: worker not in WorkerBase._worker_set, timeout=TIMEOUT_MS)
+    assert len(RunFolder(tmp_path / "run").history()) < 500
+
+
+def test_train_widget_reports_user_mistakes_as_notifications(make_napari_viewer, qtbot, tmp_path, errors):
+    viewer = make_napari_viewer()
+    widget = _train_widget(viewer)
+    widget.start()  # no run folder chosen
+    assert "run folder" in widget.status.value and errors
+    # a data folder without images/: the engine's message, from the worker, as a notification
+    (tmp_path / "empty").mkdir()
+    _configure(widget, tmp_path / "empty", tmp_path / "run")
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "error"
+    assert "images/" in widget.last_error and any("images/" in e for e in errors)
+    # an invalid configuration is refused before anything starts
+    widget.cfg["keep_ratio"].value = 0.9
+    widget.cfg["drop_uncertain"].value = 0.5
+    widget.start()
+    assert not widget.running and "keep_ratio" in widget.status.value
+    # a single 2-D image layer cannot be trained on
+    viewer.add_image(np.zeros((64, 64), np.float32), name="one")
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="one mask")
+    widget.cfg["keep_ratio"].value = 0.5
+    widget.cfg["drop_uncertain"].value = 0.25
+    widget.source.value = "layers"
+    widget.out_dir.value = tmp_path / "run2"
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "error" and "at least 2 images" in widget.last_error
