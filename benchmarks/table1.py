@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -123,10 +124,13 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
 def summarise(results: dict, profile: str, seeds: list[int]) -> str:
     cells = results["cells"]
     lines = [f"# Table 1 — profile `{profile}`", ""]
+    seeds = sorted(set(seeds) | {c["seed"] for c in cells.values()})
     total = len(plan(seeds, None))
     done = len(cells)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
-    lines += [f"Status: **{status}**. Command: `{results['command']}`. Machine: {results['machine']}.",
+    commands = results.get("commands") or [results["command"]]
+    lines += [f"Status: **{status}** (seeds {', '.join(map(str, seeds))}). "
+              f"Commands: {'; '.join(f'`{c}`' for c in commands)}. Machine: {results['machine']}.",
               "Dice on the clean test split (165 images), mean ± std over the seeds that finished "
               "(n = number of seeds); — = not run yet.", ""]
     head = "| method | " + " | ".join(f"{int(r * 100)} % noise" for r in sorted(NOISE)) + " |"
@@ -184,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON, train nothing")
     args = ap.parse_args(argv)
+    if args.summary_only:
+        out_json = args.results / f"table1-{args.profile}.json"
+        results = json.loads(out_json.read_text())
+        atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
+        return 0
     if not DATA.is_dir():
         print(f"SKIPPED: the Shenzhen data set is not at {DATA.resolve()} (see ../shared/data/README.md); "
               "nothing was measured.")
@@ -194,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     out_json = args.results / f"table1-{args.profile}.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+    command = "python benchmarks/table1.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results["commands"] = list(dict.fromkeys(results.get("commands", [results.get("command", command)]) + [command]))
     results.update(
-        profile=args.profile, settings=prof, command="python benchmarks/table1.py " + " ".join(sys.argv[1:]),
+        profile=args.profile, settings=prof, command=command,
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, device {cascade.pick_device()}",
     )
