@@ -350,7 +350,9 @@ def train(
     # raised outside the except block, so no traceback keeps the failed run's frames (and GPU tensors) alive
     _release_memory()
     bs = min(config.batch_size, images.shape[0])
-    hint = (f"try a smaller batch, e.g. --batch-size {max(2, bs // 2)}" if bs > 2 else
+    smaller = max(2, bs // 2)
+    hint = (f"try a smaller batch size, e.g. {smaller} (the plugin's Batch size, or --batch-size {smaller})"
+            if bs > 2 else
             "the batch is already the smallest (2); try a smaller --size or --width")
     where = "GPU memory" if gpu else "memory"
     raise TrainingError(

@@ -34,23 +34,6 @@ def tiny_data(tmp_path_factory):
     return write_sample_set(tmp_path_factory.mktemp("train-data") / "set", n=16, size=64, noise_ratio=0.5, seed=1)
 
 
-@pytest.fixture
-def errors():
-    """Error notifications shown while the test runs (text)."""
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    seen: list[str] = []
-
-    def grab(event):
-        n = event.value if hasattr(event, "value") else event
-        if getattr(n, "severity", None) == NotificationSeverity.ERROR:
-            seen.append(str(n.message))
-
-    notification_manager.notification_ready.connect(grab)
-    yield seen
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def _train_widget(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Train")
     return widget
@@ -189,3 +172,58 @@ def test_train_widget_reports_user_mistakes_as_notifications(make_napari_viewer,
     widget.start()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.last_outcome == "error" and "at least 2 images" in widget.last_error
+
+
+def test_out_of_gpu_memory_is_a_clear_message_and_the_viewer_stays_alive(make_napari_viewer, qtbot, tiny_data,
+                                                                         tmp_path, monkeypatch):
+    """Out of GPU memory in the worker (injected as in tests/test_reliability.py: the second training forward
+    raises CUDA's error): a notification and the status line suggest a smaller batch, no traceback, the
+    widget is ready for the next Start, and that Start, with the smaller batch, trains in the same folder."""
+    from napari.utils.notifications import ErrorNotification, NotificationSeverity, notification_manager
+
+    from crl_napari.unet import UNet
+
+    shown: list = []
+
+    def grab(event):
+        shown.append(event.value if hasattr(event, "value") else event)
+
+    real = UNet.forward
+    calls = {"n": 0}
+
+    def forward(self, x):
+        if self.training and torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 2:  # the first step went through
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 8 GiB)")
+        return real(self, x)
+
+    monkeypatch.setattr(UNet, "forward", forward)
+    notification_manager.notification_ready.connect(grab)
+    try:
+        viewer = make_napari_viewer()
+        widget = _train_widget(viewer)
+        out = tmp_path / "run"
+        _configure(widget, tiny_data, out, epochs=1)
+        widget.start()
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    finally:
+        notification_manager.notification_ready.disconnect(grab)
+    assert calls["n"] == 2
+    assert widget.last_outcome == "error" and widget.worker is None
+    assert "out of GPU memory at batch size 8" in widget.status.value
+    assert "smaller batch size, e.g. 4" in widget.status.value
+    errors = [n for n in shown if getattr(n, "severity", None) == NotificationSeverity.ERROR]
+    assert any("smaller batch" in str(n.message) for n in errors), [str(n.message) for n in shown]
+    assert not any(isinstance(n, ErrorNotification) for n in shown), "an unexpected error (with traceback)"
+    # ready for the next Start; the viewer still works
+    assert widget.start_btn.enabled and not widget.stop_btn.enabled and not widget.resume_btn.enabled
+    layer = viewer.add_image(np.zeros((32, 32), np.float32), name="after OOM")
+    assert viewer.layers[-1] is layer and viewer.layers.selection.active is layer
+    # what the message says, in the same folder (nothing was trained there yet)
+    monkeypatch.undo()
+    widget.cfg["batch_size"].value = 4
+    widget.start()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "finished", widget.last_error
+    assert RunFolder(out).train_config.batch_size == 4 and RunFolder(out).has_scores

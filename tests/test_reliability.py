@@ -817,7 +817,8 @@ def test_out_of_gpu_memory_is_a_clear_error_and_frees_the_run(when, monkeypatch)
     with pytest.raises(TrainingError) as err:
         list(cascade.train(x, y, cfg, val=(x[:4], y[:4])))
     msg = str(err.value)
-    assert msg.startswith("out of GPU memory at batch size 4") and "try a smaller batch, e.g. --batch-size 2" in msg
+    assert msg.startswith("out of GPU memory at batch size 4") and "try a smaller batch size, e.g. 2" in msg
+    assert "--batch-size 2" in msg
     assert "CUDA out of memory. Tried to allocate 2.00 GiB" in msg
     assert err.value.__cause__ is None and err.value.__context__ is None  # no traceback pins the tensors
     assert refs and all(r() is None for r in refs), "the failed run's nets are still alive"

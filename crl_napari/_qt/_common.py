@@ -71,6 +71,16 @@ def warn(text: str) -> None:
 # ------------------------------------------------------------------------------------------- workers
 
 
+class _Carried(Exception):
+    """Carries a RuntimeError out of a generator worker. superqt's GeneratorWorker takes a RuntimeError raised
+    by the generator for "the worker was deleted" and drops it (a warning; neither ``errored`` nor
+    ``finished``), so a TrainingError (out of memory, NaN loss) would leave a widget busy forever."""
+
+    def __init__(self, exc: RuntimeError) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
 def start_generator(
     gen_func: Callable[..., Iterator],
     *args: Any,
@@ -85,9 +95,15 @@ def start_generator(
     superqt's worker class is used (napari's relays every error as a traceback notification); errors are
     routed to ``on_error`` instead and never re-raised in the GUI thread.
     """
-    worker = create_worker(gen_func, *args, _worker_class=GeneratorWorker, _ignore_errors=True, **kwargs)
+    def guarded(*a: Any, **kw: Any) -> Iterator:
+        try:
+            yield from gen_func(*a, **kw)
+        except RuntimeError as exc:
+            raise _Carried(exc) from None
+
+    worker = create_worker(guarded, *args, _worker_class=GeneratorWorker, _ignore_errors=True, **kwargs)
     worker.yielded.connect(on_yield)
-    worker.errored.connect(on_error)
+    worker.errored.connect(lambda exc: on_error(exc.exc if isinstance(exc, _Carried) else exc))
     worker.finished.connect(on_done)
     worker.start()
     return worker
