@@ -54,22 +54,6 @@ def run_dir(tiny_run_template, tmp_path):
     return shutil.copytree(tiny_run_template, tmp_path / "run")
 
 
-@pytest.fixture
-def errors():
-    from napari.utils.notifications import NotificationSeverity, notification_manager
-
-    seen: list[str] = []
-
-    def grab(event):
-        n = event.value if hasattr(event, "value") else event
-        if getattr(n, "severity", None) == NotificationSeverity.ERROR:
-            seen.append(str(n.message))
-
-    notification_manager.notification_ready.connect(grab)
-    yield seen
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def _review(viewer, run_dir=None):
     _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
     if run_dir is not None:
@@ -118,7 +102,12 @@ def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir
     for role, getter in (("probability", run.prob), ("uncertainty", run.uncertainty)):
         layer = widget.layer(role)
         assert layer is not None and not layer.visible  # hidden by default
+        layer.visible = True  # shown: it holds the selected row's map (loaded lazily while hidden)
         np.testing.assert_allclose(layer.data, getter(image_id))
+    widget.table.selectRow(4)  # while shown, a row switch updates it at once
+    np.testing.assert_allclose(widget.layer("probability").data, run.prob(scores[4]["id"]))
+    widget.layer("probability").visible = widget.layer("uncertainty").visible = False
+    widget.table.selectRow(3)
     assert widget.layer("edit") is None
     assert len(viewer.layers) == 5  # reused, not stacked up, when the row changes
     assert image_id in widget.info_label.text()

@@ -150,8 +150,11 @@ class ScoreHistogram(FigureCanvasQTAgg):
     """Histogram of the suspicion scores; a marker for the image shown and a line for the score filter."""
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.6, 1.6), dpi=80, layout="constrained")
+        # fixed margins, not a constrained layout: the marker moves on every row switch and a layout pass
+        # costs tens of ms on the GUI thread (benchmarks/ui_latency.py)
+        self.figure = Figure(figsize=(3.6, 1.6), dpi=80)
         super().__init__(self.figure)
+        self.figure.subplots_adjust(left=0.1, right=0.97, bottom=0.3, top=0.95)
         self.figure.patch.set_alpha(0)
         self.ax = self.figure.add_subplot(111)
         self.ax.set_facecolor("none")
@@ -191,6 +194,7 @@ class ReviewWidget(QWidget):
         self.current_id: str | None = None
         self._rows: dict[str, int] = {}
         self._layers: dict[str, object] = {}
+        self._stale_maps: dict[str, tuple] = {}  # hidden map layers not yet showing the current image
         self._editing: str | None = None
         self._edit_seed: np.ndarray | None = None
         self._shown_once = False
@@ -539,10 +543,8 @@ class ReviewWidget(QWidget):
         given = run.given(image_id).astype(np.uint8)
         corrected = run.corrected(image_id).astype(np.uint8)
         self._layer("image", "image", image, colormap="gray", contrast_limits=(0, 255))
-        self._layer("probability", "image", run.prob(image_id), colormap="inferno", contrast_limits=(0, 1),
-                    opacity=0.5, blending="additive", visible=False)
-        self._layer("uncertainty", "image", run.uncertainty(image_id), colormap="magma", contrast_limits=(0, 1),
-                    opacity=0.6, blending="additive", visible=False)
+        self._map_layer("probability", image_id, run.prob, colormap="inferno", opacity=0.5)
+        self._map_layer("uncertainty", image_id, run.uncertainty, colormap="magma", opacity=0.6)
         line = _contour_width(given.shape)
         self._layer("original", "labels", given, contour=line, opacity=1.0)
         self._layer("corrected", "labels", corrected, contour=line, opacity=1.0)
@@ -560,6 +562,26 @@ class ReviewWidget(QWidget):
             self._shown_once = True
             self.viewer.reset_view()
         self.viewer.layers.selection.active = self._layers["image"]
+
+    def _map_layer(self, role: str, image_id: str, load, **kwargs) -> None:
+        """The probability / uncertainty map (hidden by default). While hidden it is not reloaded on every row
+        switch: it is brought up to date when the reviewer shows it, which keeps switching rows fast."""
+        layer = self._layers.get(role)
+        if layer is not None and layer in self.viewer.layers and not layer.visible:
+            self._stale_maps[role] = (image_id, load)
+            return
+        self._stale_maps.pop(role, None)
+        fresh = layer is None or layer not in self.viewer.layers
+        layer = self._layer(role, "image", load(image_id), contrast_limits=(0, 1), blending="additive",
+                            visible=False, **kwargs)
+        if fresh:
+            layer.events.visible.connect(lambda _event, role=role: self._refresh_map(role))
+
+    def _refresh_map(self, role: str) -> None:
+        layer = self._layers.get(role)
+        if layer is not None and layer.visible and role in self._stale_maps:
+            image_id, load = self._stale_maps.pop(role)
+            layer.data = load(image_id)
 
     def _remove_layer(self, role: str) -> None:
         layer = self._layers.pop(role, None)

@@ -30,6 +30,7 @@ from magicgui.widgets import (
 )
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.utils import progress
 from superqt import QCollapsible
 
@@ -183,14 +184,19 @@ def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simu
 
 class LossPlot(FigureCanvasQTAgg):
     """Loss per net and the fraction of the batch trained on given labels, per epoch (cheap: one small
-    figure, redrawn once per epoch)."""
+    figure, redrawn once per epoch). The redraw runs on the GUI thread, so the layout is fixed and the ticks
+    few: constrained layout and dense ticks made it a 100+ ms stall on a small CPU (benchmarks/ui_latency.py)."""
 
     def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.6, 2.2), dpi=80, layout="constrained")
+        self.figure = Figure(figsize=(3.6, 2.2), dpi=80)
         super().__init__(self.figure)
+        self.figure.subplots_adjust(left=0.16, right=0.84, bottom=0.24, top=0.95)
         self.figure.patch.set_alpha(0)
         self.ax = self.figure.add_subplot(111)
         self.ax2 = self.ax.twinx()
+        self.ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+        self.ax.yaxis.set_major_locator(MaxNLocator(4))
+        self.ax2.set_yticks([0, 0.5, 1])
         for a in (self.ax, self.ax2):
             a.set_facecolor("none")
             a.tick_params(colors="#9a9a9a", labelsize=7)
@@ -220,10 +226,13 @@ class LossPlot(FigureCanvasQTAgg):
     def _redraw(self) -> None:
         n_nets = max((len(x) for x in self.losses), default=0)
         colors = ("#1f77b4", "#ff7f0e", "#d62728")
-        while len(self._loss_lines) < n_nets:
-            (line,) = self.ax.plot([], [], lw=1.2, color=colors[len(self._loss_lines) % 3],
-                                   label=f"net {len(self._loss_lines) + 1}")
-            self._loss_lines.append(line)
+        if len(self._loss_lines) < n_nets:
+            while len(self._loss_lines) < n_nets:
+                (line,) = self.ax.plot([], [], lw=1.2, color=colors[len(self._loss_lines) % 3],
+                                       label=f"net {len(self._loss_lines) + 1}")
+                self._loss_lines.append(line)
+            # a fixed corner: loc="best" searches the data on every draw
+            self.ax.legend(loc="upper right", fontsize=6, frameon=False, labelcolor="#9a9a9a", handlelength=1.2)
         for i, line in enumerate(self._loss_lines):
             ys = [x[i] if i < len(x) else np.nan for x in self.losses]
             line.set_data(self.epochs, ys)
