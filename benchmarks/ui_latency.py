@@ -9,7 +9,7 @@ an idle loop measures ~10 ms). The first ``--warmup`` seconds after Start are ex
 Start click itself, the progress bar appearing, the worker loading the data) and reported apart, with the
 click's own duration. Training runs once per ``--threads`` value (torch intra-op threads, set before Start
 and again inside the worker thread, where it is checked); the verdict uses the first value (by default
-torch's default, what the plugin gets). The first training of the process
+what the plugin uses: every core but one, ``train_widget.gui_torch_threads``). The first training of the process
 also pays one-time costs (torch imports torch._dynamo and sympy when the first optimizer is made), as a
 user's first training in a fresh napari does. For the longest stalls a watcher thread samples where the main
 thread and the worker were (their Python stacks), so a stall can be traced to its code.
@@ -175,6 +175,7 @@ def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int,
     from crl_napari.cascade import EpochEnd, Started, Step
 
     torch.set_num_threads(threads)
+    widget.torch_threads = threads  # the widget's own cap (every core but one) replaced by this trial's
     widget.data_dir.value = data
     widget.out_dir.value = out
     widget.size.value = prof["size"]
@@ -430,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="plumbing check: a few seconds of training")
     ap.add_argument("--threads", type=int, nargs="+", default=None,
-                    help="torch threads for each training run; the first decides the verdict (default: torch's "
-                    "default, then 1 when that is more)")
+                    help="torch threads for each training run; the first decides the verdict (default: what the "
+                    "plugin uses, every core but one, then torch's default when that differs)")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--size", type=int)
     ap.add_argument("--width", type=int)
@@ -444,8 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("epochs", "size", "width", "switches", "warmup"):
         if getattr(args, key) is not None:
             prof[key] = getattr(args, key)
+    from crl_napari._qt.train_widget import gui_torch_threads
+
     default_threads = torch.get_num_threads()
-    threads = args.threads or ([default_threads, 1] if default_threads > 1 else [default_threads])
+    threads = args.threads or list(dict.fromkeys([gui_torch_threads(), default_threads]))
     mach = machine()
 
     import napari

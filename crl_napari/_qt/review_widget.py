@@ -26,8 +26,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QBrush, QColor
@@ -54,6 +52,7 @@ from superqt import QCollapsible
 from ..review import ReviewSession
 from ..runs import RunFolder
 from ._common import report_error, run_link, warn
+from ._plots import ScoreHistogram
 from .export_widget import ExportWidget
 
 __all__ = ["ReviewWidget", "KEYS", "LAYERS", "COLORS", "describe_keys"]
@@ -146,43 +145,6 @@ class _TableKeys(QObject):
         return True
 
 
-class ScoreHistogram(FigureCanvasQTAgg):
-    """Histogram of the suspicion scores; a marker for the image shown and a line for the score filter."""
-
-    def __init__(self) -> None:
-        # fixed margins, not a constrained layout: the marker moves on every row switch and a layout pass
-        # costs tens of ms on the GUI thread (benchmarks/ui_latency.py)
-        self.figure = Figure(figsize=(3.6, 1.6), dpi=80)
-        super().__init__(self.figure)
-        self.figure.subplots_adjust(left=0.1, right=0.97, bottom=0.3, top=0.95)
-        self.figure.patch.set_alpha(0)
-        self.ax = self.figure.add_subplot(111)
-        self.ax.set_facecolor("none")
-        self.ax.tick_params(colors="#9a9a9a", labelsize=7)
-        for s in self.ax.spines.values():
-            s.set_color("#7a7a7a")
-        self.ax.set_xlabel("suspicion score", color="#9a9a9a", fontsize=8)
-        self.current = self.ax.axvline(np.nan, color=COLORS["original"], lw=1.5)
-        self.cutoff = self.ax.axvline(np.nan, color="#9a9a9a", lw=1, ls="--")
-        self.setMinimumHeight(110)
-
-    def set_scores(self, scores: list[float]) -> None:
-        for patch in list(self.ax.patches):
-            patch.remove()
-        if scores:
-            hi = max(max(scores), 1e-6)
-            self.ax.hist(scores, bins=20, range=(0, hi), color="#5b8fd9")
-            self.ax.set_xlim(0, hi * 1.02)
-        self.draw_idle()
-
-    def mark(self, score: float | None, cutoff: float | None = None) -> None:
-        x = np.nan if score is None else score
-        self.current.set_xdata([x, x])
-        c = np.nan if not cutoff else cutoff
-        self.cutoff.set_xdata([c, c])
-        self.draw_idle()
-
-
 class ReviewWidget(QWidget):
     """Review the masks of a scored run, worst first. See the module docstring for the keys."""
 
@@ -257,6 +219,10 @@ class ReviewWidget(QWidget):
 
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
+        # a fixed two-line height: a label that grows or shrinks with its text re-lays out (and repaints) the
+        # whole dock on every row switch
+        self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 4)
+        self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         outer.addWidget(self.info_label)
         self.counts_label = QLabel("")
         outer.addWidget(self.counts_label)
@@ -293,7 +259,7 @@ class ReviewWidget(QWidget):
         )
         outer.addWidget(legend)
 
-        self.histogram = ScoreHistogram()
+        self.histogram = ScoreHistogram(COLORS["original"])
         outer.addWidget(self.histogram)
         self.export_widget = ExportWidget(self.viewer)
         export_box = QCollapsible("Export")
@@ -523,7 +489,14 @@ class ReviewWidget(QWidget):
         """The layer of ``role`` with new data (created again if the user deleted it)."""
         layer = self._layers.get(role)
         if layer is not None and layer in self.viewer.layers:
-            layer.data = data
+            old = layer.data
+            if role != "edit" and isinstance(old, np.ndarray) and old.shape == data.shape and old.dtype == data.dtype:
+                # same size as before (every image of a run is): copy into the layer's array and re-slice; a
+                # new array makes napari recompute the viewer's dimensions for every layer, on each switch
+                old[...] = data
+                layer.refresh()
+            else:
+                layer.data = data
             return layer
         name = LAYERS[role]
         if name in self.viewer.layers:

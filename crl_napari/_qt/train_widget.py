@@ -8,6 +8,7 @@ ends cleanly after the current step with the last epoch's checkpoint on disk, an
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, fields
 from functools import partial
@@ -17,6 +18,7 @@ from typing import Any
 import napari
 import napari.layers
 import numpy as np
+import torch
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -28,9 +30,6 @@ from magicgui.widgets import (
     RadioButtons,
     SpinBox,
 )
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from napari.utils import progress
 from superqt import QCollapsible
 
@@ -50,6 +49,7 @@ from ..cascade import (
 )
 from ..runs import RunError, RunFolder
 from ._common import StopFlag, info, report_error, run_link, start_generator
+from ._plots import LossPlot
 
 __all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
 
@@ -168,80 +168,25 @@ def write_layers_dataset(image: Any, mask: Any, dest: Path | str, name: str = "i
     return dest
 
 
+def gui_torch_threads() -> int:
+    """Torch threads for training inside napari: every core but one, so the viewer keeps a core to draw on
+    (on 2 cores, 2 torch threads tripled the longest GUI stall for 15 % faster epochs; benchmarks/ui_latency)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simulate_noise: float,
-               noise_seed: int, resume: bool, skip_bad: bool, should_stop: StopFlag):
-    """The worker's generator: (write the layers' data folder,) then the engine's event stream."""
+               noise_seed: int, resume: bool, skip_bad: bool, should_stop: StopFlag, threads: int | None = None):
+    """The worker's generator: (write the layers' data folder,) then the engine's event stream.
+
+    ``threads`` is set here, in the worker: a pool thread keeps the thread count of its first torch call."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     if isinstance(data, dict):  # layers
         yield ("data_written", write_layers_dataset(**data))
         data = data["dest"]
     yield from pipeline.train_run(data, out, config, size=size, simulate_noise=simulate_noise,
                                   noise_seed=noise_seed, resume=resume, skip_bad=skip_bad,
                                   should_stop=should_stop)
-
-
-# ------------------------------------------------------------------------------------------ the plot
-
-
-class LossPlot(FigureCanvasQTAgg):
-    """Loss per net and the fraction of the batch trained on given labels, per epoch (cheap: one small
-    figure, redrawn once per epoch). The redraw runs on the GUI thread, so the layout is fixed and the ticks
-    few: constrained layout and dense ticks made it a 100+ ms stall on a small CPU (benchmarks/ui_latency.py)."""
-
-    def __init__(self) -> None:
-        self.figure = Figure(figsize=(3.6, 2.2), dpi=80)
-        super().__init__(self.figure)
-        self.figure.subplots_adjust(left=0.16, right=0.84, bottom=0.24, top=0.95)
-        self.figure.patch.set_alpha(0)
-        self.ax = self.figure.add_subplot(111)
-        self.ax2 = self.ax.twinx()
-        self.ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
-        self.ax.yaxis.set_major_locator(MaxNLocator(4))
-        self.ax2.set_yticks([0, 0.5, 1])
-        for a in (self.ax, self.ax2):
-            a.set_facecolor("none")
-            a.tick_params(colors="#9a9a9a", labelsize=7)
-            for s in a.spines.values():
-                s.set_color("#7a7a7a")
-        self.ax.set_xlabel("epoch", color="#9a9a9a", fontsize=8)
-        self.ax.set_ylabel("loss", color="#9a9a9a", fontsize=8)
-        self.ax2.set_ylabel("selected", color="#2ca02c", fontsize=8)
-        self.ax2.set_ylim(0, 1.05)
-        self.epochs: list[int] = []
-        self.losses: list[tuple[float, ...]] = []
-        self.selected: list[float] = []
-        self._loss_lines: list = []
-        (self._sel_line,) = self.ax2.plot([], [], color="#2ca02c", lw=1.2, ls="--")
-        self.setMinimumHeight(150)
-
-    def clear(self) -> None:
-        self.epochs, self.losses, self.selected = [], [], []
-        self._redraw()
-
-    def add(self, epoch: int, losses: tuple[float, ...], selected: float) -> None:
-        self.epochs.append(epoch + 1)
-        self.losses.append(tuple(losses))
-        self.selected.append(selected)
-        self._redraw()
-
-    def _redraw(self) -> None:
-        n_nets = max((len(x) for x in self.losses), default=0)
-        colors = ("#1f77b4", "#ff7f0e", "#d62728")
-        if len(self._loss_lines) < n_nets:
-            while len(self._loss_lines) < n_nets:
-                (line,) = self.ax.plot([], [], lw=1.2, color=colors[len(self._loss_lines) % 3],
-                                       label=f"net {len(self._loss_lines) + 1}")
-                self._loss_lines.append(line)
-            # a fixed corner: loc="best" searches the data on every draw
-            self.ax.legend(loc="upper right", fontsize=6, frameon=False, labelcolor="#9a9a9a", handlelength=1.2)
-        for i, line in enumerate(self._loss_lines):
-            ys = [x[i] if i < len(x) else np.nan for x in self.losses]
-            line.set_data(self.epochs, ys)
-        self._sel_line.set_data(self.epochs, self.selected)
-        self.ax.relim()
-        self.ax.autoscale_view()
-        if self.epochs:
-            self.ax.set_xlim(0.5, max(self.epochs) + 0.5)
-        self.draw_idle()
 
 
 # -------------------------------------------------------------------------------------------- widget
@@ -261,6 +206,7 @@ class TrainWidget(Container):
         self.last_outcome: str | None = None  # finished | stopped | error
         self.last_error: str | None = None
         self._job: dict[str, Any] = {}  # what a closed widget must stop (see _abandon)
+        self.torch_threads: int | None = gui_torch_threads()  # CPU threads for training (None: torch's default)
         self._build()
         self.native.destroyed.connect(partial(_abandon, self._job))
         viewer.layers.events.inserted.connect(self._on_layers_changed)
@@ -479,7 +425,7 @@ class TrainWidget(Container):
         self._update_buttons()
         self.worker = start_generator(
             _train_job, data, out, config, int(self.size.value), float(self.simulate_noise.value),
-            int(self.noise_seed.value), resume, bool(self.skip_bad.value), self.stop_flag,
+            int(self.noise_seed.value), resume, bool(self.skip_bad.value), self.stop_flag, self.torch_threads,
             on_yield=self._on_event, on_error=self._on_error, on_done=self._on_done,
         )
         self._job.update(flag=self.stop_flag, worker=self.worker, pbar=self.pbar)
