@@ -163,17 +163,23 @@ def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot
     assert _decisions(run_dir)[ids[0]]["status"] == "kept" and widget.current_id == ids[1]
 
 
+def _accept_keep_and_edit(widget, box) -> np.ndarray:
+    """Accept the first image, keep the second, and save an edit of the third that fills ``box``."""
+    widget.accept()
+    widget.keep()
+    widget.start_edit()
+    drawn = np.zeros((64, 64), np.uint8)
+    drawn[box] = 1
+    widget.layer("edit").data = drawn
+    widget.save_edit()
+    return drawn
+
+
 def test_reopening_the_run_restores_every_decision(make_napari_viewer, qtbot, run_dir):
     viewer = make_napari_viewer()
     widget = _review(viewer, run_dir)
     ids = [r["id"] for r in RunFolder(run_dir).scores()]
-    widget.accept()
-    widget.keep()
-    widget.start_edit()
-    mask = np.zeros((64, 64), np.uint8)
-    mask[20:40, 20:40] = 1
-    widget.layer("edit").data = mask
-    widget.save_edit()
+    mask = _accept_keep_and_edit(widget, np.s_[20:40, 20:40])
     before = _decisions(run_dir)
     viewer.window.remove_dock_widget("all")
 
@@ -244,13 +250,7 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
     run = RunFolder(run_dir)
     rows = run.scores()
     ids = [r["id"] for r in rows]
-    review.accept()
-    review.keep()
-    review.start_edit()
-    drawn = np.zeros((64, 64), np.uint8)
-    drawn[5:50, 10:30] = 1
-    review.layer("edit").data = drawn
-    review.save_edit()
+    drawn = _accept_keep_and_edit(review, np.s_[5:50, 10:30])
 
     _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")
     assert str(exp.run_dir.value) == str(run_dir)  # follows the run the review opened

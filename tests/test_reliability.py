@@ -70,7 +70,9 @@ out of GPU memory                  TrainingError suggesting a smaller --batch-si
                                    process can retry; CLI exit 2; rerunning with the smaller batch just works.
                                    test_out_of_gpu_memory_is_a_clear_error_and_frees_the_run,
                                    test_cli_out_of_gpu_memory_exit_2_then_a_smaller_batch_trains.
-                                   (The viewer side - a notification, napari alive - is the plugin's tests'.)
+                                   The viewer side (a notification, no traceback, napari alive, Start again with
+                                   a smaller batch trains): test_plugin_train::test_out_of_gpu_memory_is_a_clear_
+                                   message_and_the_viewer_stays_alive.
 =================================  ============================================================================
 """
 
