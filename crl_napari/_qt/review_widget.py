@@ -494,7 +494,7 @@ class ReviewWidget(QWidget):
                 # same size as before (every image of a run is): copy into the layer's array and re-slice; a
                 # new array makes napari recompute the viewer's dimensions for every layer, on each switch
                 old[...] = data
-                layer.refresh()
+                layer.refresh(extent=False, highlight=False)  # same shape: the extent stands
             else:
                 layer.data = data
             return layer
