@@ -328,3 +328,44 @@ def test_reader_opens_a_run_folder(make_napari_viewer, run_dir):
     assert image.metadata["crl_ids"] == ids
     np.testing.assert_array_equal(given.data[3] > 0, run.given(ids[3]))
     np.testing.assert_array_equal(corrected.data[3] > 0, run.corrected(ids[3]))
+
+
+def test_review_and_reader_on_a_run_the_cli_is_still_training(make_napari_viewer, qtbot, tmp_path, errors):
+    """Issue #4: the plugin opens a run folder while ``crl-napari train`` (another process) writes into it: a
+    clear "not scored yet" (or "not a run folder" before its first file) each time, never a crash or a
+    half-read file; once the CLI is done the same widget opens the run."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.5, seed=3)
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "crl_napari.cli", "train", str(data), "--out", str(run), "--size", "32", "--width",
+         "4", "--depth", "2", "--epochs", "25", "--batch-size", "4", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    attempts = mid_training = 0
+    try:
+        while child.poll() is None:
+            scored = (run / "scores.csv").is_file()
+            opened = widget.open_run(run)
+            assert opened == scored or scored  # scores.csv may appear between the check and the open
+            if not opened:
+                attempts += 1
+                mid_training += (run / "checkpoint.pt").is_file()
+                if (run / "cases.csv").is_file():  # the reader reads a consistent snapshot (stacks of one size)
+                    viewer.open(str(run), plugin="crl-napari")
+                    assert len({layer.data.shape for layer in viewer.layers}) == 1
+                    viewer.layers.clear()
+            qtbot.wait(150)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.wait() == 0, child.stderr.read()
+    assert attempts >= 3 and mid_training >= 1, (attempts, mid_training)
+    assert errors and all("not been scored yet" in e or "not a run folder" in e for e in errors), sorted(set(errors))
+    assert widget.open_run(run) and widget.table.rowCount() == len(RunFolder(run).scores())

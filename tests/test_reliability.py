@@ -64,7 +64,9 @@ version                            a checkpoint that is not the run's, unknown s
                                    other_settings_is_refused; test_other_config_or_version_is_refused_by_name
 plugin reads while the CLI trains  every read of the run folder (RunFolder, history, cases, checkpoint, models,
                                    summary, ReviewSession) parses at every moment; the only condition is the
-                                   documented "not scored yet". test_run_folder_reads_while_the_cli_trains_into_it
+                                   documented "not scored yet". test_run_folder_reads_while_the_cli_trains_into_it;
+                                   the widgets themselves: test_plugin_review::test_review_and_reader_on_a_run_
+                                   the_cli_is_still_training
 out of GPU memory                  TrainingError suggesting a smaller --batch-size, wherever it happens (selection,
                                    training, stage 2, validation); the failed run's tensors are freed so the same
                                    process can retry; CLI exit 2; rerunning with the smaller batch just works.
