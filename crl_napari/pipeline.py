@@ -57,18 +57,14 @@ def train_run(
             raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
         run = RunFolder(out)
         if config is not None and config != run.train_config:
-            saved = run.train_config
-            diff = {f: (getattr(saved, f), getattr(config, f)) for f in asdict(saved)
-                    if getattr(saved, f) != getattr(config, f)}
             raise TrainingError(f"{out / CONFIG}: the run was trained with other settings; a resumed run keeps "
-                                f"its own (saved, asked): {diff}")
+                                f"its own (saved, asked): {_settings_diff(run.train_config, config)}")
         config = run.train_config
         restart = not run.has_checkpoint
         data_cfg = run.config["data"]
         size, simulate_noise, noise_seed = data_cfg["size"], data_cfg["simulate_noise"], data_cfg["noise_seed"]
         if not restart:
-            for folder in (out, out / "images", out / "given", out / "corrected"):
-                remove_stale_temps(folder)
+            _remove_temps(out)
     elif out.exists() and any(out.iterdir()) and not _never_trained(out):
         raise RunError(f"{out}: already exists and is not empty; choose another --out or pass --resume")
     elif out.exists() and any(out.iterdir()):
@@ -89,8 +85,7 @@ def train_run(
     else:
         if restart:
             (out / HISTORY).unlink(missing_ok=True)
-            for folder in (out, out / "images", out / "given", out / "corrected"):
-                remove_stale_temps(folder)
+            _remove_temps(out)
         run = RunFolder.create(out, config, {
             "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
             "simulate_noise": simulate_noise, "noise_seed": noise_seed,
@@ -98,8 +93,7 @@ def train_run(
         })
         rows = []
         for i, c in enumerate(train_ds):
-            row = {"id": c.id, "split": c.split or "train", "image_path": str(c.image_path),
-                   "mask_path": str(c.mask_path), "orig_h": c.original_shape[0], "orig_w": c.original_shape[1]}
+            row = _case_row(c, "train")
             if records is not None:
                 row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
             rows.append(row)
@@ -107,9 +101,7 @@ def train_run(
         train_ids = set(train_ds.ids)
         held_out = [c for c in ds if c.id not in train_ids]
         if held_out:
-            run.write_held_out([{"id": c.id, "split": c.split, "image_path": str(c.image_path),
-                                 "mask_path": str(c.mask_path), "orig_h": c.original_shape[0],
-                                 "orig_w": c.original_shape[1]} for c in held_out])
+            run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
     models = None
     for event in cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
@@ -131,6 +123,23 @@ def train_run(
     metrics = write_scores(run, models, images, given, clean if records is not None else None,
                            [r.corrupted for r in records] if records is not None else None)
     yield ScoresReady(out / "scores.csv", metrics)
+
+
+def _case_row(case, default_split: str) -> dict:
+    """The columns cases.csv and held_out.csv share: where the originals are and their size."""
+    return {"id": case.id, "split": case.split or default_split, "image_path": str(case.image_path),
+            "mask_path": str(case.mask_path), "orig_h": case.original_shape[0], "orig_w": case.original_shape[1]}
+
+
+def _remove_temps(out: Path) -> None:
+    """Temporary files a killed writer left in the run folder."""
+    for folder in (out, out / "images", out / "given", out / "corrected"):
+        remove_stale_temps(folder)
+
+
+def _settings_diff(saved: TrainConfig, other: TrainConfig) -> dict:
+    """{setting: (saved, other)} for every setting that differs."""
+    return {f: (getattr(saved, f), getattr(other, f)) for f in asdict(saved) if getattr(saved, f) != getattr(other, f)}
 
 
 def _never_trained(out: Path) -> bool:
@@ -180,10 +189,9 @@ def _load_models(run: RunFolder) -> list:
     run, say) is refused rather than scored or evaluated silently."""
     models, config = cascade.load_models(run.path)
     if config != run.train_config:
-        diff = {f: (getattr(run.train_config, f), getattr(config, f)) for f in asdict(config)
-                if getattr(run.train_config, f) != getattr(config, f)}
         raise RunError(f"{run.path / cascade.CHECKPOINT}: does not belong to this run; it was trained with other "
-                       f"settings than {CONFIG} says (config.json, checkpoint): {diff}")
+                       f"settings than {CONFIG} says (config.json, checkpoint): "
+                       f"{_settings_diff(run.train_config, config)}")
     return models
 
 
