@@ -455,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or list(dict.fromkeys([gui_torch_threads(), default_threads]))
     mach = machine()
 
+    # napari's settings in a fresh file: its default window and dock layout, not the size a previous session
+    # saved (a window taller than the screen is never drawn under Xvfb), and nothing written to ~/.config
+    settings_dir = tempfile.mkdtemp(prefix="crl-ui-latency-settings-")
+    os.environ["NAPARI_CONFIG"] = str(Path(settings_dir) / "napari-settings.yaml")
     import napari
     from qtpy.QtWidgets import QApplication
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -138,3 +139,38 @@ def test_cli_on_the_real_shenzhen_set(tmp_path, capsys):
     some = rows[0]["id"]
     assert np.array_equal(iio.imread(dest / "masks" / f"{some}.png") > 127,
                           iio.imread(SHENZHEN / "masks" / f"{some}.png") > 127)
+
+
+def test_case_cache_reads_the_run_ahead_within_its_budget(trained, tmp_path):
+    """The Review widget's read-ahead: the same arrays as the run folder, worst first, never past its memory
+    budget, and a case it could not read gives the run's own message naming the file."""
+    from crl_napari.case_cache import CaseCache
+
+    run = RunFolder(trained)
+    ids = [r["id"] for r in run.scores()]
+    cache = CaseCache(run, ids)
+    assert cache.wait(30)
+    assert cache.cached == len(ids)
+    for id_ in ids:
+        case = cache.get(id_)
+        np.testing.assert_array_equal(case.image, run.image(id_))
+        np.testing.assert_array_equal(case.given, run.given(id_))
+        np.testing.assert_array_equal(case.corrected, run.corrected(id_))
+        assert case.given.dtype == case.corrected.dtype == np.uint8
+    cache.close()
+    assert cache.cached == 0
+
+    one = sum(a.nbytes for a in CaseCache(run, [], read_ahead=False).get(ids[0]))
+    small = CaseCache(run, ids, max_bytes=2 * one)
+    assert small.wait(30) and small.cached == 2  # the two worst, then it stops
+    small.get(ids[-1])  # beyond the budget: read, shown, not kept
+    assert small.cached == 2
+
+    copy = Path(shutil.copytree(trained, tmp_path / "run"))
+    moved = CaseCache(RunFolder(copy), [], read_ahead=False)
+    moved.get(ids[0])
+    (copy / "corrected" / f"{ids[0]}.png").unlink()
+    assert moved.get(ids[0]).corrected is not None  # held in memory
+    moved.forget(ids[0])
+    with pytest.raises(RunError, match=rf"corrected/{ids[0]}\.png: missing"):
+        moved.get(ids[0])

@@ -113,6 +113,39 @@ def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir
     assert image_id in widget.info_label.text()
 
 
+def test_switching_rows_back_and_forth_shows_each_case_as_on_disk(make_napari_viewer, qtbot, run_dir):
+    """Row switches write into the layers' arrays and read cases ahead in a thread: going back to a row shows
+    it exactly as on disk, and the layer-list thumbnails catch up once the reviewer pauses."""
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    run = RunFolder(run_dir)
+    ids = [r["id"] for r in run.scores()]
+    for row in [0, 5, 2, 0, 7, 5, 0, 2]:
+        widget.table.selectRow(row)
+        np.testing.assert_array_equal(widget.layer("image").data, run.image(ids[row]))
+        np.testing.assert_array_equal(widget.layer("original").data > 0, run.given(ids[row]))
+        np.testing.assert_array_equal(widget.layer("corrected").data > 0, run.corrected(ids[row]))
+    image = widget.layer("image")
+    image.refresh()  # napari's own thumbnail of row 2's image
+    expected = image.thumbnail.copy()
+    widget.table.selectRow(5)
+    widget.table.selectRow(2)  # the switches leave the thumbnail for later ...
+    qtbot.waitUntil(lambda: not widget._stale_thumbnails, timeout=TIMEOUT_MS)  # ... once the reviewer pauses
+    np.testing.assert_array_equal(image.thumbnail, expected)
+
+
+def test_train_and_review_docked_together_fit_a_laptop_screen(make_napari_viewer, run_dir):
+    """Both docks on napari's right, a run open: the window still fits a 1366 x 768 screen (the forms scroll)."""
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.add_plugin_dock_widget("crl-napari", "Train")
+    _review(viewer, run_dir)
+    QApplication.processEvents()
+    window = viewer.window._qt_window
+    assert window.minimumSizeHint().height() <= 768 - 40  # a taskbar's worth to spare
+
+
 def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot, run_dir):
     viewer = make_napari_viewer()
     widget = _review(viewer, run_dir)

@@ -17,6 +17,8 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
 from psygnal import Signal
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..cascade import TrainingError
@@ -24,6 +26,18 @@ from ..data import DataError
 from ..runs import RunError
 
 log = logging.getLogger(__name__)
+
+
+def scroll_area(content: QWidget, min_height: int = 0) -> QScrollArea:
+    """``content`` in a frameless vertical scroll area, so a dock may be shorter than the content: our docks
+    stacked on napari's right otherwise make its window taller than a laptop screen."""
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setWidget(content)
+    area.setMinimumHeight(min_height)
+    return area
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

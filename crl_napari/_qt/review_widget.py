@@ -27,7 +27,7 @@ from pathlib import Path
 import napari
 import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -49,9 +49,10 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from ..case_cache import CaseCache
 from ..review import ReviewSession
 from ..runs import RunFolder
-from ._common import report_error, run_link, warn
+from ._common import report_error, run_link, scroll_area, warn
 from ._plots import ScoreHistogram
 from .export_widget import ExportWidget
 
@@ -80,6 +81,7 @@ LAYERS = {
 COLORS = {"original": "#ff3b30", "corrected": "#00e5ff", "edit": "#ffd60a"}
 _STATUS_COLORS = {"accepted": "#2e7d32", "kept": "#616161", "edited": "#b28704", "pending": None}
 _COLUMNS = ("#", "ID", "Score", "Dice", "Decision")
+THUMBNAIL_DELAY_MS = 150  # layer-list thumbnails are redrawn once the reviewer has paused this long
 
 
 def _default_reviewer() -> str:
@@ -157,6 +159,12 @@ class ReviewWidget(QWidget):
         self._rows: dict[str, int] = {}
         self._layers: dict[str, object] = {}
         self._stale_maps: dict[str, tuple] = {}  # hidden map layers not yet showing the current image
+        self._cases: CaseCache | None = None  # the open run's cases, read ahead in a background thread
+        self._stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
+        self._thumbnail_timer = QTimer(self)
+        self._thumbnail_timer.setSingleShot(True)
+        self._thumbnail_timer.setInterval(THUMBNAIL_DELAY_MS)
+        self._thumbnail_timer.timeout.connect(self._update_thumbnails)
         self._editing: str | None = None
         self._edit_seed: np.ndarray | None = None
         self._shown_once = False
@@ -177,7 +185,11 @@ class ReviewWidget(QWidget):
 
     # ------------------------------------------------------------------------------------------ layout
     def _build(self) -> None:
-        outer = QVBoxLayout(self)
+        body = QWidget()  # all of it scrolls (see scroll_area)
+        frame = QVBoxLayout(self)
+        frame.setContentsMargins(0, 0, 0, 0)
+        frame.addWidget(scroll_area(body))
+        outer = QVBoxLayout(body)
         form = QFormLayout()
         row = QHBoxLayout()
         self.run_edit = QLineEdit()
@@ -307,6 +319,9 @@ class ReviewWidget(QWidget):
         if self._closed:
             return
         self._closed = True
+        self._thumbnail_timer.stop()
+        if self._cases is not None:
+            self._cases.close()
         ReviewWidget._unbind(weakref.ref(self.viewer), self._previous_bindings)
 
     def event(self, ev) -> bool:
@@ -351,7 +366,10 @@ class ReviewWidget(QWidget):
         except Exception as exc:
             self._message(report_error(exc, "review"))
             return False
+        if self._cases is not None:
+            self._cases.close()
         self.run, self.session = run, session
+        self._cases = CaseCache(run, session.ids)
         self.current_id = None
         self.run_edit.setText(str(path))
         self._fill_table()
@@ -494,13 +512,17 @@ class ReviewWidget(QWidget):
                 # same size as before (every image of a run is): copy into the layer's array and re-slice; a
                 # new array makes napari recompute the viewer's dimensions for every layer, on each switch
                 old[...] = data
-                layer.refresh(extent=False, highlight=False)  # same shape: the extent stands
+                # same shape: the extent stands; the layer-list thumbnail follows once the reviewer pauses
+                layer.refresh(extent=False, highlight=False, thumbnail=False)
+                self._stale_thumbnails.add(role)
+                self._thumbnail_timer.start()
             else:
-                layer.data = data
+                layer.data = np.array(data)  # a copy: switches write into the layer's array (above)
             return layer
         name = LAYERS[role]
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
+        data = np.array(data)  # a copy: switches write into the layer's array (above)
         if kind == "image":
             layer = self.viewer.add_image(data, name=name, **kwargs)
         else:
@@ -512,9 +534,7 @@ class ReviewWidget(QWidget):
 
     def _show_layers(self, image_id: str) -> None:
         run = self.run
-        image = run.image(image_id)
-        given = run.given(image_id).astype(np.uint8)
-        corrected = run.corrected(image_id).astype(np.uint8)
+        image, given, corrected = self._cases.get(image_id)
         self._layer("image", "image", image, colormap="gray", contrast_limits=(0, 255))
         self._map_layer("probability", image_id, run.prob, colormap="inferno", opacity=0.5)
         self._map_layer("uncertainty", image_id, run.uncertainty, colormap="magma", opacity=0.6)
@@ -535,6 +555,14 @@ class ReviewWidget(QWidget):
             self._shown_once = True
             self.viewer.reset_view()
         self.viewer.layers.selection.active = self._layers["image"]
+
+    def _update_thumbnails(self) -> None:
+        """Bring the thumbnails in the layer list up to date (deferred: not part of a row switch)."""
+        for role in sorted(self._stale_thumbnails):
+            layer = self._layers.get(role)
+            if layer is not None and layer in self.viewer.layers:
+                layer.refresh(data_displayed=False, extent=False, highlight=False)
+        self._stale_thumbnails.clear()
 
     def _map_layer(self, role: str, image_id: str, load, **kwargs) -> None:
         """The probability / uncertainty map (hidden by default). While hidden it is not reloaded on every row

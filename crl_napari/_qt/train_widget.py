@@ -49,13 +49,14 @@ from ..cascade import (
     pick_device,
 )
 from ..runs import RunError, RunFolder
-from ._common import StopFlag, info, report_error, run_link, start_generator
+from ._common import StopFlag, info, report_error, run_link, scroll_area, start_generator
 from ._plots import LossPlot
 
 __all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
 
 #: Shown in the main form; every other TrainConfig field is under "Advanced".
 _MAIN_FIELDS = ("strategy", "epochs", "batch_size", "lr")
+SETTINGS_MIN_HEIGHT = 120  # px of the settings form always shown; the rest scrolls
 _INT_RANGES = {"epochs": (1, 100_000), "batch_size": (2, 4096), "width": (1, 1024), "depth": (1, 8),
                "k": (-1, 100_000), "seed": (0, 2**31 - 1)}
 # name: (min, max, step, decimals)
@@ -263,13 +264,17 @@ class TrainWidget(Container):
         buttons = Container(widgets=[self.start_btn, self.stop_btn, self.resume_btn], layout="horizontal",
                             labels=False)
         self.status = Label(value="")
-        self.extend([self.source, self.data_dir, self.sample_btn, self.image_layer, self.mask_layer, self.out_dir,
-                     self.size, self.device, self.device_label, *main])
+        # the settings scroll: docked beside the Review widget, the whole form would make napari's window
+        # taller than a laptop screen; the buttons, status and plot below it stay in view
+        self.settings = Container(widgets=[self.source, self.data_dir, self.sample_btn, self.image_layer,
+                                           self.mask_layer, self.out_dir, self.size, self.device,
+                                           self.device_label, *main], labels=True)
         self.advanced = Container(widgets=[*advanced, self.simulate_noise, self.noise_seed, self.skip_bad],
                                   labels=True)
         collapsible = QCollapsible("Advanced")
         collapsible.addWidget(self.advanced.native)
-        self.native.layout().addWidget(collapsible)
+        self.settings.native.layout().addWidget(collapsible)
+        self.native.layout().addWidget(scroll_area(self.settings.native, min_height=SETTINGS_MIN_HEIGHT))
         self.extend([buttons, self.status])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot)
