@@ -28,10 +28,22 @@ from ..runs import RunError
 log = logging.getLogger(__name__)
 
 
+class _VerticalScroll(QScrollArea):
+    """Scrolls vertically only; as wide as its content needs (measured when asked: styles change it)."""
+
+    def minimumSizeHint(self):  # noqa: N802 (Qt's name)
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is not None:
+            hint.setWidth(content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
+        return hint
+
+
 def scroll_area(content: QWidget, min_height: int = 0) -> QScrollArea:
     """``content`` in a frameless vertical scroll area, so a dock may be shorter than the content: our docks
-    stacked on napari's right otherwise make its window taller than a laptop screen."""
-    area = QScrollArea()
+    stacked on napari's right otherwise make its window taller than a laptop screen. It keeps the content's
+    minimum width (nothing is cut off at the side)."""
+    area = _VerticalScroll()
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)

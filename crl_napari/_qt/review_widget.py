@@ -186,9 +186,6 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------------------------------ layout
     def _build(self) -> None:
         body = QWidget()  # all of it scrolls (see scroll_area)
-        frame = QVBoxLayout(self)
-        frame.setContentsMargins(0, 0, 0, 0)
-        frame.addWidget(scroll_area(body))
         outer = QVBoxLayout(body)
         form = QFormLayout()
         row = QHBoxLayout()
@@ -233,7 +230,7 @@ class ReviewWidget(QWidget):
         self.info_label.setWordWrap(True)
         # a fixed two-line height: a label that grows or shrinks with its text re-lays out (and repaints) the
         # whole dock on every row switch
-        self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 4)
+        self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 10)
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         outer.addWidget(self.info_label)
         self.counts_label = QLabel("")
@@ -293,6 +290,9 @@ class ReviewWidget(QWidget):
         self.prev_btn.clicked.connect(self.previous)
         self.next_btn.clicked.connect(self.next)
         self.undo_btn.clicked.connect(self.undo)
+        frame = QVBoxLayout(self)
+        frame.setContentsMargins(0, 0, 0, 0)
+        frame.addWidget(scroll_area(body))
 
     # ------------------------------------------------------------------------------------ key bindings
     def _bind_keys(self) -> None:

@@ -274,11 +274,11 @@ class TrainWidget(Container):
         collapsible = QCollapsible("Advanced")
         collapsible.addWidget(self.advanced.native)
         self.settings.native.layout().addWidget(collapsible)
-        self.native.layout().addWidget(scroll_area(self.settings.native, min_height=SETTINGS_MIN_HEIGHT))
-        self.extend([buttons, self.status])
         self.plot = LossPlot()
-        self.native.layout().addWidget(self.plot)
-        self.append(self.review_btn)
+        layout = self.native.layout()
+        for part in (scroll_area(self.settings.native, min_height=SETTINGS_MIN_HEIGHT), buttons.native,
+                     self.status.native, self.plot, self.review_btn.native):
+            layout.addWidget(part)
         self.status.native.setWordWrap(True)
 
         self.source.changed.connect(self._update_source)
