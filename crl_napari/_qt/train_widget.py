@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
 from dataclasses import asdict, fields
 from functools import partial
@@ -56,6 +57,7 @@ __all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
 
 #: Shown in the main form; every other TrainConfig field is under "Advanced".
 _MAIN_FIELDS = ("strategy", "epochs", "batch_size", "lr")
+WORKER_NICE = 10  # the training thread's nice value on Linux (see _background_priority)
 SETTINGS_MIN_HEIGHT = 120  # px of the settings form always shown; the rest scrolls
 _INT_RANGES = {"epochs": (1, 100_000), "batch_size": (2, 4096), "width": (1, 1024), "depth": (1, 8),
                "k": (-1, 100_000), "seed": (0, 2**31 - 1)}
@@ -183,11 +185,22 @@ def gui_torch_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def _background_priority(nice: int = WORKER_NICE) -> None:
+    """Linux: lower this thread's priority, so the viewer's thread gets the CPU first whenever both want it
+    (training keeps every idle cycle). Threads created from here on (torch's pool) inherit it."""
+    if sys.platform.startswith("linux") and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:  # not permitted: keep the priority
+            pass
+
+
 def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simulate_noise: float,
                noise_seed: int, resume: bool, skip_bad: bool, should_stop: StopFlag, threads: int | None = None):
     """The worker's generator: (write the layers' data folder,) then the engine's event stream.
 
     ``threads`` is set here, in the worker: a pool thread keeps the thread count of its first torch call."""
+    _background_priority()
     if threads is not None:
         torch.set_num_threads(threads)
     if isinstance(data, dict):  # layers
