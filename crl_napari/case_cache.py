@@ -29,8 +29,8 @@ class Case(NamedTuple):
 class CaseCache:
     """The cases of ``run`` by id, read ahead in ``order`` in a daemon thread until ``max_bytes`` are held.
 
-    Errors in the read-ahead are ignored (the run may be rescored or deleted under it): :meth:`get` reads the
-    case itself and raises the run's own clear message (:class:`crl_napari.runs.RunError`).
+    A case the read-ahead cannot read is skipped: :meth:`get` reads it itself and raises the run's own clear
+    message (:class:`crl_napari.runs.RunError`), naming the file.
     """
 
     def __init__(self, run: RunFolder, order: list[str], max_bytes: int = 512 << 20, read_ahead: bool = True):
@@ -67,7 +67,7 @@ class CaseCache:
             try:
                 self._keep(id_, self._read(id_))
             except Exception:  # noqa: BLE001 - get() reports it when the case is asked for
-                return
+                continue
 
     def get(self, id_: str) -> Case:
         """The case ``id_``: from memory when read already, else from the run folder (and kept)."""
@@ -76,13 +76,6 @@ class CaseCache:
             case = self._read(id_)
             self._keep(id_, case)
         return case
-
-    def forget(self, id_: str) -> None:
-        """Drop ``id_`` (its files changed on disk) so the next :meth:`get` reads it again."""
-        with self._lock:
-            case = self._cases.pop(id_, None)
-            if case is not None:
-                self._bytes -= sum(a.nbytes for a in case)
 
     @property
     def cached(self) -> int:
