@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from . import selection
 from .atomic import atomic_write_bytes
+from .sgd import SGD
 from .unet import UNet
 
 STRATEGIES = ("vanilla", "coteaching", "ss", "crl")
@@ -392,10 +393,8 @@ def _check_weights(models, epoch: int, run_dir: Path | None) -> None:
 def _train_events(images, masks, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
                   val, should_stop) -> Iterator[Event]:
     models = build_models(config, device)
-    optims = [
-        torch.optim.SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        for m in models
-    ]
+    optims = [SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+              for m in models]
     start_epoch = 0
     if resume:
         if run_dir is None:

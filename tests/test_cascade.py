@@ -182,3 +182,74 @@ def test_pick_device_prefers_accelerators():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert dev.type == expected
     assert cascade.pick_device("cpu").type == "cpu"
+
+
+def _twins(seed: int = 0):
+    """Two identical small nets and a fixed batch."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 1))
+    twin = pickle.loads(pickle.dumps(net))
+    x = torch.randn(6, 1, 16, 16)
+    y = (torch.rand(6, 16, 16) > 0.5).long()
+    return net, twin, x, y
+
+
+def _sgd_step(net, opt, x, y, lr):
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    opt.step()
+
+
+def test_sgd_is_torch_sgd_step_for_step_and_shares_its_checkpoints():
+    """The engine's SGD (which spares torch.optim's 2-3 s import of torch._dynamo) updates bit for bit like
+    torch.optim.SGD with the paper's momentum and weight decay, and each loads the other's state."""
+    from crl_napari.sgd import SGD
+
+    net, twin, x, y = _twins()
+    ours = SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    ref = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    for step in range(6):
+        lr = 0.1 * 0.95**step  # the exponential decay, set through param_groups as the loop does
+        _sgd_step(net, ours, x, y, lr)
+        _sgd_step(twin, ref, x, y, lr)
+        for a, b in zip(net.parameters(), twin.parameters(), strict=True):
+            assert torch.equal(a, b), f"step {step}"
+
+    # a checkpoint of either kind continues the same in both kinds
+    for state in (ours.state_dict(), ref.state_dict()):
+        runs = []
+        for kind in (SGD, torch.optim.SGD):
+            model = _twins()[0]
+            model.load_state_dict(net.state_dict())
+            opt = kind(model.parameters(), lr=1.0)
+            opt.load_state_dict(pickle.loads(pickle.dumps(state)))  # as through a checkpoint file
+            assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["weight_decay"] == 1e-3
+            for _ in range(3):
+                _sgd_step(model, opt, x, y, 0.05)
+            runs.append(list(model.parameters()))
+        for p, q in zip(*runs, strict=True):
+            assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="other parameters"):
+        SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1).load_state_dict(ours.state_dict())
+
+
+def test_training_does_not_import_torch_dynamo():
+    """The point of crl_napari.sgd: a whole run (both stages, a checkpoint) never pays torch._dynamo's import."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tempfile, numpy as np\n"
+        "from crl_napari import cascade\n"
+        "cfg = cascade.TrainConfig(strategy='crl', epochs=2, k=1, batch_size=4, width=4, depth=2, device='cpu')\n"
+        "x = np.random.rand(8, 1, 32, 32).astype(np.float32)\n"
+        "for ev in cascade.train(x, x[:, 0] > 0.5, cfg, run_dir=tempfile.mkdtemp()):\n"
+        "    pass\n"
+        "print('dynamo' if 'torch._dynamo' in sys.modules else 'no dynamo')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "no dynamo"

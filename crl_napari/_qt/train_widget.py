@@ -172,13 +172,6 @@ def write_layers_dataset(image: Any, mask: Any, dest: Path | str, name: str = "i
     return dest
 
 
-def _warm_up_torch() -> None:
-    """Import what torch's optimisers import on first use (torch._dynamo: ~800 modules, 2-3 s on a small CPU).
-    Done in a background thread when the widget opens, while the user fills in the form; done by the training
-    worker instead, the imports hold the interpreter lock long enough to freeze the viewer for ~0.5 s."""
-    import torch._dynamo  # noqa: F401
-
-
 def gui_torch_threads() -> int:
     """Torch threads for training inside napari: every core but one, so the viewer keeps a core to draw on
     (on 2 cores, 2 torch threads tripled the longest GUI stall for 15 % faster epochs; benchmarks/ui_latency)."""
@@ -229,7 +222,6 @@ class TrainWidget(Container):
         self.last_error: str | None = None
         self._job: dict[str, Any] = {}  # what a closed widget must stop (see _abandon)
         self.torch_threads: int | None = gui_torch_threads()  # CPU threads for training (None: torch's default)
-        threading.Thread(target=_warm_up_torch, name="crl-napari torch warm-up", daemon=True).start()
         self._build()
         self.native.destroyed.connect(partial(_abandon, self._job))
         viewer.layers.events.inserted.connect(self._on_layers_changed)
