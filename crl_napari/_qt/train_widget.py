@@ -20,6 +20,7 @@ from typing import Any
 import napari
 import napari.layers
 import numpy as np
+import PIL.Image
 import torch
 from magicgui.widgets import (
     CheckBox,
@@ -33,6 +34,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils import progress
+from skimage.transform import resize as _resize  # noqa: F401 (imported early, see below)
 from superqt import QCollapsible
 
 from .. import pipeline
@@ -54,6 +56,11 @@ from ._common import StopFlag, info, report_error, run_link, scroll_area, start_
 from ._plots import LossPlot
 
 __all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
+
+# What the engine imports lazily on its first training (image plugins, the resize; ~0.8 s) is imported with
+# the widget instead: done by the worker at Start, the C-extension imports held the interpreter lock and froze
+# the viewer for ~0.3 s (benchmarks/ui_latency.py).
+PIL.Image.init()
 
 #: Shown in the main form; every other TrainConfig field is under "Advanced".
 _MAIN_FIELDS = ("strategy", "epochs", "batch_size", "lr")
