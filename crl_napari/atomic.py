@@ -18,8 +18,9 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -54,6 +55,12 @@ def fsync_dir(path: str | Path) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp file, fsync, replace, fsync the directory)."""
+    atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """Atomically and durably write what ``write(file)`` writes: into a temp file beside ``path``, fsync,
+    replace, fsync the directory. For large outputs (a checkpoint) that would otherwise be built in memory."""
     path = Path(path)
     parent = path.parent
     if not parent.is_dir():
@@ -62,7 +69,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -253,3 +253,29 @@ def test_training_does_not_import_torch_dynamo():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "no dynamo"
+
+
+def test_checkpoint_streams_into_a_temp_file_and_a_failed_write_keeps_the_last_one(tmp_path, monkeypatch):
+    """save_checkpoint writes through atomic_write (no in-memory copy): a save that fails midway leaves the
+    previous checkpoint whole and no temp file."""
+    from crl_napari.sgd import SGD
+
+    x, y = disks()
+    cfg = TrainConfig(strategy="crl", k=1, **TINY)
+    for _ in cascade.train(x, y, cfg, run_dir=tmp_path):
+        pass
+    before = (tmp_path / cascade.CHECKPOINT).read_bytes()
+
+    def half(obj, fh):  # torch.save running out of disk midway through the stream
+        fh.write(before[:100])
+        raise OSError("no space left on device")
+
+    models = cascade.build_models(cfg, torch.device("cpu"))
+    monkeypatch.setattr(cascade.torch, "save", half)
+    with pytest.raises(OSError, match="no space"):
+        cascade.save_checkpoint(tmp_path, models, [SGD(m.parameters(), lr=0.1) for m in models], cfg, 7)
+    monkeypatch.undo()
+    assert (tmp_path / cascade.CHECKPOINT).read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    ckpt = cascade.read_checkpoint(tmp_path / cascade.CHECKPOINT)
+    assert ckpt["epoch"] == TINY["epochs"] - 1 and len(ckpt["models"]) == 3
