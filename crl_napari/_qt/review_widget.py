@@ -517,12 +517,12 @@ class ReviewWidget(QWidget):
                 self._stale_thumbnails.add(role)
                 self._thumbnail_timer.start()
             else:
-                layer.data = np.array(data)  # a copy: switches write into the layer's array (above)
+                layer.data = np.array(data)  # a copy: later switches write into it, the source stays as read
             return layer
         name = LAYERS[role]
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
-        data = np.array(data)  # a copy: switches write into the layer's array (above)
+        data = np.array(data)  # a copy, as above
         if kind == "image":
             layer = self.viewer.add_image(data, name=name, **kwargs)
         else:
