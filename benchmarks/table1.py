@@ -134,7 +134,7 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
     lines = [f"# Table 1 — profile `{profile}`", ""]
     seeds = sorted(set(seeds) | {c["seed"] for c in cells.values()})
     total = len(plan(seeds, None))
-    done = len(cells)
+    done = sum(c["method"] in {m[0] for m in METHODS} for c in cells.values())  # explorations apart
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
     commands = results.get("commands") or [results["command"]]
     lines += [f"Status: **{status}** (seeds {', '.join(map(str, seeds))}). "
@@ -169,7 +169,9 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
             nd = cell_stats(m[0], r, "noisy_mask_dice_corrupted")
             row.append("—" if not a else f"{np.mean(a):.3f} / {np.mean(d):.3f} ({np.mean(nd):.3f})")
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl):", "",
+    lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl). Wall "
+              "clock, so it includes any time a cell was paused or shared the CPU with other work; the controlled "
+              "comparison is benchmarks/speed.py (results/speed.md):", "",
               "| method | s/epoch | × vanilla |", "|---|---|---|"]
     van = [c["sec_per_epoch"] for c in cells.values() if c["method"] == "vanilla"]
     for m in shown:
