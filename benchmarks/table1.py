@@ -13,6 +13,7 @@ most first), so a partial file is still informative; the table says which cells 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import shlex
@@ -59,6 +60,10 @@ METHODS = [
 # explorations beyond the paper's setting: run only when named with --methods, not counted in the grid
 EXTRA_METHODS = [
     ("crl k=50% joint=all alpha=0.25", "crl", 0.5, "all", {"alpha": 0.25}),
+    # selection reaching full strength only at half the epochs (default: a tenth), to test whether the early
+    # under-segmentation of ss and co-teaching at 75 % noise (test_area_ratio) is locked in by early selection
+    ("ss ramp=0.5", "ss", None, "unselected", {"ramp": 0.5}),
+    ("crl k=50% ramp=0.5", "crl", 0.5, "unselected", {"ramp": 0.5}),
 ]
 PAPER = {  # Table 1 of the paper (Dice at 0/25/50/75 % noise)
     "vanilla": [0.8989, 0.8758, 0.8478, 0.8496],
@@ -69,6 +74,11 @@ PAPER = {  # Table 1 of the paper (Dice at 0/25/50/75 % noise)
 
 def cell_key(method: str, ratio: float, seed: int) -> str:
     return f"{method} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def cell_dir(prof_name: str, key: str) -> Path:
+    """The run folder of a cell (checkpoint, history), kept so an interrupted cell resumes."""
+    return RUNS / prof_name / key.replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
 def plan(seeds: list[int], methods: list[str] | None, ratios: list[float] | None = None
@@ -96,8 +106,7 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
     )
     clean = ds_train.masks()
     given, records = (clean, None) if ratio == 0 else noise.simulate(clean, ds_train.ids, ratio, seed=seed)
-    safe = cell_key(method, ratio, seed).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
-    run_dir = RUNS / prof_name / safe
+    run_dir = cell_dir(prof_name, cell_key(method, ratio, seed))
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = (run_dir / cascade.CHECKPOINT).is_file()
     seconds: dict[int, list[float]] = {1: [], 2: []}
@@ -110,7 +119,8 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
                   f"selected {ev.selected:.2f} {ev.seconds:.1f}s", flush=True)
         elif isinstance(ev, cascade.Finished):
             models = ev.models
-    dice = cascade.dice_score(cascade.predict(models, ds_test.images()), ds_test.masks())
+    prob = cascade.predict(models, ds_test.images())
+    dice = cascade.dice_score(prob, ds_test.masks())
     out = {
         "method": method, "strategy": strategy, "noise": ratio, "seed": seed, "k": cfg.k, "joint": joint,
         "alpha": cfg.alpha,
@@ -119,6 +129,7 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
         "sec_per_epoch_stage1": float(np.mean(seconds[1])) if seconds[1] else None,
         "sec_per_epoch_stage2": float(np.mean(seconds[2])) if seconds[2] else None,
         "resumed": resume, "wall_seconds": time.time() - t0, "threads": threads,
+        "test_area_ratio": area_ratio(prob, ds_test.masks()),
     }
     if records is not None:
         scores = scoring.score_probs(cascade.peer_probs(models, ds_train.images()), given, cfg.T)
@@ -127,6 +138,44 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
         noisy_dice = cascade.dice_score(given.astype(np.float32), clean)
         out["noisy_mask_dice_corrupted"] = float(noisy_dice[corrupted].mean())
     return out
+
+
+def area_ratio(prob: np.ndarray, masks: np.ndarray) -> float:
+    """Mean over test images of predicted / true lung area: the size bias that noisy labels leave
+    (dilated masks push it above 1, a selection that favours eroded masks below 1)."""
+    pred = (prob > 0.5).sum(axis=(1, 2))
+    true = np.maximum((masks > 0).sum(axis=(1, 2)), 1)
+    return float(np.mean(pred / true))
+
+
+def backfill(results: dict, ds_test, prof_name: str) -> int:
+    """Add test_area_ratio to finished cells from their saved checkpoints (cells run before it existed)."""
+    n = 0
+    for key, c in results["cells"].items():
+        run_dir = cell_dir(prof_name, key)
+        if "test_area_ratio" in c or not (run_dir / cascade.CHECKPOINT).is_file():
+            continue
+        models, _ = cascade.load_models(run_dir, "cpu")
+        c["test_area_ratio"] = area_ratio(cascade.predict(models, ds_test.images()), ds_test.masks())
+        n += 1
+    return n
+
+
+def save(results: dict, out_json: Path, profile: str, seeds: list[int]) -> dict:
+    """Merge ``results`` into the JSON on disk under a lock and rewrite JSON and markdown.
+
+    Merging, not overwriting, lets two invocations (a grid and an exploration, or a backfill) share one
+    results file: a cell finished by one is never lost by the other's next write.
+    """
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+        cells = {k: {**disk["cells"].get(k, {}), **c} for k, c in results["cells"].items()}
+        merged = {**disk, **results, "cells": {**disk["cells"], **cells}}
+        merged["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        atomic_write_json(out_json, merged)
+        atomic_write_text(out_json.with_suffix(".md"), summarise(merged, profile, seeds))
+    return merged
 
 
 def summarise(results: dict, profile: str, seeds: list[int]) -> str:
@@ -169,6 +218,15 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
             nd = cell_stats(m[0], r, "noisy_mask_dice_corrupted")
             row.append("—" if not a else f"{np.mean(a):.3f} / {np.mean(d):.3f} ({np.mean(nd):.3f})")
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Size bias: predicted / true lung area on the test split, mean over images and seeds (1 = "
+              "unbiased; dilated training masks push it up, a selection that favours eroded masks pushes it down):",
+              "", head, "|---" * (len(NOISE) + 1) + "|"]
+    for m in shown:
+        row = [m[0]]
+        for r in sorted(NOISE):
+            v = cell_stats(m[0], r, "test_area_ratio")
+            row.append("—" if not v else f"{np.mean(v):.3f}")
+        lines.append("| " + " | ".join(row) + " |")
     lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl). Wall "
               "clock, so it includes any time a cell was paused or shared the CPU with other work; the controlled "
               "comparison is benchmarks/speed.py (results/speed.md):", "",
@@ -202,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON, train nothing")
+    ap.add_argument("--backfill", action="store_true",
+                    help="add metrics new to this script to finished cells from their checkpoints, train nothing")
     args = ap.parse_args(argv)
     if args.summary_only:
         out_json = args.results / f"table1-{args.profile}.json"
@@ -226,24 +286,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     ds = load_dataset(DATA, size=prof["size"])
     train, test = ds.subset("train"), ds.subset("test")
+    if args.backfill:
+        n = backfill(results, test, args.profile)
+        save(results, out_json, args.profile, args.seeds)
+        print(f"backfilled {n} cells")
+        return 0
     print(f"data: {len(train)} train / {len(test)} test at {prof['size']}²", flush=True)
     new = 0
     for method, ratio, seed in plan(args.seeds, args.methods, args.noise):
         key = cell_key(method, ratio, seed)
-        if key in results["cells"]:
+        if key in results["cells"] or key in _finished_on_disk(out_json):
             continue
         if args.max_cells is not None and new >= args.max_cells:
             break
+        claim = _claim(cell_dir(args.profile, key))
+        if claim is None:
+            print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}: another invocation is running it, skipped")
+            continue
         print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-        results["cells"][key] = run_cell(train, test, args.profile, prof, method, ratio, seed, args.threads)
+        with claim:
+            results["cells"][key] = run_cell(train, test, args.profile, prof, method, ratio, seed, args.threads)
         results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        atomic_write_json(out_json, results)
-        atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
         c = results["cells"][key]
+        results = save(results, out_json, args.profile, args.seeds)
         print(f"  -> test Dice {c['test_dice']:.4f}, flag AUROC {c.get('flag_auroc', float('nan')):.3f}", flush=True)
         new += 1
-    atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
+    save(results, out_json, args.profile, args.seeds)
     return 0
+
+
+def _finished_on_disk(out_json: Path) -> set[str]:
+    return set(json.loads(out_json.read_text())["cells"]) if out_json.is_file() else set()
+
+
+def _claim(run_dir: Path):
+    """An exclusive lock on a cell's run folder (released when the process ends), or None if it is held."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(run_dir / ".claim", "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 if __name__ == "__main__":
