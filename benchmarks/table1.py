@@ -60,6 +60,7 @@ METHODS = [
 # explorations beyond the paper's setting: run only when named with --methods, not counted in the grid
 EXTRA_METHODS = [
     ("crl k=50% joint=all alpha=0.25", "crl", 0.5, "all", {"alpha": 0.25}),
+    ("crl k=50% joint=all alpha=0", "crl", 0.5, "all", {"alpha": 0.0}),  # stage 2 learns from the peers alone
     # selection reaching full strength only at half the epochs (default: a tenth), to test whether the early
     # under-segmentation of ss and co-teaching at 75 % noise (test_area_ratio) is locked in by early selection
     ("ss ramp=0.5", "ss", None, "unselected", {"ramp": 0.5}),
@@ -200,12 +201,12 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
                 and c.get(key) is not None]
         return vals
 
-    for m in shown:
-        row = [m[0]]
-        for r in sorted(NOISE):
-            v = cell_stats(m[0], r, "test_dice")
-            row.append("—" if not v else f"{np.mean(v):.4f} ± {np.std(v):.4f} (n={len(v)})")
-        lines.append("| " + " | ".join(row) + " |")
+    def rows(key, fmt):
+        """One row per method, one column per noise level: fmt(values over the seeds), — where none."""
+        return ["| " + " | ".join([m[0]] + ["—" if not (v := cell_stats(m[0], r, key)) else fmt(v)
+                                            for r in sorted(NOISE)]) + " |" for m in shown]
+
+    lines += rows("test_dice", lambda v: f"{np.mean(v):.4f} ± {np.std(v):.4f} (n={len(v)})")
     lines += ["", "Flagging AUROC of the suspicion score / Dice of the corrected labels on the corrupted training "
               "masks (noisy masks themselves in brackets):", "",
               "| method | " + " | ".join(f"{int(r * 100)} %" for r in sorted(NOISE)[1:]) + " |",
@@ -221,12 +222,7 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
     lines += ["", "Size bias: predicted / true lung area on the test split, mean over images and seeds (1 = "
               "unbiased; dilated training masks push it up, a selection that favours eroded masks pushes it down):",
               "", head, "|---" * (len(NOISE) + 1) + "|"]
-    for m in shown:
-        row = [m[0]]
-        for r in sorted(NOISE):
-            v = cell_stats(m[0], r, "test_area_ratio")
-            row.append("—" if not v else f"{np.mean(v):.3f}")
-        lines.append("| " + " | ".join(row) + " |")
+    lines += rows("test_area_ratio", lambda v: f"{np.mean(v):.3f}")
     lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl). Wall "
               "clock, so it includes any time a cell was paused or shared the CPU with other work; the controlled "
               "comparison is benchmarks/speed.py (results/speed.md):", "",
