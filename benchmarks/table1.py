@@ -130,7 +130,7 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
         "sec_per_epoch_stage1": float(np.mean(seconds[1])) if seconds[1] else None,
         "sec_per_epoch_stage2": float(np.mean(seconds[2])) if seconds[2] else None,
         "resumed": resume, "wall_seconds": time.time() - t0, "threads": threads,
-        "test_area_ratio": area_ratio(prob, ds_test.masks()),
+        **area_stats(prob, ds_test.masks()),
     }
     if records is not None:
         scores = scoring.score_probs(cascade.peer_probs(models, ds_train.images()), given, cfg.T)
@@ -141,23 +141,24 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
     return out
 
 
-def area_ratio(prob: np.ndarray, masks: np.ndarray) -> float:
-    """Mean over test images of predicted / true lung area: the size bias that noisy labels leave
-    (dilated masks push it above 1, a selection that favours eroded masks below 1)."""
+def area_stats(prob: np.ndarray, masks: np.ndarray) -> dict:
+    """Predicted / true lung area on the test images: the mean is the size bias that noisy labels leave
+    (dilated masks push it above 1, a selection that favours eroded masks below 1); the spread over images
+    shows nets that learned a per-image erosion or dilation, i.e. memorised the noise."""
     pred = (prob > 0.5).sum(axis=(1, 2))
-    true = np.maximum((masks > 0).sum(axis=(1, 2)), 1)
-    return float(np.mean(pred / true))
+    ratio = pred / np.maximum((masks > 0).sum(axis=(1, 2)), 1)
+    return {"test_area_ratio": float(ratio.mean()), "test_area_ratio_sd": float(ratio.std())}
 
 
 def backfill(results: dict, ds_test, prof_name: str) -> int:
-    """Add test_area_ratio to finished cells from their saved checkpoints (cells run before it existed)."""
+    """Add the size metrics to finished cells from their saved checkpoints (cells run before they existed)."""
     n = 0
     for key, c in results["cells"].items():
         run_dir = cell_dir(prof_name, key)
-        if "test_area_ratio" in c or not (run_dir / cascade.CHECKPOINT).is_file():
+        if "test_area_ratio_sd" in c or not (run_dir / cascade.CHECKPOINT).is_file():
             continue
         models, _ = cascade.load_models(run_dir, "cpu")
-        c["test_area_ratio"] = area_ratio(cascade.predict(models, ds_test.images()), ds_test.masks())
+        c.update(area_stats(cascade.predict(models, ds_test.images()), ds_test.masks()))
         n += 1
     return n
 
@@ -177,6 +178,37 @@ def save(results: dict, out_json: Path, profile: str, seeds: list[int]) -> dict:
         atomic_write_json(out_json, merged)
         atomic_write_text(out_json.with_suffix(".md"), summarise(merged, profile, seeds))
     return merged
+
+
+def readme_table(results: dict) -> str:
+    """The compact table the README quotes: mean test Dice (number of seeds) per method and noise level, and
+    predicted / true area at 75 % noise (mean ± spread over images, averaged over seeds). Made from the JSON,
+    so the README cannot drift from the results."""
+    cells = results["cells"].values()
+    head = ["| method | " + " | ".join(f"{int(r * 100)} %" for r in sorted(NOISE)) + " | size at 75 % |",
+            "|---" * (len(NOISE) + 2) + "|"]
+    rows = []
+    for m in METHODS + EXTRA_METHODS:
+        got = {r: [c for c in cells if c["method"] == m[0] and c["noise"] == r] for r in NOISE}
+        if not any(got.values()):
+            continue
+        vals = ["—" if not got[r] else f"{np.mean([c['test_dice'] for c in got[r]]):.3f} ({len(got[r])})"
+                for r in sorted(NOISE)]
+        size = [(c["test_area_ratio"], c["test_area_ratio_sd"]) for c in got[0.75] if "test_area_ratio_sd" in c]
+        vals.append("—" if not size else "{:.2f} ± {:.2f}".format(*np.mean(size, axis=0)))
+        rows.append(f"| {m[0]}{'' if m in METHODS else ' (exploration)'} | " + " | ".join(vals) + " |")
+    return "\n".join(head + rows) + "\n"
+
+
+def update_readme(readme: Path, profile: str, table: str) -> bool:
+    """Replace the block between ``<!-- table1:PROFILE -->`` and ``<!-- /table1:PROFILE -->``; False if absent."""
+    start, end = f"<!-- table1:{profile} -->", f"<!-- /table1:{profile} -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        return False
+    before, rest = text.split(start, 1)
+    atomic_write_text(readme, before + start + "\n" + table + end + rest.split(end, 1)[1])
+    return True
 
 
 def summarise(results: dict, profile: str, seeds: list[int]) -> str:
@@ -202,11 +234,16 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
         return vals
 
     def rows(key, fmt):
-        """One row per method, one column per noise level: fmt(values over the seeds), — where none."""
-        return ["| " + " | ".join([m[0]] + ["—" if not (v := cell_stats(m[0], r, key)) else fmt(v)
-                                            for r in sorted(NOISE)]) + " |" for m in shown]
+        """One row per method, one column per noise level: fmt(cells of the seeds that have ``key``), — where none."""
+        return ["| " + " | ".join([m[0]] + ["—" if not (got := [c for c in cells.values() if c["method"] == m[0]
+                                                                and c["noise"] == r and c.get(key) is not None])
+                                            else fmt(got) for r in sorted(NOISE)]) + " |" for m in shown]
 
-    lines += rows("test_dice", lambda v: f"{np.mean(v):.4f} ± {np.std(v):.4f} (n={len(v)})")
+    def mean_sd(got, key):
+        v = [c[key] for c in got]
+        return f"{np.mean(v):.4f} ± {np.std(v):.4f} (n={len(v)})"
+
+    lines += rows("test_dice", lambda got: mean_sd(got, "test_dice"))
     lines += ["", "Flagging AUROC of the suspicion score / Dice of the corrected labels on the corrupted training "
               "masks (noisy masks themselves in brackets):", "",
               "| method | " + " | ".join(f"{int(r * 100)} %" for r in sorted(NOISE)[1:]) + " |",
@@ -219,10 +256,12 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
             nd = cell_stats(m[0], r, "noisy_mask_dice_corrupted")
             row.append("—" if not a else f"{np.mean(a):.3f} / {np.mean(d):.3f} ({np.mean(nd):.3f})")
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Size bias: predicted / true lung area on the test split, mean over images and seeds (1 = "
-              "unbiased; dilated training masks push it up, a selection that favours eroded masks pushes it down):",
-              "", head, "|---" * (len(NOISE) + 1) + "|"]
-    lines += rows("test_area_ratio", lambda v: f"{np.mean(v):.3f}")
+    lines += ["", "Size: predicted / true lung area on the test split, mean over images ± its spread over images, "
+              "averaged over seeds (1 ± 0 = right size everywhere; dilated training masks push the mean up, a "
+              "selection that favours eroded masks pushes it down; a wide spread means per-image erosions or "
+              "dilations were learned):", "", head, "|---" * (len(NOISE) + 1) + "|"]
+    lines += rows("test_area_ratio_sd", lambda got: "{:.3f} ± {:.3f}".format(
+        np.mean([c["test_area_ratio"] for c in got]), np.mean([c["test_area_ratio_sd"] for c in got])))
     lines += ["", "Seconds per training epoch (mean over all cells of the method; stage 1 / stage 2 for crl). Wall "
               "clock, so it includes any time a cell was paused or shared the CPU with other work; the controlled "
               "comparison is benchmarks/speed.py (results/speed.md):", "",
@@ -263,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         out_json = args.results / f"table1-{args.profile}.json"
         results = json.loads(out_json.read_text())
         atomic_write_text(args.results / f"table1-{args.profile}.md", summarise(results, args.profile, args.seeds))
+        if update_readme(ROOT / "README.md", args.profile, readme_table(results)):
+            print(f"README.md: the table1:{args.profile} block was rewritten")
         return 0
     if not DATA.is_dir():
         print(f"SKIPPED: the Shenzhen data set is not at {DATA.resolve()} (see ../shared/data/README.md); "

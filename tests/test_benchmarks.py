@@ -56,12 +56,28 @@ def test_a_cell_is_claimed_by_one_invocation_at_a_time(tmp_path):
     again.close()
 
 
-def test_area_ratio_reads_over_and_under_segmentation():
+def test_area_stats_read_over_and_under_segmentation():
     t1 = _table1()
     masks = np.zeros((2, 8, 8), np.uint8)
     masks[:, 2:6, 2:6] = 1  # 16 px each
     prob = np.zeros((2, 8, 8), np.float32)
     prob[0, 1:7, 2:6] = 0.9  # 24 px: 1.5x
     prob[1, 2:4, 2:6] = 0.9  # 8 px: 0.5x
-    assert t1.area_ratio(prob, masks) == 1.0
-    assert t1.area_ratio(prob[:1], masks[:1]) == 1.5
+    assert t1.area_stats(prob, masks) == {"test_area_ratio": 1.0, "test_area_ratio_sd": 0.5}
+    assert t1.area_stats(prob[:1], masks[:1]) == {"test_area_ratio": 1.5, "test_area_ratio_sd": 0.0}
+
+
+def test_readme_block_is_rewritten_from_the_results_and_nothing_else(tmp_path):
+    t1 = _table1()
+    cells = {}
+    for seed, dice in enumerate([0.90, 0.92]):
+        c = _cell("crl k=50%", 0.75, seed, dice) | {"test_area_ratio": 1.0 + seed / 10, "test_area_ratio_sd": 0.1}
+        cells[f"crl k=50% | noise=75% | seed={seed}"] = c
+    table = t1.readme_table({"cells": cells})
+    assert "| crl k=50% | — | — | — | 0.910 (2) | 1.05 ± 0.10 |" in table
+    assert "vanilla" not in table  # methods without results are left out
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table1:quick -->\nold\n<!-- /table1:quick -->\noutro\n")
+    assert t1.update_readme(readme, "quick", table)
+    assert readme.read_text() == "intro\n<!-- table1:quick -->\n" + table + "<!-- /table1:quick -->\noutro\n"
+    assert not t1.update_readme(readme, "paper", table)  # no block for that profile: README untouched
