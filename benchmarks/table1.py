@@ -228,16 +228,16 @@ def summarise(results: dict, profile: str, seeds: list[int]) -> str:
 
     shown = METHODS + [m for m in EXTRA_METHODS if any(c["method"] == m[0] for c in cells.values())]
 
+    def cells_with(method, ratio, key):
+        return [c for c in cells.values() if c["method"] == method and c["noise"] == ratio and c.get(key) is not None]
+
     def cell_stats(method, ratio, key):
-        vals = [c[key] for c in cells.values() if c["method"] == method and c["noise"] == ratio
-                and c.get(key) is not None]
-        return vals
+        return [c[key] for c in cells_with(method, ratio, key)]
 
     def rows(key, fmt):
         """One row per method, one column per noise level: fmt(cells of the seeds that have ``key``), — where none."""
-        return ["| " + " | ".join([m[0]] + ["—" if not (got := [c for c in cells.values() if c["method"] == m[0]
-                                                                and c["noise"] == r and c.get(key) is not None])
-                                            else fmt(got) for r in sorted(NOISE)]) + " |" for m in shown]
+        return ["| " + " | ".join([m[0]] + ["—" if not (got := cells_with(m[0], r, key)) else fmt(got)
+                                            for r in sorted(NOISE)]) + " |" for m in shown]
 
     def mean_sd(got, key):
         v = [c[key] for c in got]
@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
-    ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON, train nothing")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="rewrite the markdown, and the README's table1 block, from the JSON; train nothing")
     ap.add_argument("--backfill", action="store_true",
                     help="add metrics new to this script to finished cells from their checkpoints, train nothing")
     args = ap.parse_args(argv)
