@@ -173,3 +173,18 @@ def test_case_cache_reads_the_run_ahead_within_its_budget(trained, tmp_path):
     with pytest.raises(RunError, match=rf"corrected/{ids[0]}\.png: missing"):
         broken.get(ids[0])
     np.testing.assert_array_equal(broken.get(ids[1]).image, run.image(ids[1]))  # the others still show
+
+
+def test_train_help_explains_every_setting_and_refuses_an_unknown_joint_mode(capsys):
+    from dataclasses import fields
+
+    assert set(cascade.SETTING_HELP) == {f.name for f in fields(TrainConfig)}  # one text per setting, no stale ones
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--joint {unselected,all} stage 2: joint loss on the unselected samples only" in out
+    assert "--k K crl: first epoch of stage 2; default epochs // 2" in out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "data", "--out", "run", "--joint", "some"])
+    assert exc.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err

@@ -41,6 +41,7 @@ from .. import pipeline
 from ..atomic import atomic_write_png
 from ..cascade import (
     JOINT_MODES,
+    SETTING_HELP,
     STRATEGIES,
     CheckpointSaved,
     EpochEnd,
@@ -73,25 +74,8 @@ _FLOAT_RANGES = {"lr": (1e-7, 10.0, 1e-4, 7), "lr_decay": (0.0, 1.0, 0.001, 4), 
                  "weight_decay": (0.0, 1.0, 1e-4, 6), "keep_ratio": (0.01, 1.0, 0.05, 3),
                  "drop_uncertain": (0.0, 0.99, 0.05, 3), "ramp": (0.0, 1.0, 0.05, 3), "alpha": (0.0, 1.0, 0.05, 3),
                  "T": (0.01, 10.0, 0.05, 3), "rotation": (0.0, 180.0, 1.0, 1)}
-_TIPS = {
-    "strategy": "crl: the cascaded framework (stage 1 sample selection, stage 2 label correction); "
-    "vanilla, coteaching, ss: the paper's baselines",
-    "epochs": "training epochs (paper: 100)",
-    "batch_size": "images per step (paper: 32)",
-    "lr": "SGD learning rate (paper: 1e-3)",
-    "lr_decay": "learning rate x lr_decay per epoch",
-    "width": "U-Net channels of the first level (paper: 64)",
-    "depth": "U-Net levels (paper: 4); the image size must be divisible by 2**depth",
-    "k": "crl: first epoch of stage 2 (-1: half of the epochs)",
-    "keep_ratio": "stage 1: fraction of each batch a net learns from",
-    "drop_uncertain": "stage 1: fraction dropped first for high peer uncertainty",
-    "ramp": "fraction of the epochs over which sample selection ramps up",
-    "alpha": "stage 2: weight of the given label in the joint loss",
-    "T": "stage 2: sharpening temperature of the corrected label",
-    "joint": "stage 2: joint loss on the unselected samples only, or on all",
-    "device": "auto: cuda, then mps, then cpu",
-    "amp": "mixed precision (cuda only)",
-}
+# the engine's help for each setting; the widget spells "half of the epochs" as -1
+_TIPS = {**SETTING_HELP, "k": "crl: first epoch of stage 2 (-1: half of the epochs)"}
 
 
 def _available_devices() -> list[str]:
