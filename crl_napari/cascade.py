@@ -105,7 +105,6 @@ class TrainConfig:
         return cls(**d)
 
 
-
 # what each setting does, for the command line's --help and the plugin's tooltips
 SETTING_HELP = {
     "strategy": "crl: the cascaded framework (stage 1 sample selection, stage 2 label correction); "
@@ -135,7 +134,7 @@ SETTING_HELP = {
 }
 
 
-# --- events ----------------------------------------------------------------------------------------
+# --- events -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -43,15 +43,13 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     # every default is None ("not given"), so that `--resume` can tell what the user asked for explicitly
     d = TrainConfig()
     g = p.add_argument_group("training (defaults: the paper's recipe)")
-    g.add_argument("--strategy", choices=STRATEGIES, default=None,
-                   help=f"{SETTING_HELP['strategy']}; default {d.strategy}")
     for f in fields(TrainConfig):
-        if f.name in ("strategy", "amp", "augment", "flip"):
+        if f.name in ("amp", "augment", "flip"):
             continue
         typ = {"k": int}.get(f.name, type(getattr(d, f.name)))
         default = "epochs // 2" if f.name == "k" else getattr(d, f.name)
         g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, dest=f.name,
-                       choices=JOINT_MODES if f.name == "joint" else None,
+                       choices={"strategy": STRATEGIES, "joint": JOINT_MODES}.get(f.name),
                        help=f"{SETTING_HELP[f.name]}; default {default}".replace("%", "%%"))  # argparse
     g.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="no mixed precision on cuda")
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None,

@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from dataclasses import fields
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -176,8 +177,6 @@ def test_case_cache_reads_the_run_ahead_within_its_budget(trained, tmp_path):
 
 
 def test_train_help_explains_every_setting_and_refuses_an_unknown_joint_mode(capsys):
-    from dataclasses import fields
-
     assert set(cascade.SETTING_HELP) == {f.name for f in fields(TrainConfig)}  # one text per setting, no stale ones
     with pytest.raises(SystemExit) as exc:
         cli.main(["train", "--help"])
