@@ -81,3 +81,35 @@ def test_readme_block_is_rewritten_from_the_results_and_nothing_else(tmp_path):
     assert t1.update_readme(readme, "quick", table)
     assert readme.read_text() == "intro\n<!-- table1:quick -->\n" + table + "<!-- /table1:quick -->\noutro\n"
     assert not t1.update_readme(readme, "paper", table)  # no block for that profile: README untouched
+
+
+def test_targets_are_judged_per_seed_and_best_k_is_the_papers_row():
+    t1 = _table1()
+    cells = {}
+
+    def add(method, ratio, seed, dice, **extra):
+        cells[f"{method} | noise={int(ratio * 100)}% | seed={seed}"] = _cell(method, ratio, seed, dice) | extra
+
+    for seed in range(3):
+        add("vanilla", 0.0, seed, 0.955)
+        for r in (0.25, 0.5, 0.75):
+            add("vanilla", r, seed, 0.93)
+            add("coteaching", r, seed, 0.95)
+            # crl: above both everywhere except co-teaching at 50 % on seed 2; 0.02 below clean vanilla at 75 %
+            crl = {0.25: 0.952, 0.5: 0.949 if seed == 2 else 0.951, 0.75: 0.935}[r]
+            add("crl k=50%", r, seed, crl, flag_auroc=0.97, corrected_dice_corrupted=0.96)
+        add("crl k=80%", 0.75, seed, 0.94)
+    table = t1.targets_table({"cells": cells})
+    row = next(line for line in table.splitlines() if line.startswith("| crl k=50% |"))
+    above_vanilla, within, above_cot, auroc, corrected = row.strip("| ").split(" | ")[1:]
+    assert above_vanilla == "+0.0220 / +0.0190 / +0.0050: met"
+    assert within == "-0.0030 / -0.0047 / -0.0200: MISSED"  # the 75 % gap, though 25 / 50 % are within
+    assert above_cot == "+0.0020 / -0.0010 / -0.0150: MISSED"  # worst seed, not the mean
+    assert auroc == "0.970 / 0.970 / 0.970: met" and corrected == "0.960: met"
+    k80 = next(line for line in table.splitlines() if line.startswith("| crl k=80% |"))
+    assert "— / — / +0.0100: open" in k80  # fewer levels than the target needs: no verdict yet
+    best = t1.best_k({"cells": cells})
+    assert best[0.75] == ("crl k=80%", 0.94, 3) and best[0.25][0] == "crl k=50%" and 0.0 not in best
+    add("crl k=20%", 0.25, 0, 0.90)  # one seed far below: settles an every-seed target, not a mean
+    k20 = next(line for line in t1.targets_table({"cells": cells}).splitlines() if line.startswith("| crl k=20% |"))
+    assert "| -0.0300 / — / —: MISSED | -0.0550 / — / —: open | -0.0500 / — / —: MISSED |" in k20
