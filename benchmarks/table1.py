@@ -97,7 +97,8 @@ def plan(seeds: list[int], methods: list[str] | None, ratios: list[float] | None
     return cells
 
 
-def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: float, seed: int, threads: int) -> dict:
+def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: float, seed: int, threads: int,
+             checkpoint: bool = True) -> dict:
     _, strategy, kfrac, joint, *extra = next(m for m in METHODS + EXTRA_METHODS if m[0] == method)
     overrides = extra[0] if extra else {}
     epochs = prof["epochs"]
@@ -108,9 +109,10 @@ def run_cell(ds_train, ds_test, prof_name: str, prof: dict, method: str, ratio: 
     )
     clean = ds_train.masks()
     given, records = (clean, None) if ratio == 0 else noise.simulate(clean, ds_train.ids, ratio, seed=seed)
-    run_dir = cell_dir(prof_name, cell_key(method, ratio, seed))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resume = (run_dir / cascade.CHECKPOINT).is_file()
+    run_dir = cell_dir(prof_name, cell_key(method, ratio, seed)) if checkpoint else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    resume = run_dir is not None and (run_dir / cascade.CHECKPOINT).is_file()
     seconds: dict[int, list[float]] = {1: [], 2: []}
     models = None
     t0 = time.time()
@@ -375,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the JSON and markdown go")
+    ap.add_argument("--data", type=Path, default=DATA, help="the Shenzhen folder (images/, masks/, split.csv)")
+    ap.add_argument("--no-checkpoint", action="store_true",
+                    help="keep no per-cell checkpoint (a machine that is given back cannot resume a cell anyway; "
+                    "at the paper's width a checkpoint is ~0.7 GB written every epoch)")
     ap.add_argument("--summary-only", action="store_true",
                     help="rewrite the markdown, and the README's table1 block, from the JSON; train nothing")
     ap.add_argument("--backfill", action="store_true",
@@ -388,11 +394,12 @@ def main(argv: list[str] | None = None) -> int:
             if update_readme(ROOT / "README.md", args.profile, table, block):
                 print(f"README.md: the table1:{args.profile}{':' if block else ''}{block} block was rewritten")
         return 0
-    if not DATA.is_dir():
-        print(f"SKIPPED: the Shenzhen data set is not at {DATA.resolve()} (see ../shared/data/README.md); "
+    if not args.data.is_dir():
+        print(f"SKIPPED: the Shenzhen data set is not at {args.data.resolve()} (see ../shared/data/README.md); "
               "nothing was measured.")
         return 0
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (no-op on CPU)
     prof = PROFILES[args.profile]
     args.results.mkdir(parents=True, exist_ok=True)
     out_json = args.results / f"table1-{args.profile}.json"
@@ -404,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}, device {cascade.pick_device()}",
     )
-    ds = load_dataset(DATA, size=prof["size"])
+    ds = load_dataset(args.data, size=prof["size"])
     train, test = ds.subset("train"), ds.subset("test")
     if args.backfill:
         n = backfill(results, test, args.profile)
@@ -425,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
         with claim:
-            results["cells"][key] = run_cell(train, test, args.profile, prof, method, ratio, seed, args.threads)
+            results["cells"][key] = run_cell(train, test, args.profile, prof, method, ratio, seed, args.threads,
+                                              checkpoint=not args.no_checkpoint)
         results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         c = results["cells"][key]
         results = save(results, out_json, args.profile, args.seeds)
