@@ -17,9 +17,10 @@ import imageio.v3 as iio
 import numpy as np
 
 from .atomic import atomic_write_json, atomic_write_png, atomic_write_text
-from .cascade import CHECKPOINT, TrainConfig, TrainingError
+from .settings import TrainConfig, TrainingError
 
 CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
 CASES = "cases.csv"
 HELD_OUT = "held_out.csv"  # the cases of other splits (test): not trained on, exported unchanged
 HISTORY = "history.csv"
