@@ -46,8 +46,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     for f in fields(TrainConfig):
         if f.name in ("amp", "augment", "flip"):
             continue
-        typ = {"k": int}.get(f.name, type(getattr(d, f.name)))
-        default = "epochs // 2" if f.name == "k" else getattr(d, f.name)
+        typ = {"k": int, "threads": int}.get(f.name, type(getattr(d, f.name)))
+        default = {"k": "epochs // 2", "threads": "automatic"}.get(f.name, getattr(d, f.name))
         g.add_argument(f"--{f.name.replace('_', '-')}", type=typ, default=None, dest=f.name,
                        choices={"strategy": STRATEGIES, "joint": JOINT_MODES}.get(f.name),
                        help=f"{SETTING_HELP[f.name]}; default {default}".replace("%", "%%"))  # argparse

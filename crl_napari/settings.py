@@ -1,19 +1,44 @@
 """Every training setting of a run, its validation and its help text: what a command line, the Train widget
 and a run folder's config.json share. Plain values only (no torch), so anything may import it.
+
+A setting is checked once, here, before anything is written or allocated: a config.json or a checkpoint may come
+from anyone, and a bad value found late (a width of 10**6, a NaN learning rate) costs a traceback or the memory
+of the machine. Every problem of a configuration is named in one message.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
+import re
 from dataclasses import dataclass, fields
 
 STRATEGIES = ("vanilla", "coteaching", "ss", "crl")
 N_NETS = {"vanilla": 1, "coteaching": 2, "ss": 3, "crl": 3}
 JOINT_MODES = ("unselected", "all")
 CHECKPOINT_FORMAT = 1
+MAX_WIDTH = 256
+MAX_DEPTH = 6
+MAX_SIZE = 1024  # largest training image size (px); the paper trains at 256
+MAX_THREADS = 1024
+MAX_SEED = 2**31 - 1
+#: settings that change how fast a run goes, not what it learns: a resume may change them
+RUNTIME_SETTINGS = ("threads",)
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (bad configuration, NaN loss, out of memory); the message says what to do."""
+
+
+def default_threads() -> int:
+    """CPU threads for training when none are asked: half the cores, at most 4.
+
+    One torch thread per core was 3-10x slower on a machine busy with other work (threads waiting for each
+    other's cores); half of them, capped, loses little on an idle one.
+    """
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 @dataclass
@@ -42,21 +67,22 @@ class TrainConfig:
     augment: bool = True
     rotation: float = 10.0  # degrees, random rotation in [-rotation, rotation]
     flip: bool = True
+    threads: int | None = None  # CPU threads of torch; None -> default_threads()
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.strategy not in STRATEGIES:
-            problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        if self.joint not in JOINT_MODES:
-            problems.append(f"joint must be one of {', '.join(JOINT_MODES)}, got {self.joint!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            problems.append("epochs must be >= 1 and batch_size >= 2")
-        if not 0 < self.keep_ratio <= 1 or not 0 <= self.drop_uncertain < 1:
-            problems.append("keep_ratio must be in (0, 1] and drop_uncertain in [0, 1)")
-        if self.keep_ratio + self.drop_uncertain > 1 + 1e-9:
-            problems.append("keep_ratio + drop_uncertain must not exceed 1")
-        if not 0 <= self.alpha <= 1 or self.T <= 0 or self.lr <= 0:
-            problems.append("alpha must be in [0, 1], T > 0 and lr > 0")
+        for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
+            value = getattr(self, f.name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+                setattr(self, f.name, int(value))
+            elif isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral | float):
+                setattr(self, f.name, float(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise one TrainingError naming every setting that is of the wrong type or out of range."""
+        problems = _type_problems(self)
+        if not problems:  # ranges only make sense on values of the right type
+            problems = _range_problems(self)
         if problems:
             raise TrainingError("invalid training configuration: " + "; ".join(problems))
 
@@ -71,13 +97,94 @@ class TrainConfig:
             return None
         return self.epochs // 2 if self.k is None else self.k
 
+    @property
+    def n_threads(self) -> int:
+        """The CPU threads training uses."""
+        return default_threads() if self.threads is None else self.threads
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        """A config from its dict (config.json, a checkpoint); settings added since (threads) keep their default."""
+        if not isinstance(d, dict):
+            raise TrainingError(f"training settings must be a mapping, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(str(k) for k in set(d) - names)
         if unknown:
             raise TrainingError(f"unknown training settings {unknown} (written by another version?)")
         return cls(**d)
+
+
+_KINDS = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _type_problems(c: TrainConfig) -> list[str]:
+    problems = []
+    for f in fields(c):
+        value = getattr(c, f.name)
+        kind = str(f.type).split(" | ")[0]
+        if value is None and "None" in str(f.type):
+            continue
+        ok = isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+        if ok and kind == "float" and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number, got {value!r}")
+        elif not ok:
+            problems.append(f"{f.name} must be {_TYPE_NAMES[kind]}, got {value!r}")
+    return problems
+
+
+def _range_problems(c: TrainConfig) -> list[str]:
+    problems = []
+    if c.strategy not in STRATEGIES:
+        problems.append(f"strategy must be one of {', '.join(STRATEGIES)}, got {c.strategy!r}")
+    if c.joint not in JOINT_MODES:
+        problems.append(f"joint must be one of {', '.join(JOINT_MODES)}, got {c.joint!r}")
+    if not _DEVICE.fullmatch(c.device):
+        problems.append(f"device must be auto, cpu, cuda, cuda:N or mps, got {c.device!r}")
+    ranges = {  # name: (low, high, text)
+        "epochs": (1, 1_000_000, ">= 1"), "batch_size": (2, 65_536, ">= 2"), "width": (1, MAX_WIDTH, None),
+        "depth": (1, MAX_DEPTH, None), "seed": (0, MAX_SEED, None), "lr_decay": (0, 1, None),
+        "momentum": (0, 1, None), "weight_decay": (0, 1, None), "ramp": (0, 1, None), "alpha": (0, 1, None),
+        "rotation": (0, 180, None),
+    }
+    for name, (lo, hi, text) in ranges.items():
+        value = getattr(c, name)
+        if not lo <= value <= hi:
+            problems.append(f"{name} must be {text or f'in [{lo}, {hi}]'}, got {value!r}")
+    if not 0 < c.keep_ratio <= 1 or not 0 <= c.drop_uncertain < 1:
+        problems.append("keep_ratio must be in (0, 1] and drop_uncertain in [0, 1)")
+    elif c.keep_ratio + c.drop_uncertain > 1 + 1e-9:
+        problems.append("keep_ratio + drop_uncertain must not exceed 1")
+    for name in ("lr", "T"):
+        if getattr(c, name) <= 0:
+            problems.append(f"{name} must be > 0, got {getattr(c, name)!r}")
+    if c.threads is not None and not 1 <= c.threads <= MAX_THREADS:
+        problems.append(f"threads must be in [1, {MAX_THREADS}] or None (automatic), got {c.threads!r}")
+    if c.k is not None and not 0 <= c.k <= c.epochs:
+        problems.append(f"k must be in [0, epochs = {c.epochs}], got {c.k!r}")
+    elif c.strategy == "crl" and c.k is not None and c.k >= c.epochs:
+        problems.append(f"k = {c.k} with {c.epochs} epochs: crl would never reach stage 2: that is ss "
+                        f"(use --strategy ss, or a k below {c.epochs})")
+    return problems
+
+
+def check_size(config: TrainConfig, size: int) -> None:
+    """Refuse a training image size the config's U-Net cannot take, before any run folder is made.
+
+    The U-Net halves the image ``depth`` times and concatenates each level with its skip, so the size must be
+    a multiple of 2**depth (and at least that: one pixel at the bottom).
+    """
+    step = 2**config.depth
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TrainingError(f"image size must be an integer, got {size!r}")
+    if size < step or size > MAX_SIZE:
+        raise TrainingError(f"image size {size} is out of range for depth {config.depth}: it must be in "
+                            f"[{step}, {MAX_SIZE}] and a multiple of 2**depth = {step}")
+    if size % step:
+        lower, upper = size - size % step, size - size % step + step
+        near = f"{lower} or {upper}" if upper <= MAX_SIZE else str(lower)
+        raise TrainingError(f"image size {size} is not a multiple of 2**depth = {step} (depth {config.depth}): "
+                            f"use e.g. {near}, or a smaller depth")
 
 
 # what each setting does, for the command line's --help and the plugin's tooltips
@@ -90,9 +197,9 @@ SETTING_HELP = {
     "lr_decay": "learning rate x lr_decay per epoch",
     "momentum": "SGD momentum (paper: 0.9)",
     "weight_decay": "SGD weight decay (paper: 1e-3)",
-    "width": "U-Net channels of the first level (paper: 64)",
-    "depth": "U-Net levels (paper: 4); the image size must be divisible by 2**depth",
-    "k": "crl: first epoch of stage 2",
+    "width": f"U-Net channels of the first level (paper: 64; at most {MAX_WIDTH})",
+    "depth": f"U-Net levels (paper: 4; at most {MAX_DEPTH}); the image size must be divisible by 2**depth",
+    "k": "crl: first epoch of stage 2 (below the number of epochs)",
     "keep_ratio": "stage 1: fraction of each batch a net learns from",
     "drop_uncertain": "stage 1: fraction dropped first for high peer uncertainty",
     "ramp": "fraction of the epochs over which sample selection ramps up",
@@ -103,8 +210,10 @@ SETTING_HELP = {
     "when 75 % of the masks were off, unselected at 25-50 %)",
     "seed": "seed of the nets' initialisation, shuffling and augmentation",
     "device": "auto: cuda, then mps, then cpu",
-    "amp": "mixed precision (cuda only)",
+    "amp": "mixed precision (cuda only; elsewhere the run trains in float32)",
     "augment": "random rotation and horizontal flip",
-    "rotation": "largest random rotation, in degrees",
+    "rotation": "largest random rotation, in degrees (0-180)",
     "flip": "random horizontal flip",
+    "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
+    "busy machine)",
 }

@@ -246,7 +246,7 @@ class TrainWidget(Container):
         self.cfg: dict[str, Any] = {}
         main, advanced = [], []
         for f in fields(TrainConfig):
-            if f.name == "device":
+            if f.name in ("device", "threads"):  # threads: the worker's own (torch_threads), not a form field
                 continue
             w = self._config_widget(f.name, getattr(d, f.name))
             self.cfg[f.name] = w
