@@ -219,6 +219,7 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
     import numpy as np
 
     from .data import read_mask, resize_mask
+    from .inference import dice_score
     from .runs import RunFolder
     from .scoring import auroc
 
@@ -232,8 +233,8 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
     flags = np.array([corrupted[i] for i in ids])
     size = run.config["data"]["size"]
 
-    def dice(a, b):
-        return 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+    def dice(a, b):  # the engine's Dice: two empty masks are a perfect match (1.0)
+        return float(dice_score(np.asarray(a)[None], np.asarray(b)[None])[0])
 
     truth = {i: resize_mask(read_mask(data / "clean_masks" / f"{i}.png"), size) > 0 for i in ids}
     bad = [i for i, f in zip(ids, flags, strict=True) if f]

@@ -50,3 +50,13 @@ class UNet(nn.Module):
         for up, dec in zip(self.up, self.dec, strict=True):
             y = dec(torch.cat([skips.pop(), up(y)], dim=1))
         return self.head(y)
+
+
+def build_models(config, device: torch.device | str = "cpu") -> list[UNet]:
+    """A strategy's nets (``config``: a TrainConfig), each with its own seeded initialisation: peers must start
+    different, or they would select and correct for each other with the same eyes."""
+    models = []
+    for i in range(config.n_nets):
+        torch.manual_seed(config.seed * 1000 + i)
+        models.append(UNet(1, 2, config.width, config.depth).to(device))
+    return models

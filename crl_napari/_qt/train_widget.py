@@ -79,15 +79,9 @@ _TIPS = {**SETTING_HELP, "k": "crl: first epoch of stage 2 (-1: half of the epoc
 
 
 def _available_devices() -> list[str]:
-    import torch
+    from ..device import available_devices  # the engine's one device probe
 
-    devices = ["auto", "cpu"]
-    if torch.cuda.is_available():
-        devices.append("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
+    return available_devices()
 
 
 def _device_text(name: str) -> str:

@@ -1,0 +1,92 @@
+"""What every strategy's step shares: mixed precision, the optimiser update, the finite-loss check and the
+selection schedule. A strategy is a small subclass of :class:`Stepper` that says what one mini-batch teaches
+each of its nets (see vanilla.py, coteaching.py, ss.py, crl.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .. import selection
+from ..device import amp_dtype
+from ..runs import CHECKPOINT
+from ..settings import TrainConfig, TrainingError
+
+
+def drop_fraction(config: TrainConfig, epoch: int) -> float:
+    """How much of the batch selection may drop at this epoch: ramps linearly to 1 - keep_ratio.
+
+    Randomly initialised nets cannot tell clean from noisy samples, so, as co-teaching's forget-rate
+    schedule does, selection starts by keeping everything and reaches its full strength after
+    ``ramp * epochs`` epochs.
+    """
+    ramp_epochs = max(1.0, config.ramp * config.epochs)
+    return (1 - config.keep_ratio) * min(1.0, (epoch + 1) / ramp_epochs)
+
+
+def peers(i: int, n: int = 3) -> tuple[int, ...]:
+    """The nets other than net ``i``: those that select and correct for it."""
+    return tuple(j for j in range(n) if j != i)
+
+
+class Stepper:
+    """One mini-batch for every net of a strategy: ``stepper(x, y, stage, drop, epoch, step)`` returns
+    (loss per net, fraction of the batch trained on its given labels). Subclasses write ``train_step``."""
+
+    def __init__(self, config: TrainConfig, models, optims, device: torch.device,
+                 run_dir: Path | None = None) -> None:
+        self.config, self.models, self.optims, self.run_dir = config, models, optims, run_dir
+        self.device_type = torch.device(device).type
+        self.amp_dtype = amp_dtype(torch.device(device), config.amp)
+        # float16 needs loss scaling; bfloat16 and float32 do not
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.where = (0, 0)  # (epoch, step), for messages
+
+    @property
+    def amp(self) -> bool:
+        """Whether mixed precision is in use."""
+        return self.amp_dtype is not None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float, epoch: int,
+                 step: int) -> tuple[list[float], float]:
+        self.where = (epoch, step)
+        return self.train_step(x, y, stage, drop)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float) -> tuple[list[float], float]:
+        raise NotImplementedError
+
+    # --- shared pieces -----------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def losses_without_grad(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Every net's per-sample CE on the given labels, for ranking only (no graph is kept)."""
+        with torch.no_grad(), self.autocast():
+            return [selection.per_sample_ce(m(x), y) for m in self.models]
+
+    def train_on(self, i: int, x: torch.Tensor, y: torch.Tensor, chosen: torch.Tensor) -> float:
+        """One update of net ``i`` on the ``chosen`` samples' given labels; its loss."""
+        with self.autocast():
+            loss = selection.per_sample_ce(self.models[i](x[chosen]), y[chosen]).mean()
+        self.check_finite(loss)
+        self.update([i], loss)
+        return loss.item()
+
+    def update(self, nets: list[int], loss: torch.Tensor) -> None:
+        for i in nets:
+            self.optims[i].zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        for i in nets:
+            self.scaler.step(self.optims[i])
+        self.scaler.update()
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            epoch, step = self.where
+            where = f" The last good checkpoint is kept in {self.run_dir / CHECKPOINT}." if self.run_dir else ""
+            raise TrainingError(
+                f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped.{where} "
+                "Try a lower learning rate (--lr) or check the input images."
+            )

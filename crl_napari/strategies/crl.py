@@ -1,0 +1,53 @@
+"""crl, the cascaded framework: stage 1 is ss (sample selection by the peers); from epoch k, stage 2.
+
+Stage 2, for each net i with peers p, q:
+- corrected label  = sharpen(mean(softmax_p, softmax_q), T)            (selection.corrected_label)
+- joint loss       = alpha * CE(f_i(x), given) + (1 - alpha) * CE(f_i(x), corrected)   (selection.joint_loss)
+- on which samples = ``joint="all"``: every sample; ``"unselected"``: the samples the peers would select keep
+  plain CE on their given label, the rest get the joint loss.
+The peers' signals are detached, so the three graphs are independent and one backward serves all three nets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import selection
+from .base import peers
+from .ss import SampleSelection
+
+
+class CRL(SampleSelection):
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float) -> tuple[list[float], float]:
+        if stage == 1:
+            return self.select_and_train(x, y, drop)
+        return self.correct_and_train(x, y)
+
+    def correct_and_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], float]:
+        cfg = self.config
+        with self.autocast():
+            logits = [m(x) for m in self.models]
+        with torch.no_grad():
+            probs = [torch.softmax(lg.detach().float(), dim=1) for lg in logits]
+            ce = [selection.per_sample_ce(lg.detach(), y) for lg in logits]
+        total = 0.0
+        losses, fracs = [], []
+        for i in range(3):
+            p, q = peers(i)
+            corrected = selection.corrected_label([probs[p], probs[q]], cfg.T)
+            per_sample = selection.joint_loss(logits[i], y, corrected, cfg.alpha)
+            if cfg.joint == "all":
+                fracs.append(0.0)
+            else:
+                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain)
+                is_sel = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+                is_sel[chosen] = True
+                per_sample = torch.where(is_sel, selection.per_sample_ce(logits[i], y), per_sample)
+                fracs.append(len(chosen) / len(x))
+            loss = per_sample.mean()
+            self.check_finite(loss)
+            losses.append(loss.item())
+            total = total + loss
+        self.update([0, 1, 2], total)
+        return losses, float(np.mean(fracs))
