@@ -52,7 +52,7 @@ from ..cascade import (
 )
 from ..layers_dataset import DataWritten, layers_data_dir, write_layers_dataset
 from ..runs import RunError, RunFolder
-from ._common import StopFlag, info, report_error, run_link, scroll_area, start_generator
+from ._common import StopFlag, focus_on, info, report_error, run_link, scroll_area, start_generator, tabify_beside
 from ._plots import LossPlot
 
 __all__ = ["TrainWidget", "LossPlot"]
@@ -356,14 +356,18 @@ class TrainWidget(Container):
             self._update_buttons()
 
     def open_review(self) -> None:
-        """Dock the Review widget on the run just trained."""
+        """Open the run just trained in the Review widget, and make it land well in a viewer that holds other
+        layers (the sample image, say): the Review panel in a tab beside this one (stacked under it, its table
+        was squashed off-screen), layers of another size hidden, the view fitted to the review image."""
         path = self.run_dir or self._path(self.out_dir)
         if path is None:
             return
         widget = run_link(self.viewer).review_widget
         if widget is None:
             _, widget = self.viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-        widget.open_run(path)
+        tabify_beside(self.native, widget)
+        if widget.open_run(path) and widget.layer("image") is not None:
+            focus_on(self.viewer, widget.layer("image"))
 
     # --- the worker ----------------------------------------------------------------------------------
     def _launch(self, data: Any, out: Path, config: TrainConfig | None, resume: bool) -> None:
