@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
 from psygnal import Signal
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QWidget
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..cascade import TrainingError
@@ -50,6 +51,51 @@ def scroll_area(content: QWidget, min_height: int = 0) -> QScrollArea:
     area.setWidget(content)
     area.setMinimumHeight(min_height)
     return area
+
+
+# ------------------------------------------------------------------------------- docks and the view
+
+
+def dock_of(widget: QWidget) -> QDockWidget | None:
+    """The dock widget holding ``widget`` (None when it is not docked)."""
+    w = widget
+    while w is not None and not isinstance(w, QDockWidget):
+        w = w.parentWidget()
+    return w
+
+
+def tabify_beside(beside: QWidget, widget: QWidget) -> bool:
+    """Put ``widget``'s dock in a tab of ``beside``'s dock and raise it; False when either is not docked in
+    the same main window. Two tall panels stacked on napari's right squash each other: the lower one's table
+    ended below a laptop's screen."""
+    first, second = dock_of(beside), dock_of(widget)
+    window = first.parentWidget() if first is not None else None
+    if second is None or second is first or not isinstance(window, QMainWindow) or second.parentWidget() is not window:
+        return False
+    if second not in window.tabifiedDockWidgets(first):
+        window.tabifyDockWidget(first, second)
+    second.show()
+    second.raise_()
+    return True
+
+
+def _plane_extent(layer) -> np.ndarray:
+    """The layer's extent in world coordinates over its last two axes (the image plane)."""
+    return np.asarray(layer.extent.world, dtype=float)[:, -2:]
+
+
+def focus_on(viewer, layer) -> list:
+    """Show ``layer``'s image plane alone and fit the view to it: every visible layer of another size is
+    hidden (never removed: the user's layers stay in the layer list), then the camera fits ``layer``.
+    Returns the layers it hid."""
+    plane = _plane_extent(layer)
+    hidden = []
+    for other in viewer.layers:
+        if other is not layer and other.visible and not np.allclose(_plane_extent(other), plane):
+            other.visible = False
+            hidden.append(other)
+    viewer.reset_view(layers=[layer])
+    return hidden
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:

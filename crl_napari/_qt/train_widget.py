@@ -9,7 +9,6 @@ ends cleanly after the current step with the last epoch's checkpoint on disk, an
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 from dataclasses import asdict, fields
@@ -38,7 +37,6 @@ from skimage.transform import resize as _resize  # noqa: F401 (imported early, s
 from superqt import QCollapsible
 
 from .. import pipeline
-from ..atomic import atomic_write_png
 from ..cascade import (
     JOINT_MODES,
     SETTING_HELP,
@@ -52,11 +50,12 @@ from ..cascade import (
     TrainConfig,
     pick_device,
 )
+from ..layers_dataset import DataWritten, layers_data_dir, write_layers_dataset
 from ..runs import RunError, RunFolder
-from ._common import StopFlag, info, report_error, run_link, scroll_area, start_generator
+from ._common import StopFlag, focus_on, info, report_error, run_link, scroll_area, start_generator, tabify_beside
 from ._plots import LossPlot
 
-__all__ = ["TrainWidget", "LossPlot", "write_layers_dataset", "layers_data_dir"]
+__all__ = ["TrainWidget", "LossPlot"]
 
 # What the engine imports lazily on its first training (image plugins, the resize; ~0.8 s) is imported with
 # the widget instead: done by the worker at Start, the C-extension imports held the interpreter lock and froze
@@ -99,64 +98,6 @@ def _device_text(name: str) -> str:
     return dev.type
 
 
-# ------------------------------------------------------------------------------- layers -> data folder
-
-
-def layers_data_dir(out: Path) -> Path:
-    """Where a training from layers writes its data folder: beside the run folder, ``<run>-data``."""
-    out = Path(out)
-    return out.parent / f"{out.name}-data"
-
-
-def _safe_name(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
-    return s or "image"
-
-
-def _to_stack(data: Any, rgb: bool = False) -> np.ndarray:
-    arr = np.asarray(data)
-    if rgb:
-        arr = arr[..., :3].mean(axis=-1)
-    if arr.ndim < 2:
-        raise ValueError(f"expected 2-D images, got an array of shape {arr.shape}")
-    return arr.reshape((-1, *arr.shape[-2:]))
-
-
-def _image_png(img: np.ndarray) -> np.ndarray:
-    if img.dtype in (np.uint8, np.uint16):
-        return img
-    img = img.astype(np.float64)
-    lo, hi = float(np.nanmin(img)), float(np.nanmax(img))
-    scaled = (np.nan_to_num(img, nan=lo) - lo) / max(hi - lo, 1e-12)
-    return np.round(scaled * 65535).astype(np.uint16)
-
-
-def write_layers_dataset(image: Any, mask: Any, dest: Path | str, name: str = "image",
-                         ids: list[str] | None = None, rgb: bool = False) -> Path:
-    """Write an image stack and its mask stack (napari layer data) as a data folder the engine reads:
-    ``dest/images/<id>.png`` and ``dest/masks/<id>.png`` (0/255). Integer images keep their values (8 or
-    16 bit), others are scaled to 16 bit per image. ``dest`` must be new or empty. Returns ``dest``."""
-    images = _to_stack(image, rgb)
-    masks = _to_stack(mask)
-    if images.shape != masks.shape:
-        raise ValueError(f"the image layer ({images.shape}) and the mask layer ({masks.shape}) differ in shape")
-    if len(images) < 2:
-        raise ValueError("training needs at least 2 images: the image layer holds one; open a stack of images "
-                         "(e.g. a dataset folder) or train from a data folder")
-    dest = Path(dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise ValueError(f"{dest}: exists and is not empty; the layers' data folder is written there, "
-                         "choose another run folder")
-    if ids is None or len(ids) != len(images) or len(set(ids)) != len(ids):
-        ids = [f"{_safe_name(name)}_{i:04d}" for i in range(len(images))]
-    (dest / "images").mkdir(parents=True, exist_ok=True)
-    (dest / "masks").mkdir(exist_ok=True)
-    for id_, img, m in zip(ids, images, masks, strict=True):
-        atomic_write_png(dest / "images" / f"{id_}.png", _image_png(img))
-        atomic_write_png(dest / "masks" / f"{id_}.png", (m > 0).astype(np.uint8) * 255)
-    return dest
-
-
 def gui_torch_threads() -> int:
     """Torch threads for training inside napari: every core but one, so the viewer keeps a core to draw on
     (on 2 cores, 2 torch threads tripled the longest GUI stall for 15 % faster epochs; benchmarks/ui_latency)."""
@@ -182,7 +123,7 @@ def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simu
     if threads is not None:
         torch.set_num_threads(threads)
     if isinstance(data, dict):  # layers
-        yield ("data_written", write_layers_dataset(**data))
+        yield DataWritten(write_layers_dataset(**data))
         data = data["dest"]
     yield from pipeline.train_run(data, out, config, size=size, simulate_noise=simulate_noise,
                                   noise_seed=noise_seed, resume=resume, skip_bad=skip_bad,
@@ -409,14 +350,18 @@ class TrainWidget(Container):
             self._update_buttons()
 
     def open_review(self) -> None:
-        """Dock the Review widget on the run just trained."""
+        """Open the run just trained in the Review widget, and make it land well in a viewer that holds other
+        layers (the sample image, say): the Review panel in a tab beside this one (stacked under it, its table
+        was squashed off-screen), layers of another size hidden, the view fitted to the review image."""
         path = self.run_dir or self._path(self.out_dir)
         if path is None:
             return
         widget = run_link(self.viewer).review_widget
         if widget is None:
             _, widget = self.viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-        widget.open_run(path)
+        tabify_beside(self.native, widget)
+        if widget.open_run(path) and widget.layer("image") is not None:
+            focus_on(self.viewer, widget.layer("image"))
 
     # --- the worker ----------------------------------------------------------------------------------
     def _launch(self, data: Any, out: Path, config: TrainConfig | None, resume: bool) -> None:
@@ -470,8 +415,8 @@ class TrainWidget(Container):
             self.status.value = f"Done: {ev.metrics.get('n_images', '?')} images scored in {self.run_dir}"
             info(f"crl-napari: training finished; {self.run_dir} is ready for review")
             run_link(self.viewer).set(self.run_dir)
-        elif isinstance(ev, tuple) and ev and ev[0] == "data_written":
-            self.status.value = f"Wrote the layers as a data folder: {ev[1]}"
+        elif isinstance(ev, DataWritten):
+            self.status.value = f"Wrote the layers as a data folder: {ev.path}"
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_outcome = "error"
