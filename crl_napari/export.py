@@ -4,7 +4,7 @@ Layout of ``dest`` (loadable again with :func:`crl_napari.data.load_dataset`)::
 
     dest/images/<id><ext> byte copy of the original image file (its own extension)
     dest/masks/<id>.png   0/255 mask at the original image size
-    dest/manifest.csv     id,split,mask_source,suspicion,status,reviewer,time,image_file,mask_file
+    dest/manifest.csv     id,split,mask_source,suspicion,status,reviewer,time,image_file,mask_file,comment
     dest/split.csv        id,split
 
 Mask per image (``mask_source`` in the manifest):
@@ -13,8 +13,10 @@ Mask per image (``mask_source`` in the manifest):
 * edited              -> ``RUN/edits/<id>.png`` ("edited"), nearest-neighbour up-sampled;
 * kept                -> the original mask file named in ``RUN/cases.csv`` ("original"), binarised to 0/255
   at its own resolution;
-* pending             -> ``unreviewed="keep"``: the original; ``unreviewed="accept_above"``: the corrected
+* pending or flagged  -> ``unreviewed="keep"``: the original; ``unreviewed="accept_above"``: the corrected
   mask when suspicion >= ``threshold`` ("corrected_by_policy"), else the original;
+* excluded            -> no image and no mask: listed in manifest.csv only (status "excluded", empty
+  mask_source and files), with the reviewer's comment; left out of split.csv;
 * not scored (the test split, listed in ``RUN/held_out.csv``, or any case missing from scores.csv) -> the
   original, with an empty status.
 
@@ -56,7 +58,7 @@ __all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportReport", "ex
 #: Values of the manifest's ``mask_source`` column.
 MASK_SOURCES = ("original", "corrected", "edited", "corrected_by_policy")
 MANIFEST_FIELDS = [
-    "id", "split", "mask_source", "suspicion", "status", "reviewer", "time", "image_file", "mask_file",
+    "id", "split", "mask_source", "suspicion", "status", "reviewer", "time", "image_file", "mask_file", "comment",
 ]
 _POLICIES = ("keep", "accept_above")
 _SAFE_EXT = re.compile(r"^[A-Za-z0-9._-]*$")
@@ -73,6 +75,7 @@ class ExportReport:
     dest: Path
     n_images: int
     counts: dict[str, int] = field(default_factory=dict)  # mask_source -> n (every source, zeros included)
+    excluded: int = 0  # images the reviewer excluded: in the manifest only
 
     @property
     def manifest(self) -> Path:
@@ -81,7 +84,8 @@ class ExportReport:
     def summary(self) -> str:
         """One line for the command line / a status bar."""
         parts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
-        return f"exported {self.n_images} images to {self.dest} ({parts})"
+        left_out = f"; {self.excluded} excluded" if self.excluded else ""
+        return f"exported {self.n_images} images to {self.dest} ({parts}{left_out})"
 
 
 @dataclass
@@ -98,6 +102,7 @@ class _Item:
     suspicion: float | None = None
     reviewer: str = ""
     time: str = ""
+    comment: str = ""
 
 
 def upsample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -322,7 +327,7 @@ def export(
         protected.append((config_root, "the source data folder"))
     if data_root is not None:
         protected.append((data_root, "the source data folder"))
-    folders = {p.parent for it in items for p in (it.image_src, it.orig_mask)}
+    folders = {p.parent for it in items if it.status != "excluded" for p in (it.image_src, it.orig_mask)}
     for folder in sorted(folders):
         protected.append((folder, "a source image/mask folder"))
         protected.append((folder.parent, "a source data folder"))
@@ -345,8 +350,10 @@ def export(
         raise
     counts = {s: 0 for s in MASK_SOURCES}
     for it in items:
-        counts[it.mask_source] += 1
-    return ExportReport(dest=dest, n_images=len(items), counts=counts)
+        if it.status != "excluded":
+            counts[it.mask_source] += 1
+    excluded = sum(it.status == "excluded" for it in items)
+    return ExportReport(dest=dest, n_images=len(items) - excluded, counts=counts, excluded=excluded)
 
 
 def _remove_stale_partials(dest: Path) -> None:
@@ -385,6 +392,13 @@ def _plan(
         if orig_mask is None:
             problems.append(f"{case['mask_path']}: original mask of {image_id!r} not found")
         split = case["split"] or ("train" if image_id in scored else "test")
+        if image_id in scored and session.status(image_id) == "excluded":  # listed in the manifest, no files
+            d = session.decision(image_id)
+            items.append(_Item(id=image_id, split=split, image_src=Path(), image_name="", mask_source="",
+                               mask_src=Path(), orig_mask=Path(), orig_shape=case["orig_shape"], status="excluded",
+                               suspicion=session.row(image_id)["suspicion"], reviewer=d["reviewer"],
+                               time=d["time"], comment=session.comment(image_id)))
+            continue
         status, suspicion, reviewer, time = "", None, "", ""
         source, mask_src = "original", orig_mask
         if image_id in scored:
@@ -396,7 +410,7 @@ def _plan(
                 source, mask_src = "corrected", run_dir / "corrected" / f"{image_id}.png"
             elif status == "edited":
                 source, mask_src = "edited", session.edit_path(image_id)
-            elif status == "pending" and unreviewed == "accept_above" and suspicion >= threshold:
+            elif status in ("pending", "flagged") and unreviewed == "accept_above" and suspicion >= threshold:
                 source, mask_src = "corrected_by_policy", run_dir / "corrected" / f"{image_id}.png"
             if source != "original" and not mask_src.is_file():
                 problems.append(f"{mask_src}: {source} mask of {image_id!r} missing")
@@ -410,7 +424,8 @@ def _plan(
         items.append(_Item(id=image_id, split=split, image_src=image_src, image_name=image_name,
                            mask_source=source, mask_src=mask_src, orig_mask=orig_mask,
                            orig_shape=case["orig_shape"], status=status, suspicion=suspicion,
-                           reviewer=reviewer, time=time))
+                           reviewer=reviewer, time=time,
+                           comment=session.comment(image_id) if image_id in scored else ""))
     return items, problems
 
 
@@ -420,13 +435,19 @@ def _build(tmp: Path, items: list[_Item]) -> None:
     (tmp / "masks").mkdir()
     manifest, splits = [], []
     for it in items:
+        if it.status == "excluded":
+            manifest.append({"id": it.id, "split": it.split, "mask_source": "", "status": it.status,
+                             "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)),
+                             "reviewer": it.reviewer, "time": it.time, "image_file": "", "mask_file": "",
+                             "comment": it.comment})
+            continue
         _write_file(tmp / "images" / it.image_name, _read_bytes(it.image_src))
         _write_file(tmp / "masks" / f"{it.id}.png", _mask_png(it))
         manifest.append({
             "id": it.id, "split": it.split, "mask_source": it.mask_source,
             "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)), "status": it.status,
             "reviewer": it.reviewer, "time": it.time, "image_file": f"images/{it.image_name}",
-            "mask_file": f"masks/{it.id}.png",
+            "mask_file": f"masks/{it.id}.png", "comment": it.comment,
         })
         splits.append({"id": it.id, "split": it.split})
     _write_file(tmp / "manifest.csv", _csv_text(manifest, MANIFEST_FIELDS).encode("utf-8"))

@@ -1,12 +1,19 @@
 """The radiologist's review of a scored run: one decision per training image, saved after every change.
 
 A :class:`ReviewSession` sits on a run folder (layout in docs/internals.md). Each image listed in
-``RUN/scores.csv`` is, at any moment, in one of four states:
+``RUN/scores.csv`` is, at any moment, in one of six states:
 
 * ``"pending"``  - not looked at yet (no entry in the decisions);
 * ``"accepted"`` - the corrected mask ``RUN/corrected/<id>.png`` replaces the given one;
 * ``"kept"``     - the given (original) mask is right after all;
-* ``"edited"``   - the reviewer drew the mask; it is stored as ``RUN/edits/<id>.png`` (0/255).
+* ``"edited"``   - the reviewer drew the mask; it is stored as ``RUN/edits/<id>.png`` (0/255);
+* ``"flagged"``  - a second opinion is wanted; the export treats it as pending (it gets what unreviewed
+  images get);
+* ``"excluded"`` - a bad radiograph: left out of the export and listed in its manifest as excluded.
+
+Each image may also carry a free-text comment (``"comments"`` in review.json; files without it load). Comments
+are notes, not decisions: they are saved at once but are not part of the undo log. A batch of decisions
+(:meth:`ReviewSession.decide_many`) is logged with one shared ``"batch"`` token and undone as one step.
 
 Every change is written at once to ``RUN/review.json`` with :func:`crl_napari.atomic.atomic_write_json`, so a
 crash, a killed process or a closed laptop never loses more than the change in flight and never leaves a
@@ -15,8 +22,9 @@ half-written file. The file also holds the change log, so :meth:`ReviewSession.u
     {"version": 1, "run": "<run folder name>",
      "decisions": {"<id>": {"status": "accepted", "reviewer": "ana", "time": "2025-01-31T10:00:00+00:00",
                             "edit": null}},
+     "comments": {"<id>": "rotated; ask Ben"},
      "log": [{"id": "<id>", "before": null, "after": {...}, "reviewer": "ana", "time": "...",
-              "edit_backup": null}]}
+              "edit_backup": null, "batch": null}]}
 
 A ``review.json`` that cannot be read or validated is never overwritten silently: opening raises a
 :class:`ReviewError` naming the file; ``recover=True`` renames it to ``review.json.corrupt-<time>`` first.
@@ -51,6 +59,7 @@ __all__ = [
     "REVIEW_FILE",
     "REVIEW_VERSION",
     "STATUSES",
+    "BATCH_STATUSES",
     "ReviewError",
     "ReviewSession",
     "check_id",
@@ -63,11 +72,15 @@ SCORES_FILE = "scores.csv"
 EDITS_DIR = "edits"
 UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
 #: Every status an image can have; "pending" is the absence of a decision.
-STATUSES = ("pending", "accepted", "kept", "edited")
-_DECIDED = ("accepted", "kept", "edited")
+STATUSES = ("pending", "accepted", "kept", "edited", "flagged", "excluded")
+_DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
+#: The statuses a batch (decide_many) may set: every decision but "edited" (an edit needs a drawing).
+BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
+MAX_COMMENT = 2000  # characters; a comment is a note, not a report
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _FLOAT_COLUMNS = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
 _BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
+_BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
 
 
 class ReviewError(ValueError):
@@ -188,6 +201,22 @@ def _check_decision(d: Any, image_id: str, path: Path, where: str) -> dict[str, 
     return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit}
 
 
+def _check_comments(raw: Any, path: Path) -> dict[str, str]:
+    """The optional ``comments`` map (absent in files written before comments existed)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ReviewError(f"{path}: 'comments' must be an object mapping image ids to text")
+    out: dict[str, str] = {}
+    for image_id, text in raw.items():
+        check_id(image_id, f"{path}: comments")
+        if not isinstance(text, str):
+            raise ReviewError(f"{path}: comment for {image_id!r} must be a string, got {type(text).__name__}")
+        if text.strip():
+            out[image_id] = text[:MAX_COMMENT]
+    return out
+
+
 def _validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Check a loaded review.json completely; returns (decisions, log) or raises ReviewError."""
     if not isinstance(data, dict):
@@ -220,6 +249,9 @@ def _validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[di
         backup = entry.get("edit_backup")
         if backup is not None and (not isinstance(backup, str) or not _BACKUP_RE.match(backup)):
             raise ReviewError(f"{path}: {where}: invalid edit_backup {backup!r}")
+        batch = entry.get("batch")
+        if batch is not None and (not isinstance(batch, str) or not _BATCH_RE.match(batch)):
+            raise ReviewError(f"{path}: {where}: invalid batch {batch!r}")
         log.append({
             "id": image_id,
             "before": _check_decision(entry.get("before"), image_id, path, f"{where} 'before'"),
@@ -227,6 +259,7 @@ def _validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[di
             "reviewer": str(entry.get("reviewer", "")),
             "time": str(entry.get("time", "")),
             "edit_backup": backup,
+            "batch": batch,
         })
     return decisions, log
 
@@ -244,6 +277,7 @@ class ReviewSession:
         decisions: dict[str, dict[str, Any]],
         log: list[dict[str, Any]],
         reviewer: str,
+        comments: dict[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.path = run_dir / REVIEW_FILE
@@ -252,6 +286,7 @@ class ReviewSession:
         self._ids = [r["id"] for r in rows]
         self._decisions = decisions
         self._log = log
+        self._comments = dict(comments or {})
         self._lock = threading.RLock()
         self._reviewer = ""
         self.reviewer = reviewer
@@ -272,6 +307,7 @@ class ReviewSession:
         path = run_dir / REVIEW_FILE
         decisions: dict[str, dict[str, Any]] = {}
         log: list[dict[str, Any]] = []
+        comments: dict[str, str] = {}
         set_aside = False
         if path.exists():
             try:
@@ -280,6 +316,7 @@ class ReviewSession:
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
                 decisions, log = _validate(data, path)
+                comments = _check_comments(data.get("comments"), path)
             except ReviewError as exc:
                 if not recover:
                     raise ReviewError(
@@ -287,9 +324,9 @@ class ReviewSession:
                         f"keep it as {REVIEW_FILE}.corrupt-<time> and start the review afresh."
                     ) from exc
                 cls._set_aside(path)
-                decisions, log, set_aside = {}, [], True
+                decisions, log, comments, set_aside = {}, [], {}, True
         name = reviewer if reviewer is not None else _default_reviewer()
-        session = cls(run_dir, rows, decisions, log, name)
+        session = cls(run_dir, rows, decisions, log, name, comments)
         if set_aside:
             session._save()  # the fresh start is explicit on disk
         return session
@@ -348,6 +385,10 @@ class ReviewSession:
         d = self._decisions.get(self._check(image_id))
         return None if d is None else dict(d)
 
+    def comment(self, image_id: str) -> str:
+        """The reviewer's free-text note on ``image_id`` ("" when none)."""
+        return self._comments.get(self._check(image_id), "")
+
     def edit_path(self, image_id: str) -> Path:
         """Where the edited mask of ``image_id`` lives (whether or not it exists)."""
         return self.run_dir / EDITS_DIR / f"{self._check(image_id)}.png"
@@ -381,6 +422,66 @@ class ReviewSession:
     def keep(self, image_id: str) -> dict[str, Any]:
         """Keep the given (original) mask for this image."""
         return self._decide(image_id, "kept")
+
+    def flag(self, image_id: str) -> dict[str, Any]:
+        """Ask for a second opinion (the export treats the image as pending)."""
+        return self._decide(image_id, "flagged")
+
+    def exclude(self, image_id: str) -> dict[str, Any]:
+        """Leave this (bad) radiograph out of the export; the manifest lists it as excluded."""
+        return self._decide(image_id, "excluded")
+
+    def decide_many(self, image_ids: list[str], status: str) -> list[str]:
+        """Set ``status`` (one of BATCH_STATUSES) on several images in ONE save and ONE undo step; returns the
+        ids that changed (those already so decided by this reviewer are left alone)."""
+        if status not in BATCH_STATUSES:
+            raise ValueError(f"a batch can set one of {', '.join(BATCH_STATUSES)}, not {status!r}")
+        with self._lock:
+            for image_id in image_ids:
+                self._check(image_id)
+            changed = []
+            for image_id in dict.fromkeys(image_ids):
+                current = self._decisions.get(image_id)
+                if current is None or current["status"] != status or current["reviewer"] != self.reviewer:
+                    changed.append(image_id)
+            if not changed:
+                return []
+            token, time = secrets.token_hex(6), _now()
+            saved_decisions, saved_log = dict(self._decisions), len(self._log)
+            for image_id in changed:
+                self._record(image_id, status, time, batch=token)
+            try:
+                self._save()
+            except BaseException:
+                self._decisions = saved_decisions
+                del self._log[saved_log:]
+                raise
+            return changed
+
+    def set_comment(self, image_id: str, text: str) -> str:
+        """Store a free-text note on ``image_id`` (blank removes it); saved at once, not part of undo."""
+        if not isinstance(text, str):
+            raise TypeError(f"a comment must be text, not {type(text).__name__}")
+        text = text.strip()
+        if len(text) > MAX_COMMENT:
+            raise ValueError(f"comment on {image_id!r} is {len(text)} characters long; at most {MAX_COMMENT}")
+        with self._lock:
+            before = self._comments.get(self._check(image_id), "")
+            if text == before:
+                return text
+            if text:
+                self._comments[image_id] = text
+            else:
+                self._comments.pop(image_id, None)
+            try:
+                self._save()
+            except BaseException:
+                if before:
+                    self._comments[image_id] = before
+                else:
+                    self._comments.pop(image_id, None)
+                raise
+            return text
 
     def reset(self, image_id: str) -> None:
         """Back to pending (the edit file, if any, stays so that undo can bring the decision back)."""
@@ -431,7 +532,33 @@ class ReviewSession:
 
     def undo(self) -> str | None:
         """Revert the last change (also one made before the session was reopened); returns its id, or None
-        when there is nothing to undo. An undone edit brings back the drawing it replaced."""
+        when there is nothing to undo. An undone edit brings back the drawing it replaced. A batch is one
+        change: all of it is undone and the first id of the batch is returned (see :meth:`undo_step`)."""
+        ids = self.undo_step()
+        return ids[0] if ids else None
+
+    def undo_step(self) -> list[str]:
+        """Revert the last change (a single decision or a whole batch); returns the ids it touched, in the
+        order they were decided ([] when there is nothing to undo)."""
+        with self._lock:
+            batch = self._log[-1].get("batch") if self._log else None
+            if batch is None:
+                image_id = self._undo_one()
+                return [] if image_id is None else [image_id]
+            saved_decisions, saved_log = dict(self._decisions), list(self._log)
+            ids = []
+            while self._log and self._log[-1].get("batch") == batch:
+                entry = self._log.pop()
+                self._set(entry["id"], entry["before"])
+                ids.append(entry["id"])
+            try:
+                self._save()
+            except BaseException:
+                self._decisions, self._log = saved_decisions, saved_log
+                raise
+            return ids[::-1]
+
+    def _undo_one(self) -> str | None:
         with self._lock:
             if not self._log:
                 return None
@@ -491,10 +618,9 @@ class ReviewSession:
         else:
             self._decisions[image_id] = dict(decision)
 
-    def _apply(self, image_id: str, status: str | None, edit_backup: str | None = None) -> dict[str, Any]:
-        """Record one change (status None = back to pending), log it and save; on a failed save the session
-        is rolled back so memory never claims what the disk does not hold."""
-        time = _now()
+    def _record(self, image_id: str, status: str | None, time: str, edit_backup: str | None = None,
+                batch: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Change one decision in memory and log it; returns (before, after)."""
         before = self._decisions.get(image_id)
         after = None
         if status is not None:
@@ -508,7 +634,14 @@ class ReviewSession:
             "reviewer": self.reviewer,
             "time": time,
             "edit_backup": edit_backup,
+            "batch": batch,
         })
+        return before, after
+
+    def _apply(self, image_id: str, status: str | None, edit_backup: str | None = None) -> dict[str, Any]:
+        """Record one change (status None = back to pending), log it and save; on a failed save the session
+        is rolled back so memory never claims what the disk does not hold."""
+        before, after = self._record(image_id, status, _now(), edit_backup=edit_backup)
         try:
             self._save()
         except BaseException:
@@ -523,6 +656,7 @@ class ReviewSession:
             "version": REVIEW_VERSION,
             "run": self.run_dir.resolve().name,
             "decisions": {k: dict(v) for k, v in self._decisions.items()},
+            "comments": dict(self._comments),
             "log": copy.deepcopy(self._log),
         }
 

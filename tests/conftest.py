@@ -18,3 +18,16 @@ def errors():
     notification_manager.notification_ready.connect(grab)
     yield seen
     notification_manager.notification_ready.disconnect(grab)
+
+
+@pytest.fixture(autouse=True)
+def _private_qt_settings(tmp_path_factory):
+    """The widgets' QSettings (remembered reviewer, recent runs) go to a temporary folder, never the user's."""
+    try:
+        from qtpy.QtCore import QSettings
+    except Exception:  # no Qt binding: nothing to redirect
+        yield
+        return
+    folder = tmp_path_factory.mktemp("qsettings")
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+    yield

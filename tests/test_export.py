@@ -34,7 +34,7 @@ def _manifest(dest: Path) -> dict[str, dict[str, str]]:
     with open(dest / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["id", "split", "mask_source", "suspicion", "status", "reviewer", "time",
-                             "image_file", "mask_file"]
+                             "image_file", "mask_file", "comment"]
     return {r["id"]: r for r in rows}
 
 

@@ -71,6 +71,11 @@ def _press(viewer, qtbot, key: str) -> None:
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, getattr(Qt.Key, f"Key_{key}"), mod)
 
 
+def _cell(widget, row: int, col: int) -> str:
+    """The text the review table shows in (row, col)."""
+    return widget.table.model().index(row, col).data()
+
+
 def _decisions(run_dir) -> dict:
     return json.loads((run_dir / "review.json").read_text())["decisions"]
 
@@ -80,11 +85,11 @@ def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir
     widget = _review(viewer, run_dir)
     run = RunFolder(run_dir)
     scores = run.scores()
-    table_ids = [widget.table.item(i, 1).text() for i in range(widget.table.rowCount())]
+    table_ids = [_cell(widget, i, 1) for i in range(widget.table.model().rowCount())]
     assert table_ids == [r["id"] for r in scores]  # worst first
-    table_scores = [float(widget.table.item(i, 2).text()) for i in range(widget.table.rowCount())]
+    table_scores = [float(_cell(widget, i, 2)) for i in range(widget.table.model().rowCount())]
     assert table_scores == sorted(table_scores, reverse=True)
-    assert widget.table.item(0, 4).text() == "pending"
+    assert _cell(widget, 0, 4) == "pending"
     assert widget.current_id == scores[0]["id"]
     assert widget.counts_label.text().startswith(f"Reviewed 0 / {len(scores)}")
 
@@ -130,7 +135,7 @@ def test_switching_rows_back_and_forth_shows_each_case_as_on_disk(make_napari_vi
     expected = image.thumbnail.copy()
     widget.table.selectRow(5)
     widget.table.selectRow(2)  # the switches leave the thumbnail for later ...
-    qtbot.waitUntil(lambda: not widget._stale_thumbnails, timeout=TIMEOUT_MS)  # ... once the reviewer pauses
+    qtbot.waitUntil(lambda: not widget.layers.stale_thumbnails, timeout=TIMEOUT_MS)  # ... once the reviewer pauses
     np.testing.assert_array_equal(image.thumbnail, expected)
 
 
@@ -174,13 +179,13 @@ def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot
     d = _decisions(run_dir)[ids[2]]
     assert d["status"] == "edited" and d["edit"] == f"edits/{ids[2]}.png"
     np.testing.assert_array_equal(iio.imread(run_dir / "edits" / f"{ids[2]}.png") > 0, drawn > 0)
-    assert widget.table.item(2, 4).text().startswith("edited")
+    assert _cell(widget, 2, 4).startswith("edited")
     assert widget.counts_label.text().startswith(f"Reviewed 3 / {len(ids)}")
 
     _press(viewer, qtbot, "U")  # undo the edit: pending again, the drawing gone, that image shown
     assert ids[2] not in _decisions(run_dir)
     assert not (run_dir / "edits" / f"{ids[2]}.png").exists()
-    assert widget.current_id == ids[2] and widget.table.item(2, 4).text() == "pending"
+    assert widget.current_id == ids[2] and _cell(widget, 2, 4) == "pending"
     widget.undo_btn.click()  # and the keep
     assert set(_decisions(run_dir)) == {ids[0]} and widget.current_id == ids[1]
 
@@ -219,7 +224,7 @@ def test_reopening_the_run_restores_every_decision(make_napari_viewer, qtbot, ru
     viewer2 = make_napari_viewer()
     again = _review(viewer2, run_dir)
     assert [again.session.status(i) for i in ids[:4]] == ["accepted", "kept", "edited", "pending"]
-    assert [again.table.item(i, 4).text().split(" ·")[0] for i in range(4)] == ["accepted", "kept", "edited",
+    assert [_cell(again, i, 4).split(" ·")[0] for i in range(4)] == ["accepted", "kept", "edited",
                                                                                "pending"]
     assert again.current_id == ids[3]  # the first image still to review
     assert again.counts_label.text().startswith(f"Reviewed 3 / {len(ids)}")
@@ -401,4 +406,4 @@ def test_review_and_reader_on_a_run_the_cli_is_still_training(make_napari_viewer
     assert child.wait() == 0, child.stderr.read()
     assert attempts >= 3 and mid_training >= 1, (attempts, mid_training)
     assert errors and all("not been scored yet" in e or "not a run folder" in e for e in errors), sorted(set(errors))
-    assert widget.open_run(run) and widget.table.rowCount() == len(RunFolder(run).scores())
+    assert widget.open_run(run) and widget.table.model().rowCount() == len(RunFolder(run).scores())

@@ -127,7 +127,7 @@ def rf(tmp_path: Path) -> SimpleNamespace:
 def _load(run: Path) -> dict:
     data = json.loads((run / "review.json").read_text())
     assert data["version"] == 1 and data["run"] == run.name
-    assert set(data) == {"version", "run", "decisions", "log"}
+    assert set(data) == {"version", "run", "decisions", "comments", "log"}
     return data
 
 
@@ -140,7 +140,8 @@ def test_open_rank_order_rows_and_counts(rf):
     row = s.rows[0]
     assert row["id"] == "case00" and row["rank"] == 1 and row["suspicion"] == pytest.approx(0.9)
     assert isinstance(row["uncertainty"], float) and row["corrupted"] is True
-    assert s.counts() == {"pending": 6, "accepted": 0, "kept": 0, "edited": 0, "total": 6, "reviewed": 0}
+    assert s.counts() == {"pending": 6, "accepted": 0, "kept": 0, "edited": 0, "flagged": 0, "excluded": 0,
+                          "total": 6, "reviewed": 0}
     assert all(s.status(i) == "pending" and s.decision(i) is None for i in s.ids)
     assert not (rf.run / "review.json").exists()  # opening writes nothing
     with pytest.raises(KeyError, match="nope"):
@@ -178,7 +179,8 @@ def test_decisions_persist_and_reopen_restores_all(rf):
     assert t.tzinfo is not None and t.utcoffset().total_seconds() == 0
     assert abs((datetime.now(timezone.utc) - t).total_seconds()) < 60
     assert s2.decision("case04")["edit"] == "edits/case04.png"
-    assert s2.counts() == {"pending": 2, "accepted": 2, "kept": 1, "edited": 1, "total": 6, "reviewed": 4}
+    assert s2.counts() == {"pending": 2, "accepted": 2, "kept": 1, "edited": 1, "flagged": 0, "excluded": 0,
+                           "total": 6, "reviewed": 4}
 
 
 def test_edit_writes_the_mask(rf):
@@ -435,3 +437,89 @@ def test_read_scores_parses_types(rf):
     rows = read_scores(rf.run)
     assert [r["id"] for r in rows] == RANKED
     assert all(isinstance(r["rank"], int) and isinstance(r["dice_given_corrected"], float) for r in rows)
+
+
+# ------------------------------------------------------------------------ statuses, comments, batches (#13)
+
+
+def test_flag_exclude_and_comments_persist(rf):
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    s.flag("case00")
+    s.exclude("case02")
+    s.set_comment("case02", "  rotated film; ask Ben  ")
+    s.set_comment("case04", "check the apex")
+    data = _load(rf.run)
+    assert data["decisions"]["case00"]["status"] == "flagged" and data["decisions"]["case02"]["status"] == "excluded"
+    assert data["comments"] == {"case02": "rotated film; ask Ben", "case04": "check the apex"}
+    s.set_comment("case04", "   ")  # blank removes it
+    s2 = ReviewSession.open(rf.run, reviewer="ben")
+    assert s2.comment("case02") == "rotated film; ask Ben" and s2.comment("case04") == ""
+    assert s2.counts()["flagged"] == 1 and s2.counts()["excluded"] == 1 and s2.counts()["pending"] == 4
+    assert s2.next_pending() == "case04"  # flagged / excluded images have been looked at
+    assert s2.undo() == "case02" and s2.status("case02") == "pending"  # comments are not undo steps
+    assert s2.comment("case02") == "rotated film; ask Ben"
+    with pytest.raises(ValueError, match="at most"):
+        s2.set_comment("case00", "x" * 5000)
+
+
+def test_a_review_json_without_comments_or_new_statuses_still_loads(rf):
+    """Files written before issue 13 (no "comments", no "batch" in the log) open unchanged."""
+    old = {"version": 1, "run": rf.run.name,
+           "decisions": {"case00": {"status": "kept", "reviewer": "ana", "time": "t", "edit": None}},
+           "log": [{"id": "case00", "before": None,
+                    "after": {"status": "kept", "reviewer": "ana", "time": "t", "edit": None},
+                    "reviewer": "ana", "time": "t", "edit_backup": None}]}
+    (rf.run / "review.json").write_text(json.dumps(old))
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    assert s.status("case00") == "kept" and s.comment("case00") == ""
+    assert s.undo() == "case00" and s.status("case00") == "pending"
+    bad = dict(old, comments={"case00": 3})
+    (rf.run / "review.json").write_text(json.dumps(bad))
+    with pytest.raises(ReviewError, match="comment for 'case00' must be a string"):
+        ReviewSession.open(rf.run)
+
+
+def test_a_batch_is_one_save_and_one_undo_step(rf):
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    s.keep("case01")
+    s.accept("case00")
+    changed = s.decide_many(["case00", "case02", "case04", "case01"], "accepted")
+    assert changed == ["case02", "case04", "case01"]  # case00 was already accepted by ana
+    data = _load(rf.run)
+    assert [data["decisions"][i]["status"] for i in ("case00", "case02", "case04", "case01")] == ["accepted"] * 4
+    tokens = {e["batch"] for e in data["log"][-3:]}
+    assert len(tokens) == 1 and None not in tokens
+    s2 = ReviewSession.open(rf.run, reviewer="ana")  # the batch survives reopening as one step
+    assert s2.undo_step() == ["case02", "case04", "case01"]
+    assert [s2.status(i) for i in ("case00", "case02", "case04", "case01")] == ["accepted", "pending", "pending",
+                                                                                "kept"]
+    assert s2.undo() == "case00" and s2.status("case00") == "pending"
+    assert s2.decide_many(["case03"], "flagged") == ["case03"] and s2.status("case03") == "flagged"
+    with pytest.raises(ValueError, match="batch"):
+        s2.decide_many(["case03"], "edited")
+    with pytest.raises(KeyError):
+        s2.decide_many(["case03", "case06"], "kept")  # one unknown id: nothing changes
+    assert s2.status("case03") == "flagged"
+
+
+def test_export_leaves_excluded_images_out_and_treats_flagged_as_pending(rf, tmp_path):
+    from crl_napari.data import load_dataset
+    from crl_napari.export import export
+
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    s.exclude("case02")
+    s.set_comment("case02", "film rotated, lungs cut off")
+    s.flag("case00")  # suspicion 0.9: the accept_above policy gives it the correction, as if pending
+    s.accept("case04")
+    report = export(rf.run, tmp_path / "clean", unreviewed="accept_above", threshold=0.8)
+    assert report.n_images == 7 and report.excluded == 1 and "1 excluded" in report.summary()
+    assert report.counts["corrected_by_policy"] == 1 and report.counts["corrected"] == 1
+    with open(tmp_path / "clean" / "manifest.csv", newline="") as fh:
+        man = {r["id"]: r for r in csv.DictReader(fh)}
+    assert man["case02"]["status"] == "excluded" and man["case02"]["comment"] == "film rotated, lungs cut off"
+    assert man["case02"]["image_file"] == man["case02"]["mask_file"] == man["case02"]["mask_source"] == ""
+    assert not list((tmp_path / "clean").glob("*/case02*"))
+    assert man["case00"]["status"] == "flagged" and man["case00"]["mask_source"] == "corrected_by_policy"
+    assert man["case04"]["comment"] == ""
+    ids = {c.id for c in load_dataset(tmp_path / "clean")}  # the cleaned set loads without the excluded one
+    assert "case02" not in ids and len(ids) == 7

@@ -1,328 +1,140 @@
 """The Review widget: the worst masks first, the original and the corrected mask over the image, one key per
 decision, every decision on disk the moment it is made.
 
-All decision state lives in :class:`crl_napari.review.ReviewSession` (which writes ``RUN/review.json``
-atomically on every change); this widget only shows it and forwards the reviewer's keys and clicks.
-
-Keys (bound on the viewer while the widget is open; none clashes with napari's image or labels keys):
-
-====  ==================================================================
-A     accept the correction
-K     keep the original mask
-D     draw: edit a mask (seeded from the corrected or the original mask)
-S     save the edit
-N     next image (in the table's order and filter)
-⇧N    previous image
-U     undo the last decision
-====  ==================================================================
+It presents a :class:`crl_napari.review_model.ReviewModel` (order, filter, navigation, edit state, undo: all
+decided there, without Qt) through small parts: the table (:mod:`.review_table`), the layers
+(:mod:`.review_layers`), the edit layer (:mod:`.edit_controller`), the keys (:mod:`.review_keys`), the
+controls (:mod:`.review_controls`) and the export form shared with the Export dock (:mod:`.export_form`).
+The reviewer's name and the recent runs are remembered (:mod:`.review_settings`).
 """
 
 from __future__ import annotations
 
-import getpass
 import weakref
 from functools import partial
 from pathlib import Path
 
 import napari
-import numpy as np
-from napari.utils.colormaps import DirectLabelColormap
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
-from qtpy.QtGui import QBrush, QColor
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QFileDialog, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..case_cache import CaseCache
 from ..review import ReviewSession
-from ..runs import RunFolder
+from ..review import _default_reviewer as default_reviewer
+from ..review_model import ReviewModel, ReviewModelError
+from ..runs import RunError, RunFolder
 from ._common import report_error, run_link, scroll_area, warn
 from ._plots import ScoreHistogram
-from .export_widget import ExportWidget
+from .edit_controller import EditController
+from .export_form import ExportForm
+from .review_controls import BatchRow, DecisionPanel, FilterRow, RunRow, legend
+from .review_keys import KEYS, TableKeys, bind_keys, describe_keys, unbind_keys
+from .review_layers import COLORS, LAYERS, LayerPresenter
+from .review_settings import ReviewSettings
+from .review_table import ReviewTable
 
 __all__ = ["ReviewWidget", "KEYS", "LAYERS", "COLORS", "describe_keys"]
-
-#: key -> (method, description). Checked against napari's defaults: A, K, D, S, N, Shift-N and U are
-#: bound neither by the viewer nor by Image or Labels layers (Labels use E, P, F, L, Z, M, X, B, digits).
-KEYS = {
-    "A": ("accept", "accept the correction"),
-    "K": ("keep", "keep the original mask"),
-    "D": ("start_edit", "edit (draw) the mask"),
-    "S": ("save_edit", "save the edit"),
-    "N": ("next", "next image"),
-    "Shift-N": ("previous", "previous image"),
-    "U": ("undo", "undo the last decision"),
-}
-#: role -> layer name
-LAYERS = {
-    "image": "crl image",
-    "probability": "crl probability",
-    "uncertainty": "crl uncertainty",
-    "original": "crl original mask",
-    "corrected": "crl corrected mask",
-    "edit": "crl edited mask",
-}
-COLORS = {"original": "#ff3b30", "corrected": "#00e5ff", "edit": "#ffd60a"}
-_STATUS_COLORS = {"accepted": "#2e7d32", "kept": "#616161", "edited": "#b28704", "pending": None}
-_COLUMNS = ("#", "ID", "Score", "Dice", "Decision")
-THUMBNAIL_DELAY_MS = 150  # layer-list thumbnails are redrawn once the reviewer has paused this long
+_BATCH_LISTED = 30  # ids shown in the batch preview before "… and n more"
 
 
-def _default_reviewer() -> str:
+def _is_scored(path: str | Path) -> bool:
     try:
-        return getpass.getuser() or "unknown"
-    except Exception:  # no login name in some containers
-        return "unknown"
-
-
-def _contour_width(shape: tuple[int, ...]) -> int:
-    """Outline width in training pixels: thin on small images, visible on large ones."""
-    return 1 if max(shape) < 192 else 2
-
-
-def _label_cmap(color: str) -> DirectLabelColormap:
-    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
-
-
-def _key_handler(widget_ref, method: str, doc: str):
-    """A viewer key binding calling ``widget.<method>()`` while the widget lives (napari wants a named
-    function: its shortcut list shows ``__name__`` and ``__doc__``)."""
-
-    def handler(_viewer=None) -> None:
-        widget = widget_ref()
-        if widget is None or widget._closed:
-            return
-        try:
-            getattr(widget, method)()
-        except RuntimeError:  # the Qt side was deleted
-            pass
-
-    handler.__name__ = f"crl_review_{method}"
-    handler.__qualname__ = handler.__name__
-    handler.__doc__ = f"crl-napari review: {doc}"
-    handler._crl_review = True
-    return handler
-
-
-class _TableKeys(QObject):
-    """The review keys while the table has the keyboard focus (the viewer's bindings do not see them)."""
-
-    def __init__(self, widget: ReviewWidget) -> None:
-        super().__init__(widget)
-        self._widget = weakref.ref(widget)
-        self._keys = {}
-        for key, (method, _doc) in KEYS.items():
-            shift = key.startswith("Shift-")
-            letter = key.split("-")[-1]
-            self._keys[(getattr(Qt.Key, f"Key_{letter}"), shift)] = method
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() != QEvent.Type.KeyPress:
-            return False
-        mods = event.modifiers()
-        if mods & ~(Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.KeypadModifier):
-            return False  # Ctrl/Alt/Meta combinations stay with Qt
-        shift = bool(mods & Qt.KeyboardModifier.ShiftModifier)
-        method = self._keys.get((Qt.Key(event.key()), shift))
-        widget = self._widget()
-        if method is None or widget is None or widget._closed:
-            return False
-        getattr(widget, method)()
-        return True
+        return RunFolder(path).has_scores
+    except RunError:
+        return False
 
 
 class ReviewWidget(QWidget):
-    """Review the masks of a scored run, worst first. See the module docstring for the keys."""
+    """Review the masks of a scored run, worst first (keys: :data:`.review_keys.KEYS`)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
-        self.session: ReviewSession | None = None
+        self.model: ReviewModel | None = None
         self.run: RunFolder | None = None
-        self.current_id: str | None = None
-        self._rows: dict[str, int] = {}
-        self._layers: dict[str, object] = {}
-        self._stale_maps: dict[str, tuple] = {}  # hidden map layers not yet showing the current image
-        self._cases: CaseCache | None = None  # the open run's cases, read ahead in a background thread
-        self._stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
-        self._thumbnail_timer = QTimer(self)
-        self._thumbnail_timer.setSingleShot(True)
-        self._thumbnail_timer.setInterval(THUMBNAIL_DELAY_MS)
-        self._thumbnail_timer.timeout.connect(self._update_thumbnails)
-        self._editing: str | None = None
-        self._edit_seed: np.ndarray | None = None
-        self._shown_once = False
-        self._closed = False
-        self._was_docked = False
-        self._selecting = False
-        self._previous_bindings: dict[str, object] = {}
+        self.closed = self._was_docked = False
         self.last_message = ""
-        self._build()
-        self._bind_keys()
-        run_link(viewer).review_widget = self
+        self._batch_ids: list[str] = []
+        self.settings = ReviewSettings()
+        self.layers = LayerPresenter(viewer, self)
+        self.edits = EditController(lambda: self.model, self.layers)
+        self._table = ReviewTable(self)
+        self.table = self._table.view
+        self.histogram = ScoreHistogram(COLORS["original"])
+        self.export_widget = ExportForm(viewer)
+        self._lay_out()
+        self._connect()
+        self._previous_bindings = bind_keys(viewer, self)
+        self.table.installEventFilter(TableKeys(self))
         link = run_link(viewer)
-        if link.path and (Path(link.path) / "scores.csv").is_file():
+        link.review_widget = self
+        if link.path and _is_scored(link.path):
             self.run_edit.setText(link.path)
         link.changed.connect(self._on_run_finished)
-        self.destroyed.connect(partial(ReviewWidget._unbind, weakref.ref(viewer), dict(self._previous_bindings)))
+        self.destroyed.connect(partial(unbind_keys, weakref.ref(viewer), dict(self._previous_bindings)))
         self._update_enabled()
 
-    # ------------------------------------------------------------------------------------------ layout
-    def _build(self) -> None:
+    def _lay_out(self) -> None:
         body = QWidget()  # all of it scrolls (see scroll_area)
         outer = QVBoxLayout(body)
-        form = QFormLayout()
-        row = QHBoxLayout()
-        self.run_edit = QLineEdit()
-        self.run_edit.setPlaceholderText("a scored run folder")
-        self.browse_btn = QPushButton("…")
-        self.browse_btn.setFixedWidth(28)
-        self.open_btn = QPushButton("Open")
-        row.addWidget(self.run_edit)
-        row.addWidget(self.browse_btn)
-        row.addWidget(self.open_btn)
-        form.addRow("Run folder", row)
-        self.reviewer_edit = QLineEdit(_default_reviewer())
-        self.reviewer_edit.setToolTip("recorded with every decision")
-        form.addRow("Reviewer", self.reviewer_edit)
-        frow = QHBoxLayout()
-        self.filter_combo = QComboBox()
-        self.filter_combo.addItems(["all", "pending"])
-        self.min_score = QDoubleSpinBox()
-        self.min_score.setRange(0.0, 1.0)
-        self.min_score.setSingleStep(0.05)
-        self.min_score.setDecimals(3)
-        self.min_score.setPrefix("score ≥ ")
-        frow.addWidget(self.filter_combo)
-        frow.addWidget(self.min_score)
-        form.addRow("Show", frow)
-        outer.addLayout(form)
-
-        self.table = QTableWidget(0, len(_COLUMNS))
-        self.table.setHorizontalHeaderLabels(_COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
-        self.table.setMinimumHeight(180)
+        parts = (RunRow(), FilterRow(), DecisionPanel(), BatchRow())
+        for part in parts:  # their fields become this widget's attributes (run_edit, accept_btn, ...)
+            for name, value in vars(part).items():
+                if not name.startswith("_"):
+                    setattr(self, name, value)
+        self.batch = parts[3]
+        parts[0].addRow("Show", parts[1])
+        outer.addLayout(parts[0])
         outer.addWidget(self.table, stretch=1)
-
         self.info_label = QLabel("")
         self.info_label.setWordWrap(True)
         # a fixed two-line height: a label that grows or shrinks with its text re-lays out (and repaints) the
         # whole dock on every row switch
         self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 10)
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        outer.addWidget(self.info_label)
         self.counts_label = QLabel("")
-        outer.addWidget(self.counts_label)
-
-        grid = QGridLayout()
-        self.accept_btn = QPushButton("Accept correction (A)")
-        self.keep_btn = QPushButton("Keep original (K)")
-        self.edit_btn = QPushButton("Edit (D)")
-        self.save_btn = QPushButton("Save edit (S)")
-        self.cancel_edit_btn = QPushButton("Cancel edit")
-        self.seed_combo = QComboBox()
-        self.seed_combo.addItems(["from corrected", "from original"])
-        self.seed_combo.setToolTip("the mask a new edit starts from")
-        self.prev_btn = QPushButton("Previous (⇧N)")
-        self.next_btn = QPushButton("Next (N)")
-        self.undo_btn = QPushButton("Undo (U)")
-        self.advance_check = QCheckBox("next image after a decision")
-        self.advance_check.setChecked(True)
-        grid.addWidget(self.accept_btn, 0, 0)
-        grid.addWidget(self.keep_btn, 0, 1)
-        grid.addWidget(self.edit_btn, 1, 0)
-        grid.addWidget(self.seed_combo, 1, 1)
-        grid.addWidget(self.save_btn, 2, 0)
-        grid.addWidget(self.cancel_edit_btn, 2, 1)
-        grid.addWidget(self.prev_btn, 3, 0)
-        grid.addWidget(self.next_btn, 3, 1)
-        grid.addWidget(self.undo_btn, 4, 0)
-        grid.addWidget(self.advance_check, 4, 1)
-        outer.addLayout(grid)
-        legend = QLabel(
-            f'<span style="color:{COLORS["original"]}">■</span> original &nbsp; '
-            f'<span style="color:{COLORS["corrected"]}">■</span> corrected &nbsp; '
-            f'<span style="color:{COLORS["edit"]}">■</span> edited'
-        )
-        outer.addWidget(legend)
-
-        self.histogram = ScoreHistogram(COLORS["original"])
+        for w in (self.info_label, self.counts_label):
+            outer.addWidget(w)
+        outer.addLayout(parts[2])
+        outer.addWidget(legend())
         outer.addWidget(self.histogram)
-        self.export_widget = ExportWidget(self.viewer)
-        export_box = QCollapsible("Export")
-        export_box.addWidget(self.export_widget.native)
-        outer.addWidget(export_box)
-
-        self.browse_btn.clicked.connect(self._browse)
-        self.open_btn.clicked.connect(lambda: self.open_run(self.run_edit.text()))
-        self.run_edit.returnPressed.connect(lambda: self.open_run(self.run_edit.text()))
-        self.reviewer_edit.editingFinished.connect(self._on_reviewer)
-        self.filter_combo.currentIndexChanged.connect(self.apply_filter)
-        self.min_score.valueChanged.connect(self.apply_filter)
-        self.table.itemSelectionChanged.connect(self._on_selection)
-        self.accept_btn.clicked.connect(self.accept)
-        self.keep_btn.clicked.connect(self.keep)
-        self.edit_btn.clicked.connect(self.start_edit)
-        self.save_btn.clicked.connect(self.save_edit)
-        self.cancel_edit_btn.clicked.connect(self.cancel_edit)
-        self.prev_btn.clicked.connect(self.previous)
-        self.next_btn.clicked.connect(self.next)
-        self.undo_btn.clicked.connect(self.undo)
+        for title, content in (("Accept many", self.batch), ("Export", self.export_widget.native)):
+            box = QCollapsible(title)
+            box.addWidget(content)
+            outer.addWidget(box)
+        self.reviewer_edit.setText(self.settings.reviewer or default_reviewer())
+        self._fill_recent()
         frame = QVBoxLayout(self)
         frame.setContentsMargins(0, 0, 0, 0)
         frame.addWidget(scroll_area(body))
 
-    # ------------------------------------------------------------------------------------ key bindings
-    def _bind_keys(self) -> None:
-        # the same keys while the table has the focus (else its type-ahead search would eat the letters)
-        self._table_keys = _TableKeys(self)
-        self.table.installEventFilter(self._table_keys)
-        ref = weakref.ref(self)
-        for key, (method, doc) in KEYS.items():
-            previous = self.viewer.bind_key(key, _key_handler(ref, method, doc), overwrite=True)
-            self._previous_bindings[key] = previous
+    def _connect(self) -> None:
+        self._table.picked.connect(self.select)
+        self.browse_btn.clicked.connect(self._browse)
+        self.open_btn.clicked.connect(lambda: self.open_run(self.run_edit.text()))
+        self.run_edit.returnPressed.connect(lambda: self.open_run(self.run_edit.text()))
+        self.recent_combo.activated.connect(self._open_recent)
+        self.reviewer_edit.editingFinished.connect(self._on_reviewer)
+        self.filter_combo.currentIndexChanged.connect(self.apply_filter)
+        self.min_score.valueChanged.connect(self.apply_filter)
+        self.advance_check.toggled.connect(lambda on: self.model and setattr(self.model, "advance", on))
+        for btn, method in ((self.accept_btn, self.accept), (self.keep_btn, self.keep), (self.flag_btn, self.flag),
+                            (self.exclude_btn, self.exclude), (self.edit_btn, self.start_edit),
+                            (self.save_btn, self.save_edit), (self.cancel_edit_btn, self.cancel_edit),
+                            (self.prev_btn, self.previous), (self.next_btn, self.next), (self.undo_btn, self.undo),
+                            (self.preview_btn, self.preview_batch), (self.apply_btn, self.apply_batch)):
+            btn.clicked.connect(method)
+        self.comment_edit.editingFinished.connect(self._on_comment)
+        self.threshold.valueChanged.connect(self._clear_batch)
 
-    @staticmethod
-    def _unbind(viewer_ref, previous: dict, *_args) -> None:
-        viewer = viewer_ref()
-        if viewer is None:
-            return
-        for key in KEYS:
-            bound = viewer.keymap.get(_coerce(key))
-            if getattr(bound, "_crl_review", False):
-                viewer.bind_key(key, previous.get(key), overwrite=True)
-
+    # ------------------------------------------------------------------------------------- lifetime
     def teardown(self) -> None:
         """Release the viewer's keys (also done when the widget is destroyed or taken out of its dock)."""
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._thumbnail_timer.stop()
-        if self._cases is not None:
-            self._cases.close()
-        ReviewWidget._unbind(weakref.ref(self.viewer), self._previous_bindings)
+        self.closed = True
+        self.layers.close()
+        unbind_keys(weakref.ref(self.viewer), self._previous_bindings)
 
     def event(self, ev) -> bool:
         if ev.type() == QEvent.Type.ParentChange:
@@ -332,7 +144,7 @@ class ReviewWidget(QWidget):
                 self.teardown()  # napari takes a closed dock's widget out with setParent(None)
         return super().event(ev)
 
-    def closeEvent(self, ev) -> None:
+    def closeEvent(self, ev) -> None:  # noqa: N802 (Qt's name)
         self.teardown()
         super().closeEvent(ev)
 
@@ -342,13 +154,20 @@ class ReviewWidget(QWidget):
         if path:
             self.open_run(path)
 
+    def _fill_recent(self) -> None:
+        self.recent_combo.clear()
+        self.recent_combo.addItems(self.settings.recent_runs())
+
+    def _open_recent(self, index: int) -> None:
+        self.open_run(self.recent_combo.itemText(index))
+
     def _on_run_finished(self, path: str) -> None:
         """A run finished training in this viewer: offer it, and open it when nothing is open yet."""
-        if self._closed:
+        if self.closed:
             return
-        if self.session is None and (Path(path) / "scores.csv").is_file():
+        if self.model is None and _is_scored(path):
             self.open_run(path)
-        elif self.session is None or Path(path).resolve() != self.session.run_dir.resolve():
+        elif self.model is None or Path(path).resolve() != self.session.run_dir.resolve():
             self.run_edit.setText(path)
 
     def open_run(self, path: str | Path) -> bool:
@@ -358,423 +177,242 @@ class ReviewWidget(QWidget):
             self._message(report_error(ValueError("choose a run folder first"), "review"))
             return False
         path = Path(text).expanduser()
-        if self._editing is not None:
-            self._finish_pending_edit()
+        self._guard(lambda: self.model and self.model.close(), "saving the open edit")
         try:
             run = RunFolder(path)
             session = ReviewSession.open(path, reviewer=self._reviewer_name())
         except Exception as exc:
             self._message(report_error(exc, "review"))
             return False
-        if self._cases is not None:
-            self._cases.close()
-        self.run, self.session = run, session
-        self._cases = CaseCache(run, session.ids)
-        self.current_id = None
+        self.layers.remove("edit")
+        model = ReviewModel(session)
+        model.pending_only, model.min_score = self.filter_combo.currentText() == "pending", self.min_score.value()
+        model.advance = self.advance_check.isChecked()
+        self.run, self.model = run, model
+        self.layers.open(run, session.ids)
+        self._table.set_review(model)
         self.run_edit.setText(str(path))
-        self._fill_table()
         self.histogram.set_scores([r["suspicion"] for r in session.rows])
         self._update_counts()
-        self.apply_filter()
-        first = session.next_pending() or (session.ids[0] if session.ids else None)
-        if first is not None:
-            self.select(first)
+        model.subscribe(self._on_model)
+        if model.current is not None:
+            self._show_current()
         link = run_link(self.viewer)
         if link.path is None or Path(link.path).resolve() != path.resolve():
             link.set(path)
-        self._update_enabled()
+        self.settings.add_recent_run(path)
+        self._fill_recent()
         self._message(f"Opened {path.name}: {len(session.ids)} images, worst first")
         return True
 
     def _reviewer_name(self) -> str:
-        return self.reviewer_edit.text().strip() or _default_reviewer()
+        return self.reviewer_edit.text().strip() or default_reviewer()
 
     def _on_reviewer(self) -> None:
         name = self.reviewer_edit.text().strip()
         if not name:
-            self.reviewer_edit.setText(self.session.reviewer if self.session else _default_reviewer())
+            self.reviewer_edit.setText(self.session.reviewer if self.session else default_reviewer())
             return
+        self.settings.reviewer = name
         if self.session is not None:
             self.session.reviewer = name
 
-    # ----------------------------------------------------------------------------------------- table
-    def _fill_table(self) -> None:
-        s = self.session
-        self._selecting = True
-        self.table.setRowCount(0)
-        self.table.setRowCount(len(s.ids))
-        self._rows = {}
-        for i, row in enumerate(s.rows):
-            self._rows[row["id"]] = i
-            dice = row.get("dice_given_corrected")
-            cells = (str(row["rank"]), row["id"], f"{row['suspicion']:.3f}", "" if dice is None else f"{dice:.3f}")
-            for col, text in enumerate(cells):
-                item = QTableWidgetItem(text)
-                if col != 1:
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-                self.table.setItem(i, col, item)
-            self.table.setItem(i, 4, QTableWidgetItem(""))
-            self._refresh_row(row["id"])
-        self._selecting = False
+    # ---------------------------------------------------------------------------- what the model says
+    @property
+    def session(self) -> ReviewSession | None:
+        return None if self.model is None else self.model.session
 
-    def _refresh_row(self, image_id: str) -> None:
-        i = self._rows[image_id]
-        status = self.session.status(image_id)
-        d = self.session.decision(image_id)
-        item = self.table.item(i, 4)
-        item.setText(status if d is None else f"{status} · {d['reviewer']}")
-        color = _STATUS_COLORS.get(status)
-        item.setForeground(QBrush(QColor(color)) if color else QBrush())
-        if d is not None:
-            item.setToolTip(f"{status} by {d['reviewer']} at {d['time']}")
+    @property
+    def current_id(self) -> str | None:
+        return None if self.model is None else self.model.current
 
-    def _update_counts(self) -> None:
-        c = self.session.counts()
-        self.counts_label.setText(
-            f"Reviewed {c['reviewed']} / {c['total']}  ·  accepted {c['accepted']}  ·  kept {c['kept']}  ·  "
-            f"edited {c['edited']}  ·  pending {c['pending']}"
-        )
+    @property
+    def _rows(self) -> dict[str, int]:
+        """id -> table row (benchmarks/ui_latency.py clicks rows by it)."""
+        return self._table.source.row_of
 
-    def _is_visible_row(self, image_id: str) -> bool:
-        row = self.session.row(image_id)
-        if row["suspicion"] < self.min_score.value() - 1e-12:
-            return False
-        if self.filter_combo.currentText() == "pending" and self.session.status(image_id) != "pending":
-            return False
-        return True
+    def _on_model(self, event: str, ids: tuple[str, ...]) -> None:
+        if event == "status":
+            self._table.refresh(ids)
+            self._update_counts()
+            if self.model.pending_only:
+                self._table.refilter()
+            if self.model.current in ids:
+                self._show_current()
+        elif event == "current":
+            self._show_current()
+        elif event == "filter":
+            self._table.refilter()
+            self._table.select(self.model.current)
+            self.histogram.mark(self._current_score(), self.min_score.value())
+        elif event == "edit":
+            if self.model.editing is None:
+                self.edits.ended(keep_visible=False)
+            self._update_enabled()
+        elif event == "comment":
+            self._table.refresh(ids)
 
-    def apply_filter(self, *_args) -> None:
-        """Hide the rows the filter excludes (the row on screen stays until you move on)."""
-        if self.session is None:
-            return
-        for image_id, i in self._rows.items():
-            self.table.setRowHidden(i, not (self._is_visible_row(image_id) or image_id == self.current_id))
-        self.histogram.mark(self._current_score(), self.min_score.value())
-
-    def visible_ids(self) -> list[str]:
-        """The ids the table shows, in rank order."""
-        if self.session is None:
-            return []
-        return [i for i in self.session.ids if not self.table.isRowHidden(self._rows[i])]
-
-    def _current_score(self) -> float | None:
-        if self.session is None or self.current_id is None:
-            return None
-        return self.session.row(self.current_id)["suspicion"]
-
-    def _on_selection(self) -> None:
-        if self._selecting or self.session is None:
-            return
-        rows = self.table.selectionModel().selectedRows()
-        if not rows:
-            return
-        image_id = self.table.item(rows[0].row(), 1).text()
-        if image_id != self.current_id:
-            self.select(image_id)
-
-    # ------------------------------------------------------------------------------------------- show
-    def select(self, image_id: str) -> None:
-        """Show ``image_id``: its row selected, the image and both masks in the viewer."""
-        if self.session is None:
-            return
-        if self._editing is not None and self._editing != image_id:
-            self._finish_pending_edit()
-        previous = self.current_id
-        self.current_id = image_id
-        row = self._rows[image_id]
-        self._selecting = True
-        self.table.setRowHidden(row, False)
-        self.table.selectRow(row)
-        self.table.scrollToItem(self.table.item(row, 0))
-        self._selecting = False
-        if previous is not None and previous != image_id and previous in self._rows:
-            self.table.setRowHidden(self._rows[previous], not self._is_visible_row(previous))
+    def _show_current(self) -> None:
+        """The current image: its row selected, its layers, its line of facts. All a row switch does."""
+        model, image_id = self.model, self.model.current
+        self._table.select(image_id)
+        status = model.status(image_id)
         try:
-            self._show_layers(image_id)
+            edit_file = model.session.edit_path(image_id) if status == "edited" else None
+            self.layers.show(image_id, edit_file, editing=model.editing == image_id)
         except Exception as exc:
             self._message(report_error(exc, f"showing {image_id}"))
-        r = self.session.row(image_id)
+        r = model.row(image_id)
         dice = r.get("dice_given_corrected")
         self.info_label.setText(
-            f"<b>{image_id}</b> · rank {r['rank']} of {len(self.session.ids)} · score {r['suspicion']:.3f}"
-            + ("" if dice is None else f" · Dice(original, corrected) {dice:.3f}")
-            + f" · <i>{self.session.status(image_id)}</i>"
-        )
+            f"<b>{image_id}</b> · rank {r['rank']} of {len(model.ids)} · score {r['suspicion']:.3f}"
+            + ("" if dice is None else f" · Dice(original, corrected) {dice:.3f}") + f" · <i>{status}</i>")
+        self.comment_edit.setText(model.session.comment(image_id))
         self.histogram.mark(r["suspicion"], self.min_score.value())
         self._update_enabled()
 
-    def _layer(self, role: str, kind: str, data: np.ndarray, **kwargs):
-        """The layer of ``role`` with new data (created again if the user deleted it)."""
-        layer = self._layers.get(role)
-        if layer is not None and layer in self.viewer.layers:
-            old = layer.data
-            if role != "edit" and isinstance(old, np.ndarray) and old.shape == data.shape and old.dtype == data.dtype:
-                # same size as before (every image of a run is): copy into the layer's array and re-slice; a
-                # new array makes napari recompute the viewer's dimensions for every layer, on each switch
-                old[...] = data
-                # same shape: the extent stands; the layer-list thumbnail follows once the reviewer pauses
-                layer.refresh(extent=False, highlight=False, thumbnail=False)
-                self._stale_thumbnails.add(role)
-                self._thumbnail_timer.start()
-            else:
-                layer.data = np.array(data)  # a copy: later switches write into it, the source stays as read
-            return layer
-        name = LAYERS[role]
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        data = np.array(data)  # a copy, as above
-        if kind == "image":
-            layer = self.viewer.add_image(data, name=name, **kwargs)
-        else:
-            contour = kwargs.pop("contour", 0)
-            layer = self.viewer.add_labels(data, name=name, colormap=_label_cmap(COLORS[role]), **kwargs)
-            layer.contour = contour
-        self._layers[role] = layer
-        return layer
+    def _update_counts(self) -> None:
+        c = self.model.counts()
+        self.counts_label.setText(
+            f"Reviewed {c['reviewed']} / {c['total']}  ·  accepted {c['accepted']}  ·  kept {c['kept']}  ·  "
+            f"edited {c['edited']}  ·  flagged {c['flagged']}  ·  excluded {c['excluded']}  ·  "
+            f"pending {c['pending']}")
 
-    def _show_layers(self, image_id: str) -> None:
-        run = self.run
-        image, given, corrected = self._cases.get(image_id)
-        self._layer("image", "image", image, colormap="gray", contrast_limits=(0, 255))
-        self._map_layer("probability", image_id, run.prob, colormap="inferno", opacity=0.5)
-        self._map_layer("uncertainty", image_id, run.uncertainty, colormap="magma", opacity=0.6)
-        line = _contour_width(given.shape)
-        self._layer("original", "labels", given, contour=line, opacity=1.0)
-        self._layer("corrected", "labels", corrected, contour=line, opacity=1.0)
-        if self._editing == image_id:
-            return
-        edit_file = self.session.edit_path(image_id)
-        if self.session.status(image_id) == "edited" and edit_file.is_file():
-            from ..data import read_mask
+    def _current_score(self) -> float | None:
+        return None if self.current_id is None else self.model.score(self.current_id)
 
-            layer = self._layer("edit", "labels", read_mask(edit_file).astype(np.uint8), contour=line, opacity=1.0)
-            layer.editable = False
-        else:
-            self._remove_layer("edit")
-        if not self._shown_once:
-            self._shown_once = True
-            self.viewer.reset_view()
-        self.viewer.layers.selection.active = self._layers["image"]
+    def apply_filter(self, *_args) -> None:
+        """Hide the rows the filter excludes (the row on screen stays until you move on)."""
+        if self.model is not None:
+            self.model.set_filter(pending_only=self.filter_combo.currentText() == "pending",
+                                  min_score=self.min_score.value())
 
-    def _update_thumbnails(self) -> None:
-        """Bring the thumbnails in the layer list up to date (deferred: not part of a row switch)."""
-        for role in sorted(self._stale_thumbnails):
-            layer = self._layers.get(role)
-            if layer is not None and layer in self.viewer.layers:
-                layer.refresh(data_displayed=False, extent=False, highlight=False)
-        self._stale_thumbnails.clear()
+    def visible_ids(self) -> list[str]:
+        """The ids the table shows, in rank order."""
+        return self._table.visible_ids() if self.model is not None else []
 
-    def _map_layer(self, role: str, image_id: str, load, **kwargs) -> None:
-        """The probability / uncertainty map (hidden by default). While hidden it is not reloaded on every row
-        switch: it is brought up to date when the reviewer shows it, which keeps switching rows fast."""
-        layer = self._layers.get(role)
-        if layer is not None and layer in self.viewer.layers and not layer.visible:
-            self._stale_maps[role] = (image_id, load)
-            return
-        self._stale_maps.pop(role, None)
-        fresh = layer is None or layer not in self.viewer.layers
-        layer = self._layer(role, "image", load(image_id), contrast_limits=(0, 1), blending="additive",
-                            visible=False, **kwargs)
-        if fresh:
-            layer.events.visible.connect(lambda _event, role=role: self._refresh_map(role))
+    def layer(self, role: str):
+        """The layer of ``role`` (see LAYERS) or None."""
+        return self.layers.layer(role)
 
-    def _refresh_map(self, role: str) -> None:
-        layer = self._layers.get(role)
-        if layer is not None and layer.visible and role in self._stale_maps:
-            image_id, load = self._stale_maps.pop(role)
-            layer.data = load(image_id)
-
-    def _remove_layer(self, role: str) -> None:
-        layer = self._layers.pop(role, None)
-        if layer is not None and layer in self.viewer.layers:
-            self.viewer.layers.remove(layer)
-
-    # -------------------------------------------------------------------------------------- decisions
-    def _require(self) -> bool:
-        if self.session is None or self.current_id is None:
+    # ----------------------------------------------------------------------------- the reviewer acts
+    def _guard(self, action, context: str, need_image: bool = False):
+        """Run a model action; a refusal is a status line, anything else a notification. None on failure."""
+        if need_image and (self.model is None or self.model.current is None):
             self._message("Open a run folder first")
-            return False
-        return True
+            return None
+        autosaved = None if self.model is None else self.model.last_autosaved
+        try:
+            result = action()
+        except ReviewModelError as exc:
+            self._message(str(exc))
+            return None
+        except Exception as exc:
+            self._message(report_error(exc, context))
+            return None
+        if self.model is not None and self.model.last_autosaved not in (None, autosaved):
+            warn(f"crl-napari: the unsaved edit of {self.model.last_autosaved} was saved")
+            self.model.last_autosaved = None
+        return result
+
+    def _decide(self, status: str) -> None:
+        image_id = self._guard(lambda: self.model.decide(status), f"{status} {self.current_id}", need_image=True)
+        if image_id is not None:
+            self._message(f"{image_id}: {self.model.status(image_id)}")
 
     def accept(self) -> None:
         """Accept the corrected mask for the image shown."""
-        self._decide("accept")
+        self._decide("accepted")
 
     def keep(self) -> None:
         """Keep the original mask for the image shown."""
-        self._decide("keep")
+        self._decide("kept")
 
-    def _decide(self, what: str) -> None:
-        if not self._require():
-            return
-        image_id = self.current_id
-        if self._editing == image_id:
-            self._end_edit(remove=True)
-        try:
-            getattr(self.session, what)(image_id)
-        except Exception as exc:
-            self._message(report_error(exc, f"{what} {image_id}"))
-            return
-        self._after_decision(image_id)
+    def flag(self) -> None:
+        """Flag the image shown for a second opinion (exported as if unreviewed)."""
+        self._decide("flagged")
 
-    def _after_decision(self, image_id: str, advance: bool = True, reshow: bool = True) -> None:
-        self._refresh_row(image_id)
-        self._update_counts()
-        status = self.session.status(image_id)
-        self._message(f"{image_id}: {status}")
-        if not reshow:
-            return
-        if advance and self.advance_check.isChecked():
-            nxt = self._neighbour(image_id, +1, pending_only=True)
-            if nxt is not None:
-                self.select(nxt)
-                return
-        self.select(image_id)
+    def exclude(self) -> None:
+        """Exclude the radiograph shown from the export (listed in its manifest)."""
+        self._decide("excluded")
 
-    def start_edit(self) -> None:
-        """Edit the mask of the image shown in an editable labels layer (paint mode)."""
-        if not self._require():
-            return
-        image_id = self.current_id
-        if self._editing == image_id:
-            return
-        edit_file = self.session.edit_path(image_id)
-        if self.session.status(image_id) == "edited" and edit_file.is_file():
-            from ..data import read_mask
-
-            seed = read_mask(edit_file)
-        elif self.seed_combo.currentIndex() == 1:
-            seed = self.run.given(image_id)
-        else:
-            seed = self.run.corrected(image_id)
-        seed = seed.astype(np.uint8)
-        layer = self._layer("edit", "labels", seed.copy(), contour=0, opacity=0.6)
-        layer.contour = 0
-        layer.editable = True
-        self._editing, self._edit_seed = image_id, seed
-        self.viewer.layers.selection.active = layer
-        layer.selected_label = 1
-        layer.brush_size = max(2, seed.shape[0] // 40)
-        layer.mode = "paint"
-        self._update_enabled()
-        self._message(f"Editing {image_id}: paint (P) / erase (E) / fill (F), then S to save")
-
-    def save_edit(self) -> None:
-        """Store the edit of the image shown as its decision."""
-        if not self._require():
-            return
-        if self._editing != self.current_id:
-            self._message("Press D to start an edit first")
-            return
-        self._save_edit_of(self.current_id)
-
-    def _save_edit_of(self, image_id: str, reshow: bool = True) -> bool:
-        layer = self._layers.get("edit")
-        try:
-            self.session.edit(image_id, np.asarray(layer.data) > 0)
-        except Exception as exc:
-            self._message(report_error(exc, f"saving the edit of {image_id}"))
-            return False
-        self._end_edit(remove=not reshow)
-        self._after_decision(image_id, reshow=reshow)
-        return True
-
-    def cancel_edit(self) -> None:
-        """Drop the edit in progress (nothing is stored)."""
-        if self._editing is not None:
-            image_id = self._editing
-            self._end_edit(remove=True)
-            if image_id == self.current_id:
-                self._show_layers(image_id)
-            self._message(f"Edit of {image_id} cancelled")
-
-    def _edit_modified(self) -> bool:
-        layer = self._layers.get("edit")
-        if layer is None or self._edit_seed is None or layer not in self.viewer.layers:
-            return False
-        return not np.array_equal(np.asarray(layer.data) > 0, self._edit_seed > 0)
-
-    def _finish_pending_edit(self) -> None:
-        """Leaving an image with an unsaved edit: a changed drawing is saved (nothing is lost), an
-        unchanged one dropped."""
-        image_id = self._editing
-        if image_id is None:
-            return
-        if self._edit_modified():
-            if self._save_edit_of(image_id, reshow=False):
-                warn(f"crl-napari: the unsaved edit of {image_id} was saved")
-                return
-        self._end_edit(remove=True)
-
-    def _end_edit(self, remove: bool) -> None:
-        self._editing, self._edit_seed = None, None
-        layer = self._layers.get("edit")
-        if layer is not None and layer in self.viewer.layers:
-            if remove:
-                self._remove_layer("edit")
-            else:
-                layer.mode = "pan_zoom"
-                layer.editable = False
-                layer.contour = _contour_width(layer.data.shape)
-        if "image" in self._layers and self._layers["image"] in self.viewer.layers:
-            self.viewer.layers.selection.active = self._layers["image"]
-        self._update_enabled()
-
-    def undo(self) -> None:
-        """Undo the last decision (also one made before the run was reopened) and show that image."""
-        if self.session is None:
-            self._message("Open a run folder first")
-            return
-        if self._editing is not None:
-            if self._edit_modified():
-                self._message("Save the edit (S) or cancel it before undoing a decision")
-                return
-            self._end_edit(remove=True)
-        try:
-            image_id = self.session.undo()
-        except Exception as exc:
-            self._message(report_error(exc, "undo"))
-            return
-        if image_id is None:
-            self._message("Nothing to undo")
-            return
-        self._refresh_row(image_id)
-        self._update_counts()
-        self.select(image_id)
-        self._message(f"Undone: {image_id} is {self.session.status(image_id)} again")
-
-    # ------------------------------------------------------------------------------------ navigation
-    def _neighbour(self, image_id: str, step: int, pending_only: bool = False) -> str | None:
-        ids = self.session.ids
-        i = ids.index(image_id)
-        order = ids[i + 1:] + ids[:i] if step > 0 else list(reversed(ids[:i])) + list(reversed(ids[i + 1:]))
-        for cand in order:
-            if not self._is_visible_row(cand):
-                continue
-            if pending_only and self.session.status(cand) != "pending":
-                continue
-            return cand
-        return None
+    def select(self, image_id: str) -> None:
+        """Show ``image_id`` (an open drawing of another image is saved if changed)."""
+        if self.model is not None:
+            self._guard(lambda: self.model.select(image_id), f"showing {image_id}")
 
     def next(self) -> None:
         """Show the next image of the table (wrapping around)."""
-        if self._require():
-            nxt = self._neighbour(self.current_id, +1)
-            if nxt is not None:
-                self.select(nxt)
+        self._guard(lambda: self.model.next(), "next", need_image=True)
 
     def previous(self) -> None:
         """Show the previous image of the table (wrapping around)."""
-        if self._require():
-            prev = self._neighbour(self.current_id, -1)
-            if prev is not None:
-                self.select(prev)
+        self._guard(lambda: self.model.previous(), "previous", need_image=True)
 
-    # ------------------------------------------------------------------------------------------ misc
+    def start_edit(self) -> None:
+        """Edit the mask of the image shown in an editable labels layer (paint mode)."""
+        if self.model is not None and self.model.editing == self.model.current:
+            return
+        seed = "original" if self.seed_combo.currentIndex() == 1 else "corrected"
+        image_id = self._guard(lambda: self.edits.start(seed), "edit", need_image=True)
+        if image_id is not None:
+            self._message(f"Editing {image_id}: paint (P) / erase (E) / fill (F), then S to save")
+
+    def save_edit(self) -> None:
+        """Store the edit of the image shown as its decision."""
+        image_id = self._guard(lambda: self.model.save_edit(), "saving the edit", need_image=True)
+        if image_id is not None:
+            self._message(f"{image_id}: edited")
+
+    def cancel_edit(self) -> None:
+        """Drop the edit in progress (nothing is stored)."""
+        image_id = self._guard(lambda: self.model.cancel_edit(), "cancel", need_image=True)
+        if image_id is not None:
+            self._show_current()
+            self._message(f"Edit of {image_id} cancelled")
+
+    def undo(self) -> None:
+        """Undo the last decision or batch (also one made before the run was reopened) and show its image."""
+        ids = self._guard(lambda: self.model.undo(), "undo", need_image=True)
+        if ids is not None:
+            self._message(f"Undone: {', '.join(ids[:3])}{' …' if len(ids) > 3 else ''} pending again" if ids
+                          else "Nothing to undo")
+
+    def _on_comment(self) -> None:
+        if self.model is not None and self.model.current is not None:
+            text = self.comment_edit.text()
+            if text.strip() != self.model.session.comment(self.model.current):
+                self._guard(lambda: self.model.set_comment(text), "comment")
+
+    def preview_batch(self) -> None:
+        """List the pending images the batch would accept (count and ids) before anything changes."""
+        if self.model is None:
+            return self._message("Open a run folder first")
+        ids = self._batch_ids = self.model.batch_candidates(self.threshold.value())
+        shown = ", ".join(ids[:_BATCH_LISTED]) + (f" … and {len(ids) - _BATCH_LISTED} more"
+                                                   if len(ids) > _BATCH_LISTED else "")
+        self.preview.setText(f"{len(ids)} pending image(s) with score ≥ {self.threshold.value():.3f}"
+                             + (f": {shown}" if ids else ""))
+        self.apply_btn.setEnabled(bool(ids))
+
+    def apply_batch(self) -> None:
+        """Accept the corrections listed by the preview, as one undoable step (U undoes all of them)."""
+        ids, self._batch_ids = self._batch_ids, []
+        changed = self._guard(lambda: self.model.accept_batch(ids), "accept many") if ids else None
+        self._clear_batch()
+        if changed is not None:
+            self._message(f"Accepted {len(changed)} correction(s); U undoes them together")
+
+    def _clear_batch(self, *_args) -> None:
+        self._batch_ids = []
+        self.apply_btn.setEnabled(False)
+        self.preview.setText("")
+
     def _update_enabled(self) -> None:
-        has = self.session is not None and self.current_id is not None
-        editing = has and self._editing == self.current_id
-        for b in (self.accept_btn, self.keep_btn, self.prev_btn, self.next_btn, self.undo_btn):
+        has = self.model is not None and self.model.current is not None
+        editing = has and self.model.editing == self.model.current
+        for b in (self.accept_btn, self.keep_btn, self.flag_btn, self.exclude_btn, self.prev_btn, self.next_btn,
+                  self.undo_btn, self.comment_edit, self.preview_btn):
             b.setEnabled(has)
         self.edit_btn.setEnabled(has and not editing)
         self.save_btn.setEnabled(editing)
@@ -783,20 +421,3 @@ class ReviewWidget(QWidget):
     def _message(self, text: str) -> None:
         self.last_message = text
         self.viewer.status = text
-
-    def layer(self, role: str):
-        """The layer of ``role`` (see LAYERS) or None."""
-        layer = self._layers.get(role)
-        return layer if layer is not None and layer in self.viewer.layers else None
-
-
-def _coerce(key: str):
-    from napari.utils.key_bindings import coerce_keybinding
-
-    return coerce_keybinding(key)
-
-
-def describe_keys() -> str:
-    """The review keys as text (for help and the docs)."""
-    return "\n".join(f"{k:8s} {doc}" for k, (_m, doc) in KEYS.items())
-

@@ -1,0 +1,103 @@
+"""The export form: write the cleaned dataset of a reviewed run (:func:`crl_napari.export.export`). One class,
+used as the Export dock (:mod:`.export_widget`) and inside the Review dock.
+
+The engine refuses unsafe destinations (inside the source data or the run folder, non-empty folders) before
+writing anything; its message is shown as a notification. The export runs in a thread worker so copying a
+large dataset never freezes the viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
+
+from ..export import export
+from ._common import info, report_error, run_link, start_function
+
+__all__ = ["ExportForm", "POLICIES"]
+
+#: Label shown -> ``unreviewed`` argument of export().
+POLICIES = {
+    "keep the original mask": "keep",
+    "accept the correction above a score": "accept_above",
+}
+
+
+class ExportForm(Container):
+    """Choose a run, a destination and what happens to unreviewed (and flagged) images; Export. Excluded
+    images are left out and listed in the manifest."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, follow_runs: bool = True) -> None:
+        super().__init__(labels=True)
+        self.viewer = viewer
+        self.worker = None
+        self.report = None  # the last ExportReport
+        self.last_error: str | None = None
+        self.run_dir = FileEdit(label="Run folder", mode="d", tooltip="the reviewed run folder")
+        self.dest = FileEdit(label="Destination", mode="d",
+                             tooltip="a new or empty folder outside the source data and the run folder")
+        self.policy = ComboBox(label="Unreviewed images", choices=list(POLICIES), value="keep the original mask",
+                               tooltip="what the export uses for images nobody reviewed and for flagged ones")
+        self.threshold = FloatSpinBox(label="Score at least", value=0.5, min=0.0, max=1.0, step=0.01,
+                                      tooltip="unreviewed images with a suspicion score at least this get the "
+                                      "corrected mask")
+        self.threshold.native.setDecimals(3)
+        self.export_btn = PushButton(text="Export cleaned dataset")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.extend([self.run_dir, self.dest, self.policy, self.threshold, self.export_btn, self.status])
+        self.policy.changed.connect(self._update)
+        self.export_btn.clicked.connect(self.run_export)
+        link = run_link(viewer)
+        if follow_runs:
+            if link.path:
+                self.run_dir.value = link.path
+            link.changed.connect(self._on_run_changed)
+        self._update()
+
+    def _on_run_changed(self, path: str) -> None:
+        if self.worker is None:
+            self.run_dir.value = path
+
+    def _update(self, *_args) -> None:
+        self.threshold.visible = POLICIES[self.policy.value] == "accept_above"
+
+    @staticmethod
+    def _path(w: FileEdit) -> Path | None:
+        text = str(w.value).strip() if w.value is not None else ""
+        return Path(text).expanduser() if text and text != "." else None
+
+    def run_export(self) -> None:
+        """Export in a worker; the result (or the engine's refusal) is shown when it is done."""
+        if self.worker is not None:
+            return
+        run, dest = self._path(self.run_dir), self._path(self.dest)
+        if run is None or dest is None:
+            self._fail(ValueError("choose the run folder and a destination folder first"))
+            return
+        policy = POLICIES[self.policy.value]
+        threshold = float(self.threshold.value) if policy == "accept_above" else None
+        self.report, self.last_error = None, None
+        self.status.value = f"Exporting to {dest}…"
+        self.export_btn.enabled = False
+        self.worker = start_function(export, run, dest, unreviewed=policy, threshold=threshold,
+                                     on_return=self._on_done_ok, on_error=self._fail, on_done=self._on_done)
+
+    def _on_done_ok(self, report) -> None:
+        self.report = report
+        self.status.value = report.summary()
+        info(f"crl-napari: {report.summary()}")
+
+    def _fail(self, exc: BaseException) -> None:
+        self.last_error = report_error(exc, "export")
+        self.status.value = self.last_error
+
+    def _on_done(self) -> None:
+        self.worker = None
+        self.export_btn.enabled = True
+
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
