@@ -10,6 +10,7 @@ import torch
 
 from crl_napari import cascade
 from crl_napari.cascade import TrainConfig, TrainingError
+from crl_napari.strategies import drop_fraction
 
 TINY = dict(epochs=3, batch_size=4, width=4, depth=2, lr=0.05, lr_decay=0.95, device="cpu")
 
@@ -58,7 +59,7 @@ def test_every_strategy_trains_and_emits_events(strategy):
 
 def test_selection_ramp_starts_by_keeping_everything():
     cfg = TrainConfig(strategy="ss", epochs=10, ramp=0.5, keep_ratio=0.5)
-    fractions = [cascade._drop_fraction(cfg, e) for e in range(10)]
+    fractions = [drop_fraction(cfg, e) for e in range(10)]
     assert fractions[0] == pytest.approx(0.1) and fractions[4:] == [pytest.approx(0.5)] * 6
     assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False))
 
