@@ -38,7 +38,8 @@ VARIANTS = {  # name: (strategy, k) — k=0 runs the whole epoch in stage 2
 
 def one_epoch(strategy: str, k: int | None, x: np.ndarray, y: np.ndarray, args) -> float:
     cfg = cascade.TrainConfig(strategy=strategy, k=k, epochs=1, batch_size=args.batch_size, width=args.width,
-                              depth=args.depth, lr=0.05, ramp=0.0, device=args.device)
+                              depth=args.depth, lr=0.05, ramp=0.0, device=args.device,
+                              threads=args.threads)
     for ev in cascade.train(x, y, cfg):
         if isinstance(ev, cascade.EpochEnd):
             return ev.seconds

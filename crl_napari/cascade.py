@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
-_drop_fraction = drop_fraction
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:

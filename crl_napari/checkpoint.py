@@ -48,7 +48,7 @@ def read_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError for truncated files
         raise TrainingError(f"{path}: not a loadable crl-napari checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or type(ckpt.get("format")) is not int or ckpt["format"] != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: unknown checkpoint format (expected format {CHECKPOINT_FORMAT})")
     problem = _problem(ckpt)
     if problem:

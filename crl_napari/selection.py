@@ -75,7 +75,11 @@ def joint_loss(
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Per-sample Dice of two binary maps (B, H, W); two empty maps score 1."""
+    """Per-sample Dice of two binary maps (B, H, W).
+
+    Two empty maps score 1.0, a perfect match: nothing to find and nothing found is no error (an image
+    without lung, or a mask cleared on purpose). inference.dice_score and every report use this rule.
+    """
     p = pred.flatten(1).float()
     t = target.flatten(1).float()
     inter = (p * t).sum(1)

@@ -199,7 +199,7 @@ SETTING_HELP = {
     "weight_decay": "SGD weight decay (paper: 1e-3)",
     "width": f"U-Net channels of the first level (paper: 64; at most {MAX_WIDTH})",
     "depth": f"U-Net levels (paper: 4; at most {MAX_DEPTH}); the image size must be divisible by 2**depth",
-    "k": "crl: first epoch of stage 2 (below the number of epochs)",
+    "k": "crl: first epoch of stage 2",
     "keep_ratio": "stage 1: fraction of each batch a net learns from",
     "drop_uncertain": "stage 1: fraction dropped first for high peer uncertainty",
     "ramp": "fraction of the epochs over which sample selection ramps up",

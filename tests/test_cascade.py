@@ -10,6 +10,7 @@ import torch
 
 from crl_napari import cascade
 from crl_napari.cascade import TrainConfig, TrainingError
+from crl_napari.strategies import drop_fraction
 
 TINY = dict(epochs=3, batch_size=4, width=4, depth=2, lr=0.05, lr_decay=0.95, device="cpu")
 
@@ -58,7 +59,7 @@ def test_every_strategy_trains_and_emits_events(strategy):
 
 def test_selection_ramp_starts_by_keeping_everything():
     cfg = TrainConfig(strategy="ss", epochs=10, ramp=0.5, keep_ratio=0.5)
-    fractions = [cascade._drop_fraction(cfg, e) for e in range(10)]
+    fractions = [drop_fraction(cfg, e) for e in range(10)]
     assert fractions[0] == pytest.approx(0.1) and fractions[4:] == [pytest.approx(0.5)] * 6
     assert all(a <= b for a, b in zip(fractions, fractions[1:], strict=False))
 
@@ -299,3 +300,48 @@ def test_grad_scaler_drives_the_engine_sgd():
     for a, b in zip(net.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert len(scaled.state) == len(list(twin.parameters()))
+
+
+def test_bad_size_or_setting_is_refused_before_the_run_folder_is_made(tmp_path):
+    x, y = disks(n=4, size=32)
+    cfg = TrainConfig(strategy="vanilla", **{**TINY, "depth": 3})
+    with pytest.raises(TrainingError, match=r"image size 36 is not a multiple of 2\*\*depth = 8"):
+        run(cfg, np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))), np.pad(y, ((0, 0), (2, 2), (2, 2))),
+            run_dir=tmp_path / "run")
+    cfg.width = 10**6  # changed after construction: train checks again
+    with pytest.raises(TrainingError, match="width must be in"):
+        run(cfg, x, y, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_threads_apply_while_training_and_amp_is_reported_as_used_or_not(tmp_path):
+    x, y = disks(n=4)
+    before = torch.get_num_threads()
+    seen = []
+    for ev in cascade.train(x, y, TrainConfig(strategy="vanilla", threads=1, **{**TINY, "epochs": 1})):
+        seen.append(torch.get_num_threads())
+        if isinstance(ev, cascade.Started):
+            started = ev
+    assert set(seen) == {1} and started.threads == 1 and torch.get_num_threads() == before
+    assert started.config.amp and started.amp is False  # asked for, but only cuda uses it
+
+
+def test_resume_may_change_threads_but_nothing_that_changes_the_result(tmp_path):
+    x, y = disks(n=4)
+    cfg = TrainConfig(strategy="vanilla", threads=1, **{**TINY, "epochs": 2})
+    seen = []
+    for ev in cascade.train(x, y, cfg, run_dir=tmp_path, should_stop=lambda: bool(seen)):
+        if isinstance(ev, cascade.CheckpointSaved):
+            seen.append(ev)
+    events = run(replace(cfg, threads=2), x, y, run_dir=tmp_path, resume=True)
+    assert events[0].start_epoch == 1 and events[0].threads == 2 and not events[-1].stopped
+
+
+def test_dice_of_two_empty_masks_is_a_perfect_match_everywhere():
+    from crl_napari import selection
+
+    empty = np.zeros((1, 8, 8))
+    full = np.ones((1, 8, 8))
+    assert cascade.dice_score(empty, empty)[0] == 1.0
+    assert selection.dice(torch.zeros(1, 8, 8), torch.zeros(1, 8, 8))[0] == 1.0
+    assert cascade.dice_score(empty, full)[0] == 0.0 and cascade.dice_score(full, full)[0] == pytest.approx(1.0)

@@ -272,6 +272,7 @@ class TrainWidget(Container):
         values = {name: w.value for name, w in self.cfg.items()}
         values["k"] = None if values["k"] < 0 else int(values["k"])
         values["device"] = self.device.value
+        values["threads"] = self.torch_threads  # train applies it (None: the engine's default)
         return TrainConfig(**values)
 
     def set_config(self, config: TrainConfig) -> None:
