@@ -37,7 +37,7 @@ def test_manifest_is_the_packaged_single_source_and_valid():
     assert sorted(w.display_name for w in pm.contributions.widgets) == sorted(WIDGETS)
     assert [s.key for s in pm.contributions.sample_data] == ["chest_xray_phantoms"]
     (reader,) = pm.contributions.readers
-    assert reader.accepts_directories
+    assert reader.accepts_directories and reader.filename_patterns == []  # folders only: files go to napari
 
 
 @pytest.mark.gui
