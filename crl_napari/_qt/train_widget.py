@@ -2,8 +2,12 @@
 a napari thread worker over the engine's event stream (:func:`crl_napari.pipeline.train_run`).
 
 The GUI thread only turns events into a ``napari.utils.progress`` bar, a loss / selected-fraction plot
-(redrawn once per epoch) and a status line; Stop sets the flag the engine polls between steps, so training
-ends cleanly after the current step with the last epoch's checkpoint on disk, and Resume continues from it.
+(redrawn once per epoch) and a status line with the pace; Stop sets the flag the engine polls between steps, so
+training ends cleanly after the current step with the last epoch's checkpoint on disk, and Resume continues
+from it.
+
+Over 400 lines: the form, its actions and the handling of the worker's events are one widget; the worker's own
+pieces (thread priority, the job, the pace) are the small functions above the class.
 """
 
 from __future__ import annotations
@@ -140,7 +144,7 @@ def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simu
 class _Pace:
     """Seconds per step, measured as the Step events arrive, and the time left extrapolated from the recent
     steps (stage 2 costs more per step than stage 1; the first step, which pays one-off costs, only starts the
-    clock). A widget-side stand-in until the engine's ETA function lands."""
+    clock). A widget-side stand-in for the engine's ETA (crl_napari.eta, not on this branch yet): swap it in."""
 
     WINDOW = 50  # steps the rate is measured over
 
