@@ -200,7 +200,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _consume(train_run(data, run_dir, config, size=args.size), args.quiet)
     metrics, corrupted = _demo_flagging(run_dir, data)
     ev = evaluate_run(run_dir, data, "test")
-    fig = summary_figure(run_dir, corrupted=corrupted)
+    fig = summary_figure(run_dir, corrupted=corrupted, threshold=args.threshold)
     rep = export(run_dir, out / "cleaned", unreviewed="accept_above", threshold=args.threshold)
     print(f"\ntest Dice (clean masks): {ev['dice_mean']:.4f}")
     if metrics:

@@ -13,17 +13,25 @@ from .runs import RunFolder
 
 
 def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images: int = 6,
-                   corrupted: dict[str, bool] | None = None) -> Path:
+                   corrupted: dict[str, bool] | None = None, threshold: float | None = None) -> Path:
     """Write RUN/summary.png (or ``out``) and return its path.
 
     ``corrupted`` (id -> bool) colours the histogram when the truth is known from elsewhere (the sample set's
-    noise.csv); a run with simulated noise carries it in scores.csv already.
+    noise.csv); a run with simulated noise carries it in scores.csv already. ``threshold``: the export's
+    suspicion threshold (corrections accepted at or above it), marked on the histogram.
     """
+    run = RunFolder(run_dir)
+    out = Path(out) if out is not None else run.path / "summary.png"
+    summary_plot(run, n_images, corrupted, threshold).savefig(out)
+    return out
+
+
+def summary_plot(run: RunFolder, n_images: int = 6, corrupted: dict[str, bool] | None = None,
+                 threshold: float | None = None):
+    """The matplotlib Figure :func:`summary_figure` saves."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    run = RunFolder(run_dir)
-    out = Path(out) if out is not None else run.path / "summary.png"
     scores = run.scores()
     hist = run.history()
     cols = min(n_images, len(scores))
@@ -53,7 +61,10 @@ def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images:
         ax2 = ax.twinx()
         ax2.plot(epochs, sel, "k--", label="selected fraction")
         ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel("selected", fontsize=8)
+        ax2.set_ylabel("fraction trained on given labels", fontsize=8)
+        stage2 = next((e for e, h in zip(epochs, hist, strict=True) if str(h.get("stage")) == "2"), None)
+        if stage2 is not None:
+            ax.axvline(stage2 - 0.5, color="#8a5cc7", linestyle=":", linewidth=1.2, label="stage 2 begins")
         ax.set_xlabel("epoch")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=7, loc="upper center")
@@ -66,11 +77,15 @@ def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images:
     if corrupted.any():
         ax.hist(susp[~corrupted], bins=bins, alpha=0.7, label="clean masks")
         ax.hist(susp[corrupted], bins=bins, alpha=0.7, label="corrupted masks")
-        ax.legend(fontsize=7)
     else:
         ax.hist(susp, bins=bins)
+    marked = threshold is not None and bool(np.isfinite(threshold))
+    if marked:
+        ax.axvline(threshold, color="k", linestyle="--", linewidth=1,
+                   label=f"export threshold {threshold:g} (accepted at or above)")
+    if corrupted.any() or marked:
+        ax.legend(fontsize=7)
     ax.set_xlabel("suspicion = 1 - Dice(given, corrected)")
     ax.set_ylabel("images")
     fig.tight_layout()
-    fig.savefig(out)
-    return out
+    return fig

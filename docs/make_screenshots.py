@@ -5,8 +5,9 @@ The workflow a radiologist follows, with only the plugin's widgets as napari loa
 1. File > Open Sample > Chest X-ray phantom (``viewer.open_sample``);
 2. Plugins > CRL lung mask cleaning > Train: the built-in sample set, a tiny CPU training run to the end
    (``docs/screenshot-train.png``);
-3. "Open in review": the worst mask first, one accept by key, the next row shown with its original and
-   corrected contours (``docs/screenshot-review.png``); D starts an edit (``docs/screenshot-edit.png``);
+3. "Open in review" (the Review panel in a tab beside Train, the sample layers hidden, the view fitted): the
+   worst mask first, one accept by key, the next row shown with its original and corrected contours
+   (``docs/screenshot-review.png``); D starts an edit (``docs/screenshot-edit.png``);
 4. Plugins > CRL lung mask cleaning > Export cleaned dataset: a destination, Export (``docs/screenshot-export.png``).
 
 Needs a display: ``xvfb-run -a -s "-screen 0 1280x1024x24" .venv/bin/python docs/make_screenshots.py``.
@@ -52,6 +53,8 @@ def main(tmp: Path) -> int:
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
+
+    from crl_napari._qt._common import dock_of, run_link
 
     errors: list[str] = []
 
@@ -140,21 +143,21 @@ def main(tmp: Path) -> int:
     print(f"  trained in {time.monotonic() - t0:.0f} s: {train.status.value}", flush=True)
     shot("screenshot-train.png")
 
-    # 3. Open in review: the reviewer works on the run just trained (the 256 px sample layers are closed,
-    #    the run's images are at the 64 px training size)
+    # 3. Open in review: the reviewer works on the run just trained. The Review panel opens in a tab beside
+    #    Train, the 256 px sample layers are hidden (not removed) and the view fits the run's 64 px images.
     print("review", flush=True)
-    for layer in sample_layers:
-        viewer.layers.remove(layer)
     click(train.review_btn)
-    review_dock, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review masks")  # the one it docked
-    check(review.session is not None and Path(review.session.run_dir) == run_dir,
-          f"the review should open {run_dir}: {review.last_message}")
-    viewer.window._qt_window.tabifyDockWidget(train_dock, review_dock)  # one panel at a time, full height
-    review_dock.raise_()
+    review = run_link(viewer).review_widget
+    check(review is not None and review.session is not None and Path(review.session.run_dir) == run_dir,
+          f"the review should open {run_dir}: {getattr(review, 'last_message', 'no Review widget')}")
+    review_dock = dock_of(review)
+    check(review_dock in viewer.window._qt_window.tabifiedDockWidgets(train_dock),
+          "the Review panel should be a tab beside Train")
+    check(all(layer in viewer.layers and not layer.visible for layer in sample_layers),
+          "the sample layers should be hidden, not removed")
     review.reviewer_edit.setText(REVIEWER)  # recorded with every decision
     review.reviewer_edit.editingFinished.emit()
     pump(0.3)
-    viewer.reset_view()  # Home: fit the image to the canvas the docks left
     ids = review.session.ids
     review.table.selectRow(0)  # the worst mask
     check(review.current_id == ids[0], "selecting the first row should show the worst mask")

@@ -3,6 +3,7 @@ stopped midway and resumed, trains from layers, and reports user mistakes as not
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -60,9 +61,20 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
     _configure(widget, tiny_data, out)
     widget.start()
     assert widget.running and not widget.start_btn.enabled and widget.stop_btn.enabled
+    shown = []  # the status line after each epoch
+    widget.worker.yielded.connect(lambda ev: shown.append(widget.status.value) if isinstance(ev, EpochEnd) else None)
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.last_outcome == "finished", widget.last_error
     assert widget.device_label.value == "cpu"
+    # the pace: measured seconds per step and the time left, from the second step on
+    assert shown[-1].startswith("Epoch 2/2") and re.search(r"\d+\.\d+ s/step · about \d+ s left", shown[-1]), shown
+    # the plot marks where stage 2 began (k defaults to half of the 2 epochs)
+    assert widget.plot.stages == [1, 2] and widget.plot.stage2_start == 2
+    assert _stage2_pixels(widget.plot) > 10
+    widget.plot.clear()
+    widget.plot.add(0, (0.5, 0.5, 0.5), 0.5, stage=1)
+    widget.plot.add(1, (0.4, 0.4, 0.4), 0.5, stage=1)  # vanilla / ss: no stage 2, no mark
+    assert widget.plot.stage2_start is None and _stage2_pixels(widget.plot, x=widget.plot.width() / 2) == 0
     run = RunFolder(out)
     assert run.has_scores and len(run.history()) == 2
     assert len(run.scores()) == len(run.cases()) == 12  # the training split of 16 phantoms
@@ -75,6 +87,25 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
     review = run_link(viewer).review_widget
     assert review is not None and review.session is not None and review.session.run_dir == out
     assert review.layer("image") is not None
+
+
+def _stage2_pixels(plot, x: float | None = None) -> int:
+    """Pixels of the stage-2 mark's colour drawn in the plot area around ``x`` (the mark's own place by default),
+    below the legend row."""
+    from qtpy.QtGui import QColor
+
+    from crl_napari._qt._plots import STAGE2_COLOR
+
+    plot.resize(480, 170)  # the dock is not shown: give the plot a size to draw in
+    image = plot.grab().toImage()  # (lays the plot out: measure after it)
+    x = plot.stage2_x() if x is None else x
+    area, want = plot._area(), QColor(STAGE2_COLOR)
+    count = 0
+    for col in range(int(x) - 1, int(x) + 2):
+        for row in range(int(area.top()) + 14, int(area.bottom())):
+            c = image.pixelColor(col, row)
+            count += abs(c.red() - want.red()) + abs(c.green() - want.green()) + abs(c.blue() - want.blue()) < 60
+    return count
 
 
 def test_train_widget_stops_midway_and_resumes(make_napari_viewer, qtbot, tiny_data, tmp_path):

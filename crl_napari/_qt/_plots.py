@@ -18,6 +18,7 @@ AXIS = QColor("#7a7a7a")
 TEXT = QColor("#9a9a9a")
 NET_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
 SELECTED_COLOR = "#2ca02c"
+STAGE2_COLOR = "#b58cf0"  # the stage-2 mark: none of the curves' colours
 
 
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:
@@ -83,42 +84,71 @@ class _Plot(QWidget):
 
 class LossPlot(_Plot):
     """Loss of each net (left axis) and the fraction of the batch trained on given labels (right axis, 0-1,
-    dashed green), one point per epoch."""
+    dashed green), one point per epoch; a dotted line where stage 2 (corrected labels) begins."""
 
-    margins = (34, 8, 30, 22)
+    margins = (34, 20, 30, 22)  # the top row holds the two axis titles
+    LOSS_TITLE = "loss"
+    FRACTION_TITLE = "fraction trained on given labels"
 
     def __init__(self) -> None:
-        super().__init__(150)
+        super().__init__(160)
         self.epochs: list[int] = []
         self.losses: list[tuple[float, ...]] = []
         self.selected: list[float] = []
+        self.stages: list[int] = []
 
     def clear(self) -> None:
-        self.epochs, self.losses, self.selected = [], [], []
+        self.epochs, self.losses, self.selected, self.stages = [], [], [], []
         self.update()
 
-    def add(self, epoch: int, losses: tuple[float, ...], selected: float) -> None:
+    def add(self, epoch: int, losses: tuple[float, ...], selected: float, stage: int = 1) -> None:
         self.epochs.append(epoch + 1)
         self.losses.append(tuple(losses))
         self.selected.append(selected)
+        self.stages.append(int(stage))
         self.update()
+
+    @property
+    def stage2_start(self) -> int | None:
+        """The first epoch (1-based, as on the axis) trained in stage 2; None before it."""
+        return next((e for e, st in zip(self.epochs, self.stages, strict=True) if st >= 2), None)
+
+    def stage2_x(self) -> float | None:
+        """Where the stage-2 mark is drawn (widget pixels): halfway between the last stage-1 epoch and the first
+        stage-2 epoch."""
+        start = self.stage2_start
+        if start is None:
+            return None
+        return self._x(start - 0.5, self._xs(), self._area())
+
+    def _xs(self) -> tuple[float, float]:
+        return 0.5, max(self.epochs, default=1) + 0.5
 
     def paintEvent(self, _event) -> None:  # noqa: N802 (Qt's name)
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         area = self._area()
         n = max(self.epochs, default=1)
-        xs = (0.5, n + 0.5)
+        xs = self._xs()
         values = [v for row in self.losses for v in row if math.isfinite(v)]
         top = max(values, default=1.0) * 1.05 or 1.0
         ys = (0.0, top)
         xticks = [t for t in nice_ticks(1, max(n, 2), 4) if t == int(t) and 1 <= t <= n] or [1]
         self._frame(p, area, xs, ys, xticks, nice_ticks(0, top, 3), "epoch")
         fm = p.fontMetrics()
+        title_y = area.top() - 6
+        p.drawText(QPointF(2, title_y), self.LOSS_TITLE)
         p.setPen(QColor(SELECTED_COLOR))
+        p.drawText(QPointF(self.width() - 2 - fm.horizontalAdvance(self.FRACTION_TITLE), title_y),
+                   self.FRACTION_TITLE)
         for t in (0.0, 0.5, 1.0):
             y = self._y(t, (0, 1.05), area)
             p.drawText(QPointF(area.right() + 4, y + fm.ascent() / 2 - 1), _fmt(t))
+        stage2 = QPen(QColor(STAGE2_COLOR), 1.2, Qt.PenStyle.DotLine)
+        x2 = self.stage2_x()
+        if x2 is not None:
+            p.setPen(stage2)
+            p.drawLine(QPointF(x2, area.top()), QPointF(x2, area.bottom()))
         n_nets = max((len(r) for r in self.losses), default=0)
         for i in range(n_nets):
             pts = [(e, r[i]) for e, r in zip(self.epochs, self.losses, strict=True) if i < len(r)]
@@ -127,7 +157,9 @@ class LossPlot(_Plot):
         self._polyline(p, area, xs, (0, 1.05), list(zip(self.epochs, self.selected, strict=True)), dashed)
         x = area.right() - 4
         legend = [(f"net {i + 1}", QPen(QColor(NET_COLORS[i % 3]), 2)) for i in range(n_nets)]
-        for label, pen in reversed(legend + [("selected", dashed)] if n_nets else []):  # top right
+        legend += [("given labels", dashed)] if n_nets else []
+        legend += [("stage 2", stage2)] if x2 is not None else []
+        for label, pen in reversed(legend):  # top right
             x -= fm.horizontalAdvance(label) + 16
             p.setPen(pen)
             p.drawLine(QPointF(x, area.top() + 6), QPointF(x + 10, area.top() + 6))

@@ -2,8 +2,12 @@
 a napari thread worker over the engine's event stream (:func:`crl_napari.pipeline.train_run`).
 
 The GUI thread only turns events into a ``napari.utils.progress`` bar, a loss / selected-fraction plot
-(redrawn once per epoch) and a status line; Stop sets the flag the engine polls between steps, so training
-ends cleanly after the current step with the last epoch's checkpoint on disk, and Resume continues from it.
+(redrawn once per epoch) and a status line with the pace; Stop sets the flag the engine polls between steps, so
+training ends cleanly after the current step with the last epoch's checkpoint on disk, and Resume continues
+from it.
+
+Over 400 lines: the form, its actions and the handling of the worker's events are one widget; the worker's own
+pieces (thread priority, the job, the pace) are the small functions above the class.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
@@ -130,6 +135,36 @@ def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simu
                                   should_stop=should_stop)
 
 
+class _Pace:
+    """Seconds per step, measured as the Step events arrive, and the time left extrapolated from the recent
+    steps (stage 2 costs more per step than stage 1; the first step, which pays one-off costs, only starts the
+    clock). A widget-side stand-in for the engine's ETA (crl_napari.eta, not on this branch yet): swap it in."""
+
+    WINDOW = 50  # steps the rate is measured over
+
+    def __init__(self, total_steps: int) -> None:
+        self.total = total_steps
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        self.times.append(time.monotonic())
+        del self.times[:-self.WINDOW - 1]
+        self.total -= 1
+
+    def text(self) -> str:
+        if len(self.times) < 2:
+            return ""
+        per_step = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
+        return f"{per_step:.2f} s/step · about {_duration(per_step * max(self.total, 0))} left"
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
 # -------------------------------------------------------------------------------------------- widget
 
 
@@ -147,6 +182,9 @@ class TrainWidget(Container):
         self.last_outcome: str | None = None  # finished | stopped | error
         self.last_error: str | None = None
         self._job: dict[str, Any] = {}  # what a closed widget must stop (see _abandon)
+        self._pace: _Pace | None = None
+        self._progress_text = ""  # the status line's part that the pace is appended to
+        self._shown_at = 0.0
         self.torch_threads: int | None = gui_torch_threads()  # CPU threads for training (None: torch's default)
         self._build()
         self.native.destroyed.connect(partial(_abandon, self._job))
@@ -339,7 +377,7 @@ class TrainWidget(Container):
         self.plot.clear()
         for row in run.history():
             losses = tuple(float(row[k]) for k in ("loss_0", "loss_1", "loss_2") if row.get(k) not in (None, ""))
-            self.plot.add(int(row["epoch"]), losses, float(row["selected"]))
+            self.plot.add(int(row["epoch"]), losses, float(row["selected"]), int(row.get("stage") or 1))
         self._launch(data, out, None, resume=True)
 
     def stop(self) -> None:
@@ -384,19 +422,25 @@ class TrainWidget(Container):
         if isinstance(ev, Step):
             if self.pbar is not None:
                 self.pbar.update(1)
+            if self._pace is not None:
+                self._pace.step()
+                self._show_progress()
         elif isinstance(ev, EpochEnd):
-            self.plot.add(ev.epoch, ev.losses, ev.selected)
+            self.plot.add(ev.epoch, ev.losses, ev.selected, ev.stage)
             loss = float(np.mean(ev.losses))
-            if self.state == "running":
-                self.status.value = (f"Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss {loss:.4f} · "
-                                     f"selected {ev.selected:.2f} · {ev.seconds:.1f} s")
+            self._progress_text = (f"Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss {loss:.4f} · "
+                                   f"selected {ev.selected:.2f} · {ev.seconds:.1f} s")
+            self._show_progress(now=True)
         elif isinstance(ev, Started):
             self.device_label.value = ev.device
+            steps = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+            self._pace = _Pace(steps)
             if self.pbar is not None:
-                self.pbar.total = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+                self.pbar.total = steps
                 self.pbar.set_description(f"crl-napari: training {ev.config.strategy}")
-            self.status.value = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
-                                 + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
+            self._progress_text = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
+                                   + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
+            self._show_progress(now=True)
         elif isinstance(ev, StageChanged):
             if self.pbar is not None:
                 self.pbar.set_description(f"crl-napari: training, stage {ev.stage}")
@@ -418,6 +462,16 @@ class TrainWidget(Container):
             run_link(self.viewer).set(self.run_dir)
         elif isinstance(ev, DataWritten):
             self.status.value = f"Wrote the layers as a data folder: {ev.path}"
+
+    def _show_progress(self, now: bool = False) -> None:
+        """The status line while training: the last epoch's summary and the pace (redrawn at most every
+        second between epochs; a label update per step would cost the viewer time for nothing)."""
+        t = time.monotonic()
+        if self.state != "running" or (not now and t - self._shown_at < 1.0):
+            return
+        self._shown_at = t
+        pace = self._pace.text() if self._pace is not None else ""
+        self.status.value = " · ".join(part for part in (self._progress_text, pace) if part)
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_outcome = "error"
