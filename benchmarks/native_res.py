@@ -1,0 +1,341 @@
+"""Corrected labels at the radiograph's own resolution (issue 11): how much accuracy the training-size
+round trip costs, and what smooth resampling (crl_napari.native) and clean-up (crl_napari.postprocess) win.
+
+crl (Table 1's quick profile, "crl k=50%", 64 px) is trained on the Shenzhen training split with the paper's
+simulated noise at 25/50/75 % (seeds 0 1 2). Its corrected labels of the training images are brought to the
+ORIGINAL 256 px by each way below and compared with the clean 256 px masks: Dice on the corrupted and on the
+clean training cases, and the symmetric mean boundary distance in original pixels; islands below 1 % of the
+mask's area and masks with more than two pieces are counted in each. A small-set profile trains crl and
+vanilla on 110 training images (drawn with the seed) at 75 % noise and reports their test Dice.
+
+Resumable cell by cell: the JSON (and markdown) is rewritten after each cell, finished cells are skipped, and a
+cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/native_res/.
+
+    nice -n 5 python benchmarks/native_res.py                  # everything, in priority order
+    python benchmarks/native_res.py --summary-only             # rewrite the markdown from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import table1  # noqa: E402
+
+from crl_napari import cascade, native, noise, scoring  # noqa: E402
+from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from crl_napari.data import load_dataset  # noqa: E402
+from crl_napari.export import upsample_nearest  # noqa: E402
+from crl_napari.postprocess import clean_mask, extra_pieces, small_islands  # noqa: E402
+
+PROFILE = dict(table1.PROFILES["quick"])  # --profile smoke swaps in table1's plumbing check (results elsewhere)
+RESULTS = ROOT / "benchmarks" / "results"
+RUNS = ROOT / "benchmarks" / "runs" / "native_res"
+NOISE = [0.75, 0.5, 0.25]
+SMALL_N = 110
+METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla"}  # Table 1's method definitions
+
+
+def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The alternative native.py does not take: bilinear on the probability itself, then > 0.5."""
+    t = torch.as_tensor(prob, dtype=torch.float32)[None, None]
+    return (F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy().astype(np.uint8)
+
+
+NEAREST = "nearest from binary (the export today)"
+SMOOTH = "bilinear logit + clean-up"  # native.native_mask's default
+# name -> f(corrected binary at training size, sharpened probability at training size, original shape)
+WAYS = {
+    NEAREST: lambda b, p, s: upsample_nearest(b.astype(np.uint8), s),
+    "nearest + clean-up": lambda b, p, s: clean_mask(upsample_nearest(b.astype(np.uint8), s)),
+    "bilinear probability": lambda b, p, s: _bilinear_prob(p, s),
+    "bilinear logit": lambda b, p, s: native.native_mask(p, s, cleanup=False),
+    SMOOTH: lambda b, p, s: native.native_mask(p, s),
+    "bilinear logit + clean-up, 2 largest": lambda b, p, s: native.native_mask(p, s, cleanup={"keep_largest": 2}),
+    "bicubic logit": lambda b, p, s: native.native_mask(p, s, cleanup=False, order=3),
+    "bicubic logit + clean-up": lambda b, p, s: native.native_mask(p, s, order=3),
+}
+
+
+def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
+    return f"{profile} | {method} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def plan(seeds: list[int], small_seeds: list[int]) -> list[tuple[str, str, float, int]]:
+    """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile."""
+    cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
+    cells += [("small110", m, 0.75, s) for s in small_seeds for m in ("crl", "vanilla")]
+    return cells
+
+
+def config(method: str, seed: int) -> cascade.TrainConfig:
+    _, strategy, kfrac, joint = next(m for m in table1.METHODS if m[0] == METHOD_OF[method])
+    epochs = PROFILE["epochs"]
+    return cascade.TrainConfig(
+        strategy=strategy, epochs=epochs, batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
+        lr_decay=PROFILE["lr_decay"], width=PROFILE["width"], depth=PROFILE["depth"],
+        k=None if kfrac is None else round(kfrac * epochs), joint=joint, seed=seed,
+    )
+
+
+def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig, run_dir: Path):
+    """Train (or resume, or just reload a finished checkpoint) and return (models, seconds per epoch)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = (run_dir / cascade.CHECKPOINT).is_file()
+    seconds, models = [], None
+    for ev in cascade.train(images, given, cfg, run_dir=run_dir, resume=resume):
+        if isinstance(ev, cascade.EpochEnd):
+            seconds.append(ev.seconds)
+            print(f"  epoch {ev.epoch + 1}/{cfg.epochs} stage {ev.stage} loss {np.mean(ev.losses):.4f} "
+                  f"selected {ev.selected:.2f} {ev.seconds:.1f}s", flush=True)
+        elif isinstance(ev, cascade.Finished):
+            models = ev.models
+    return models, (float(np.mean(seconds)) if seconds else None)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
+
+
+def measure(masks: list[np.ndarray], truth: np.ndarray, corrupted: np.ndarray) -> dict:
+    """Dice and boundary distance against the clean original masks (on corrupted / clean cases), islands."""
+    dice = np.array([_dice(m, t) for m, t in zip(masks, truth, strict=True)])
+    dist = np.array([native.boundary_distance(m, t) for m, t in zip(masks, truth, strict=True)])
+    islands = np.array([small_islands(m) for m in masks])
+    out = {"islands_below_1pct": int(islands.sum()), "cases_with_islands": int((islands > 0).sum()),
+           "cases_with_extra_pieces": int(sum(extra_pieces(m) > 0 for m in masks)), "n_cases": len(masks)}
+    for name, sel in (("corrupted", corrupted), ("clean", ~corrupted)):
+        if sel.any():
+            out[f"dice_{name}"] = float(dice[sel].mean())
+            out[f"boundary_px_{name}"] = float(np.nanmean(dist[sel]))
+    return out
+
+
+def evaluate(models, cfg, train: dict, corrupted: np.ndarray, test: dict) -> dict:
+    """Every way of bringing the corrected labels to the original size, measured; plus test Dice at training
+    size (as Table 1) and at the original size (nearest from binary / smooth + clean-up)."""
+    truth = train["truth"]
+    shape = truth.shape[1:]
+    sc = scoring.score_probs(cascade.peer_probs(models, train["images"]), train["given"], cfg.T)
+    d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
+    out = {"corrected_dice_corrupted_train_size": float(d64[corrupted].mean()),
+           "corrected_dice_clean_train_size": float(d64[~corrupted].mean()), "ways": {}}
+    t0 = time.time()
+    for name, way in WAYS.items():
+        masks = [way(b, p, shape) for b, p in zip(sc.corrected, sc.prob, strict=True)]
+        out["ways"][name] = measure(masks, truth, corrupted)
+    # references: the given (noisy) mask and the clean mask at training size, each brought back by nearest
+    out["given_nearest"] = measure([upsample_nearest(g, shape) for g in train["given"]], truth, corrupted)
+    out["clean_train_size_nearest"] = measure([upsample_nearest(c, shape) for c in train["clean"]], truth, corrupted)
+    out["evaluate_seconds"] = time.time() - t0
+    prob = cascade.predict(models, test["images"])
+    out["test_dice"] = float(cascade.dice_score(prob, test["clean"]).mean())
+    pairs = list(zip(prob, test["truth"], strict=True))
+    out["test_dice_native_nearest"] = float(np.mean([
+        _dice(upsample_nearest((p > 0.5).astype(np.uint8), shape), t) for p, t in pairs]))
+    out["test_dice_native_smooth"] = float(np.mean([
+        _dice(native.native_mask(p, shape), t) for p, t in pairs]))
+    return out
+
+
+def cell_dir(key: str) -> Path:
+    return RUNS / key.replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+
+
+def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train: dict, test: dict) -> dict:
+    """Train one cell (or resume it, or reload it when finished) and measure it."""
+    t0 = time.time()
+    if profile == "small110":
+        idx = np.sort(np.random.default_rng(seed).choice(len(train["ids"]), SMALL_N, replace=False))
+        train = {k: (np.asarray(v)[idx] if k != "ids" else [v[i] for i in idx]) for k, v in train.items()}
+    given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
+    train = {**train, "given": given}
+    cfg = config(method, seed)
+    models, sec_per_epoch = train_models(train["images"], given, cfg, cell_dir(key))
+    corrupted = np.array([r.corrupted for r in records])
+    out = {"profile": profile, "method": method, "noise": ratio, "seed": seed, "n_train": len(train["ids"]),
+           "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch}
+    out.update(evaluate(models, cfg, train, corrupted, test))
+    out["wall_seconds"] = time.time() - t0
+    return out
+
+
+def time_native(repeats: int = 3) -> dict:
+    """Seconds to bring a 64 px probability to 3000 x 3000 and 3000 x 2500 (best of ``repeats``)."""
+    from crl_napari.data import resize_image
+    from crl_napari.phantoms import make_phantom
+
+    prob = np.clip(resize_image(make_phantom(0, 256)[1].astype(np.float32), 64), 0, 1)
+    cases = {
+        "nearest from binary": lambda s: upsample_nearest((prob > 0.5).astype(np.uint8), s),
+        "bilinear logit": lambda s: native.native_mask(prob, s, cleanup=False),
+        "bilinear logit + clean-up": lambda s: native.native_mask(prob, s),
+        "bicubic logit + clean-up": lambda s: native.native_mask(prob, s, order=3),
+    }
+    out = {}
+    for shape in ((3000, 3000), (3000, 2500)):
+        for name, f in cases.items():
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                f(shape)
+                best = min(best, time.perf_counter() - t)
+            out[f"{name} -> {shape[0]}x{shape[1]}"] = best
+    return out
+
+
+def _mean(cells: list[dict], get) -> str:
+    vals = [v for c in cells if (v := get(c)) is not None]
+    return "—" if not vals else f"{np.mean(vals):.4f}" + ("" if len(vals) == 1 else f" ± {np.std(vals):.4f}")
+
+
+def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
+    cells = results["cells"]
+    missing = [cell_key(*c) for c in plan(seeds, small_seeds) if cell_key(*c) not in cells]
+    status = "complete" if not missing else f"PARTIAL: {len(cells)} cells finished, missing: " + "; ".join(missing)
+    lines = ["# Corrected labels at the original resolution (issue 11)", "",
+             f"Status: **{status}**.", "",
+             f"Commands: {'; '.join(f'`{c}`' for c in results.get('commands', []))}. "
+             f"Machine: {results.get('machine', '?')}. Training: Table 1's quick profile ({PROFILE}), "
+             "crl k=50 %, simulated noise on the 64 px training masks (noise.simulate, as table1.py).", "",
+             "Measured at the ORIGINAL 256 px against the clean 256 px masks of the training split (385 images): "
+             "Dice on the corrupted / clean cases, symmetric mean boundary distance in original pixels, and in "
+             "each way's masks the islands below 1 % of the mask's area (total per cell) and the cases with more "
+             "than two pieces. Mean ± std over seeds (n seeds in the header).", ""]
+    full = [c for c in cells.values() if c["profile"] == "full"]
+    for r in NOISE:
+        got = [c for c in full if c["noise"] == r]
+        if not got:
+            lines += [f"## {int(r * 100)} % noise: not run yet", ""]
+            continue
+        lines += [f"## {int(r * 100)} % noise (n={len(got)}: seeds {', '.join(str(c['seed']) for c in got)})", "",
+                  "| way to the original size | Dice corrupted | Dice clean | boundary px corrupted | "
+                  "boundary px clean | islands < 1 % | cases with islands | cases > 2 pieces |",
+                  "|---|---|---|---|---|---|---|---|"]
+        rows = [(w, lambda c, w=w: c["ways"][w]) for w in WAYS]
+        rows += [("reference: given (noisy) mask, nearest from 64 px", lambda c: c["given_nearest"]),
+                 ("reference: clean mask at 64 px, nearest (resolution floor)",
+                  lambda c: c["clean_train_size_nearest"])]
+        for name, part in rows:
+            vals = [_mean(got, lambda c, k=k, part=part: part(c).get(k)) for k in (
+                "dice_corrupted", "dice_clean", "boundary_px_corrupted", "boundary_px_clean", "islands_below_1pct",
+                "cases_with_islands", "cases_with_extra_pieces")]
+            lines.append(f"| {name} | " + " | ".join(vals) + " |")
+        lines += ["", f"At training size (64 px vs the clean 64 px masks, as table1.py reports it): corrected Dice "
+                  f"{_mean(got, lambda c: c['corrected_dice_corrupted_train_size'])} on the corrupted cases, "
+                  f"{_mean(got, lambda c: c['corrected_dice_clean_train_size'])} on the clean ones. Test Dice (165 "
+                  f"test images): {_mean(got, lambda c: c['test_dice'])} at 64 px, at 256 px "
+                  f"{_mean(got, lambda c: c['test_dice_native_nearest'])} nearest from binary, "
+                  f"{_mean(got, lambda c: c['test_dice_native_smooth'])} bilinear logit + clean-up.", ""]
+    small = [c for c in cells.values() if c["profile"] == "small110"]
+    lines += [f"## Small set: {SMALL_N} training images (drawn with the seed), 75 % noise, same test split", ""]
+    if small:
+        lines += ["| method | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
+                  "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|"]
+        for m in ("vanilla", "crl"):
+            got = [c for c in small if c["method"] == m]
+            if got:
+                nn = _mean(got, lambda c: c["ways"][NEAREST].get("dice_corrupted"))
+                sm = _mean(got, lambda c: c["ways"][SMOOTH].get("dice_corrupted"))
+                seeds_got = ", ".join(str(c["seed"]) for c in got)
+                lines.append(f"| {m} | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
+                             f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
+    else:
+        lines.append("Not run yet.")
+    if t := results.get("timing"):
+        lines += ["", f"## Time to the original size (64 px probability, best of 3, {results.get('timing_threads')} "
+                  "torch threads, on the machine above while other work shared it)", "", "| what | seconds |",
+                  "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in t.items()]
+    return "\n".join(lines) + "\n"
+
+
+def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> None:
+    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    atomic_write_json(out_json, results)
+    atomic_write_text(out_json.with_suffix(".md"), summarise(results, seeds, small_seeds))
+
+
+def _arrays(ds64, ds256) -> dict:
+    assert ds64.ids == ds256.ids, "the 64 px and 256 px data sets list different cases"
+    return {"ids": ds64.ids, "images": ds64.images(), "clean": ds64.masks(), "truth": ds256.masks()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--small-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-cells", type=int, default=None)
+    ap.add_argument("--data", type=Path, default=table1.DATA)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
+    ap.add_argument("--reevaluate", action="store_true",
+                    help="measure finished cells again from their checkpoints (after a change to the measures)")
+    ap.add_argument("--profile", choices=["quick", "smoke"], default="quick",
+                    help="smoke: table1's 2-epoch plumbing check; give it its own --results folder")
+    args = ap.parse_args(argv)
+    global RUNS
+    if args.profile != "quick":
+        PROFILE.update(table1.PROFILES[args.profile])
+        RUNS = RUNS.with_name(f"native_res-{args.profile}")
+    out_json = args.results / "native_res.json"
+    results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+    if args.summary_only:
+        atomic_write_text(out_json.with_suffix(".md"), summarise(results, args.seeds, args.small_seeds))
+        return 0
+    if not args.data.is_dir():
+        print(f"SKIPPED: the Shenzhen data set is not at {args.data.resolve()}; nothing was measured.")
+        return 0
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/native_res.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command.strip()]))
+    results.update(settings=PROFILE, machine=f"{platform.processor() or platform.machine()}, {args.threads} "
+                   f"threads, torch {torch.__version__}, device {cascade.pick_device()}")
+    if "timing" not in results:
+        results["timing"], results["timing_threads"] = time_native(), args.threads
+    args.results.mkdir(parents=True, exist_ok=True)
+    save(results, out_json, args.seeds, args.small_seeds)
+    ds64, ds256 = load_dataset(args.data, size=PROFILE["size"]), load_dataset(args.data, size=256)
+    train = _arrays(ds64.subset("train"), ds256.subset("train"))
+    test = _arrays(ds64.subset("test"), ds256.subset("test"))
+    print(f"data: {len(train['ids'])} train / {len(test['ids'])} test", flush=True)
+    new = 0
+    for cell in plan(args.seeds, args.small_seeds):
+        key = cell_key(*cell)
+        if key in results["cells"] and not args.reevaluate:
+            continue
+        if args.reevaluate and key not in results["cells"]:
+            continue
+        if args.max_cells is not None and new >= args.max_cells:
+            break
+        print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
+        c = run_cell(key, *cell, train, test)
+        if key in results["cells"] and c["sec_per_epoch"] is None:  # a re-measure keeps the training time
+            c["sec_per_epoch"] = results["cells"][key].get("sec_per_epoch")
+        results["cells"][key] = c
+        save(results, out_json, args.seeds, args.small_seeds)
+        w = c["ways"]
+        print(f"  -> Dice corrupted nearest {w[NEAREST].get('dice_corrupted', 0):.4f}, smooth + clean-up "
+              f"{w[SMOOTH].get('dice_corrupted', 0):.4f}; test {c['test_dice']:.4f}", flush=True)
+        new += 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
