@@ -54,6 +54,7 @@ class RunRow(QFormLayout):
         self.recent_combo = QComboBox()
         self.recent_combo.setToolTip("runs opened before")
         self.recent_combo.setMaximumWidth(28)
+        self.recent_combo.view().setMinimumWidth(420)  # the list shows whole paths
         self.browse_btn = QPushButton("…")
         self.browse_btn.setFixedWidth(28)
         self.open_btn = QPushButton("Open")
@@ -84,6 +85,7 @@ class RunRow(QFormLayout):
     def fill_recent(self) -> None:
         self.recent_combo.clear()
         self.recent_combo.addItems(self._settings.recent_runs())
+        self.recent_combo.setEnabled(self.recent_combo.count() > 0)
 
     def reviewer(self, fallback: str | None = None) -> str | None:
         """The name typed (remembered for next time), or ``fallback`` (else the login name) when blank: then the
