@@ -38,9 +38,10 @@ __all__ = ["ReviewWidget", "KEYS", "LAYERS", "COLORS", "describe_keys"]
 
 def _is_scored(path: str | Path) -> bool:
     try:
-        return RunFolder(path).has_scores
+        has = RunFolder(path).has_scores
     except RunError:
         return False
+    return bool(has() if callable(has) else has)  # a property today; the run gateway may make it a method
 
 
 class ReviewWidget(ReviewActions, QWidget):
