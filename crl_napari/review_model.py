@@ -127,9 +127,11 @@ class ReviewModel:
             self._finish_edit()
         previous, self.current = self.current, image_id
         if previous != image_id:
+            filtered = self.pending_only or self.min_score > 0
+            if filtered and not self.passes_filter(image_id):
+                self._emit("filter")  # shown although filtered out (undo, a click from elsewhere): listed now
             self._emit("current", image_id)
-            if (self.pending_only or self.min_score > 0) and previous is not None and not self.passes_filter(
-                    previous):
+            if filtered and previous is not None and not self.passes_filter(previous):
                 self._emit("filter")  # the row left behind is now hidden
 
     def next(self) -> str | None:

@@ -407,3 +407,64 @@ def test_review_and_reader_on_a_run_the_cli_is_still_training(make_napari_viewer
     assert attempts >= 3 and mid_training >= 1, (attempts, mid_training)
     assert errors and all("not been scored yet" in e or "not a run folder" in e for e in errors), sorted(set(errors))
     assert widget.open_run(run) and widget.table.model().rowCount() == len(RunFolder(run).scores())
+
+
+def test_statuses_comments_batch_and_the_remembered_reviewer(make_napari_viewer, qtbot, run_dir, tmp_path):
+    """Issue 13 on the user's path: a viewer that already holds another image, the run typed into the folder
+    field, Q / Shift-X on the canvas, a comment, "accept many" previewed then applied and undone with one U;
+    the reviewer's name and the run are remembered for the next session; the export leaves the excluded out."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((100, 150)), name="someone else's image")
+    widget = _review(viewer)
+    widget.reviewer_edit.clear()
+    qtbot.keyClicks(widget.reviewer_edit, "dr grey")
+    widget.reviewer_edit.editingFinished.emit()
+    qtbot.keyClicks(widget.run_edit, str(run_dir))
+    qtbot.keyClick(widget.run_edit, Qt.Key.Key_Return)
+    assert widget.session is not None, widget.last_message
+    assert "someone else's image" in viewer.layers
+    rows = RunFolder(run_dir).scores()
+    ids = [r["id"] for r in rows]
+
+    _press(viewer, qtbot, "Q")
+    assert _decisions(run_dir)[ids[0]] == {**_decisions(run_dir)[ids[0]], "status": "flagged", "reviewer": "dr grey"}
+    _press(viewer, qtbot, "Shift-X")
+    assert _decisions(run_dir)[ids[1]]["status"] == "excluded" and widget.current_id == ids[2]
+    assert _cell(widget, 1, 4) == "excluded · dr grey" and "excluded 1" in widget.counts_label.text()
+    widget.select(ids[1])
+    qtbot.keyClicks(widget.comment_edit, "rotated film")
+    qtbot.keyClick(widget.comment_edit, Qt.Key.Key_Return)
+    assert json.loads((run_dir / "review.json").read_text())["comments"] == {ids[1]: "rotated film"}
+    assert _cell(widget, 1, 5) == "rotated film"
+
+    cut = rows[6]["suspicion"]
+    widget.threshold.setValue(cut)
+    widget.preview_btn.click()  # the count and the ids first; nothing decided yet
+    expected = [r["id"] for r in rows[2:] if r["suspicion"] >= widget.threshold.value() - 1e-12]
+    assert widget.preview.text().startswith(f"{len(expected)} pending image(s)") and len(expected) >= 2
+    assert all(i in widget.preview.text() for i in expected) and set(_decisions(run_dir)) == set(ids[:2])
+    widget.apply_btn.click()
+    assert {i: d["status"] for i, d in _decisions(run_dir).items() if i in expected} == dict.fromkeys(expected,
+                                                                                                      "accepted")
+    _press(viewer, qtbot, "U")  # one U undoes the whole batch
+    assert set(_decisions(run_dir)) == set(ids[:2]) and widget.current_id == expected[0]
+
+    export = widget.export_widget  # the export form inside the Review dock
+    export.dest.value = tmp_path / "clean"
+    export.run_export()
+    qtbot.waitUntil(lambda: not export.busy, timeout=TIMEOUT_MS)
+    assert export.report is not None and export.report.excluded == 1, export.last_error
+    man = _manifest(tmp_path / "clean")
+    assert man[ids[1]]["status"] == "excluded" and man[ids[1]]["comment"] == "rotated film"
+    assert not (tmp_path / "clean" / "masks" / f"{ids[1]}.png").exists()
+    viewer.window.remove_dock_widget("all")
+
+    again = _review(make_napari_viewer())  # a later session on this computer
+    assert again.reviewer_edit.text() == "dr grey"
+    assert again.recent_combo.itemText(0) == str(run_dir.resolve())
+    again.recent_combo.activated.emit(0)  # the reviewer picks the recent run
+    assert again.session is not None and again.session.reviewer == "dr grey"
+    again.keep()
+    assert _decisions(run_dir)[ids[2]] == {**_decisions(run_dir)[ids[2]], "status": "kept", "reviewer": "dr grey"}

@@ -111,3 +111,14 @@ def test_edit_state_machine(model):
     m.decide("accepted")
     assert m.edit_state == "idle" and m.status(RANKED[2]) == "accepted"
     assert [e for e, _ in m.heard].count("edit") >= 8
+
+
+def test_an_image_shown_from_outside_the_filter_is_listed_until_left(model):
+    m = model
+    m.set_filter(min_score=0.6)
+    assert m.visible_ids() == [RANKED[0], RANKED[1]]
+    m.heard.clear()
+    m.select(RANKED[5])  # e.g. undo brings back a low-score image
+    assert ("filter", ()) in m.heard and m.visible_ids() == [RANKED[0], RANKED[1], RANKED[5]]
+    m.next()
+    assert m.current == RANKED[0] and m.visible_ids() == [RANKED[0], RANKED[1]]

@@ -1,14 +1,17 @@
-"""The Review dock's controls, laid out and nothing more: the run and reviewer fields, the filter, the
-decision buttons, the comment field and the batch action. :class:`.review_widget.ReviewWidget` wires them to the
-review model."""
+"""The Review dock's controls: the run and reviewer fields (with the recent runs and the remembered name), the
+filter, the decision buttons, the comment field and the batch action. :class:`.review_widget.ReviewWidget`
+wires the decisions to the review model."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -19,9 +22,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..review import _default_reviewer as default_reviewer
 from .review_layers import COLORS
+from .review_settings import ReviewSettings
 
-__all__ = ["RunRow", "FilterRow", "DecisionPanel", "BatchRow", "legend"]
+__all__ = ["RunRow", "FilterRow", "DecisionPanel", "InfoPanel", "BatchRow", "legend"]
+_BATCH_LISTED = 30  # ids shown in the batch preview before "… and n more"
 
 
 def _score_box(prefix: str, value: float = 0.0) -> QDoubleSpinBox:
@@ -35,16 +41,20 @@ def _score_box(prefix: str, value: float = 0.0) -> QDoubleSpinBox:
 
 
 class RunRow(QFormLayout):
-    """Run folder (typed, browsed or picked from the recent ones) and the reviewer's name."""
+    """Run folder (typed, browsed or picked from the recent ones) and the reviewer's name, remembered across
+    restarts (:class:`.review_settings.ReviewSettings`). ``open_run(path)`` is called to open a folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, open_run) -> None:
         super().__init__()
+        self._open_run = open_run
+        self._settings = ReviewSettings()
         row = QHBoxLayout()
         self.run_edit = QLineEdit()
         self.run_edit.setPlaceholderText("a scored run folder")
         self.recent_combo = QComboBox()
         self.recent_combo.setToolTip("runs opened before")
         self.recent_combo.setMaximumWidth(28)
+        self.recent_combo.view().setMinimumWidth(420)  # the list shows whole paths
         self.browse_btn = QPushButton("…")
         self.browse_btn.setFixedWidth(28)
         self.open_btn = QPushButton("Open")
@@ -54,6 +64,38 @@ class RunRow(QFormLayout):
         self.reviewer_edit = QLineEdit()
         self.reviewer_edit.setToolTip("recorded with every decision; remembered on this computer")
         self.addRow("Reviewer", self.reviewer_edit)
+        self.reviewer_edit.setText(self._settings.reviewer or default_reviewer())
+        self.fill_recent()
+        self.browse_btn.clicked.connect(self._browse)
+        self.open_btn.clicked.connect(lambda: open_run(self.run_edit.text()))
+        self.run_edit.returnPressed.connect(lambda: open_run(self.run_edit.text()))
+        self.recent_combo.activated.connect(lambda i: open_run(self.recent_combo.itemText(i)))
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self.run_edit, "Open a run folder", self.run_edit.text())
+        if path:
+            self._open_run(path)
+
+    def opened(self, path: Path) -> None:
+        """A run was opened: show it, and offer it first among the recent runs."""
+        self.run_edit.setText(str(path))
+        self._settings.add_recent_run(path)
+        self.fill_recent()
+
+    def fill_recent(self) -> None:
+        self.recent_combo.clear()
+        self.recent_combo.addItems(self._settings.recent_runs())
+        self.recent_combo.setEnabled(self.recent_combo.count() > 0)
+
+    def reviewer(self, fallback: str | None = None) -> str | None:
+        """The name typed (remembered for next time), or ``fallback`` (else the login name) when blank: then the
+        field shows the fallback again. None when the field is blank."""
+        name = self.reviewer_edit.text().strip()
+        if name:
+            self._settings.reviewer = name
+            return name
+        self.reviewer_edit.setText(fallback or default_reviewer())
+        return None
 
 
 class FilterRow(QHBoxLayout):
@@ -93,12 +135,60 @@ class DecisionPanel(QGridLayout):
         self.comment_edit.setPlaceholderText("comment on this image (Enter saves)")
         self.addWidget(self.comment_edit, len(cells), 0, 1, 2)
 
+    def connect_to(self, widget) -> None:
+        """Each button calls the widget's method of the same decision (the keys call the same methods)."""
+        for btn, method in (("accept_btn", "accept"), ("keep_btn", "keep"), ("flag_btn", "flag"),
+                            ("exclude_btn", "exclude"), ("edit_btn", "start_edit"), ("save_btn", "save_edit"),
+                            ("cancel_edit_btn", "cancel_edit"), ("prev_btn", "previous"), ("next_btn", "next"),
+                            ("undo_btn", "undo")):
+            getattr(self, btn).clicked.connect(getattr(widget, method))
 
-class BatchRow(QWidget):
-    """"Accept corrections with score ≥ x": a preview of the count and the ids, then one undoable step."""
+    def enable(self, has_image: bool, editing: bool) -> None:
+        for b in (self.accept_btn, self.keep_btn, self.flag_btn, self.exclude_btn, self.prev_btn, self.next_btn,
+                  self.undo_btn, self.comment_edit):
+            b.setEnabled(has_image)
+        self.edit_btn.setEnabled(has_image and not editing)
+        self.save_btn.setEnabled(editing)
+        self.cancel_edit_btn.setEnabled(editing)
+
+
+class InfoPanel(QVBoxLayout):
+    """The facts of the image shown (id, rank, score, Dice, status) and the counts per status."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.info_label = QLabel("")
+        self.info_label.setWordWrap(True)
+        # a fixed two-line height: a label that grows or shrinks with its text re-lays out (and repaints) the
+        # whole dock on every row switch
+        self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 10)
+        self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.counts_label = QLabel("")
+        self.addWidget(self.info_label)
+        self.addWidget(self.counts_label)
+
+    def show_image(self, row: dict, total: int, status: str) -> None:
+        dice = row.get("dice_given_corrected")
+        self.info_label.setText(
+            f"<b>{row['id']}</b> · rank {row['rank']} of {total} · score {row['suspicion']:.3f}"
+            + ("" if dice is None else f" · Dice(original, corrected) {dice:.3f}") + f" · <i>{status}</i>")
+
+    def show_counts(self, c: dict[str, int]) -> None:
+        self.counts_label.setText(
+            f"Reviewed {c['reviewed']} / {c['total']}  ·  accepted {c['accepted']}  ·  kept {c['kept']}  ·  "
+            f"edited {c['edited']}  ·  flagged {c['flagged']}  ·  excluded {c['excluded']}  ·  "
+            f"pending {c['pending']}")
+
+
+class BatchRow(QWidget):
+    """"Accept corrections with score ≥ x": a preview of the count and the ids, then one undoable step.
+    ``model()`` returns the open ReviewModel (or None); ``guard(action, context)`` runs a model action and reports
+    its failure; ``message(text)`` shows a line."""
+
+    def __init__(self, model, guard, message) -> None:
+        super().__init__()
+        self._model, self._guard, self._message = model, guard, message
+        self._ids: list[str] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
@@ -114,6 +204,33 @@ class BatchRow(QWidget):
         self.preview.setWordWrap(True)
         self.preview.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.preview)
+        self.preview_btn.clicked.connect(self.preview_batch)
+        self.apply_btn.clicked.connect(self.apply_batch)
+        self.threshold.valueChanged.connect(self.clear)
+
+    def preview_batch(self) -> None:
+        """List the pending images the batch would accept (count and ids) before anything changes."""
+        model = self._model()
+        if model is None:
+            return self._message("Open a run folder first")
+        ids = self._ids = model.batch_candidates(self.threshold.value())
+        more = f" … and {len(ids) - _BATCH_LISTED} more" if len(ids) > _BATCH_LISTED else ""
+        self.preview.setText(f"{len(ids)} pending image(s) with score ≥ {self.threshold.value():.3f}"
+                             + (f": {', '.join(ids[:_BATCH_LISTED])}{more}" if ids else ""))
+        self.apply_btn.setEnabled(bool(ids))
+
+    def apply_batch(self) -> None:
+        """Accept the corrections the preview listed, as one undoable step (U undoes all of them)."""
+        ids = self._ids
+        self.clear()
+        changed = self._guard(lambda: self._model().accept_batch(ids), "accept many") if ids else None
+        if changed is not None:
+            self._message(f"Accepted {len(changed)} correction(s); U undoes them together")
+
+    def clear(self, *_args) -> None:
+        self._ids = []
+        self.apply_btn.setEnabled(False)
+        self.preview.setText("")
 
 
 def legend() -> QLabel:

@@ -1,0 +1,103 @@
+"""What each review key and button does: forward to the review model
+(:class:`crl_napari.review_model.ReviewModel`), say what happened in the status bar, report a refusal as a status
+line and a failure as a notification. Mixed into :class:`.review_widget.ReviewWidget`, which provides ``model``,
+``edits`` (the edit controller), the fields read here and ``_show_current`` / ``_message``.
+"""
+
+from __future__ import annotations
+
+from ..review_model import ReviewModelError
+from ._common import report_error, warn
+
+__all__ = ["ReviewActions"]
+
+
+def _decision(status: str, doc: str):
+    def decide(self) -> None:
+        self._decide(status)
+
+    decide.__doc__ = doc
+    return decide
+
+
+class ReviewActions:
+    """The review's verbs (each key of :data:`.review_keys.KEYS` names one of these methods)."""
+
+    def _guard(self, action, context: str, need_image: bool = False):
+        """Run a model action; a refusal is a status line, anything else a notification. None on failure."""
+        if need_image and (self.model is None or self.model.current is None):
+            self._message("Open a run folder first")
+            return None
+        autosaved = None if self.model is None else self.model.last_autosaved
+        try:
+            result = action()
+        except ReviewModelError as exc:
+            self._message(str(exc))
+            return None
+        except Exception as exc:
+            self._message(report_error(exc, context))
+            return None
+        if self.model is not None and self.model.last_autosaved not in (None, autosaved):
+            warn(f"crl-napari: the unsaved edit of {self.model.last_autosaved} was saved")
+            self.model.last_autosaved = None
+        return result
+
+    def _decide(self, status: str) -> None:
+        image_id = self._guard(lambda: self.model.decide(status), f"{status} {self.current_id}", need_image=True)
+        if image_id is not None:
+            self._message(f"{image_id}: {self.model.status(image_id)}")
+
+    accept = _decision("accepted", "Accept the corrected mask for the image shown.")
+    keep = _decision("kept", "Keep the original mask for the image shown.")
+    flag = _decision("flagged", "Flag the image shown for a second opinion (exported as if unreviewed).")
+    exclude = _decision("excluded", "Exclude the radiograph shown from the export (listed in its manifest).")
+
+    def select(self, image_id: str) -> None:
+        """Show ``image_id`` (an open drawing of another image is saved if changed)."""
+        if self.model is not None:
+            self._guard(lambda: self.model.select(image_id), f"showing {image_id}")
+
+    def next(self) -> None:
+        """Show the next image of the table (wrapping around)."""
+        self._guard(lambda: self.model.next(), "next", need_image=True)
+
+    def previous(self) -> None:
+        """Show the previous image of the table (wrapping around)."""
+        self._guard(lambda: self.model.previous(), "previous", need_image=True)
+
+    def start_edit(self) -> None:
+        """Edit the mask of the image shown in an editable labels layer (paint mode)."""
+        if self.model is not None and self.model.editing == self.model.current:
+            return
+        seed = "original" if self.seed_combo.currentIndex() == 1 else "corrected"
+        image_id = self._guard(lambda: self.edits.start(seed), "edit", need_image=True)
+        if image_id is not None:
+            self._message(f"Editing {image_id}: paint (P) / erase (E) / fill (F), then S to save")
+
+    def save_edit(self) -> None:
+        """Store the edit of the image shown as its decision."""
+        image_id = self._guard(lambda: self.model.save_edit(), "saving the edit", need_image=True)
+        if image_id is not None:
+            self._message(f"{image_id}: edited")
+
+    def cancel_edit(self) -> None:
+        """Drop the edit in progress (nothing is stored)."""
+        image_id = self._guard(lambda: self.model.cancel_edit(), "cancel", need_image=True)
+        if image_id is not None:
+            self._show_current()
+            self._message(f"Edit of {image_id} cancelled")
+
+    def undo(self) -> None:
+        """Undo the last decision or batch (also one made before the run was reopened) and show its image."""
+        ids = self._guard(lambda: self.model.undo(), "undo", need_image=True)
+        if ids:
+            more = f" and {len(ids) - 1} more" if len(ids) > 1 else ""
+            self._message(f"Undone: {ids[0]}{more} ({self.model.status(ids[0])} again)")
+        elif ids is not None:
+            self._message("Nothing to undo")
+
+    def _on_comment(self) -> None:
+        if self.model is not None and self.model.current is not None:
+            text = self.comment_edit.text()
+            if text.strip() != self.model.session.comment(self.model.current):
+                self._guard(lambda: self.model.set_comment(text), "comment")
