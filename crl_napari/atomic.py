@@ -67,8 +67,9 @@ def _disk_full(path: Path, exc: OSError) -> OSError:
     return exc
 
 
-def _flush_to_disk(fh: BinaryIO) -> None:
-    """Flush and fsync: where a full disk shows at the latest (the one place tests inject ENOSPC)."""
+def _flush_to_disk(fh: BinaryIO, path: Path) -> None:
+    """Flush and fsync ``fh``, the file being written for ``path``: where a full disk shows at the latest
+    (the one place tests inject ENOSPC)."""
     fh.flush()
     os.fsync(fh.fileno())
 
@@ -83,7 +84,7 @@ def write_new(path: str | Path, data: bytes) -> None:
     try:
         with fh:
             fh.write(data)
-            _flush_to_disk(fh)
+            _flush_to_disk(fh, path)
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise _disk_full(path, exc) from exc
@@ -106,7 +107,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-            _flush_to_disk(fh)
+            _flush_to_disk(fh, path)
         os.replace(tmp, path)
     except BaseException as exc:
         try:
