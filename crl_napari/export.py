@@ -23,8 +23,10 @@ Safety, because this is the step that produces the data people train on next:
 * ``dest`` may not be, lie inside, or contain the run folder or the source data (config.json ``data.root``,
   ``data_root``, and the folders of every image/mask listed in cases.csv);
 * ``dest`` must not exist, or be an empty folder;
-* every id must be a safe file name (see :func:`crl_napari.review.check_id`), checked before anything is
+* every id must be a safe file name (see :func:`crl_napari.ids.check_id`), checked before anything is
   written, so a tampered cases.csv/scores.csv cannot make us write outside ``dest``;
+* originals are read only from the data root (config.json's or ``data_root``), only image types that decode
+  as images (:meth:`crl_napari.runs.RunFolder.original`), so a tampered cases.csv cannot export any file;
 * everything is built in a hidden sibling ``.<dest name>.partial-<pid>`` and renamed to ``dest`` only when
   complete; on any error that folder is removed, so ``dest`` is either absent or whole; a process killed
   mid-export (SIGKILL, power cut) leaves that hidden folder behind, and the next export to the same ``dest``
