@@ -56,9 +56,17 @@ def train_run(
         raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
     if out.exists() and not out.is_dir():
         raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with runs.writer_lock(out, "train --resume" if resume else "train"):
-        yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, resume, skip_bad, should_stop)
+        try:
+            yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, resume, skip_bad,
+                                     should_stop)
+        except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
+            if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
+                (out / runs.LOCK).unlink(missing_ok=True)
+                out.rmdir()
+            raise
 
 
 def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, resume, skip_bad, should_stop):
