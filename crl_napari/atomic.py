@@ -14,6 +14,7 @@ The parent directory must exist: creating folders is the caller's decision (the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -29,6 +30,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_png",
     "atomic_write_text",
+    "DiskFullError",
+    "write_new",
     "encode_png",
     "fsync_dir",
     "pid_alive",
@@ -53,6 +56,40 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+class DiskFullError(OSError):
+    """The disk (or quota) is full: one line naming the file; nothing half-written is left under its name."""
+
+
+def _disk_full(path: Path, exc: OSError) -> OSError:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)) and not isinstance(exc, DiskFullError):
+        return DiskFullError(exc.errno, f"{path}: disk full (No space left on device) while writing; nothing "
+                                        "was written there: free some space and try again")
+    return exc
+
+
+def _flush_to_disk(fh: BinaryIO, path: Path) -> None:
+    """Flush and fsync ``fh``, the file being written for ``path``: where a full disk shows at the latest
+    (the one place tests inject ENOSPC)."""
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def write_new(path: str | Path, data: bytes) -> None:
+    """Create a new file (never over an existing one) and make it durable; a failed write removes it."""
+    path = Path(path)
+    try:
+        fh = open(path, "xb")
+    except OSError as exc:
+        raise _disk_full(path, exc) from exc
+    try:
+        with fh:
+            fh.write(data)
+            _flush_to_disk(fh, path)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise _disk_full(path, exc) from exc
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp file, fsync, replace, fsync the directory)."""
     atomic_write(path, lambda fh: fh.write(data))
@@ -70,14 +107,15 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            _flush_to_disk(fh, path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _disk_full(path, exc) from exc
         raise
     fsync_dir(parent)
 

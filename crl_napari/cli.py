@@ -7,10 +7,11 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 from . import __version__
+from .atomic import DiskFullError
 from .cascade import (
     JOINT_MODES,
     SETTING_HELP,
@@ -24,9 +25,12 @@ from .cascade import (
     TrainingError,
 )
 from .data import DataError
-from .runs import RunError
+from .ids import UnsafeIdError
+from .runs import CONFIG, RunError, RunFolder
 
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, TrainingError, RunError, FileNotFoundError)
+# RunLocked (a second writer on a run) is a RunError; a full disk is the one OSError a user fixes
+USER_ERRORS: tuple[type[Exception], ...] = (DataError, TrainingError, RunError, UnsafeIdError, DiskFullError,
+                                            FileNotFoundError)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -71,20 +75,15 @@ _DATA_OPTIONS = {"size": 256, "simulate_noise": 0.0, "noise_seed": 0}
 
 def _resume_settings(args: argparse.Namespace) -> TrainConfig | None:
     """With --resume the run keeps the settings in its config.json. Options given explicitly are checked
-    against them, so that `--resume --lr 0.1` is refused with a message instead of silently ignored."""
+    against them (runs.open_for_resume), so that `--resume --lr 0.1` is refused with a message instead of
+    silently ignored."""
+    from .runs import RunFolder, open_for_resume
+
     given = _given(args)
     data_given = {k: getattr(args, k) for k in _DATA_OPTIONS if getattr(args, k) is not None}
-    if not (Path(args.out) / "config.json").is_file() or not (given or data_given):
+    if not RunFolder.is_run(args.out) or not (given or data_given):
         return None  # nothing asked, or nothing to resume (train_run says so)
-    from .runs import RunFolder
-
-    run = RunFolder(args.out)
-    saved = run.config.get("data", {})
-    diff = {k: (saved.get(k), v) for k, v in data_given.items() if saved.get(k) != v}
-    if diff:
-        raise RunError(f"{Path(args.out) / 'config.json'}: the run was made with other data settings; a resumed "
-                       f"run keeps its own (saved, asked): {diff}")
-    return replace(run.train_config, **given)  # a difference is refused by train_run, naming every setting
+    return open_for_resume(args.out, given, data_given).config
 
 
 def _with_data_report(events, out: Path):
@@ -93,12 +92,12 @@ def _with_data_report(events, out: Path):
     for ev in events:
         if isinstance(ev, Started):
             try:
-                data = json.loads((Path(out) / "config.json").read_text()).get("data", {})
-            except (OSError, ValueError, AttributeError):
+                data = RunFolder(out).config["data"]
+            except RunError:
                 data = {}
             skipped, warnings = data.get("skipped") or [], data.get("warnings") or []
             if skipped:
-                print(f"skipped {len(skipped)} file(s) that could not be used (listed in {out}/config.json):",
+                print(f"skipped {len(skipped)} file(s) that could not be used (listed in {Path(out) / CONFIG}):",
                       file=sys.stderr)
                 for item in skipped[:50]:
                     text = f"{item.get('path')}: {item.get('reason')}" if isinstance(item, dict) else str(item)
@@ -106,7 +105,7 @@ def _with_data_report(events, out: Path):
             for w in warnings[:50]:
                 print(f"warning: {w}", file=sys.stderr)
             if len(skipped) > 50 or len(warnings) > 50:
-                print(f"  ... (the full lists are in {out}/config.json)", file=sys.stderr)
+                print(f"  ... (the full lists are in {Path(out) / CONFIG})", file=sys.stderr)
         yield ev
 
 

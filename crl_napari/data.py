@@ -20,18 +20,20 @@ thresholded at 0.5 (the nearest-neighbour result for up-sampling, a majority vot
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from .ids import is_safe_id
+
 __all__ = [
     "DataError",
     "Case",
     "Dataset",
     "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
     "SPLIT_VALUES",
     "load_dataset",
     "random_split",
@@ -46,10 +48,12 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 _DICOM_EXTENSIONS = (".dcm", ".dicom")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
+#: The pixel budget of one image (height x width x frames), checked from the file's header before any
+#: pixel is decoded: a few kilobytes can claim 50000 x 50000 pixels and decode into gigabytes.
+MAX_PIXELS = 100_000_000
 #: Values accepted in the ``split`` column of split.csv.
 SPLIT_VALUES = ("train", "val", "test")
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
 _MASK_SUFFIX = "_mask"
 
 # Tolerance for masks that went through lossy (JPEG-like) compression; see read_mask.
@@ -214,16 +218,58 @@ def _scale_to_unit(arr: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"{path}: unsupported pixel type {arr.dtype}")
 
 
+def _header_pixels(path: Path) -> int | None:
+    """Pixels the file claims (height x width x frames), read from its header only; None when the header
+    cannot be read (the decoder then reports the file as unreadable)."""
+    try:
+        if _is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=True)
+            frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            return int(ds.Rows) * int(ds.Columns) * max(frames, 1)
+        if path.suffix.lower() in _TIFF_EXTENSIONS:
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tif:
+                page = tif.pages[0]
+                return int(page.imagelength) * int(page.imagewidth) * max(int(page.imagedepth), 1)
+        import warnings
+
+        from PIL import Image
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below speaks instead
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                with Image.open(path) as im:
+                    return int(im.size[0]) * int(im.size[1])
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001 - a header no reader understands: the decoder names the problem
+        return None
+
+
+def check_pixel_budget(path: str | Path, max_pixels: int | None = None) -> None:
+    """DataError naming ``path`` when its header claims more than ``max_pixels`` (default MAX_PIXELS)."""
+    budget = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    claimed = _header_pixels(Path(path))
+    if claimed is not None and claimed > budget:
+        raise DataError(f"{path}: claims {claimed / 1e6:.0f} megapixels, more than the budget of "
+                        f"{budget / 1e6:.0f} (refused before decoding; a decoding bomb or a huge scan)")
+
+
 def _wrap_read(path: Path, what: str, reader):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file does not exist" if not path.exists() else f"{path}: not a file")
+    check_pixel_budget(path)
     try:
         return reader(path)
     except DataError:
         raise
     except MemoryError:
-        raise
+        raise DataError(f"{path}: cannot read {what} (too large to decode in memory)") from None
     except Exception as exc:  # every reader has its own exception zoo (OSError, SyntaxError, InvalidDicom..)
         detail = str(exc).strip() or type(exc).__name__
         raise DataError(
@@ -581,7 +627,7 @@ def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise") -> 
         masks.setdefault(target, []).append(p)
 
     for fid, paths in images.items():
-        if not _SAFE_ID.match(fid) or ".." in fid:
+        if not is_safe_id(fid):
             problems.append(
                 (
                     paths[0],

@@ -25,8 +25,10 @@ Safety, because this is the step that produces the data people train on next:
 * ``dest`` may not be, lie inside, or contain the run folder or the source data (config.json ``data.root``,
   ``data_root``, and the folders of every image/mask listed in cases.csv);
 * ``dest`` must not exist, or be an empty folder;
-* every id must be a safe file name (see :func:`crl_napari.review.check_id`), checked before anything is
+* every id must be a safe file name (see :func:`crl_napari.ids.check_id`), checked before anything is
   written, so a tampered cases.csv/scores.csv cannot make us write outside ``dest``;
+* originals are read only from the data root (config.json's or ``data_root``), only image types that decode
+  as images (:meth:`crl_napari.runs.RunFolder.original`), so a tampered cases.csv cannot export any file;
 * everything is built in a hidden sibling ``.<dest name>.partial-<pid>`` and renamed to ``dest`` only when
   complete; on any error that folder is removed, so ``dest`` is either absent or whole; a process killed
   mid-export (SIGKILL, power cut) leaves that hidden folder behind, and the next export to the same ``dest``
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import re
@@ -49,9 +50,11 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import encode_png, fsync_dir, pid_alive
-from .data import DataError, read_mask
-from .review import ReviewError, ReviewSession, check_id
+from . import runs
+from .atomic import encode_png, fsync_dir, pid_alive, write_new
+from .data import DataError, read_image, read_mask
+from .ids import UnsafeIdError
+from .review import ReviewError, ReviewSession
 
 __all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportReport", "export", "upsample_nearest"]
 
@@ -123,85 +126,19 @@ def upsample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- the run's files
 
 
-def _safe_id(image_id: str, where: str) -> str:
+def _open_run(run_dir: Path) -> tuple[runs.RunFolder, list[dict[str, Any]]]:
+    """The run and its cases (cases.csv, then held_out.csv) through the gateway, which checks config.json and
+    every case line; its errors become ExportError."""
     try:
-        return check_id(image_id, where)
-    except ReviewError as exc:
+        run = runs.RunFolder(run_dir)
+        return run, [_case_dict(c) for c in run.case_rows(held_out=True)]
+    except (runs.RunError, UnsafeIdError) as exc:
         raise ExportError(str(exc)) from None
 
 
-def _read_config_root(run_dir: Path) -> Path | None:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"{path}: unreadable run configuration ({exc})") from exc
-    data = cfg.get("data") if isinstance(cfg, dict) else None
-    root = data.get("root") if isinstance(data, dict) else None
-    return Path(root) if isinstance(root, str) and root else None
-
-
-def _read_cases(run_dir: Path) -> list[dict[str, Any]]:
-    """cases.csv (the training cases) followed by held_out.csv (the other splits) when the run has one."""
-    path = run_dir / "cases.csv"
-    if not path.is_file():
-        raise ExportError(f"{path}: missing; this does not look like a complete run folder")
-    cases = _read_case_file(path, set())
-    held_out = run_dir / "held_out.csv"
-    if held_out.is_file():
-        cases += _read_case_file(held_out, {c["id"] for c in cases})
-    return cases
-
-
-def _read_case_file(path: Path, seen: set[str]) -> list[dict[str, Any]]:
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            raw = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ExportError(f"{path}: unreadable ({exc})") from exc
-    missing = [c for c in ("id", "image_path", "mask_path", "orig_h", "orig_w") if c not in fields]
-    if missing:
-        raise ExportError(f"{path}: missing column(s) {', '.join(missing)} (found {','.join(fields)!r})")
-    cases: list[dict[str, Any]] = []
-    for line, r in enumerate(raw, start=2):
-        r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
-        image_id = _safe_id(r["id"], f"{path}: line {line}")
-        if image_id in seen:
-            raise ExportError(f"{path}: line {line}: id {image_id!r} listed twice (or also in cases.csv)")
-        seen.add(image_id)
-        try:
-            shape = (int(r["orig_h"]), int(r["orig_w"]))
-        except ValueError:
-            raise ExportError(f"{path}: line {line}: orig_h/orig_w of {image_id!r} not integers") from None
-        if min(shape) < 1:
-            raise ExportError(f"{path}: line {line}: orig_h/orig_w of {image_id!r} must be positive")
-        if not r["image_path"] or not r["mask_path"]:
-            raise ExportError(f"{path}: line {line}: empty image_path or mask_path for {image_id!r}")
-        cases.append({"id": image_id, "split": r.get("split", ""), "image_path": r["image_path"],
-                      "mask_path": r["mask_path"], "orig_shape": shape})
-    return cases
-
-
-def _file_name(raw: str) -> str:
-    """The file name of a path recorded on any OS (a run made on Windows may be exported on Linux)."""
-    return raw.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-
-
-def _locate(raw: str, kind: str, config_root: Path | None, data_root: Path | None) -> Path | None:
-    """The original file: under ``data_root/<kind>/`` by name when given (the data moved), else the recorded
-    path, else by name under the recorded data root (a relative path recorded from another directory)."""
-    name = _file_name(raw)
-    if data_root is not None:
-        candidates = [data_root / kind / name]
-    else:
-        candidates = [Path(raw)]
-        if config_root is not None:
-            candidates.append(config_root / kind / name)
-    return next((p for p in candidates if p.is_file()), None)
+def _case_dict(c: runs.CaseRow) -> dict[str, Any]:
+    return {"id": c.id, "split": c.split, "image_path": c.image_path, "mask_path": c.mask_path,
+            "orig_shape": (c.orig_h, c.orig_w)}
 
 
 def _image_name(image_id: str, src: Path) -> str:
@@ -238,11 +175,8 @@ def _check_dest(dest: Path, protected: list[tuple[Path, str]]) -> None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Create a new file (never overwrite) and make it durable."""
-    with open(path, "xb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Create a new file (never overwrite) and make it durable; a full disk is one line (DiskFullError)."""
+    write_new(path, data)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -302,8 +236,8 @@ def export(
     if data_root is not None and not data_root.is_dir():
         raise ExportError(f"{data_root}: data folder does not exist")
 
-    config_root = _read_config_root(run_dir)
-    cases = _read_cases(run_dir)
+    run, cases = _open_run(run_dir)
+    config_root = run.data_root
     try:
         session = ReviewSession.open(run_dir, reviewer="export")
     except ReviewError as exc:
@@ -312,11 +246,11 @@ def export(
     unknown = [i for i in session.ids if i not in by_id]
     if unknown:
         raise ExportError(
-            f"{run_dir / 'scores.csv'}: id(s) not in cases.csv: {', '.join(unknown[:5])}"
+            f"{run_dir / runs.SCORES}: id(s) not in {runs.CASES}: {', '.join(unknown[:5])}"
             + (" ..." if len(unknown) > 5 else "")
         )
 
-    items, problems = _plan(run_dir, session, cases, unreviewed, threshold, config_root, data_root)
+    items, problems = _plan(run, session, cases, unreviewed, threshold, data_root)
     if problems:
         hint = "" if data_root is not None else " (if the data moved, pass data_root=<folder with images/>)"
         shown = "\n  ".join(problems[:20]) + ("\n  ..." if len(problems) > 20 else "")
@@ -341,9 +275,15 @@ def export(
     tmp.mkdir()
     try:
         _build(tmp, items)
-        if dest.is_dir():
-            dest.rmdir()  # an empty folder the user made for us (non-empty was refused above)
-        os.rename(tmp, dest)
+        try:
+            if dest.is_dir():
+                dest.rmdir()  # an empty folder the user made for us (non-empty was refused above)
+            os.rename(tmp, dest)
+        except OSError as exc:  # another export got there first (ENOTEMPTY / EEXIST): theirs stays whole
+            if dest.exists():
+                raise ExportError(f"{dest}: another export finished there first; this one left nothing behind "
+                                  "(choose a new folder to export again)") from exc
+            raise
         fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -368,12 +308,11 @@ def _remove_stale_partials(dest: Path) -> None:
 
 
 def _plan(
-    run_dir: Path,
+    run: runs.RunFolder,
     session: ReviewSession,
     cases: list[dict[str, Any]],
     unreviewed: str,
     threshold: float | None,
-    config_root: Path | None,
     data_root: Path | None,
 ) -> tuple[list[_Item], list[str]]:
     """Decide every image's files before writing anything; collects every missing file at once."""
@@ -385,12 +324,12 @@ def _plan(
     names: dict[str, str] = {}
     for image_id in order:
         case = by_id[image_id]
-        image_src = _locate(case["image_path"], "images", config_root, data_root)
-        orig_mask = _locate(case["mask_path"], "masks", config_root, data_root)
+        image_src, why_image = run.original(case["image_path"], runs.IMAGES, data_root)
+        orig_mask, why_mask = run.original(case["mask_path"], "masks", data_root)
         if image_src is None:
-            problems.append(f"{case['image_path']}: original image of {image_id!r} not found")
+            problems.append(f"{why_image} (original image of {image_id!r})")
         if orig_mask is None:
-            problems.append(f"{case['mask_path']}: original mask of {image_id!r} not found")
+            problems.append(f"{why_mask} (original mask of {image_id!r})")
         split = case["split"] or ("train" if image_id in scored else "test")
         if image_id in scored and session.status(image_id) == "excluded":  # listed in the manifest, no files
             d = session.decision(image_id)
@@ -407,11 +346,11 @@ def _plan(
             decision = session.decision(image_id) or {}
             reviewer, time = decision.get("reviewer", ""), decision.get("time", "")
             if status == "accepted":
-                source, mask_src = "corrected", run_dir / "corrected" / f"{image_id}.png"
+                source, mask_src = "corrected", run.corrected_path(image_id)
             elif status == "edited":
                 source, mask_src = "edited", session.edit_path(image_id)
             elif status in ("pending", "flagged") and unreviewed == "accept_above" and suspicion >= threshold:
-                source, mask_src = "corrected_by_policy", run_dir / "corrected" / f"{image_id}.png"
+                source, mask_src = "corrected_by_policy", run.corrected_path(image_id)
             if source != "original" and not mask_src.is_file():
                 problems.append(f"{mask_src}: {source} mask of {image_id!r} missing")
         if image_src is None or orig_mask is None or mask_src is None:
@@ -441,6 +380,10 @@ def _build(tmp: Path, items: list[_Item]) -> None:
                              "reviewer": it.reviewer, "time": it.time, "image_file": "", "mask_file": "",
                              "comment": it.comment})
             continue
+        try:  # an original must be an image (a tampered cases.csv may name any readable file)
+            read_image(it.image_src)
+        except DataError as exc:
+            raise ExportError(f"cannot export the image of {it.id!r}: {exc}") from exc
         _write_file(tmp / "images" / it.image_name, _read_bytes(it.image_src))
         _write_file(tmp / "masks" / f"{it.id}.png", _mask_png(it))
         manifest.append({

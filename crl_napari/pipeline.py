@@ -6,18 +6,17 @@ folder, yielding the training events (plus ``ScoresReady``) so each face shows p
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cascade, noise, scoring
+from . import cascade, noise, runs, scoring
 from .atomic import remove_stale_temps
-from .cascade import EpochEnd, Finished, Started, TrainConfig, TrainingError
+from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
-from .runs import CASES, CONFIG, HELD_OUT, HISTORY, RunError, RunFolder
+from .runs import RunError, RunFolder
 
 
 @dataclass(frozen=True)
@@ -47,27 +46,43 @@ def train_run(
 
     ``simulate_noise`` corrupts that ratio of the training masks (noise.simulate); the clean masks stay on
     disk, so ``evaluate``/``scoring`` can measure against them. ``resume`` continues the run in ``out`` with
-    the settings in its config.json (a ``config`` that differs is refused); a run stopped or killed before
-    its first checkpoint starts over in the same folder. Temporary files a killed writer left are removed.
+    the settings in its config.json (a ``config`` that differs is refused; runs.open_for_resume); a run
+    stopped or killed before its first checkpoint starts over in the same folder. The run's writer lock is
+    held throughout: a second writer is refused naming this one. Temporary files a killed writer left are
+    removed.
     """
     out = Path(out)
+    if resume and not RunFolder.is_run(out):
+        raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another --out")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    with runs.writer_lock(out, "train --resume" if resume else "train"):
+        try:
+            yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, resume, skip_bad,
+                                     should_stop)
+        except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
+            if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
+                (out / runs.LOCK).unlink(missing_ok=True)
+                out.rmdir()
+            raise
+
+
+def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, resume, skip_bad, should_stop):
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
+    history: list[dict] = []
     if resume:
-        if not (out / CONFIG).is_file():
-            raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
-        run = RunFolder(out)
-        if config is not None and config != run.train_config:
-            raise TrainingError(f"{out / CONFIG}: the run was trained with other settings; a resumed run keeps "
-                                f"its own (saved, asked): {_settings_diff(run.train_config, config)}")
-        config = run.train_config
-        restart = not run.has_checkpoint
-        data_cfg = run.config["data"]
-        size, simulate_noise, noise_seed = data_cfg["size"], data_cfg["simulate_noise"], data_cfg["noise_seed"]
+        plan = runs.open_for_resume(out, config)  # again under the lock: what another writer left is seen
+        config, restart = plan.config, plan.start_epoch == 0
+        size, simulate_noise, noise_seed = (plan.data[k] for k in ("size", "simulate_noise", "noise_seed"))
+        history = [h.as_dict() for h in plan.history]
         if not restart:
-            _remove_temps(out)
-    elif out.exists() and any(out.iterdir()) and not _never_trained(out):
+            _remove_temps(plan.run)
+            plan.run.write_history(history)  # rows beyond the checkpoint's epoch go: the weights lead
+    elif any(p.name != runs.LOCK for p in out.iterdir()) and not _never_trained(out):
         raise RunError(f"{out}: already exists and is not empty; choose another --out or pass --resume")
-    elif out.exists() and any(out.iterdir()):
+    elif any(p.name != runs.LOCK for p in out.iterdir()):
         restart = True  # a run that failed or was killed before its first checkpoint: start it over
     config = TrainConfig() if config is None else config
     ds = _resolve_data(data, size, skip_bad)
@@ -81,11 +96,11 @@ def train_run(
                                         reference_size=256)
     if resume and not restart:
         run = RunFolder(out)
-        history = run.history()
     else:
+        if restart and RunFolder.is_run(out):
+            RunFolder(out).remove_history()
         if restart:
-            (out / HISTORY).unlink(missing_ok=True)
-            _remove_temps(out)
+            _remove_temps_in(out)
         run = RunFolder.create(out, config, {
             "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
             "simulate_noise": simulate_noise, "noise_seed": noise_seed,
@@ -104,16 +119,19 @@ def train_run(
             run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
     models = None
+    pending = None  # the epoch's row waits for its checkpoint: history never runs ahead of the weights
     for event in cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
                                should_stop=should_stop):
         if isinstance(event, Started):
             history = [h for h in history if int(h["epoch"]) < event.start_epoch]
         elif isinstance(event, EpochEnd):
-            row = {"epoch": event.epoch, "stage": event.stage, "selected": round(event.selected, 4),
-                   "lr": event.lr, "seconds": round(event.seconds, 3), "val_dice": event.val_dice}
-            row.update({f"loss_{i}": round(v, 6) for i, v in enumerate(event.losses)})
-            history.append(row)
+            pending = {"epoch": event.epoch, "stage": event.stage, "selected": round(event.selected, 4),
+                       "lr": event.lr, "seconds": round(event.seconds, 3), "val_dice": event.val_dice}
+            pending.update({f"loss_{i}": round(v, 6) for i, v in enumerate(event.losses)})
+        elif isinstance(event, CheckpointSaved) and pending is not None:
+            history.append(pending)
             run.write_history(history)
+            pending = None
         elif isinstance(event, Finished):
             models = event.models
             if event.stopped:
@@ -122,7 +140,7 @@ def train_run(
         yield event
     metrics = write_scores(run, models, images, given, clean if records is not None else None,
                            [r.corrupted for r in records] if records is not None else None)
-    yield ScoresReady(out / "scores.csv", metrics)
+    yield ScoresReady(run.scores_path, metrics)
 
 
 def _case_row(case, default_split: str) -> dict:
@@ -131,15 +149,14 @@ def _case_row(case, default_split: str) -> dict:
             "mask_path": str(case.mask_path), "orig_h": case.original_shape[0], "orig_w": case.original_shape[1]}
 
 
-def _remove_temps(out: Path) -> None:
+def _remove_temps(run: RunFolder) -> None:
+    _remove_temps_in(run.path)
+
+
+def _remove_temps_in(out: Path) -> None:
     """Temporary files a killed writer left in the run folder."""
-    for folder in (out, out / "images", out / "given", out / "corrected"):
+    for folder in (out, out / runs.IMAGES, out / runs.GIVEN, out / runs.CORRECTED):
         remove_stale_temps(folder)
-
-
-def _settings_diff(saved: TrainConfig, other: TrainConfig) -> dict:
-    """{setting: (saved, other)} for every setting that differs."""
-    return {f: (getattr(saved, f), getattr(other, f)) for f in asdict(saved) if getattr(saved, f) != getattr(other, f)}
 
 
 def _never_trained(out: Path) -> bool:
@@ -149,8 +166,7 @@ def _never_trained(out: Path) -> bool:
         RunFolder(out)
     except (RunError, TrainingError):
         return False
-    before_training = {CONFIG, CASES, HELD_OUT, HISTORY, "images", "given", "corrected"}
-    return all(p.name in before_training or (p.name.startswith(".") and p.name.endswith(".tmp"))
+    return all(p.name in runs.BEFORE_TRAINING or (p.name.startswith(".") and p.name.endswith(".tmp"))
                for p in out.iterdir())
 
 
@@ -159,7 +175,7 @@ def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, 
     """Score every training image with the trained nets and write scores.csv and corrected/."""
     probs = cascade.peer_probs(models, images)
     scores = scoring.score_probs(probs, given, run.train_config.T)
-    ids = [r["id"] for r in run.cases()]
+    ids = [r.id for r in run.case_rows()]
     run.write_scores(ids, scores, corrupted)
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
     if clean is not None and corrupted is not None:
@@ -168,42 +184,56 @@ def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, 
 
 
 def score_run(run_dir: Path | str) -> dict:
-    """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks."""
+    """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
+    the run's writer lock (a run still training is refused, naming the process)."""
     run = RunFolder(run_dir)
-    models = _load_models(run)
-    rows = run.cases()
-    size = run.config["data"]["size"]
-    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
-    given = np.stack([run.given(r["id"]) for r in rows]).astype(np.uint8)
-    corrupted = [bool(int(r["corrupted"])) for r in rows] if rows and rows[0].get("corrupted") else None
-    clean = None
-    if corrupted is not None:
-        from .data import read_mask, resize_mask
+    with runs.writer_lock(run.path, "score"):
+        models = _load_models(run)
+        rows = run.case_rows()
+        size = run.config["data"]["size"]
+        images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+        given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
+        corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
+        clean = _clean_masks(run, rows, size) if corrupted is not None else None
+        return write_scores(run, models, images, given, clean, corrupted)
 
-        clean = np.stack([resize_mask(read_mask(r["mask_path"]), size) for r in rows]).astype(np.uint8)
-    return write_scores(run, models, images, given, clean, corrupted)
+
+def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:
+    """The original masks (from the run's data root only), for the flagging metrics; None when one is gone."""
+    from .data import DataError, read_mask, resize_mask
+
+    masks = []
+    for r in rows:
+        path, _ = run.original(r.mask_path, "masks")
+        if path is None:
+            return None
+        try:
+            masks.append(resize_mask(read_mask(path), size))
+        except DataError:
+            return None
+    return np.stack(masks).astype(np.uint8)
 
 
 def _load_models(run: RunFolder) -> list:
     """The run's nets; a checkpoint that belongs to other settings than config.json (copied from another
     run, say) is refused rather than scored or evaluated silently."""
     models, config = cascade.load_models(run.path)
-    if config != run.train_config:
-        raise RunError(f"{run.path / cascade.CHECKPOINT}: does not belong to this run; it was trained with other "
-                       f"settings than {CONFIG} says (config.json, checkpoint): "
-                       f"{_settings_diff(run.train_config, config)}")
+    runs.check_belongs(run, config)
     return models
 
 
-def _input_image(run: RunFolder, row: dict, size: int) -> np.ndarray:
-    """The network input as training saw it: from the original file, or from the run's display copy when
-    the run folder moved to a machine without the data."""
+def _input_image(run: RunFolder, row, size: int) -> np.ndarray:
+    """The network input as training saw it: from the original file (only inside the run's data root), or
+    from the run's display copy when the run folder moved to a machine without the data."""
     from .data import DataError, read_image, resize_image, zscore
 
-    try:
-        return zscore(resize_image(read_image(row["image_path"]), size))
-    except (DataError, OSError):
-        return zscore(run.image(row["id"]).astype(np.float32) / 255)
+    path, _ = run.original(row.image_path, "images")
+    if path is not None:
+        try:
+            return zscore(resize_image(read_image(path), size))
+        except (DataError, OSError):
+            pass
+    return zscore(run.image(row.id).astype(np.float32) / 255)
 
 
 def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test") -> dict:
@@ -213,7 +243,7 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
     models = _load_models(run)
     root = data if data is not None else run.config["data"]["root"]
     if root is None:
-        raise RunError(f"{run.path / CONFIG}: no data folder recorded; pass --data")
+        raise RunError(f"{run.path / runs.CONFIG}: no data folder recorded; pass --data")
     ds = _resolve_data(root, run.config["data"]["size"], skip_bad=False)
     has_split = any(c.split == split for c in ds)
     sub = ds.subset(split) if has_split else ds
@@ -221,17 +251,10 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
     dice = cascade.dice_score(prob, sub.masks())
     result = {"split": split if has_split else "all", "n": len(sub), "dice_mean": float(dice.mean()),
               "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}
-    from .atomic import atomic_write_json
-
-    atomic_write_json(run.path / "evaluation.json", result)
+    run.write_evaluation(result)
     return result
 
 
 def summary(run_dir: Path | str) -> dict:
     """A short description of a run folder for the command line and the plugin."""
-    run = RunFolder(run_dir)
-    hist = run.history()
-    return {"path": str(run.path), "strategy": run.train_config.strategy, "epochs_done": len(hist),
-            "epochs": run.train_config.epochs, "scored": run.has_scores,
-            "n_cases": len(run.cases()) if (run.path / CASES).is_file() else 0,
-            "config": json.loads(json.dumps(asdict(run.train_config)))}
+    return RunFolder(run_dir).summary()

@@ -39,10 +39,8 @@ run at the same time are not coordinated (the last writer wins).
 from __future__ import annotations
 
 import copy
-import csv
 import getpass
 import json
-import math
 import os
 import re
 import secrets
@@ -53,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from . import ids, runs
 from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_png, fsync_dir
 
 __all__ = [
@@ -66,10 +65,10 @@ __all__ = [
     "read_scores",
 ]
 
-REVIEW_FILE = "review.json"
+REVIEW_FILE = runs.REVIEW
 REVIEW_VERSION = 1
-SCORES_FILE = "scores.csv"
-EDITS_DIR = "edits"
+SCORES_FILE = runs.SCORES
+EDITS_DIR = runs.EDITS
 UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
 #: Every status an image can have; "pending" is the absence of a decision.
 STATUSES = ("pending", "accepted", "kept", "edited", "flagged", "excluded")
@@ -77,8 +76,6 @@ _DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
 #: The statuses a batch (decide_many) may set: every decision but "edited" (an edit needs a drawing).
 BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
 MAX_COMMENT = 2000  # characters; a comment is a note, not a report
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
-_FLOAT_COLUMNS = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
 _BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
 _BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
 
@@ -88,18 +85,12 @@ class ReviewError(ValueError):
 
 
 def check_id(image_id: str, where: str | Path = "") -> str:
-    """Refuse ids that are unsafe as file names (they become ``edits/<id>.png`` and export file names).
-
-    Only letters, digits, '.', '_' and '-'; not starting with '.'; no '..'. A tampered scores.csv with an id
-    like ``../../x`` must never make us write outside the run or export folder.
-    """
-    if not isinstance(image_id, str) or not _SAFE_ID.match(image_id) or ".." in image_id:
-        prefix = f"{where}: " if where else ""
-        raise ReviewError(
-            f"{prefix}unsafe image id {image_id!r}: ids may only use letters, digits, '.', '_' and '-', "
-            "and may not start with '.' or contain '..'"
-        )
-    return image_id
+    """Refuse ids that are unsafe as file names (they become ``edits/<id>.png`` and export file names): the
+    one rule of :func:`crl_napari.ids.check_id`, raised here as a ReviewError."""
+    try:
+        return ids.check_id(image_id, where)
+    except ids.UnsafeIdError as exc:
+        raise ReviewError(str(exc)) from None
 
 
 def _mkdir_durable(folder: Path) -> None:
@@ -120,61 +111,17 @@ def _default_reviewer() -> str:
     return name or "unknown"
 
 
-def _parse_float(text: str | None, path: Path, line: int, column: str) -> float | None:
-    if text is None or text.strip() == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise ReviewError(f"{path}: line {line}: {column} is not a number ({text!r})") from None
-    return value
-
-
-def _parse_bool(text: str | None) -> bool | None:
-    if text is None or text.strip() == "":
-        return None
-    return text.strip().lower() in ("1", "true", "yes", "1.0")
-
-
 def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of ``RUN/scores.csv`` sorted by rank: id (str), rank (int), the scores as floats (None if
-    empty), corrupted as bool (None if absent/empty). Validates ids and duplicates; errors name the file."""
-    path = Path(run_dir) / SCORES_FILE
-    if not path.is_file():
-        raise ReviewError(f"{path}: missing; the run has not been scored yet (finish training or score it)")
+    empty), corrupted as bool (None if absent/empty). Read and checked by the run folder gateway
+    (:meth:`crl_napari.runs.RunFolder.score_rows`); errors name the file and line."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            fields = [f.strip() for f in (reader.fieldnames or [])]
-            raw = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReviewError(f"{path}: unreadable ({exc})") from exc
-    missing = [c for c in ("id", "rank", "suspicion") if c not in fields]
-    if missing:
-        raise ReviewError(f"{path}: missing column(s) {', '.join(missing)} (found {','.join(fields)!r})")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for line, r in enumerate(raw, start=2):
-        r = {(k or "").strip(): v for k, v in r.items()}
-        image_id = check_id((r.get("id") or "").strip(), f"{path}: line {line}")
-        if image_id in seen:
-            raise ReviewError(f"{path}: line {line}: id {image_id!r} listed twice")
-        seen.add(image_id)
-        try:
-            rank = int(float(r["rank"]))
-        except (TypeError, ValueError):
-            raise ReviewError(f"{path}: line {line}: rank is not a number ({r.get('rank')!r})") from None
-        row: dict[str, Any] = {"id": image_id, "rank": rank}
-        for col in _FLOAT_COLUMNS:
-            if col in fields:
-                row[col] = _parse_float(r.get(col), path, line, col)
-        if row.get("suspicion") is None or not math.isfinite(row["suspicion"]):
-            raise ReviewError(f"{path}: line {line}: suspicion of {image_id!r} is empty or not finite")
-        if "corrupted" in fields:
-            row["corrupted"] = _parse_bool(r.get("corrupted"))
-        rows.append(row)
-    rows.sort(key=lambda x: x["rank"])  # stable: ties keep the file's order
-    return rows
+        rows = runs.read_score_rows(run_dir)
+    except (runs.RunError, ids.UnsafeIdError) as exc:
+        raise ReviewError(str(exc)) from None
+    return [{"id": r.id, "rank": r.rank, "suspicion": r.suspicion, "uncertainty": r.uncertainty,
+             "disagreement": r.disagreement, "dice_given_corrected": r.dice_given_corrected,
+             "corrupted": r.corrupted} for r in rows]
 
 
 # --------------------------------------------------------------------------------- review.json checks
@@ -391,7 +338,10 @@ class ReviewSession:
 
     def edit_path(self, image_id: str) -> Path:
         """Where the edited mask of ``image_id`` lives (whether or not it exists)."""
-        return self.run_dir / EDITS_DIR / f"{self._check(image_id)}.png"
+        try:
+            return runs.inside(self.run_dir, EDITS_DIR, f"{self._check(image_id)}.png")
+        except runs.RunError as exc:
+            raise ReviewError(str(exc)) from None
 
     def counts(self) -> dict[str, int]:
         """Number of images per status, plus "total" and "reviewed" (= total - pending)."""
@@ -518,7 +468,7 @@ class ReviewSession:
             if target.exists():
                 _mkdir_durable(target.parent / UNDO_DIR)
                 backup_rel = f"{EDITS_DIR}/{UNDO_DIR}/{image_id}.{secrets.token_hex(6)}.png"
-                atomic_write_bytes(self.run_dir / backup_rel, target.read_bytes())
+                atomic_write_bytes(self._inside(backup_rel), target.read_bytes())
             atomic_write_png(target, binary.astype(np.uint8) * 255)
             try:
                 return self._apply(image_id, "edited", edit_backup=backup_rel)
@@ -564,7 +514,7 @@ class ReviewSession:
                 return None
             entry = self._log[-1]
             image_id = entry["id"]
-            target = self.run_dir / EDITS_DIR / f"{image_id}.png"
+            target = self.edit_path(image_id)
             backup = entry.get("edit_backup")
             after = entry.get("after")
             if after is not None and after["status"] == "edited":
@@ -591,6 +541,13 @@ class ReviewSession:
             return image_id
 
     # ------------------------------------------------------------------------------------- internals
+    def _inside(self, relative: str) -> Path:
+        """A path inside the run for writing, refusing links out of it (see crl_napari.runs.inside)."""
+        try:
+            return runs.inside(self.run_dir, *relative.split("/"))
+        except runs.RunError as exc:
+            raise ReviewError(str(exc)) from None
+
     def _mask_shape(self, image_id: str) -> tuple[int, ...]:
         import imageio.v3 as iio
 

@@ -1,0 +1,40 @@
+"""The run folder: everything one training run leaves, so training can happen on a GPU server and review on
+a laptop (layout in docs/internals.md). This package is the only code that knows its files' names and
+formats; it checks everything it reads (a run folder may come from anyone), resolves every write inside
+the run, holds the writer lock and keeps history, checkpoint and scores in step. A package, not one module,
+because those are five concerns: names, checked settings, typed rows, the lock, the resume path.
+"""
+
+from .checks import MAX_DEPTH, MAX_SIZE, MAX_WIDTH
+from .errors import RunError, RunLocked
+from .folder import RunFolder, inside, read_score_rows, versions
+from .lock import is_locked, writer_lock
+from .names import (
+    BEFORE_TRAINING,
+    CASES,
+    CHECKPOINT,
+    CONFIG,
+    CORRECTED,
+    EDITS,
+    EVALUATION,
+    GIVEN,
+    HELD_OUT,
+    HISTORY,
+    HISTORY_FIELDS,
+    IMAGES,
+    LOCK,
+    REVIEW,
+    SCORE_FIELDS,
+    SCORES,
+)
+from .resume import Resume, check_belongs, checkpoint_meta, data_diff, open_for_resume, settings_diff
+from .rows import CaseRow, HistoryRow, ScoreRow, csv_text
+
+__all__ = [
+    "BEFORE_TRAINING", "CASES", "CHECKPOINT", "CONFIG", "CORRECTED", "EDITS", "EVALUATION", "GIVEN", "HELD_OUT",
+    "HISTORY", "HISTORY_FIELDS", "IMAGES", "LOCK", "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "REVIEW", "SCORE_FIELDS",
+    "SCORES", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked", "ScoreRow", "check_belongs",
+    "checkpoint_meta", "csv_text", "data_diff", "inside", "is_locked", "open_for_resume", "read_score_rows",
+    "settings_diff",
+    "versions", "writer_lock",
+]

@@ -1,0 +1,348 @@
+"""RunFolder: the only code that knows a run folder's files (their names are in names.py).
+
+Every file is written atomically, so a reader (the plugin while the command line still trains, say) always
+sees a whole file. Everything read is checked (checks.py, rows.py); every write resolves inside the run and
+refuses a symbolic link among the run's own entries (``corrected/`` pointing at the source masks, say).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_json, atomic_write_png, atomic_write_text
+from ..data import IMAGE_EXTENSIONS, MAX_PIXELS
+from ..ids import check_id
+from ..settings import TrainConfig
+from . import rows as _rows
+from .checks import check_data, check_train
+from .errors import RunError
+from .names import (
+    CASE_FIELDS,
+    CASES,
+    CHECKPOINT,
+    CONFIG,
+    CORRECTED,
+    EDITS,
+    EVALUATION,
+    GIVEN,
+    HELD_OUT,
+    HELD_OUT_FIELDS,
+    HISTORY,
+    HISTORY_FIELDS,
+    IMAGES,
+    REVIEW,
+    SCORE_FIELDS,
+    SCORES,
+)
+
+MAX_CONFIG_BYTES = 4 << 20
+
+
+def versions() -> dict:
+    """Package versions recorded with every run, to explain differences between machines."""
+    import torch
+
+    from .. import __version__
+
+    return {"crl_napari": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == bool or a.max(initial=0) <= 1 and a.dtype != np.float32:
+        return (np.asarray(a) > 0).astype(np.uint8) * 255
+    return np.clip(np.round(np.asarray(a, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """``root/parts...`` for writing: RunError when any entry below ``root`` on the way is a symbolic link or
+    the result resolves outside ``root`` (the root itself may be a link: the user chose it)."""
+    path = Path(root)
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise RunError(f"{path}: is a symbolic link; refusing to write through it (a run folder's entries "
+                           "must be plain files and folders inside it)")
+    real_root = Path(root).resolve()
+    if real_root not in path.resolve().parents and path.resolve() != real_root:
+        raise RunError(f"{path}: resolves outside the run folder {real_root}; refusing to write there")
+    return path
+
+
+def read_score_rows(run_dir: Path | str) -> list[_rows.ScoreRow]:
+    """scores.csv of ``run_dir`` checked and sorted by rank; needs no config.json (a review opens on a folder
+    holding only its scores and masks)."""
+    path = Path(run_dir) / SCORES
+    if not path.is_file():
+        raise RunError(f"{path}: missing; the run has not been scored yet (finish training or score it)")
+    return _rows.score_rows(path)
+
+
+class RunFolder:
+    """A checked run folder: read access, and the writers the pipeline uses to fill it."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunError(f"{self.path}: not a run folder (no such directory)")
+        cfg_path = self.path / CONFIG
+        if not cfg_path.is_file():
+            raise RunError(f"{self.path}: not a run folder ({CONFIG} missing)")
+        try:
+            if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
+                raise RunError(f"{cfg_path}: invalid run configuration (larger than any run writes)")
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            if isinstance(exc, RunError):
+                raise
+            raise RunError(f"{cfg_path}: invalid run configuration ({exc})") from exc
+        if not isinstance(config, dict):
+            raise RunError(f"{cfg_path}: invalid run configuration (expected a JSON object)")
+        self.train_config = check_train(config.get("train"), cfg_path)
+        config["data"] = check_data(config.get("data"), cfg_path, self.train_config.depth)
+        self.config = config
+
+    # --- what a face asks of a bare path ---------------------------------------------------------------
+    @staticmethod
+    def is_run(path: Path | str) -> bool:
+        """Whether ``path`` looks like a run folder (cheap: no file is read)."""
+        return (Path(path) / CONFIG).is_file()
+
+    @staticmethod
+    def is_scored(path: Path | str) -> bool:
+        """A run with scores: reviewable."""
+        return (Path(path) / CONFIG).is_file() and (Path(path) / SCORES).is_file()
+
+    @staticmethod
+    def can_resume(path: Path | str) -> bool:
+        """A run with a checkpoint and no scores yet: training stopped before its end."""
+        p = Path(path)
+        return (p / CHECKPOINT).is_file() and not (p / SCORES).is_file()
+
+    # --- paths -------------------------------------------------------------------------------------------
+    def file(self, *parts: str) -> Path:
+        """A path inside the run for writing (see :func:`inside`)."""
+        return inside(self.path, *parts)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def scores_path(self) -> Path:
+        return self.path / SCORES
+
+    @property
+    def review_path(self) -> Path:
+        return self.path / REVIEW
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.file(EVALUATION)
+
+    def edit_path(self, image_id: str) -> Path:
+        return self.file(EDITS, f"{check_id(image_id, self.path / EDITS)}.png")
+
+    @property
+    def data_root(self) -> Path | None:
+        root = self.config["data"].get("root")
+        return Path(root) if root else None
+
+    @property
+    def data_settings(self) -> dict:
+        """size, simulate_noise, noise_seed as the run was made."""
+        return {k: self.config["data"][k] for k in ("size", "simulate_noise", "noise_seed")}
+
+    # --- creating ---------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path | str, train: TrainConfig, data: dict) -> RunFolder:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        # what is written is what opening accepts: a run this package makes always opens again
+        check_train(asdict(train), path / CONFIG)
+        check_data(data, path / CONFIG, train.depth)
+        # config.json first: a process killed at any point leaves either an empty folder (a new run may
+        # start there) or a run folder that `--resume` recognises, never an unrecognisable non-empty one
+        atomic_write_json(inside(path, CONFIG), {
+            "format": 1,
+            "train": asdict(train),
+            "data": data,
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+        for sub in (IMAGES, GIVEN, CORRECTED):
+            inside(path, sub).mkdir(exist_ok=True)
+        return cls(path)
+
+    def write_cases(self, rows: list[dict], images: np.ndarray, given: np.ndarray) -> None:
+        """cases.csv plus display images and the given masks (the ones training saw)."""
+        for r, img, m in zip(rows, images, given, strict=True):
+            id_ = check_id(r["id"], self.path / CASES)
+            lo, hi = np.percentile(img, [0.5, 99.5])
+            disp = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
+            atomic_write_png(self.file(IMAGES, f"{id_}.png"), _to_uint8(disp.astype(np.float32)))
+            atomic_write_png(self.file(GIVEN, f"{id_}.png"), _to_uint8(m > 0))
+        atomic_write_text(self.file(CASES), _rows.csv_text(rows, CASE_FIELDS))
+
+    def write_held_out(self, rows: list[dict]) -> None:
+        """The data set's other cases (its test split): never trained on or scored, but part of the data set,
+        so an export of the cleaned set carries them over with their original masks."""
+        for r in rows:
+            check_id(r["id"], self.path / HELD_OUT)
+        atomic_write_text(self.file(HELD_OUT), _rows.csv_text(rows, HELD_OUT_FIELDS))
+
+    def write_history(self, rows: list[dict]) -> None:
+        atomic_write_text(self.file(HISTORY), _rows.csv_text(rows, HISTORY_FIELDS))
+
+    def remove_history(self) -> None:
+        self.file(HISTORY).unlink(missing_ok=True)
+
+    def write_scores(self, ids: list[str], scores, corrupted: list | None = None) -> None:
+        """The corrected masks, probability and uncertainty maps, then scores.csv (sorted by rank) last, so
+        a scores.csv always describes maps that are there."""
+        corr_dir = self.file(CORRECTED)
+        corr_dir.mkdir(exist_ok=True)
+        for i, id_ in enumerate(ids):
+            check_id(id_, self.path / CASES)
+            atomic_write_png(self.file(CORRECTED, f"{id_}.png"), _to_uint8(scores.corrected[i]))
+            atomic_write_png(self.file(CORRECTED, f"{id_}_prob.png"), _to_uint8(scores.prob[i].astype(np.float32)))
+            atomic_write_png(self.file(CORRECTED, f"{id_}_unc.png"),
+                             _to_uint8(scores.pixel_uncertainty[i].astype(np.float32)))
+        rank = scores.rank
+        rows = [
+            {"id": id_, "rank": int(rank[i]), "suspicion": f"{scores.suspicion[i]:.6f}",
+             "uncertainty": f"{scores.uncertainty[i]:.6f}", "disagreement": f"{scores.disagreement[i]:.6f}",
+             "dice_given_corrected": f"{scores.dice_given_corrected[i]:.6f}",
+             "corrupted": "" if corrupted is None else int(bool(corrupted[i]))}
+            for i, id_ in enumerate(ids)
+        ]
+        rows.sort(key=lambda r: r["rank"])
+        atomic_write_text(self.file(SCORES), _rows.csv_text(rows, SCORE_FIELDS))
+
+    def write_evaluation(self, result: dict) -> Path:
+        atomic_write_json(self.evaluation_path, result)
+        return self.evaluation_path
+
+    # --- reading ----------------------------------------------------------------------------------------
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    @property
+    def has_scores(self) -> bool:
+        return (self.path / SCORES).is_file()
+
+    @property
+    def has_cases(self) -> bool:
+        return (self.path / CASES).is_file()
+
+    @property
+    def scores_stale(self) -> bool:
+        """scores.csv older than the checkpoint: training went on after scoring (score the run again)."""
+        try:
+            return self.has_scores and self.has_checkpoint and (
+                (self.path / CHECKPOINT).stat().st_mtime_ns > (self.path / SCORES).stat().st_mtime_ns)
+        except OSError:
+            return False
+
+    def case_rows(self, held_out: bool = False) -> list[_rows.CaseRow]:
+        """cases.csv (the training cases), and held_out.csv after them when ``held_out`` and it exists."""
+        seen: set[str] = set()
+        out = _rows.case_rows(self.path / CASES, seen, MAX_PIXELS)
+        if held_out and (self.path / HELD_OUT).is_file():
+            out += _rows.case_rows(self.path / HELD_OUT, seen, MAX_PIXELS)
+        return out
+
+    def score_rows(self) -> list[_rows.ScoreRow]:
+        return read_score_rows(self.path)
+
+    def history_rows(self) -> list[_rows.HistoryRow]:
+        if not (self.path / HISTORY).is_file():
+            return []
+        return _rows.history_rows(self.path / HISTORY, self.train_config.epochs)
+
+    def cases(self) -> list[dict]:
+        return [r.as_dict() for r in self.case_rows()]
+
+    def history(self) -> list[dict]:
+        return [r.as_dict() for r in self.history_rows()]
+
+    def scores(self) -> list[dict]:
+        return [{"id": s.id, "rank": s.rank, "suspicion": s.suspicion, "uncertainty": s.uncertainty,
+                 "disagreement": s.disagreement, "dice_given_corrected": s.dice_given_corrected,
+                 "corrupted": "" if s.corrupted is None else str(int(s.corrupted))} for s in self.score_rows()]
+
+    def original(self, raw: str, kind: str, data_root: Path | str | None = None) -> tuple[Path | None, str]:
+        """An original image or mask named in cases.csv, only from the data root (``data_root``, or the one in
+        config.json): (path, "") or (None, why). A path recorded outside that root, a link leading out of
+        it, or a file that is not an image type is refused, so a tampered cases.csv cannot point at any file."""
+        root = Path(data_root) if data_root is not None else self.data_root
+        if root is None:
+            return None, f"{self.path / CONFIG}: no data folder recorded; pass the data folder"
+        name = raw.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        candidates = [root / kind / name] if data_root is not None else [Path(raw), root / kind / name]
+        real_root = root.resolve()
+        refused = ""
+        for p in candidates:
+            if not p.is_file():
+                continue
+            if real_root not in p.resolve().parents:
+                refused = f"{raw}: outside the data folder {root}; refused"
+            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+                refused = f"{raw}: not an image file ({', '.join(IMAGE_EXTENSIONS)}); refused"
+            else:
+                return p, ""
+        return None, refused or f"{raw}: not found"
+
+    def _png(self, sub: str, name: str) -> np.ndarray:
+        import imageio.v3 as iio
+
+        from ..data import check_pixel_budget
+
+        path = self.path / sub / name
+        try:
+            check_pixel_budget(path, self.config["data"]["size"] ** 2 * 4)
+            return np.asarray(iio.imread(path))
+        except FileNotFoundError:
+            raise RunError(f"{path}: missing") from None
+        except Exception as exc:
+            raise RunError(f"{path}: unreadable image ({exc})") from exc
+
+    def _id(self, id_: str) -> str:
+        return check_id(id_, self.path)
+
+    def image(self, id_: str) -> np.ndarray:
+        """The display image (uint8, training size)."""
+        return self._png(IMAGES, f"{self._id(id_)}.png")
+
+    def given(self, id_: str) -> np.ndarray:
+        """The mask training saw (bool)."""
+        return self._png(GIVEN, f"{self._id(id_)}.png") > 127
+
+    def corrected(self, id_: str) -> np.ndarray:
+        return self._png(CORRECTED, f"{self._id(id_)}.png") > 127
+
+    def corrected_path(self, id_: str) -> Path:
+        return self.path / CORRECTED / f"{self._id(id_)}.png"
+
+    def prob(self, id_: str) -> np.ndarray:
+        """Sharpened foreground probability in [0, 1]."""
+        return self._png(CORRECTED, f"{self._id(id_)}_prob.png").astype(np.float32) / 255
+
+    def uncertainty(self, id_: str) -> np.ndarray:
+        return self._png(CORRECTED, f"{self._id(id_)}_unc.png").astype(np.float32) / 255
+
+    def summary(self) -> dict[str, Any]:
+        """A short description for the command line and the plugin."""
+        return {"path": str(self.path), "strategy": self.train_config.strategy,
+                "epochs_done": len(self.history_rows()), "epochs": self.train_config.epochs,
+                "scored": self.has_scores, "scores_stale": self.scores_stale,
+                "n_cases": len(self.case_rows()) if self.has_cases else 0,
+                "config": json.loads(json.dumps(asdict(self.train_config)))}

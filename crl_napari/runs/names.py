@@ -1,0 +1,22 @@
+"""The run folder's file names: the one place that spells them. Everything else asks :mod:`crl_napari.runs`."""
+
+CONFIG = "config.json"
+CHECKPOINT = "checkpoint.pt"
+CASES = "cases.csv"
+HELD_OUT = "held_out.csv"  # the cases of other splits (test): not trained on, exported unchanged
+HISTORY = "history.csv"
+SCORES = "scores.csv"
+REVIEW = "review.json"
+EVALUATION = "evaluation.json"
+LOCK = ".crl-napari.lock"  # the writer lock (train, resume, score); holds who has it
+IMAGES = "images"  # display copies of the training images (uint8, training size)
+GIVEN = "given"  # the masks training saw
+CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
+EDITS = "edits"  # the reviewer's own masks
+
+HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
+SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted"]
+CASE_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w", "corrupted", "noise_op", "noise_n"]
+HELD_OUT_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w"]
+#: what a run holds before its first checkpoint: a new run may start over a folder holding only these
+BEFORE_TRAINING = {CONFIG, CASES, HELD_OUT, HISTORY, IMAGES, GIVEN, CORRECTED, LOCK}

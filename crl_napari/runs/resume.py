@@ -1,0 +1,87 @@
+"""The one resume path and the one settings diff: the command line, the pipeline and the Train widget all ask
+:func:`open_for_resume`, which reads (never writes) and says where training goes on."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..settings import TrainConfig, TrainingError
+from .errors import RunError
+from .folder import RunFolder
+from .names import CHECKPOINT, CONFIG
+from .rows import HistoryRow
+
+
+def settings_diff(saved: TrainConfig, asked: TrainConfig | dict) -> dict:
+    """{setting: (saved, asked)} for every setting that differs; a dict ``asked`` holds only the settings a
+    person gave explicitly (the rest are not compared)."""
+    given = asdict(asked) if isinstance(asked, TrainConfig) else dict(asked)
+    return {k: (getattr(saved, k), v) for k, v in given.items() if getattr(saved, k) != v}
+
+
+def data_diff(saved: dict, asked: dict) -> dict:
+    """{data setting: (saved, asked)} for the data settings given (size, simulate_noise, noise_seed)."""
+    return {k: (saved.get(k), v) for k, v in asked.items() if v is not None and saved.get(k) != v}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a resumed run goes on: its own settings, the first epoch to train (0: no checkpoint yet, train
+    from the start in the same folder) and the history rows the checkpoint vouches for."""
+
+    run: RunFolder
+    config: TrainConfig
+    data: dict
+    start_epoch: int
+    history: list[HistoryRow]
+
+
+def checkpoint_meta(run: RunFolder) -> tuple[int, TrainConfig]:
+    """(last finished epoch, settings) from the checkpoint's metadata, checked against config.json: a
+    checkpoint from another run, or one claiming an epoch beyond the run's, is refused naming the file."""
+    from ..cascade import read_checkpoint
+
+    path = run.path / CHECKPOINT
+    ckpt = read_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(ckpt["config"])
+        epoch = ckpt["epoch"]
+    except (KeyError, TypeError, ValueError, TrainingError) as exc:
+        raise RunError(f"{path}: not a crl-napari checkpoint of this version ({exc})") from exc
+    check_belongs(run, config)
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < run.train_config.epochs:
+        raise RunError(f"{path}: epoch {epoch!r} is not one of the run's {run.train_config.epochs} epochs")
+    return epoch, config
+
+
+def check_belongs(run: RunFolder, config: TrainConfig) -> None:
+    """RunError when a checkpoint's settings are not config.json's (copied in from another run, say)."""
+    if config != run.train_config:
+        raise RunError(f"{run.path / CHECKPOINT}: does not belong to this run; it was trained with other "
+                       f"settings than {CONFIG} says ({CONFIG}, checkpoint): {settings_diff(run.train_config, config)}")
+
+
+def open_for_resume(path: Path | str, config: TrainConfig | dict | None = None,
+                    data_settings: dict | None = None) -> Resume:
+    """Check that the run in ``path`` can go on with the settings asked (``config``: a whole TrainConfig, or
+    the settings given explicitly; ``data_settings``: size / simulate_noise / noise_seed given explicitly) and
+    say where. A difference is refused naming every setting; reads only."""
+    path = Path(path)
+    if not RunFolder.is_run(path):
+        raise RunError(f"{path}: nothing to resume (no run folder here); start without --resume")
+    run = RunFolder(path)
+    diff = data_diff(run.data_settings, data_settings or {})
+    if diff:
+        raise RunError(f"{path / CONFIG}: the run was made with other data settings; a resumed run keeps its own "
+                       f"(saved, asked): {diff}")
+    if config is not None:
+        diff = settings_diff(run.train_config, config)
+        if diff:
+            raise TrainingError(f"{path / CONFIG}: the run was trained with other settings; a resumed run keeps "
+                                f"its own (saved, asked): {diff}")
+    start = 0
+    if run.has_checkpoint:
+        start = checkpoint_meta(run)[0] + 1
+    history = [h for h in run.history_rows() if h.epoch < start]
+    return Resume(run, run.train_config, run.data_settings, start, history)
