@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,12 @@ from .settings import (
     CHECKPOINT_FORMAT,
     JOINT_MODES,
     N_NETS,
-    RUNTIME_SETTINGS,
     SETTING_HELP,
     STRATEGIES,
     TrainConfig,
     TrainingError,
     check_size,
+    settings_diff,
 )
 from .sgd import SGD
 from .strategies import Stepper, drop_fraction, make_stepper
@@ -134,8 +133,7 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
         raise TrainingError("resume needs a run folder")
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
     saved = TrainConfig.from_dict(ckpt["config"])
-    diff = {f.name: (getattr(saved, f.name), getattr(config, f.name)) for f in fields(TrainConfig)
-            if getattr(saved, f.name) != getattr(config, f.name) and f.name not in RUNTIME_SETTINGS}
+    diff = settings_diff(saved, config)
     if diff:
         raise TrainingError(f"{run_dir / CHECKPOINT}: was trained with other settings (saved, asked): {diff}")
     for m, sd in zip(models, ckpt["models"], strict=True):

@@ -12,7 +12,7 @@ import math
 import numbers
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 STRATEGIES = ("vanilla", "coteaching", "ss", "crl")
 N_NETS = {"vanilla": 1, "coteaching": 2, "ss": 3, "crl": 3}
@@ -166,6 +166,14 @@ def _range_problems(c: TrainConfig) -> list[str]:
         problems.append(f"k = {c.k} with {c.epochs} epochs: crl would never reach stage 2: that is ss "
                         f"(use --strategy ss, or a k below {c.epochs})")
     return problems
+
+
+def settings_diff(saved: TrainConfig, asked: TrainConfig | dict) -> dict:
+    """{setting: (saved, asked)} for every setting that differs, leaving out RUNTIME_SETTINGS (a resume may
+    change them); a dict ``asked`` holds only the settings a person gave explicitly (the rest are not compared)."""
+    given = asdict(asked) if isinstance(asked, TrainConfig) else dict(asked)
+    return {k: (getattr(saved, k), v) for k, v in given.items()
+            if k not in RUNTIME_SETTINGS and getattr(saved, k) != v}
 
 
 def check_size(config: TrainConfig, size: int) -> None:

@@ -180,11 +180,11 @@ def test_edits_folder_linking_outside_is_refused_by_the_review(w):
 
 
 @pytest.mark.parametrize("section, field, value, why", [
-    ("train", "width", 10**6, "train.width must be in [1, 256]"),
-    ("train", "depth", 99, "train.depth must be in [1, 6]"),
-    ("train", "epochs", "3", "train.epochs must be an integer"),
-    ("train", "lr", float("nan"), "train.lr must be finite"),
-    ("train", "device", "cuda; rm -rf /", "train.device must be auto"),
+    ("train", "width", 10**6, "width must be in [1, 256]"),
+    ("train", "depth", 99, "depth must be in [1, 6]"),
+    ("train", "epochs", "3", "epochs must be an integer"),
+    ("train", "lr", float("nan"), "lr must be a finite number"),
+    ("train", "device", "cuda; rm -rf /", "device must be auto"),
     ("data", "size", 100_000, "data.size must be in [8, 1024]"),
     ("data", "size", 34, "not divisible by 2**depth"),
     ("data", "root", 5, "data.root must be a folder path"),

@@ -3,21 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import TrainConfig, TrainingError
+from ..settings import TrainConfig, TrainingError, settings_diff
 from .errors import RunError
 from .folder import RunFolder
 from .names import CHECKPOINT, CONFIG
 from .rows import HistoryRow
-
-
-def settings_diff(saved: TrainConfig, asked: TrainConfig | dict) -> dict:
-    """{setting: (saved, asked)} for every setting that differs; a dict ``asked`` holds only the settings a
-    person gave explicitly (the rest are not compared)."""
-    given = asdict(asked) if isinstance(asked, TrainConfig) else dict(asked)
-    return {k: (getattr(saved, k), v) for k, v in given.items() if getattr(saved, k) != v}
 
 
 def data_diff(saved: dict, asked: dict) -> dict:
