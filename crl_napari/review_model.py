@@ -94,8 +94,12 @@ class ReviewModel:
         return image_id == self.current or self.passes_filter(image_id)
 
     def visible_ids(self) -> list[str]:
-        """The ids the table lists, worst first."""
-        return [i for i in self._ids if self.visible(i)]
+        """The ids the table lists, worst first (one pass; all of them when no filter is set)."""
+        if not self.pending_only and self.min_score <= 0:
+            return list(self._ids)
+        cut, status, score = self.min_score - _EPS, self.session.status, self._score
+        return [i for i in self._ids if i == self.current
+                or (score[i] >= cut and not (self.pending_only and status(i) != "pending"))]
 
     # ------------------------------------------------------------------------------------- navigation
     def set_filter(self, pending_only: bool | None = None, min_score: float | None = None) -> None:
