@@ -45,6 +45,7 @@ class ReviewModel:
         self._seed: np.ndarray | None = None
         self._read_drawing: Callable[[], np.ndarray] | None = None
         self.last_autosaved: str | None = None  # the last drawing saved by moving on (the widget tells the user)
+        self.last_edit_outcome: str | None = None  # how the last edit ended: "saved" or "discarded"
         self._ids = session.ids
         self._index = {i: k for k, i in enumerate(self._ids)}
         self._score = {r["id"]: r["suspicion"] for r in session.rows}
@@ -247,7 +248,7 @@ class ReviewModel:
             raise ReviewModelError("Press D to start an edit first")
         image_id = self.editing
         self.session.edit(image_id, np.asarray(self._read_drawing()) > 0)
-        self._end_edit()
+        self._end_edit("saved")
         self._after_decision(image_id)
         return image_id
 
@@ -255,7 +256,7 @@ class ReviewModel:
         """editing -> idle (discarded): nothing is stored. Returns the image whose edit was dropped."""
         image_id = self.editing
         if image_id is not None:
-            self._end_edit()
+            self._end_edit("discarded")
         return image_id
 
     def _finish_edit(self) -> str:
@@ -264,15 +265,16 @@ class ReviewModel:
         image_id = self.editing
         if self.edit_modified():
             self.session.edit(image_id, np.asarray(self._read_drawing()) > 0)
-            self._end_edit()
+            self._end_edit("saved")
             self._emit("status", image_id)
             self.last_autosaved = image_id
             return "saved"
-        self._end_edit()
+        self._end_edit("discarded")
         return "discarded"
 
-    def _end_edit(self) -> None:
+    def _end_edit(self, outcome: str = "discarded") -> None:
         image_id = self.editing
+        self.last_edit_outcome = outcome
         self.editing, self._seed, self._read_drawing = None, None, None
         if image_id is not None:
             self._emit("edit", image_id)
