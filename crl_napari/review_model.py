@@ -45,6 +45,7 @@ class ReviewModel:
         self._seed: np.ndarray | None = None
         self._read_drawing: Callable[[], np.ndarray] | None = None
         self.last_autosaved: str | None = None  # the last drawing saved by moving on (the widget tells the user)
+        self.last_edit_outcome: str | None = None  # how the last edit ended: "saved" or "discarded"
         self._ids = session.ids
         self._index = {i: k for k, i in enumerate(self._ids)}
         self._score = {r["id"]: r["suspicion"] for r in session.rows}
@@ -94,8 +95,12 @@ class ReviewModel:
         return image_id == self.current or self.passes_filter(image_id)
 
     def visible_ids(self) -> list[str]:
-        """The ids the table lists, worst first."""
-        return [i for i in self._ids if self.visible(i)]
+        """The ids the table lists, worst first (one pass; all of them when no filter is set)."""
+        if not self.pending_only and self.min_score <= 0:
+            return list(self._ids)
+        cut, status, score = self.min_score - _EPS, self.session.status, self._score
+        return [i for i in self._ids if i == self.current
+                or (score[i] >= cut and not (self.pending_only and status(i) != "pending"))]
 
     # ------------------------------------------------------------------------------------- navigation
     def set_filter(self, pending_only: bool | None = None, min_score: float | None = None) -> None:
@@ -243,7 +248,7 @@ class ReviewModel:
             raise ReviewModelError("Press D to start an edit first")
         image_id = self.editing
         self.session.edit(image_id, np.asarray(self._read_drawing()) > 0)
-        self._end_edit()
+        self._end_edit("saved")
         self._after_decision(image_id)
         return image_id
 
@@ -251,7 +256,7 @@ class ReviewModel:
         """editing -> idle (discarded): nothing is stored. Returns the image whose edit was dropped."""
         image_id = self.editing
         if image_id is not None:
-            self._end_edit()
+            self._end_edit("discarded")
         return image_id
 
     def _finish_edit(self) -> str:
@@ -260,15 +265,16 @@ class ReviewModel:
         image_id = self.editing
         if self.edit_modified():
             self.session.edit(image_id, np.asarray(self._read_drawing()) > 0)
-            self._end_edit()
+            self._end_edit("saved")
             self._emit("status", image_id)
             self.last_autosaved = image_id
             return "saved"
-        self._end_edit()
+        self._end_edit("discarded")
         return "discarded"
 
-    def _end_edit(self) -> None:
+    def _end_edit(self, outcome: str = "discarded") -> None:
         image_id = self.editing
+        self.last_edit_outcome = outcome
         self.editing, self._seed, self._read_drawing = None, None, None
         if image_id is not None:
             self._emit("edit", image_id)

@@ -85,7 +85,7 @@ def test_edit_state_machine(model):
     assert m.edit_state == "editing" and m.editing == RANKED[0] and not m.edit_modified()
     # moving on with an unchanged drawing drops it; nothing recorded
     m.next()
-    assert m.edit_state == "idle" and RANKED[0] not in _decisions(m)
+    assert m.edit_state == "idle" and m.last_edit_outcome == "discarded" and RANKED[0] not in _decisions(m)
     # a changed drawing left behind is saved, not lost
     m.start_edit(seed, lambda: drawing["now"])
     drawing["now"] = seed.copy()
@@ -95,15 +95,17 @@ def test_edit_state_machine(model):
         m.undo()
     m.select(RANKED[3])
     assert m.status(RANKED[1]) == "edited" and m.last_autosaved == RANKED[1] and m.edit_state == "idle"
+    assert m.last_edit_outcome == "saved"
     m.select(RANKED[1])
     assert m.seed_source() == "edit"
     # save: editing -> idle (saved), then on to the next pending image
     m.start_edit(seed, lambda: drawing["now"])
-    m.save_edit()
-    assert m.edit_state == "idle" and m.current == RANKED[2]  # the next pending after RANKED[1]
+    m.save_edit()  # then on to the next pending image after RANKED[1]
+    assert m.edit_state == "idle" and m.last_edit_outcome == "saved" and m.current == RANKED[2]
     # cancel: editing -> idle (discarded)
     m.start_edit(seed, lambda: drawing["now"])
     assert m.cancel_edit() == RANKED[2] and m.edit_state == "idle" and RANKED[2] not in _decisions(m)
+    assert m.last_edit_outcome == "discarded"
     with pytest.raises(ReviewModelError, match="start an edit"):
         m.save_edit()
     # a decision key while drawing drops the drawing and records the decision
