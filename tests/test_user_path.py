@@ -112,3 +112,31 @@ def test_open_sample_train_then_open_in_review_lands_well(make_napari_viewer, qt
     assert run_link(viewer).review_widget is review and dock_of(review) is review_dock
     assert tabs[0].tabText(tabs[0].currentIndex()) == review_dock.windowTitle()
     assert all(layer in viewer.layers for layer in sample) and not errors
+
+
+def test_a_dock_grows_with_its_scrolling_form(make_napari_viewer, qtbot):
+    """A form that widens after it was docked (the Review panel once a run opens) widens its dock: before, the
+    dock kept its first width and the form's right side, the table's columns with it, was cut off."""
+    from qtpy.QtWidgets import QApplication, QPushButton, QVBoxLayout, QWidget
+
+    from crl_napari._qt._common import dock_of, scroll_area
+
+    viewer = make_napari_viewer(show=True)
+    body = QWidget()
+    QVBoxLayout(body).addWidget(QPushButton("narrow"))
+    panel = QWidget()
+    QVBoxLayout(panel).addWidget(scroll_area(body))
+    viewer.window.add_dock_widget(panel, name="form", area="right")
+    QApplication.processEvents()
+    before = dock_of(panel).width()
+    wide = QPushButton("wider than the dock was")
+    wide.setMinimumWidth(before + 120)
+    body.layout().addWidget(wide)
+    window = viewer.window._qt_window
+
+    def fits() -> bool:
+        return (dock_of(panel).width() > before
+                and wide.mapTo(window, wide.rect().topRight()).x() <= window.width())
+
+    qtbot.waitUntil(fits, timeout=5_000)
+    assert wide.visibleRegion().boundingRect().width() == wide.width()  # not cut off

@@ -18,8 +18,8 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QApplication, QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
 from ..cascade import TrainingError
@@ -38,6 +38,13 @@ class _VerticalScroll(QScrollArea):
         if content is not None:
             hint.setWidth(content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
         return hint
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        # the content's layout changed (a run opened, a row of buttons grew) and its minimum width may have too:
+        # the dock around this area keeps the old one until told, and the content's right side was cut off
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
 
 
 def scroll_area(content: QWidget, min_height: int = 0) -> QScrollArea:
@@ -88,6 +95,8 @@ def focus_on(viewer, layer) -> list:
     """Show ``layer``'s image plane alone and fit the view to it: every visible layer of another size is
     hidden (never removed: the user's layers stay in the layer list), then the camera fits ``layer``.
     Returns the layers it hid."""
+    # docks just added, tabified or grown: lay them out first, so the fit is for the canvas they leave
+    QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
     plane = _plane_extent(layer)
     hidden = []
     for other in viewer.layers:
