@@ -18,6 +18,7 @@ cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/nat
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import shlex
@@ -201,8 +202,12 @@ def time_native(repeats: int = 3) -> dict:
 
 
 def _mean(cells: list[dict], get) -> str:
+    """Mean ± std over the cells that have the value (counts without decimals), — where none has it."""
     vals = [v for c in cells if (v := get(c)) is not None]
-    return "—" if not vals else f"{np.mean(vals):.4f}" + ("" if len(vals) == 1 else f" ± {np.std(vals):.4f}")
+    if not vals:
+        return "—"
+    f = ".1f" if all(isinstance(v, int) for v in vals) else ".4f"
+    return f"{np.mean(vals):{f}}" + ("" if len(vals) == 1 else f" ± {np.std(vals):{f}}")
 
 
 def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
@@ -265,10 +270,18 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> None:
-    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(out_json, results)
-    atomic_write_text(out_json.with_suffix(".md"), summarise(results, seeds, small_seeds))
+def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> dict:
+    """Merge ``results`` into the JSON on disk under a lock (two invocations may share the grid, each
+    claiming its cells as table1.py does) and rewrite JSON and markdown; returns the merged results."""
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+        merged = {**disk, **results, "cells": {**disk["cells"], **results["cells"]}}
+        merged["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        merged["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(out_json, merged)
+        atomic_write_text(out_json.with_suffix(".md"), summarise(merged, seeds, small_seeds))
+    return merged
 
 
 def _arrays(ds64, ds256) -> dict:
@@ -310,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     if "timing" not in results:
         results["timing"], results["timing_threads"] = time_native(), args.threads
     args.results.mkdir(parents=True, exist_ok=True)
-    save(results, out_json, args.seeds, args.small_seeds)
+    results = save(results, out_json, args.seeds, args.small_seeds)
     ds64, ds256 = load_dataset(args.data, size=PROFILE["size"]), load_dataset(args.data, size=256)
     train = _arrays(ds64.subset("train"), ds256.subset("train"))
     test = _arrays(ds64.subset("test"), ds256.subset("test"))
@@ -318,18 +331,24 @@ def main(argv: list[str] | None = None) -> int:
     new = 0
     for cell in plan(args.seeds, args.small_seeds):
         key = cell_key(*cell)
-        if key in results["cells"] and not args.reevaluate:
+        done = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
+        if (key in results["cells"] or key in done) and not args.reevaluate:
             continue
         if args.reevaluate and key not in results["cells"]:
             continue
         if args.max_cells is not None and new >= args.max_cells:
             break
+        claim = table1._claim(cell_dir(key))  # an exclusive lock on the cell's run folder, or None
+        if claim is None:
+            print(f"{key}: another invocation is running it, skipped", flush=True)
+            continue
         print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-        c = run_cell(key, *cell, train, test)
+        with claim:
+            c = run_cell(key, *cell, train, test)
         if key in results["cells"] and c["sec_per_epoch"] is None:  # a re-measure keeps the training time
             c["sec_per_epoch"] = results["cells"][key].get("sec_per_epoch")
         results["cells"][key] = c
-        save(results, out_json, args.seeds, args.small_seeds)
+        results = save(results, out_json, args.seeds, args.small_seeds)
         w = c["ways"]
         print(f"  -> Dice corrupted nearest {w[NEAREST].get('dice_corrupted', 0):.4f}, smooth + clean-up "
               f"{w[SMOOTH].get('dice_corrupted', 0):.4f}; test {c['test_dice']:.4f}", flush=True)
