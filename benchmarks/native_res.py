@@ -57,18 +57,19 @@ def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy().astype(np.uint8)
 
 
+ISLANDS = {"min_island_fraction": 0.01, "fill_holes": True}  # clean_mask's defaults, spelled out
 NEAREST = "nearest from binary (the export today)"
-SMOOTH = "bilinear logit + clean-up"  # native.native_mask's default
+SMOOTH = "bilinear logit + clean-up"  # islands below 1 % dropped, holes filled
 # name -> f(corrected binary at training size, sharpened probability at training size, original shape)
 WAYS = {
     NEAREST: lambda b, p, s: upsample_nearest(b.astype(np.uint8), s),
     "nearest + clean-up": lambda b, p, s: clean_mask(upsample_nearest(b.astype(np.uint8), s)),
     "bilinear probability": lambda b, p, s: _bilinear_prob(p, s),
     "bilinear logit": lambda b, p, s: native.native_mask(p, s, cleanup=False),
-    SMOOTH: lambda b, p, s: native.native_mask(p, s),
+    SMOOTH: lambda b, p, s: native.native_mask(p, s, cleanup=ISLANDS),
     "bilinear logit + clean-up, 2 largest": lambda b, p, s: native.native_mask(p, s, cleanup={"keep_largest": 2}),
     "bicubic logit": lambda b, p, s: native.native_mask(p, s, cleanup=False, order=3),
-    "bicubic logit + clean-up": lambda b, p, s: native.native_mask(p, s, order=3),
+    "bicubic logit + clean-up": lambda b, p, s: native.native_mask(p, s, cleanup=ISLANDS, order=3),
 }
 
 
