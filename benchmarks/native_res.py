@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--small-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--small-only", action="store_true", help="run only the small-set profile's cells")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -330,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     test = _arrays(ds64.subset("test"), ds256.subset("test"))
     print(f"data: {len(train['ids'])} train / {len(test['ids'])} test", flush=True)
     new = 0
-    for cell in plan(args.seeds, args.small_seeds):
+    for cell in plan([] if args.small_only else args.seeds, args.small_seeds):
         key = cell_key(*cell)
         done = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
         if (key in results["cells"] or key in done) and not args.reevaluate:
