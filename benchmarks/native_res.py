@@ -18,6 +18,7 @@ cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/nat
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import shlex
@@ -56,18 +57,19 @@ def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0] > 0.5).numpy().astype(np.uint8)
 
 
+ISLANDS = {"min_island_fraction": 0.01, "fill_holes": True}  # clean_mask's defaults, spelled out
 NEAREST = "nearest from binary (the export today)"
-SMOOTH = "bilinear logit + clean-up"  # native.native_mask's default
+SMOOTH = "bilinear logit + clean-up"  # islands below 1 % dropped, holes filled
 # name -> f(corrected binary at training size, sharpened probability at training size, original shape)
 WAYS = {
     NEAREST: lambda b, p, s: upsample_nearest(b.astype(np.uint8), s),
     "nearest + clean-up": lambda b, p, s: clean_mask(upsample_nearest(b.astype(np.uint8), s)),
     "bilinear probability": lambda b, p, s: _bilinear_prob(p, s),
     "bilinear logit": lambda b, p, s: native.native_mask(p, s, cleanup=False),
-    SMOOTH: lambda b, p, s: native.native_mask(p, s),
+    SMOOTH: lambda b, p, s: native.native_mask(p, s, cleanup=ISLANDS),
     "bilinear logit + clean-up, 2 largest": lambda b, p, s: native.native_mask(p, s, cleanup={"keep_largest": 2}),
     "bicubic logit": lambda b, p, s: native.native_mask(p, s, cleanup=False, order=3),
-    "bicubic logit + clean-up": lambda b, p, s: native.native_mask(p, s, order=3),
+    "bicubic logit + clean-up": lambda b, p, s: native.native_mask(p, s, cleanup=ISLANDS, order=3),
 }
 
 
@@ -201,8 +203,12 @@ def time_native(repeats: int = 3) -> dict:
 
 
 def _mean(cells: list[dict], get) -> str:
+    """Mean ± std over the cells that have the value (counts without decimals), — where none has it."""
     vals = [v for c in cells if (v := get(c)) is not None]
-    return "—" if not vals else f"{np.mean(vals):.4f}" + ("" if len(vals) == 1 else f" ± {np.std(vals):.4f}")
+    if not vals:
+        return "—"
+    f = ".1f" if all(isinstance(v, int) for v in vals) else ".4f"
+    return f"{np.mean(vals):{f}}" + ("" if len(vals) == 1 else f" ± {np.std(vals):{f}}")
 
 
 def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
@@ -265,10 +271,18 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> None:
-    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(out_json, results)
-    atomic_write_text(out_json.with_suffix(".md"), summarise(results, seeds, small_seeds))
+def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> dict:
+    """Merge ``results`` into the JSON on disk under a lock (two invocations may share the grid, each
+    claiming its cells as table1.py does) and rewrite JSON and markdown; returns the merged results."""
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+        merged = {**disk, **results, "cells": {**disk["cells"], **results["cells"]}}
+        merged["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        merged["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(out_json, merged)
+        atomic_write_text(out_json.with_suffix(".md"), summarise(merged, seeds, small_seeds))
+    return merged
 
 
 def _arrays(ds64, ds256) -> dict:
@@ -280,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--small-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--small-only", action="store_true", help="run only the small-set profile's cells")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -310,26 +325,32 @@ def main(argv: list[str] | None = None) -> int:
     if "timing" not in results:
         results["timing"], results["timing_threads"] = time_native(), args.threads
     args.results.mkdir(parents=True, exist_ok=True)
-    save(results, out_json, args.seeds, args.small_seeds)
+    results = save(results, out_json, args.seeds, args.small_seeds)
     ds64, ds256 = load_dataset(args.data, size=PROFILE["size"]), load_dataset(args.data, size=256)
     train = _arrays(ds64.subset("train"), ds256.subset("train"))
     test = _arrays(ds64.subset("test"), ds256.subset("test"))
     print(f"data: {len(train['ids'])} train / {len(test['ids'])} test", flush=True)
     new = 0
-    for cell in plan(args.seeds, args.small_seeds):
+    for cell in plan([] if args.small_only else args.seeds, args.small_seeds):
         key = cell_key(*cell)
-        if key in results["cells"] and not args.reevaluate:
+        done = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
+        if (key in results["cells"] or key in done) and not args.reevaluate:
             continue
         if args.reevaluate and key not in results["cells"]:
             continue
         if args.max_cells is not None and new >= args.max_cells:
             break
+        claim = table1._claim(cell_dir(key))  # an exclusive lock on the cell's run folder, or None
+        if claim is None:
+            print(f"{key}: another invocation is running it, skipped", flush=True)
+            continue
         print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-        c = run_cell(key, *cell, train, test)
+        with claim:
+            c = run_cell(key, *cell, train, test)
         if key in results["cells"] and c["sec_per_epoch"] is None:  # a re-measure keeps the training time
             c["sec_per_epoch"] = results["cells"][key].get("sec_per_epoch")
         results["cells"][key] = c
-        save(results, out_json, args.seeds, args.small_seeds)
+        results = save(results, out_json, args.seeds, args.small_seeds)
         w = c["ways"]
         print(f"  -> Dice corrupted nearest {w[NEAREST].get('dice_corrupted', 0):.4f}, smooth + clean-up "
               f"{w[SMOOTH].get('dice_corrupted', 0):.4f}; test {c['test_dice']:.4f}", flush=True)

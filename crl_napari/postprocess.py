@@ -62,6 +62,8 @@ def clean_mask(mask: np.ndarray, min_island_fraction: float = 0.01, fill_holes: 
     if not 0 <= min_island_fraction < 1:
         raise ValueError(f"min_island_fraction must be in [0, 1), got {min_island_fraction}")
     binary = _binary(mask)
+    if fill_holes:  # first, so the areas weighed below are final and what is kept is never re-judged
+        binary = ndimage.binary_fill_holes(binary)
     labels, areas = _label(binary)
     if len(areas):
         keep = areas >= min_island_fraction * areas.sum()
@@ -70,8 +72,6 @@ def clean_mask(mask: np.ndarray, min_island_fraction: float = 0.01, fill_holes: 
             keep[np.argsort(areas)[::-1][keep_largest:]] = False
         if not keep.all():
             binary = np.concatenate([[False], keep])[labels]
-    if fill_holes:
-        binary = ndimage.binary_fill_holes(binary)
     return binary.astype(np.uint8)
 
 
