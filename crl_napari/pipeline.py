@@ -38,6 +38,7 @@ def train_run(
     size: int = 256,
     simulate_noise: float = 0.0,
     noise_seed: int = 0,
+    noise_footprint: str = "cross",
     resume: bool = False,
     skip_bad: bool = False,
     should_stop: Callable[[], bool] | None = None,
@@ -76,6 +77,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
         plan = runs.open_for_resume(out, config)  # again under the lock: what another writer left is seen
         config, restart = plan.config, plan.start_epoch == 0
         size, simulate_noise, noise_seed = (plan.data[k] for k in ("size", "simulate_noise", "noise_seed"))
+        noise_footprint = plan.data.get("noise_footprint", "cross")  # runs made before the option: the cross
         history = [h.as_dict() for h in plan.history]
         if not restart:
             _remove_temps(plan.run)
@@ -93,7 +95,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
     given, records = clean, None
     if simulate_noise > 0:
         given, records = noise.simulate(clean, train_ds.ids, simulate_noise, seed=noise_seed,
-                                        reference_size=256)
+                                        reference_size=256, footprint=noise_footprint)
     if resume and not restart:
         run = RunFolder(out)
     else:
@@ -103,7 +105,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
             _remove_temps_in(out)
         run = RunFolder.create(out, config, {
             "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
-            "simulate_noise": simulate_noise, "noise_seed": noise_seed,
+            "simulate_noise": simulate_noise, "noise_seed": noise_seed, "noise_footprint": noise_footprint,
             "skipped": [{"path": str(p), "reason": r} for p, r in ds.skipped], "warnings": list(ds.warnings),
         })
         rows = []
@@ -236,9 +238,10 @@ def _input_image(run: RunFolder, row, size: int) -> np.ndarray:
     return zscore(run.image(row.id).astype(np.float32) / 255)
 
 
-def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test") -> dict:
-    """Dice of the ensemble prediction against the masks on disk (clean masks), on ``split`` when the data has
-    one (all cases otherwise). Writes RUN/evaluation.json."""
+def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test",
+                 masks: str | None = None) -> dict:
+    """Dice of the ensemble prediction against the masks of ``data``, on ``split`` when the data has one (all
+    cases otherwise). ``masks`` says which masks those are (recorded). Writes RUN/evaluation.json."""
     run = RunFolder(run_dir)
     models = _load_models(run)
     root = data if data is not None else run.config["data"]["root"]
@@ -249,7 +252,7 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
     sub = ds.subset(split) if has_split else ds
     prob = cascade.predict(models, sub.images())
     dice = cascade.dice_score(prob, sub.masks())
-    result = {"split": split if has_split else "all", "n": len(sub), "dice_mean": float(dice.mean()),
+    result = {"split": split if has_split else "all", "n": len(sub), "masks": masks, "dice_mean": float(dice.mean()),
               "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}
     run.write_evaluation(result)
     return result

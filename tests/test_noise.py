@@ -130,3 +130,24 @@ def test_bad_arguments():
         simulate(masks * 255, ["a", "b"], 0.5)
     with pytest.raises(ValueError, match="n_range"):
         simulate(masks, ["a", "b"], 0.5, n_range=(5, 3))
+
+
+def test_square_footprint_damages_more_than_the_cross_with_the_same_draws():
+    """Same seed, same cases, ops and n; the 3x3 square moves the border further per iteration than the cross."""
+    masks = lung_masks(8)
+    cross, rc = simulate(masks, IDS8, 1.0, n_range=(2, 4), seed=3, reference_size=64)
+    square, rs = simulate(masks, IDS8, 1.0, n_range=(2, 4), seed=3, reference_size=64, footprint="square")
+    assert rc == rs
+    for i, r in enumerate(rs):
+        c, s = cross[i].astype(bool), square[i].astype(bool)
+        if r.op == "erode":
+            assert not (s & ~c).any() and s.sum() < c.sum()
+        else:
+            assert not (c & ~s).any() and s.sum() > c.sum()
+    default, _ = simulate(masks, IDS8, 1.0, n_range=(2, 4), seed=3, reference_size=64)
+    np.testing.assert_array_equal(default, cross)  # the cross stays the default
+
+
+def test_unknown_footprint_is_refused():
+    with pytest.raises(ValueError, match="footprint must be one of"):
+        simulate(lung_masks(2), IDS8[:2], 0.5, footprint="disk")

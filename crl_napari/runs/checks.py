@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ..settings import MAX_DEPTH, MAX_SIZE, MAX_WIDTH, TrainConfig, TrainingError  # noqa: F401
+from ..noise import FOOTPRINTS
 from .errors import RunError
 
 _DATA_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
@@ -52,6 +53,9 @@ def check_data(raw: object, path: Path | str, depth: int) -> dict:
             raise RunError(f"{where} ({problem})")
     if raw["size"] % 2**depth:
         raise RunError(f"{where} (data.size {raw['size']} is not divisible by 2**depth = {2**depth})")
+    footprint = raw.get("noise_footprint", "cross")  # absent in runs made before the option
+    if footprint not in FOOTPRINTS:
+        raise RunError(f"{where} (data.noise_footprint must be one of {', '.join(FOOTPRINTS)}, got {footprint!r})")
     root = raw.get("root")
     if root is not None and not (isinstance(root, str) and root and len(root) <= 4096 and "\x00" not in root):
         raise RunError(f"{where} (data.root must be a folder path or null, got {root!r})")
