@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..settings import MAX_DEPTH, MAX_SIZE, MAX_WIDTH, TrainConfig, TrainingError  # noqa: F401
 from ..noise import FOOTPRINTS
+from ..settings import MAX_DEPTH, MAX_SIZE, MAX_WIDTH, TrainConfig, TrainingError  # noqa: F401
 from .errors import RunError
 
 _DATA_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
