@@ -96,6 +96,10 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
                                         reference_size=256)
     if resume and not restart:
         run = RunFolder(out)
+        listed = [r.id for r in run.case_rows()]
+        if listed != list(train_ds.ids):
+            raise RunError(f"{out / runs.CASES}: lists other training cases than {ds.root} holds now "
+                           f"({len(listed)} listed, {len(train_ds)} found); resume with the data it was made from")
     else:
         if restart and RunFolder.is_run(out):
             RunFolder(out).remove_history()
