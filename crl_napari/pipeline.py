@@ -106,8 +106,8 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
         if restart:
             _remove_temps_in(out)
         run = RunFolder.create(out, config, {
-            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
-            "simulate_noise": simulate_noise, "noise_seed": noise_seed,
+            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": int(size),
+            "simulate_noise": float(simulate_noise), "noise_seed": int(noise_seed),
             "skipped": [{"path": str(p), "reason": r} for p, r in ds.skipped], "warnings": list(ds.warnings),
         })
         rows = []
