@@ -27,7 +27,7 @@ from .cascade import (
 from .data import DataError
 from .ids import UnsafeIdError
 from .noise import FOOTPRINTS
-from .runs import CONFIG, RunError, RunFolder
+from .runs import CONFIG, RunError, RunFolder, open_for_resume
 
 # RunLocked (a second writer on a run) is a RunError; a full disk is the one OSError a user fixes
 USER_ERRORS: tuple[type[Exception], ...] = (DataError, TrainingError, RunError, UnsafeIdError, DiskFullError,
@@ -78,8 +78,6 @@ def _resume_settings(args: argparse.Namespace) -> TrainConfig | None:
     """With --resume the run keeps the settings in its config.json. Options given explicitly are checked
     against them (runs.open_for_resume), so that `--resume --lr 0.1` is refused with a message instead of
     silently ignored."""
-    from .runs import RunFolder, open_for_resume
-
     given = _given(args)
     data_given = {k: getattr(args, k) for k in _DATA_OPTIONS if getattr(args, k) is not None}
     if not RunFolder.is_run(args.out) or not (given or data_given):

@@ -259,11 +259,11 @@ def check_pixel_budget(path: str | Path, max_pixels: int | None = None) -> None:
                         f"{budget / 1e6:.0f} (refused before decoding; a decoding bomb or a huge scan)")
 
 
-def _wrap_read(path: Path, what: str, reader):
+def _wrap_read(path: Path, what: str, reader, max_pixels: int | None = None):
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file does not exist" if not path.exists() else f"{path}: not a file")
-    check_pixel_budget(path)
+    check_pixel_budget(path, max_pixels)
     try:
         return reader(path)
     except DataError:
@@ -277,14 +277,15 @@ def _wrap_read(path: Path, what: str, reader):
         ) from exc
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read one image as float32 HxW grey values in [0, 1].
 
     RGB(A) becomes luminance; integer data is scaled by its dtype range (so a 16-bit PNG/TIFF keeps its
     full precision), float data is min-max scaled. DICOM: RescaleSlope/Intercept, then the first VOI
     window (WindowCenter/WindowWidth, honouring VOILUTFunction) or a VOI LUT when present, otherwise
     min-max; MONOCHROME1 is inverted so that dense tissue is always bright.
-    Raises DataError naming the file if it cannot be read.
+    Raises DataError naming the file if it cannot be read, or if its header claims more pixels than
+    ``max_pixels`` (default MAX_PIXELS), before anything is decoded.
     """
 
     def reader(p: Path) -> np.ndarray:
@@ -307,7 +308,7 @@ def read_image(path: str | Path) -> np.ndarray:
             raise DataError(f"{p}: expected a 2-D image, got shape {tuple(out.shape)}")
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
-    return _wrap_read(Path(path), "image", reader)
+    return _wrap_read(Path(path), "image", reader, max_pixels)
 
 
 def _mask_plane(arr: np.ndarray) -> np.ndarray:
@@ -351,7 +352,7 @@ def _binarise(arr: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
-def read_mask(path: str | Path) -> np.ndarray:
+def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read one mask as bool HxW (True = lung).
 
     Accepted: two values of any kind (0/1, 0/255, 17/200 ...; the larger is foreground), or a single value
@@ -373,7 +374,7 @@ def read_mask(path: str | Path) -> np.ndarray:
             raise DataError(f"{p}: expected a 2-D mask, got shape {tuple(arr.shape)}")
         return _binarise(arr, p)
 
-    return _wrap_read(Path(path), "mask", reader)
+    return _wrap_read(Path(path), "mask", reader, max_pixels)
 
 
 # ------------------------------------------------------------------------------------ transforms
@@ -576,7 +577,7 @@ def _read_split_csv(path: Path, image_ids: set[str]) -> tuple[dict[str, str], li
     return splits, problems
 
 
-def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise") -> Dataset:
+def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise", max_pixels: int | None = None) -> Dataset:
     """Load ``root/images`` + ``root/masks`` (+ optional ``root/split.csv``) at ``size`` x ``size``.
 
     on_error="raise": every problem in the folder is collected and one DataError lists them all, one per
@@ -584,7 +585,8 @@ def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise") -> 
     are left out and listed in ``Dataset.skipped`` as (path, reason); a DataError only if nothing loads.
     Structural problems (no folder, no images/ or masks/, no images at all, an unusable split.csv header)
     always raise. Cases are ordered by id. Without split.csv every ``Case.split`` is None (see
-    :func:`random_split` and :meth:`Dataset.with_splits`). Empty masks load, with a warning.
+    :func:`random_split` and :meth:`Dataset.with_splits`). Empty masks load, with a warning. A file whose
+    header claims more than ``max_pixels`` (default MAX_PIXELS) is a problem like any unreadable file.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -664,11 +666,11 @@ def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise") -> 
         img_path, mask_path = images[fid][0], masks[fid][0]
         image = mask = None
         try:
-            image = read_image(img_path)
+            image = read_image(img_path, max_pixels)
         except DataError as exc:
             problems.append((img_path, _reason(exc, img_path), fid))
         try:
-            mask = read_mask(mask_path)
+            mask = read_mask(mask_path, max_pixels)
         except DataError as exc:
             problems.append((mask_path, _reason(exc, mask_path), fid))
         if image is None or mask is None:

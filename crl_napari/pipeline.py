@@ -98,14 +98,18 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, res
                                         reference_size=256, footprint=noise_footprint)
     if resume and not restart:
         run = RunFolder(out)
+        listed = [r.id for r in run.case_rows()]
+        if listed != list(train_ds.ids):
+            raise RunError(f"{out / runs.CASES}: lists other training cases than {ds.root} holds now "
+                           f"({len(listed)} listed, {len(train_ds)} found); resume with the data it was made from")
     else:
         if restart and RunFolder.is_run(out):
             RunFolder(out).remove_history()
         if restart:
             _remove_temps_in(out)
         run = RunFolder.create(out, config, {
-            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": size,
-            "simulate_noise": simulate_noise, "noise_seed": noise_seed, "noise_footprint": noise_footprint,
+            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": int(size),
+            "simulate_noise": float(simulate_noise), "noise_seed": int(noise_seed), "noise_footprint": noise_footprint,
             "skipped": [{"path": str(p), "reason": r} for p, r in ds.skipped], "warnings": list(ds.warnings),
         })
         rows = []

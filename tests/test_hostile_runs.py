@@ -333,6 +333,11 @@ def test_a_decoding_bomb_of_every_format_is_refused_from_its_header(tmp_path):
         finally:
             tracemalloc.stop()
         assert peak < 20 << 20, (kind, peak)
+    real = tmp_path / "real.png"
+    iio.imwrite(real, np.zeros((64, 48), np.uint8))
+    assert read_image(real).shape == (64, 48)
+    with pytest.raises(DataError, match="more than the budget"):  # the budget is a setting
+        read_image(real, max_pixels=64 * 48 - 1)
 
 
 def test_skip_bad_skips_a_decoding_bomb(w, capsys):

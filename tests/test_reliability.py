@@ -611,7 +611,8 @@ def big_run(tmp_path_factory) -> SimpleNamespace:
         scores.append(f"{cid},{k + 1},{1 - k / N_EXPORT:.6f}\n")
     (run / "cases.csv").write_text("id,split,image_path,mask_path,orig_h,orig_w\n" + "".join(cases))
     (run / "scores.csv").write_text("id,rank,suspicion\n" + "".join(scores))
-    (run / "config.json").write_text(json.dumps({"data": {"root": str(src)}}))
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": 1}, "data": {
+        "root": str(src), "size": 64, "simulate_noise": 0.0, "noise_seed": 0}}))
     ref = base / "reference"
     export(run, ref, unreviewed="accept_above", threshold=0.5)
     return SimpleNamespace(base=base, src=src, run=run, ref=_tree(ref))

@@ -73,6 +73,8 @@ def open_for_resume(path: Path | str, config: TrainConfig | dict | None = None,
         if diff:
             raise TrainingError(f"{path / CONFIG}: the run was trained with other settings; a resumed run keeps "
                                 f"its own (saved, asked): {diff}")
+    if run.has_cases:
+        run.case_rows(held_out=True)  # a tampered case list is refused now, not after the last epoch
     start = 0
     if run.has_checkpoint:
         start = checkpoint_meta(run)[0] + 1
