@@ -43,7 +43,7 @@ __all__ = [
     "CHECKPOINT", "CHECKPOINT_FORMAT", "JOINT_MODES", "N_NETS", "SETTING_HELP", "STRATEGIES", "CheckpointSaved",
     "EpochEnd", "Event", "Finished", "StageChanged", "Started", "Step", "TrainConfig", "TrainingError", "UNet",
     "augment", "available_devices", "build_models", "check_size", "dice_score", "expected_state", "load_models",
-    "peer_probs", "pick_device", "predict", "read_checkpoint", "save_checkpoint", "train",
+    "learning_rate", "peer_probs", "pick_device", "predict", "read_checkpoint", "save_checkpoint", "train",
 ]
 
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
