@@ -61,8 +61,8 @@ def train_run(
     out.mkdir(parents=True, exist_ok=True)
     with runs.writer_lock(out, "train --resume" if resume else "train"):
         try:
-            yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, resume, skip_bad,
-                                     should_stop)
+            yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
+                                     skip_bad, should_stop)
         except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
             if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
                 (out / runs.LOCK).unlink(missing_ok=True)
@@ -70,7 +70,8 @@ def train_run(
             raise
 
 
-def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, resume, skip_bad, should_stop):
+def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
+                  should_stop):
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     history: list[dict] = []
     if resume:

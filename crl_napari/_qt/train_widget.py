@@ -499,9 +499,8 @@ class TrainWidget(Container):
         self.stop_btn.enabled = self.state == "running"
         out = self._path(self.out_dir)
         # a stopped (or crashed) run: a checkpoint but no scores yet
-        self.resume_btn.enabled = (idle and out is not None and (out / "checkpoint.pt").is_file()
-                                   and not (out / "scores.csv").is_file())
-        self.review_btn.enabled = idle and out is not None and (out / "scores.csv").is_file()
+        self.resume_btn.enabled = idle and out is not None and RunFolder.can_resume(out)
+        self.review_btn.enabled = idle and out is not None and RunFolder.is_scored(out)
 
     @property
     def running(self) -> bool:
