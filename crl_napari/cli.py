@@ -25,6 +25,7 @@ from .cascade import (
     TrainingError,
 )
 from .data import DataError
+from .eta import Eta, format_seconds
 from .ids import UnsafeIdError
 from .noise import FOOTPRINTS
 from .runs import CONFIG, RunError, RunFolder, open_for_resume
@@ -114,7 +115,12 @@ def _consume(events, quiet: bool = False) -> dict:
 
     bar = None
     metrics: dict = {}
+    eta, announced = Eta(), False
     for ev in events:
+        eta.update(ev)
+        if isinstance(ev, Step) and not announced and eta.done >= ETA_STEPS and eta.total() is not None:
+            announced = True
+            _announce_eta(eta, tqdm.write)
         if isinstance(ev, Started):
             total = (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch
             print(f"training {ev.config.strategy} on {ev.n_train} images, device {ev.device}"
@@ -139,13 +145,25 @@ def _consume(events, quiet: bool = False) -> dict:
     return metrics
 
 
+ETA_STEPS = 5  # steps timed before the whole run's time is estimated
+LONG_RUN = 3600.0  # seconds: a run longer than this gets a cheaper suggestion
+
+
+def _announce_eta(eta: Eta, write) -> None:
+    """Say once, after a few measured steps, how long the whole run will take; warn when it is hours."""
+    total = eta.total()
+    write(f"measured {eta.text()}: the whole run takes about {format_seconds(total)}", file=sys.stderr)
+    if total > LONG_RUN:
+        write(f"warning: about {format_seconds(total)} on {eta.started.device}. For a first look, a cheaper run: "
+              "--size 128 --width 16 --epochs 20 (about 20x less work; see the README's quick profile), "
+              "or a GPU machine.", file=sys.stderr)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_run
 
     config = _resume_settings(args) if args.resume else _config(args)
     data = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _DATA_OPTIONS.items()}
-    # PLACE FOR settings.check_size(config, data["size"]) (another developer's, not on this branch yet): refuse
-    # e.g. --size 100 with depth 4 here, before train_run creates the run folder.
     events = train_run(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad)
     metrics = _consume(_with_data_report(events, args.out), args.quiet)
     print(json.dumps(metrics, indent=2))

@@ -70,6 +70,18 @@ class Eta:
         left_stage2 = 0 if k is None else max(0, min(left, total_steps - max(first_stage2, self.done)))
         return (left - left_stage2) * rate[1] + left_stage2 * rate[2]
 
+    def seconds_per_step(self) -> float | None:
+        """The measured mean seconds per step (warm-up left out), or None before any."""
+        measured = self.counted[1] + self.counted[2]
+        return (self.spent[1] + self.spent[2]) / measured if measured else None
+
+    def text(self) -> str:
+        """"0.42 s/step · about 3 min 05 s left" for a status line; "" while unknown."""
+        per_step, rest = self.seconds_per_step(), self.remaining()
+        if per_step is None or rest is None:
+            return ""
+        return f"{per_step:.2f} s/step · about {format_seconds(rest)} left"
+
     def total(self) -> float | None:
         """Seconds the whole run (this session of it) will take: elapsed + remaining."""
         rest = self.remaining()

@@ -17,6 +17,7 @@ from .atomic import remove_stale_temps
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
 from .runs import RunError, RunFolder
+from .settings import check_size
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def train_run(
     removed.
     """
     out = Path(out)
+    if not resume:  # a size the U-Net cannot take is refused before any folder is made
+        check_size(config or TrainConfig(), size)
     if resume and not RunFolder.is_run(out):
         raise RunError(f"{out}: nothing to resume (no run folder here); start without --resume")
     if out.exists() and not out.is_dir():

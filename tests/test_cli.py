@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -149,3 +150,24 @@ def test_demo_reports_what_it_measured_and_what_it_assumed(tmp_path, capsys):
     bad = len(set(accepted) & _corrupted(data))
     assert f"of the {len(accepted)} accepted, {bad} replaced a corrupted mask and {len(accepted) - bad} a correct" \
         in text
+
+
+def test_a_size_the_unet_cannot_take_is_refused_before_any_folder_is_made(tmp_path, capsys):
+    """--size 100 with depth 4 used to fail with a traceback after the run folder was created."""
+    data = tmp_path / "data"
+    write_sample_set(data, n=4, size=32)
+    out = tmp_path / "run"
+    code = cli.main(["train", str(data), "--out", str(out), "--size", "100", "--epochs", "1", "--width", "4"])
+    err = capsys.readouterr().err
+    assert code == 2 and "image size 100 is not a multiple of 2**depth = 16" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_cli_says_how_long_the_run_takes(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_sample_set(data, n=8, size=32)
+    code = cli.main(["train", str(data), "--out", str(tmp_path / "run"), "--size", "32", "--epochs", "2",
+                     "--width", "4", "--depth", "2", "--batch-size", "2", "--strategy", "vanilla", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert re.search(r"measured \d+\.\d+ s/step · about \d+ s left: the whole run takes about \d+ s", err), err

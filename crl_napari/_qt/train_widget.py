@@ -55,6 +55,7 @@ from ..cascade import (
     TrainConfig,
     pick_device,
 )
+from ..eta import Eta
 from ..layers_dataset import DataWritten, layers_data_dir, write_layers_dataset
 from ..runs import RunError, RunFolder
 from ._common import StopFlag, focus_on, info, report_error, run_link, scroll_area, start_generator, tabify_beside
@@ -135,36 +136,6 @@ def _train_job(data: Any, out: Path, config: TrainConfig | None, size: int, simu
                                   should_stop=should_stop)
 
 
-class _Pace:
-    """Seconds per step, measured as the Step events arrive, and the time left extrapolated from the recent
-    steps (stage 2 costs more per step than stage 1; the first step, which pays one-off costs, only starts the
-    clock). A widget-side stand-in for the engine's ETA (crl_napari.eta, not on this branch yet): swap it in."""
-
-    WINDOW = 50  # steps the rate is measured over
-
-    def __init__(self, total_steps: int) -> None:
-        self.total = total_steps
-        self.times: list[float] = []
-
-    def step(self) -> None:
-        self.times.append(time.monotonic())
-        del self.times[:-self.WINDOW - 1]
-        self.total -= 1
-
-    def text(self) -> str:
-        if len(self.times) < 2:
-            return ""
-        per_step = (self.times[-1] - self.times[0]) / (len(self.times) - 1)
-        return f"{per_step:.2f} s/step · about {_duration(per_step * max(self.total, 0))} left"
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
-
-
 # -------------------------------------------------------------------------------------------- widget
 
 
@@ -182,7 +153,7 @@ class TrainWidget(Container):
         self.last_outcome: str | None = None  # finished | stopped | error
         self.last_error: str | None = None
         self._job: dict[str, Any] = {}  # what a closed widget must stop (see _abandon)
-        self._pace: _Pace | None = None
+        self._eta = Eta()  # the engine's ETA, fed every training event
         self._progress_text = ""  # the status line's part that the pace is appended to
         self._shown_at = 0.0
         self.torch_threads: int | None = gui_torch_threads()  # CPU threads for training (None: torch's default)
@@ -419,12 +390,11 @@ class TrainWidget(Container):
         self._job.update(flag=self.stop_flag, worker=self.worker, pbar=self.pbar)
 
     def _on_event(self, ev: Any) -> None:
+        self._eta.update(ev)
         if isinstance(ev, Step):
             if self.pbar is not None:
                 self.pbar.update(1)
-            if self._pace is not None:
-                self._pace.step()
-                self._show_progress()
+            self._show_progress()
         elif isinstance(ev, EpochEnd):
             self.plot.add(ev.epoch, ev.losses, ev.selected, ev.stage)
             loss = float(np.mean(ev.losses))
@@ -434,7 +404,6 @@ class TrainWidget(Container):
         elif isinstance(ev, Started):
             self.device_label.value = ev.device
             steps = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
-            self._pace = _Pace(steps)
             if self.pbar is not None:
                 self.pbar.total = steps
                 self.pbar.set_description(f"crl-napari: training {ev.config.strategy}")
@@ -470,7 +439,7 @@ class TrainWidget(Container):
         if self.state != "running" or (not now and t - self._shown_at < 1.0):
             return
         self._shown_at = t
-        pace = self._pace.text() if self._pace is not None else ""
+        pace = self._eta.text()
         self.status.value = " · ".join(part for part in (self._progress_text, pace) if part)
 
     def _on_error(self, exc: BaseException) -> None:
