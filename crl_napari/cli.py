@@ -245,8 +245,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    report = export(args.run, args.to, unreviewed=args.unreviewed, threshold=args.threshold, data_root=args.data_root)
-    print(f"exported {report.n_images} images to {report.dest}: {report.counts}")
+    report = export(args.run, args.to, unreviewed=args.unreviewed, threshold=args.threshold, data_root=args.data_root,
+                    cleanup=not args.no_cleanup)
+    print(report.summary())
     return 0
 
 
@@ -400,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="masks nobody reviewed: keep the original, or accept the correction above --threshold")
     x.add_argument("--threshold", type=float, default=None)
     x.add_argument("--data-root", type=Path, default=None, help="where the original data is now, if it moved")
+    x.add_argument("--no-cleanup", action="store_true",
+                   help="export corrections as resampled, without removing islands below 1 %% of the mask or "
+                   "filling holes")
     x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", allow_abbrev=False, help="describe a run folder")

@@ -54,6 +54,8 @@ from . import runs
 from .atomic import encode_png, fsync_dir, pid_alive, write_new
 from .data import DataError, read_image, read_mask
 from .ids import UnsafeIdError
+from .native import native_mask
+from .postprocess import extra_pieces
 from .review import ReviewError, ReviewSession
 
 __all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportReport", "export", "upsample_nearest"]
@@ -79,6 +81,7 @@ class ExportReport:
     n_images: int
     counts: dict[str, int] = field(default_factory=dict)  # mask_source -> n (every source, zeros included)
     excluded: int = 0  # images the reviewer excluded: in the manifest only
+    extra_pieces: int = 0  # exported corrections with more than two pieces (two lungs): worth a look
 
     @property
     def manifest(self) -> Path:
@@ -88,7 +91,8 @@ class ExportReport:
         """One line for the command line / a status bar."""
         parts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
         left_out = f"; {self.excluded} excluded" if self.excluded else ""
-        return f"exported {self.n_images} images to {self.dest} ({parts}{left_out})"
+        pieces = f"; {self.extra_pieces} correction(s) with more than two pieces" if self.extra_pieces else ""
+        return f"exported {self.n_images} images to {self.dest} ({parts}{left_out}{pieces})"
 
 
 @dataclass
@@ -193,14 +197,20 @@ def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
     return buf.getvalue()
 
 
-def _mask_png(item: _Item) -> bytes:
+def _mask(item: _Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
+    """The exported mask at the radiograph's own size: a correction is the run's training-size probability
+    resampled smoothly and thresholded, then cleaned up (crl_napari.native), never a binary mask blown up in
+    blocks; an edit (drawn at training size) is upsampled by nearest neighbour; an original is as it is."""
     try:
+        if item.mask_source in ("corrected", "corrected_by_policy"):
+            try:
+                return native_mask(run.prob(item.id), item.orig_shape, cleanup=cleanup)
+            except runs.RunError as exc:
+                raise ExportError(f"cannot export the correction of {item.id!r}: {exc}") from exc
         mask = read_mask(item.mask_src)
     except DataError as exc:
         raise ExportError(f"cannot export the mask of {item.id!r}: {exc}") from exc
-    if item.mask_source != "original":
-        mask = upsample_nearest(mask, item.orig_shape)
-    return encode_png(mask.astype(np.uint8) * 255)
+    return mask if item.mask_source == "original" else upsample_nearest(mask, item.orig_shape)
 
 
 # -------------------------------------------------------------------------------------------- export
@@ -212,8 +222,12 @@ def export(
     unreviewed: str = "keep",
     threshold: float | None = None,
     data_root: str | Path | None = None,
+    cleanup: bool = True,
 ) -> ExportReport:
     """Write the cleaned dataset of ``run_dir`` to the new folder ``dest``; see the module docstring.
+
+    ``cleanup`` removes islands below 1 % of a correction's area and fills its holes (postprocess.clean_mask;
+    on by default: it removed every such island at no cost in Dice in benchmarks/results/native_res.md).
 
     ``unreviewed`` decides pending images: "keep" (original mask) or "accept_above" (corrected mask when
     suspicion >= ``threshold``). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
@@ -274,7 +288,7 @@ def export(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        _build(tmp, items)
+        extra = _build(tmp, items, run, cleanup)
         try:
             if dest.is_dir():
                 dest.rmdir()  # an empty folder the user made for us (non-empty was refused above)
@@ -293,7 +307,8 @@ def export(
         if it.status != "excluded":
             counts[it.mask_source] += 1
     excluded = sum(it.status == "excluded" for it in items)
-    return ExportReport(dest=dest, n_images=len(items) - excluded, counts=counts, excluded=excluded)
+    return ExportReport(dest=dest, n_images=len(items) - excluded, counts=counts, excluded=excluded,
+                        extra_pieces=extra)
 
 
 def _remove_stale_partials(dest: Path) -> None:
@@ -368,8 +383,10 @@ def _plan(
     return items, problems
 
 
-def _build(tmp: Path, items: list[_Item]) -> None:
-    """Write every file into the temporary folder ``tmp`` and make it durable."""
+def _build(tmp: Path, items: list[_Item], run: runs.RunFolder, cleanup: bool) -> int:
+    """Write every file into the temporary folder ``tmp`` and make it durable; return how many exported
+    corrections have more than two pieces."""
+    extra = 0
     (tmp / "images").mkdir()
     (tmp / "masks").mkdir()
     manifest, splits = [], []
@@ -385,7 +402,9 @@ def _build(tmp: Path, items: list[_Item]) -> None:
         except DataError as exc:
             raise ExportError(f"cannot export the image of {it.id!r}: {exc}") from exc
         _write_file(tmp / "images" / it.image_name, _read_bytes(it.image_src))
-        _write_file(tmp / "masks" / f"{it.id}.png", _mask_png(it))
+        mask = _mask(it, run, cleanup)
+        extra += it.mask_source.startswith("corrected") and extra_pieces(mask) > 0
+        _write_file(tmp / "masks" / f"{it.id}.png", encode_png(mask.astype(np.uint8) * 255))
         manifest.append({
             "id": it.id, "split": it.split, "mask_source": it.mask_source,
             "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)), "status": it.status,
@@ -397,3 +416,4 @@ def _build(tmp: Path, items: list[_Item]) -> None:
     _write_file(tmp / "split.csv", _csv_text(splits, ["id", "split"]).encode("utf-8"))
     for folder in (tmp / "images", tmp / "masks", tmp):
         fsync_dir(folder)
+    return extra

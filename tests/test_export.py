@@ -16,7 +16,9 @@ from test_review import ORIG, RANKED, SIZE, SUSPICION, TEST_IDS, TRAIN_IDS, make
 from crl_napari import export as export_mod
 from crl_napari.data import load_dataset
 from crl_napari.export import ExportError, export, upsample_nearest
+from crl_napari.native import native_mask
 from crl_napari.review import ReviewSession
+from crl_napari.runs import RunFolder
 
 
 @pytest.fixture
@@ -48,6 +50,11 @@ def _up(mask: np.ndarray) -> np.ndarray:
     return np.kron(mask.astype(np.uint8), np.ones((2, 2), np.uint8)).astype(bool)
 
 
+def _native(run: Path, image_id: str) -> np.ndarray:
+    """The correction at the original size: the run's probability resampled smoothly, thresholded, cleaned."""
+    return native_mask(RunFolder(run).prob(image_id), (ORIG, ORIG), cleanup=True).astype(bool)
+
+
 def _decide(run: Path) -> np.ndarray:
     """accepted case00, kept case02, edited case04; the rest pending. Returns the drawn mask."""
     s = ReviewSession.open(run, reviewer="ana")
@@ -70,7 +77,7 @@ def test_export_chooses_the_right_mask_per_status(rf, tmp_path):
 
     # sanity: the three sources really differ, so equality below pins the choice
     assert not np.array_equal(_up(rf.corrected["case00"]), rf.orig_masks["case00"])
-    np.testing.assert_array_equal(_mask(dest, "case00"), _up(rf.corrected["case00"]))  # accepted
+    np.testing.assert_array_equal(_mask(dest, "case00"), _native(rf.run, "case00"))  # accepted
     np.testing.assert_array_equal(_mask(dest, "case02"), rf.orig_masks["case02"])  # kept (0/1 file -> 0/255)
     np.testing.assert_array_equal(_mask(dest, "case04"), _up(drawn))  # edited
     for cid in ("case01", "case03", "case05", *TEST_IDS):  # pending (keep policy) and test split: originals
@@ -110,7 +117,7 @@ def test_accept_above_policy(rf, tmp_path):
     m = _manifest(tmp_path / "clean")
     # pending: case03 (0.3) and above -> corrected; case05 (0.2) and case01 (0.1) -> original
     assert m["case03"]["mask_source"] == "corrected_by_policy" and m["case03"]["status"] == "pending"
-    np.testing.assert_array_equal(_mask(tmp_path / "clean", "case03"), _up(rf.corrected["case03"]))
+    np.testing.assert_array_equal(_mask(tmp_path / "clean", "case03"), _native(rf.run, "case03"))
     assert m["case05"]["mask_source"] == "original" and m["case01"]["mask_source"] == "original"
     # decisions win over the policy: case02 (0.7) was kept
     assert m["case02"]["mask_source"] == "original"
@@ -221,3 +228,21 @@ def test_missing_corrected_mask_or_corrupt_review_is_an_error(rf, tmp_path):
     with pytest.raises(ExportError, match="review.json"):
         export(rf.run, tmp_path / "clean")
     assert sorted(os.listdir(tmp_path)) == ["data", "run"]
+
+
+def test_an_exported_correction_is_smooth_not_blocks_and_has_no_islands(rf, tmp_path):
+    """Issue 11: a correction is resampled from the probability, not a binary mask blown up in 2x2 blocks,
+    and clean-up drops an island below 1 % of the mask (here one drawn into the run's probability map)."""
+    run = RunFolder(rf.run)
+    prob = run.prob("case00")
+    prob[1:3, 1:3] = prob[1:3, 28:30] = 0.9  # two 4-pixel islands far from the lung: three pieces in all
+    iio.imwrite(rf.run / "corrected" / "case00_prob.png", (prob * 255).round().astype(np.uint8))
+    ReviewSession.open(rf.run, reviewer="ana").accept("case00")
+    report = export(rf.run, tmp_path / "clean")
+    got = _mask(tmp_path / "clean", "case00")
+    blocks = _up(prob > 0.5)
+    assert not np.array_equal(got, blocks)  # not nearest-neighbour blocks of the training-size mask
+    np.testing.assert_array_equal(got, _native(rf.run, "case00"))
+    assert not got[:8, :8].any() and not got[:8, -8:].any() and report.extra_pieces == 0  # the islands are gone
+    raw = export(rf.run, tmp_path / "raw", cleanup=False)
+    assert _mask(tmp_path / "raw", "case00")[:8, :8].any() and raw.extra_pieces == 1

@@ -23,6 +23,7 @@ from .names import (
     HISTORY_FIELDS,
     IMAGES,
     LOCK,
+    PROB16,
     REVIEW,
     SCORE_FIELDS,
     SCORES,
@@ -32,8 +33,9 @@ from .rows import CaseRow, HistoryRow, ScoreRow, csv_text
 
 __all__ = [
     "BEFORE_TRAINING", "CASES", "CHECKPOINT", "CONFIG", "CORRECTED", "EDITS", "EVALUATION", "GIVEN", "HELD_OUT",
-    "HISTORY", "HISTORY_FIELDS", "IMAGES", "LOCK", "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "REVIEW", "SCORE_FIELDS",
-    "SCORES", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked", "ScoreRow", "check_belongs",
+    "HISTORY", "HISTORY_FIELDS", "IMAGES", "LOCK", "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "PROB16", "REVIEW",
+    "SCORE_FIELDS", "SCORES", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked", "ScoreRow",
+    "check_belongs",
     "checkpoint_meta", "csv_text", "data_diff", "inside", "is_locked", "open_for_resume", "read_score_rows",
     "settings_diff",
     "versions", "writer_lock",

@@ -19,6 +19,7 @@ import numpy as np
 from ..atomic import atomic_write_json, atomic_write_png, atomic_write_text
 from ..data import IMAGE_EXTENSIONS, MAX_PIXELS
 from ..ids import check_id
+from ..native import decode_prob, encode_prob
 from ..settings import TrainConfig
 from . import rows as _rows
 from .checks import check_data, check_train
@@ -37,6 +38,7 @@ from .names import (
     HISTORY,
     HISTORY_FIELDS,
     IMAGES,
+    PROB16,
     REVIEW,
     SCORE_FIELDS,
     SCORES,
@@ -213,6 +215,7 @@ class RunFolder:
             check_id(id_, self.path / CASES)
             atomic_write_png(self.file(CORRECTED, f"{id_}.png"), _to_uint8(scores.corrected[i]))
             atomic_write_png(self.file(CORRECTED, f"{id_}_prob.png"), _to_uint8(scores.prob[i].astype(np.float32)))
+            atomic_write_png(self.file(CORRECTED, f"{id_}{PROB16}"), encode_prob(scores.prob[i]))
             atomic_write_png(self.file(CORRECTED, f"{id_}_unc.png"),
                              _to_uint8(scores.pixel_uncertainty[i].astype(np.float32)))
         rank = scores.rank
@@ -333,7 +336,14 @@ class RunFolder:
         return self.path / CORRECTED / f"{self._id(id_)}.png"
 
     def prob(self, id_: str) -> np.ndarray:
-        """Sharpened foreground probability in [0, 1]."""
+        """Sharpened foreground probability in [0, 1] at training size: from the 16-bit map, or the 8-bit one of
+        runs scored before it existed."""
+        if (self.path / CORRECTED / f"{self._id(id_)}{PROB16}").is_file():
+            code = self._png(CORRECTED, f"{id_}{PROB16}")
+            try:
+                return decode_prob(code)
+            except ValueError as exc:
+                raise RunError(f"{self.path / CORRECTED / (id_ + PROB16)}: {exc}") from None
         return self._png(CORRECTED, f"{self._id(id_)}_prob.png").astype(np.float32) / 255
 
     def uncertainty(self, id_: str) -> np.ndarray:

@@ -13,6 +13,8 @@ IMAGES = "images"  # display copies of the training images (uint8, training size
 GIVEN = "given"  # the masks training saw
 CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
 EDITS = "edits"  # the reviewer's own masks
+PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
+#                        radiograph's own size are resampled from it (crl_napari.native)
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted"]
