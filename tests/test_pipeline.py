@@ -46,6 +46,10 @@ def test_train_writes_a_complete_run_folder(trained, dataset):
     one = scores[0]["id"]
     assert run.image(one).shape == (32, 32) and run.corrected(one).dtype == bool
     assert 0 <= run.prob(one).min() and run.prob(one).max() <= 1
+    # the probability is kept in 16 bits (native-size corrections are resampled from it), the 8-bit map agrees
+    p16, p8 = run.prob(one), iio.imread(run.path / "corrected" / f"{one}_prob.png").astype(np.float32) / 255
+    assert (run.path / "corrected" / f"{one}_prob16.png").is_file() and np.abs(p16 - p8).max() <= 0.5 / 255 + 1e-4
+    assert (run.prob(one) > 0.5).sum() == run.corrected(one).sum()
     # the suspicion is 1 - Dice(given, corrected), recomputable from the saved masks
     g, c = run.given(one), run.corrected(one)
     d = 2 * (g & c).sum() / max(g.sum() + c.sum(), 1) if (g.sum() + c.sum()) else 1.0
