@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import checkpoint as _checkpoint
 from .augment import augment
-from .checkpoint import expected_state, load_models, read_checkpoint, save_checkpoint
+from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
 from .events import CheckpointSaved, EpochEnd, Event, Finished, StageChanged, Started, Step
 from .inference import dice_score, peer_probs, predict
@@ -47,6 +48,16 @@ __all__ = [
 ]
 
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
+
+
+def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int) -> Path:
+    """The run folder's checkpoint (runs.CHECKPOINT), written atomically: checkpoint.save_checkpoint."""
+    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch)
+
+
+def load_models(run_dir: Path | str, device: torch.device | str | None = None) -> tuple[list, TrainConfig]:
+    """The trained nets of a run folder (eval mode) and their settings: checkpoint.load_models."""
+    return _checkpoint.load_models(Path(run_dir) / CHECKPOINT, device)
 
 
 def learning_rate(config: TrainConfig, epoch: int) -> float:

@@ -17,13 +17,13 @@ import torch
 
 from .atomic import atomic_write
 from .device import pick_device
-from .runs import CHECKPOINT
 from .settings import CHECKPOINT_FORMAT, TrainConfig, TrainingError
 from .unet import UNet, build_models
 
 
-def save_checkpoint(run_dir: Path, models, optimizers, config: TrainConfig, epoch: int) -> Path:
-    """state_dicts only, so the file loads with ``torch.load(weights_only=True)``; written atomically."""
+def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: int) -> Path:
+    """state_dicts only, so the file loads with ``torch.load(weights_only=True)``; written atomically to the
+    file ``path`` (its name in a run folder is runs.CHECKPOINT: cascade.save_checkpoint takes the folder)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -31,7 +31,7 @@ def save_checkpoint(run_dir: Path, models, optimizers, config: TrainConfig, epoc
         "models": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in models],
         "optimizers": [o.state_dict() for o in optimizers],
     }
-    path = Path(run_dir) / CHECKPOINT
+    path = Path(path)
     # streamed into the temp file, not built in memory first: a quarter faster, and the interpreter lock is
     # held for shorter spells (the viewer stays smoother while the plugin trains)
     atomic_write(path, lambda fh: torch.save(state, fh))
@@ -56,9 +56,10 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def load_models(run_dir: Path, device: torch.device | str | None = None) -> tuple[list[UNet], TrainConfig]:
-    """The trained nets of a run folder, in eval mode, and the configuration they were trained with."""
-    ckpt = read_checkpoint(Path(run_dir) / CHECKPOINT)
+def load_models(path: Path, device: torch.device | str | None = None) -> tuple[list[UNet], TrainConfig]:
+    """The trained nets of the checkpoint file ``path``, in eval mode, and the configuration they were trained
+    with (cascade.load_models takes the run folder)."""
+    ckpt = read_checkpoint(Path(path))
     config = TrainConfig.from_dict(ckpt["config"])
     models = build_models(config, pick_device("auto" if device is None else str(device)))
     for m, sd in zip(models, ckpt["models"], strict=True):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from crl_napari import cascade
-from crl_napari.checkpoint import expected_state, load_models, read_checkpoint, save_checkpoint
+from crl_napari.cascade import expected_state, load_models, read_checkpoint, save_checkpoint
 from crl_napari.runs import CHECKPOINT
 from crl_napari.settings import TrainConfig, TrainingError
 from crl_napari.sgd import SGD

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoint import read_checkpoint
 from ..settings import TrainConfig, TrainingError, settings_diff
 from .errors import RunError
 from .folder import RunFolder
@@ -33,8 +34,6 @@ class Resume:
 def checkpoint_meta(run: RunFolder) -> tuple[int, TrainConfig]:
     """(last finished epoch, settings) from the checkpoint's metadata, checked against config.json: a
     checkpoint from another run, or one claiming an epoch beyond the run's, is refused naming the file."""
-    from ..cascade import read_checkpoint
-
     path = run.path / CHECKPOINT
     ckpt = read_checkpoint(path)
     try:
