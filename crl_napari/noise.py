@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["NoiseRecord", "simulate", "summary", "CROSS", "SQUARE", "FOOTPRINTS"]
+__all__ = ["NoiseRecord", "simulate", "CROSS", "SQUARE", "FOOTPRINTS"]
 
 #: The default structuring element: 4-connectivity (3x3 cross).
 CROSS = ndimage.generate_binary_structure(2, 1)
@@ -89,19 +89,3 @@ def simulate(
         out[idx] = fn(out[idx].astype(bool), structure=structure, iterations=n).astype(np.uint8)
         records[idx] = NoiseRecord(id=ids[idx], corrupted=True, op=op, n=n)
     return out, records
-
-
-def summary(records: Sequence[NoiseRecord]) -> dict:
-    """Counts for a log line: cases, corrupted, ratio, erode/dilate counts, mean/min/max n (None if none)."""
-    corrupted = [r for r in records if r.corrupted]
-    ns = [r.n for r in corrupted]
-    return {
-        "n_cases": len(records),
-        "n_corrupted": len(corrupted),
-        "ratio": len(corrupted) / len(records) if records else 0.0,
-        "erode": sum(r.op == "erode" for r in corrupted),
-        "dilate": sum(r.op == "dilate" for r in corrupted),
-        "mean_n": float(np.mean(ns)) if ns else None,
-        "min_n": min(ns) if ns else None,
-        "max_n": max(ns) if ns else None,
-    }

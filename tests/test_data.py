@@ -17,7 +17,6 @@ from crl_napari.data import (
     DataError,
     Dataset,
     load_dataset,
-    random_split,
     read_image,
     read_mask,
     resize_image,
@@ -431,25 +430,6 @@ def test_split_csv_problems(tmp_path):
     csv_path.write_text("name,fold\na,train\n")
     with pytest.raises(DataError, match="split.csv lacks column"):
         load_dataset(tmp_path, on_error="skip")
-
-
-def test_random_split_deterministic():
-    ids = [f"c{i:03d}" for i in range(100)]
-    s1 = random_split(ids, test_fraction=0.3, seed=5)
-    assert s1 == random_split(list(reversed(ids)), test_fraction=0.3, seed=5)
-    assert sum(v == "test" for v in s1.values()) == 30 and set(s1) == set(ids)
-    assert s1 != random_split(ids, test_fraction=0.3, seed=6)
-    assert Dataset.random_split(["x", "y"], test_fraction=0.3, seed=0) == random_split(["x", "y"], 0.3, 0)
-    assert sorted(random_split(["x", "y"], 0.3).values()) == ["test", "train"]
-
-
-def test_with_splits(tmp_path):
-    for cid in ("a", "b", "c"):
-        make_pair(tmp_path, cid)
-    ds = load_dataset(tmp_path, size=16)
-    split = ds.with_splits(random_split(ds.ids, test_fraction=0.34, seed=0))
-    assert len(split.subset("train")) == 2 and len(split.subset("test")) == 1
-    assert all(c.split is None for c in ds)  # the original is untouched
 
 
 # -------------------------------------------------------------------------------------- real data

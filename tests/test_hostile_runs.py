@@ -379,8 +379,8 @@ def test_a_lost_export_race_is_one_line_and_the_winner_stays_whole(w, capsys, mo
     real = export_mod._build
     winner = {}
 
-    def build_then_lose_the_race(tmp, items):
-        real(tmp, items)
+    def build_then_lose_the_race(tmp, *args):
+        real(tmp, *args)
         if not winner:  # another export to the same destination finishes first
             monkeypatch.setattr(export_mod, "_build", real)
             export_mod.export(w.run, dest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crl_napari.noise import NoiseRecord, simulate, summary
+from crl_napari.noise import NoiseRecord, simulate
 
 
 def lung_masks(n=8, size=64, seed=0) -> np.ndarray:
@@ -106,17 +106,11 @@ def test_n_scaled_by_reference_size():
     assert {r.n for r in tiny} == {1}  # at least one iteration
 
 
-def test_records_match_ids_and_summary():
+def test_records_match_ids():
     masks = lung_masks(8)
     noisy, records = simulate(masks, IDS8, 0.5, seed=2, reference_size=64)
     assert [r.id for r in records] == IDS8 and all(isinstance(r, NoiseRecord) for r in records)
-    s = summary(records)
-    corrupted = [r for r in records if r.corrupted]
-    assert s["n_cases"] == 8 and s["n_corrupted"] == 4 and s["ratio"] == 0.5
-    assert s["erode"] + s["dilate"] == 4
-    assert s["erode"] == sum(r.op == "erode" for r in records)
-    assert s["mean_n"] == pytest.approx(np.mean([r.n for r in corrupted]))
-    assert summary(simulate(masks, IDS8, 0.0)[1])["mean_n"] is None
+    assert sum(r.corrupted for r in records) == 4 and all(r.op in ("erode", "dilate") for r in records if r.corrupted)
     assert masks is not noisy and masks.sum() == lung_masks(8).sum()  # input untouched
 
 
