@@ -20,6 +20,7 @@ import torch  # noqa: E402
 
 from crl_napari import pipeline  # noqa: E402
 from crl_napari.cascade import TrainConfig  # noqa: E402
+from crl_napari.native import native_mask  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
 
@@ -310,7 +311,10 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
         return iio.imread(cases[i]["mask_path"]) > 0
 
     assert not np.array_equal(run.corrected(ids[0]), original(ids[0]))  # so the check below means something
-    np.testing.assert_array_equal(exported(ids[0]), run.corrected(ids[0]))
+    def correction(i):  # at the original size: the probability resampled, thresholded and cleaned up
+        return native_mask(run.prob(i), original(i).shape).astype(bool)
+
+    np.testing.assert_array_equal(exported(ids[0]), correction(ids[0]))
     np.testing.assert_array_equal(exported(ids[1]), original(ids[1]))
     np.testing.assert_array_equal(exported(ids[2]), drawn > 0)
     for i in ids[3:]:
@@ -335,7 +339,7 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
         sources.append(expected)
         if expected == "corrected_by_policy":
             np.testing.assert_array_equal(iio.imread(tmp_path / "clean2" / "masks" / f"{r['id']}.png") > 0,
-                                          run.corrected(r["id"]))
+                                          correction(r["id"]))
     assert "corrected_by_policy" in sources and "original" in sources
     assert [man2[i]["mask_source"] for i in ids[:3]] == ["corrected", "original", "edited"]  # decisions win
 
