@@ -224,7 +224,10 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
              "Measured at the ORIGINAL 256 px against the clean 256 px masks of the training split (385 images): "
              "Dice on the corrupted / clean cases, symmetric mean boundary distance in original pixels, and in "
              "each way's masks the islands below 1 % of the mask's area (total per cell) and the cases with more "
-             "than two pieces. Mean ± std over seeds (n seeds in the header).", ""]
+             "than two pieces. Mean ± std over seeds (n seeds in the header). The full-set cells of 29 Nov 2026 "
+             "ran with the first clean_mask (islands dropped before holes were filled, commit 8302720); filling "
+             "first (9e23ea4) weighs the pieces against the filled area, which differs only for a piece right at "
+             "the 1 % bar.", ""]
     full = [c for c in cells.values() if c["profile"] == "full"]
     for r in NOISE:
         got = [c for c in full if c["noise"] == r]
