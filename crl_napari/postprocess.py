@@ -37,6 +37,19 @@ def _label(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, areas
 
 
+def _fill_holes(binary: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes`` (background 4-connected) by one labelling pass instead of its iterated
+    dilation: several times faster at 3000 x 3000 (1.3 s against 4.8 s on a busy 2-core machine)."""
+    background, n = ndimage.label(~binary)
+    if n == 0:
+        return binary
+    edges = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[edges] = True
+    outside[0] = False  # label 0 is the foreground
+    return ~outside[background]
+
+
 def piece_areas(mask: np.ndarray) -> np.ndarray:
     """Areas in pixels of the mask's 8-connected pieces, largest first."""
     _, areas = _label(_binary(mask))
@@ -55,7 +68,7 @@ def clean_mask(mask: np.ndarray, min_island_fraction: float = 0.01, fill_holes: 
     filled, and (``keep_largest=2``) only its two largest pieces.
 
     The largest piece is always kept, so a non-empty mask never comes back empty; an empty mask stays
-    empty. Works at any size (about 0.2 s at 3000 x 3000).
+    empty. Works at any size (about 2 s at 3000 x 3000 on a busy 2-core machine, mostly labelling).
     """
     if keep_largest is not None and keep_largest < 1:
         raise ValueError(f"keep_largest must be None or >= 1, got {keep_largest}")
@@ -63,7 +76,7 @@ def clean_mask(mask: np.ndarray, min_island_fraction: float = 0.01, fill_holes: 
         raise ValueError(f"min_island_fraction must be in [0, 1), got {min_island_fraction}")
     binary = _binary(mask)
     if fill_holes:  # first, so the areas weighed below are final and what is kept is never re-judged
-        binary = ndimage.binary_fill_holes(binary)
+        binary = _fill_holes(binary)
     labels, areas = _label(binary)
     if len(areas):
         keep = areas >= min_island_fraction * areas.sum()

@@ -46,6 +46,20 @@ def test_small_islands_go_holes_are_filled_larger_pieces_stay(lungs):
     assert dirty[where["hole"]] == 0 and dirty[2:5, 2:5].all(), "the input is not modified"
 
 
+def test_holes_are_filled_as_scipy_fills_them(lungs):
+    """Speckled lungs (holes of every shape, some touching the border): the same pixels as
+    scipy.ndimage.binary_fill_holes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    speckled = lungs.astype(bool) ^ (rng.random(lungs.shape) < 0.05)
+    speckled[:, :3] = False
+    speckled[40:60, 0] = True
+    filled = clean_mask(speckled, min_island_fraction=0)
+    assert np.array_equal(filled, ndimage.binary_fill_holes(speckled))
+    assert np.array_equal(clean_mask(np.ones((6, 6))), np.ones((6, 6)))
+
+
 def test_keep_largest_two_returns_the_two_lungs(lungs):
     dirty, _ = _dirty(lungs)
     two = clean_mask(dirty, keep_largest=2)
