@@ -172,66 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluation_data
     from .pipeline import evaluate_run
 
-    data, against = _evaluation_data(args.run, args.data, args.split, args.clean_masks, args.masks_are_clean)
+    data, against = evaluation_data(args.run, args.data, args.split, args.clean_masks, args.masks_are_clean)
     res = evaluate_run(args.run, data, args.split, masks=against)
     print(f"Dice on {res['split']} ({res['n']} images) against {against}: {res['dice_mean']:.4f} ± "
           f"{res['dice_std']:.4f}")
     return 0
-
-
-def _evaluation_data(run_dir: Path, data: Path | None, split: str, clean_masks: Path | None = None,
-                     masks_are_clean: bool = False):
-    """The cases to evaluate, with the masks to compare against, and a phrase naming those masks.
-
-    A data folder's masks/ count as clean only for cases the run did not train on (a held-out test split):
-    for the others they are the imperfect masks the run was given, so evaluating against them needs
-    ``clean_masks`` (--clean-masks DIR) or the user's word (``masks_are_clean``)."""
-    from dataclasses import replace as replace_fields
-
-    from .data import load_dataset
-    from .runs import CONFIG, RunFolder
-
-    run = RunFolder(run_dir)
-    root = data if data is not None else run.config["data"].get("root")
-    if root is None:
-        raise RunError(f"{run.path / CONFIG}: no data folder recorded; pass --data")
-    ds = load_dataset(root, size=run.config["data"]["size"])
-    has_split = any(c.split == split for c in ds)
-    sub = ds.subset(split) if has_split else ds
-    which = (f"the {len(sub)} cases of the {split} split" if has_split
-             else f"the {len(sub)} cases (the data has no {split!r} split in split.csv)")
-    if clean_masks is not None:
-        masks = _read_clean_masks(Path(clean_masks), sub.ids, ds.size)
-        cases = [replace_fields(c, mask=masks[c.id]) for c in sub]
-        return replace_fields(sub, cases=cases), f"the clean masks in {clean_masks}"
-    trained = {r["id"] for r in run.cases()}
-    seen = [i for i in sub.ids if i in trained]
-    if seen and not masks_are_clean:
-        raise RunError(f"{ds.root}: {len(seen)} of {which} were trained on, so their masks in "
-                       f"{ds.root / 'masks'} are the imperfect ones the run was given, not clean ones; pass "
-                       "--clean-masks DIR (clean masks named like masks/) or, if they are clean, --masks-are-clean")
-    why = "--masks-are-clean" if seen else "held out from training, taken as clean"
-    return sub, f"the masks in {ds.root / 'masks'} ({why})"
-
-
-def _read_clean_masks(folder: Path, ids: list[str], size: int) -> dict:
-    """``folder/<id>.<ext>`` (or ``<id>_mask.<ext>``) for every id, at the training size."""
-    from .data import IMAGE_EXTENSIONS, read_mask, resize_mask
-
-    if not folder.is_dir():
-        raise DataError(f"{folder}: clean-mask folder does not exist")
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
-            stem = p.name[: -len(p.suffix)]
-            found.setdefault(stem[: -len("_mask")] if stem.endswith("_mask") else stem, p)
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise DataError(f"{folder}: no clean mask for {len(missing)} of the {len(ids)} cases evaluated "
-                        f"(e.g. {', '.join(missing[:3])}); name them like masks/: <id>.png or <id>_mask.png")
-    return {i: resize_mask(read_mask(found[i]), size) for i in ids}
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -253,6 +201,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Train on the built-in sample, score, export and draw the summary figure."""
+    from .evaluation import evaluation_data
     from .export import export
     from .phantoms import sample_root
     from .pipeline import evaluate_run, train_run
@@ -275,7 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run_dir = out / "run"
     _consume(train_run(data, run_dir, config, size=args.size), args.quiet)
     metrics, corrupted = _demo_flagging(run_dir, data)
-    test, against = _evaluation_data(run_dir, data, "test", clean_masks=data / "clean_masks")
+    test, against = evaluation_data(run_dir, data, "test", clean_masks=data / "clean_masks")
     ev = evaluate_run(run_dir, test, "test", masks=against)
     fig = summary_figure(run_dir, corrupted=corrupted, threshold=args.threshold)
     rep = export(run_dir, out / "cleaned", unreviewed="accept_above", threshold=args.threshold)
