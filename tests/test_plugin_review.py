@@ -472,3 +472,40 @@ def test_statuses_comments_batch_and_the_remembered_reviewer(make_napari_viewer,
     assert again.session is not None and again.session.reviewer == "dr grey"
     again.keep()
     assert _decisions(run_dir)[ids[2]] == {**_decisions(run_dir)[ids[2]], "status": "kept", "reviewer": "dr grey"}
+
+
+def test_signals_explained_uncertainty_flip_and_zoom(make_napari_viewer, qtbot, run_dir):
+    """Issue 13: the uncertainty map uses its own range (values of 0-0.3 were near black on a 0-1 scale), H shows
+    it, J flips between the original and the corrected mask, G zooms to where they differ, the columns explain
+    themselves in tooltips."""
+    from qtpy.QtCore import Qt
+
+    from crl_napari._qt.review_layers import disagreement_box
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((300, 200)), name="another image")
+    widget = _review(viewer, run_dir)
+    unc = widget.layer("uncertainty")
+    assert not unc.visible
+    _press(viewer, qtbot, "H")
+    assert unc.visible and unc.contrast_limits[1] == pytest.approx(max(np.percentile(unc.data, 99.5), 0.05))
+    assert unc.contrast_limits[1] < 1  # scaled to the map, not to 0-1
+    original, corrected = widget.layer("original"), widget.layer("corrected")
+    _press(viewer, qtbot, "J")
+    assert original.visible and not corrected.visible
+    _press(viewer, qtbot, "J")
+    assert corrected.visible and not original.visible
+    _press(viewer, qtbot, "J")
+    assert original.visible and corrected.visible
+    viewer.reset_view()
+    fitted = viewer.camera.zoom
+    box = disagreement_box(original.data, corrected.data)
+    assert box is not None
+    _press(viewer, qtbot, "G")
+    rows, cols = box
+    assert viewer.camera.zoom > fitted
+    centre = np.asarray(viewer.camera.center[-2:])
+    assert rows.start <= centre[0] <= rows.stop and cols.start <= centre[1] <= cols.stop
+    header = widget.table.model()
+    tips = [header.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole) for c in range(6)]
+    assert all(tips) and "1 - Dice" in tips[2] and "1 - score" in tips[3]

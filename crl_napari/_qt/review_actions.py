@@ -6,8 +6,11 @@ line and a failure as a notification. Mixed into :class:`.review_widget.ReviewWi
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..review_model import ReviewModelError
 from ._common import report_error, warn
+from .review_layers import disagreement_box
 
 __all__ = ["ReviewActions"]
 
@@ -95,6 +98,49 @@ class ReviewActions:
             self._message(f"Undone: {ids[0]}{more} ({self.model.status(ids[0])} again)")
         elif ids is not None:
             self._message("Nothing to undo")
+
+    def toggle_uncertainty(self) -> None:
+        """Show or hide where the nets disagree (the uncertainty map, scaled to its own range)."""
+        layer = self.layer("uncertainty")
+        if layer is None:
+            self._message("Open a run folder first")
+            return
+        layer.visible = not layer.visible
+        self._message("Uncertainty map " + ("shown (bright: the nets disagree)" if layer.visible else "hidden"))
+
+    def flip_masks(self) -> None:
+        """Show the original or the corrected mask alone, in turn (both again after the second press)."""
+        original, corrected = self.layer("original"), self.layer("corrected")
+        if original is None or corrected is None:
+            self._message("Open a run folder first")
+            return
+        if original.visible and corrected.visible:
+            corrected.visible, shown = False, "original (red)"
+        elif original.visible:
+            original.visible, corrected.visible, shown = False, True, "corrected (cyan)"
+        else:
+            original.visible, corrected.visible, shown = True, True, "original and corrected"
+        self._message(f"Showing the {shown} mask")
+
+    def zoom_to_disagreement(self) -> None:
+        """Fit the view to where the original and the corrected mask differ."""
+        original, corrected = self.layer("original"), self.layer("corrected")
+        if original is None or corrected is None:
+            self._message("Open a run folder first")
+            return
+        box = disagreement_box(original.data, corrected.data)
+        if box is None:
+            self._message("The original and the corrected mask agree everywhere")
+            return
+        rows, cols = box
+        scale = np.asarray(original.scale[-2:], float)
+        h, w = np.asarray(original.data.shape[-2:], float) * scale
+        box_h, box_w = (rows.stop - rows.start) * scale[0], (cols.stop - cols.start) * scale[1]
+        self.viewer.reset_view()  # the zoom that fits the whole image, then that much closer
+        self.viewer.camera.zoom = float(self.viewer.camera.zoom * min(h / box_h, w / box_w))
+        self.viewer.camera.center = ((rows.start + rows.stop) / 2 * scale[0] - 0.5 * scale[0],
+                                     (cols.start + cols.stop) / 2 * scale[1] - 0.5 * scale[1])
+        self._message(f"Zoomed to where the masks differ ({rows.stop - rows.start} x {cols.stop - cols.start} px)")
 
     def _on_comment(self) -> None:
         if self.model is not None and self.model.current is not None:

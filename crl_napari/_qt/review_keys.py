@@ -2,7 +2,7 @@
 same keys while its table has the focus (else the table's type-ahead search would eat the letters).
 
 Checked against napari's default keymap (``napari.utils.shortcuts.default_shortcuts``): A, D and S are bound only
-by Points/Shapes layers (never active during a review), K, N, Shift-N, U and Q by nothing. X is the Labels
+by Points/Shapes layers (never active during a review), K, N, Shift-N, U, Q, H, J and G by nothing. X is the Labels
 layer's "swap labels" key (active while drawing), so excluding a radiograph is Shift-X.
 """
 
@@ -26,6 +26,9 @@ KEYS = {
     "N": ("next", "next image"),
     "Shift-N": ("previous", "previous image"),
     "U": ("undo", "undo the last decision (or batch)"),
+    "H": ("toggle_uncertainty", "show / hide where the nets disagree (uncertainty map)"),
+    "J": ("flip_masks", "flip between the original and the corrected mask"),
+    "G": ("zoom_to_disagreement", "zoom to where the original and the corrected mask differ"),
 }
 
 

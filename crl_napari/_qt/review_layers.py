@@ -17,7 +17,7 @@ from qtpy.QtCore import QTimer
 from ..case_cache import CaseCache
 from ..runs import RunFolder
 
-__all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width"]
+__all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width", "disagreement_box", "map_limits"]
 
 #: role -> layer name
 LAYERS = {
@@ -30,6 +30,24 @@ LAYERS = {
 }
 COLORS = {"original": "#ff3b30", "corrected": "#00e5ff", "edit": "#ffd60a"}
 THUMBNAIL_DELAY_MS = 150  # layer-list thumbnails are redrawn once the reviewer has paused this long
+
+
+def map_limits(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of a probability / uncertainty map: 0 to its 99.5th percentile (at least 0.05), so an
+    uncertainty map whose values stay within 0-0.3 uses the whole colour map instead of looking black."""
+    return 0.0, max(float(np.percentile(data, 99.5)), 0.05)
+
+
+def disagreement_box(given: np.ndarray, corrected: np.ndarray, margin: int = 4) -> tuple[slice, slice] | None:
+    """The box (rows, columns, with a margin) around the pixels where the original and the corrected mask
+    differ, or None where they agree everywhere."""
+    diff = np.asarray(given, bool) != np.asarray(corrected, bool)
+    if not diff.any():
+        return None
+    rows, cols = np.flatnonzero(diff.any(1)), np.flatnonzero(diff.any(0))
+    h, w = diff.shape
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + margin + 1, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)))
 
 
 def contour_width(shape: tuple[int, ...]) -> int:
@@ -154,7 +172,8 @@ class LayerPresenter:
             return
         self._stale_maps.pop(role, None)
         fresh = layer is None
-        layer = self.set_layer(role, "image", load(image_id), contrast_limits=(0, 1), blending="additive",
+        data = load(image_id)
+        layer = self.set_layer(role, "image", data, contrast_limits=map_limits(data), blending="additive",
                                visible=False, **kwargs)
         if fresh:
             layer.events.visible.connect(lambda _event, role=role: self._refresh_map(role))
@@ -164,3 +183,4 @@ class LayerPresenter:
         if layer is not None and layer.visible and role in self._stale_maps:
             image_id, load = self._stale_maps.pop(role)
             layer.data = load(image_id)
+            layer.contrast_limits = map_limits(layer.data)

@@ -9,9 +9,18 @@ from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableView
 
 from ..review_model import ReviewModel
 
-__all__ = ["ReviewTable", "ReviewTableModel", "COLUMNS", "STATUS_COLORS"]
+__all__ = ["ReviewTable", "ReviewTableModel", "COLUMNS", "COLUMN_TIPS", "STATUS_COLORS"]
 
 COLUMNS = ("#", "ID", "Score", "Dice", "Decision", "Note")
+#: what each column means (the header's tooltip)
+COLUMN_TIPS = (
+    "rank: 1 = the image most likely to have a wrong mask",
+    "image id (its file name)",
+    "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table",
+    "Dice between the original and the corrected mask (1 - score): 1 = the nets agree with the mask",
+    "your decision: accepted, kept, edited, flagged, excluded; empty = pending",
+    "your comment on the image",
+)
 STATUS_COLORS = {"accepted": "#2e7d32", "kept": "#616161", "edited": "#b28704", "flagged": "#c62828",
                  "excluded": "#6a1b9a", "pending": None}
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -50,8 +59,10 @@ class ReviewTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section, orientation, role=_DISPLAY):  # noqa: N802
-        if role == _DISPLAY and orientation == Qt.Orientation.Horizontal:
+        if orientation == Qt.Orientation.Horizontal and role == _DISPLAY:
             return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == _TIP:
+            return COLUMN_TIPS[section]
         return None
 
     def data(self, index, role=_DISPLAY):
