@@ -12,23 +12,13 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import DiskFullError
-from .cascade import (
-    JOINT_MODES,
-    SETTING_HELP,
-    STRATEGIES,
-    CheckpointSaved,
-    EpochEnd,
-    Finished,
-    Started,
-    Step,
-    TrainConfig,
-    TrainingError,
-)
 from .data import DataError
 from .eta import Eta, format_seconds
+from .events import CheckpointSaved, EpochEnd, Finished, Started, Step
 from .ids import UnsafeIdError
 from .noise import FOOTPRINTS
 from .runs import CONFIG, RunError, RunFolder, open_for_resume
+from .settings import JOINT_MODES, SETTING_HELP, STRATEGIES, TrainConfig, TrainingError
 
 # RunLocked (a second writer on a run) is a RunError; a full disk is the one OSError a user fixes
 USER_ERRORS: tuple[type[Exception], ...] = (DataError, TrainingError, RunError, UnsafeIdError, DiskFullError,

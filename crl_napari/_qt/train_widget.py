@@ -42,22 +42,12 @@ from skimage.transform import resize as _resize  # noqa: F401 (imported early, s
 from superqt import QCollapsible
 
 from .. import pipeline
-from ..cascade import (
-    JOINT_MODES,
-    SETTING_HELP,
-    STRATEGIES,
-    CheckpointSaved,
-    EpochEnd,
-    Finished,
-    StageChanged,
-    Started,
-    Step,
-    TrainConfig,
-    pick_device,
-)
+from ..device import pick_device
 from ..eta import Eta
+from ..events import CheckpointSaved, EpochEnd, Finished, StageChanged, Started, Step
 from ..layers_dataset import DataWritten, layers_data_dir, write_layers_dataset
 from ..runs import RunError, RunFolder
+from ..settings import JOINT_MODES, SETTING_HELP, STRATEGIES, TrainConfig
 from ._common import StopFlag, focus_on, info, report_error, run_link, scroll_area, start_generator, tabify_beside
 from ._plots import LossPlot
 

@@ -5,38 +5,17 @@ the run, holds the writer lock and keeps history, checkpoint and scores in step.
 because those are five concerns: names, checked settings, typed rows, the lock, the resume path.
 """
 
+from . import names as _names
 from .checks import MAX_DEPTH, MAX_SIZE, MAX_WIDTH
 from .errors import RunError, RunLocked
 from .folder import RunFolder, inside, read_score_rows, versions
 from .lock import is_locked, writer_lock
-from .names import (
-    BEFORE_TRAINING,
-    CASES,
-    CHECKPOINT,
-    CONFIG,
-    CORRECTED,
-    EDITS,
-    EVALUATION,
-    GIVEN,
-    HELD_OUT,
-    HISTORY,
-    HISTORY_FIELDS,
-    IMAGES,
-    LOCK,
-    PROB16,
-    REVIEW,
-    SCORE_FIELDS,
-    SCORES,
-)
+from .names import *  # noqa: F403  (the file names are this package's API: names.__all__)
 from .resume import Resume, check_belongs, checkpoint_meta, data_diff, open_for_resume, settings_diff
 from .rows import CaseRow, HistoryRow, ScoreRow, csv_text
 
-__all__ = [
-    "BEFORE_TRAINING", "CASES", "CHECKPOINT", "CONFIG", "CORRECTED", "EDITS", "EVALUATION", "GIVEN", "HELD_OUT",
-    "HISTORY", "HISTORY_FIELDS", "IMAGES", "LOCK", "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "PROB16", "REVIEW",
-    "SCORE_FIELDS", "SCORES", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked", "ScoreRow",
-    "check_belongs",
-    "checkpoint_meta", "csv_text", "data_diff", "inside", "is_locked", "open_for_resume", "read_score_rows",
-    "settings_diff",
-    "versions", "writer_lock",
+__all__ = [*_names.__all__,
+    "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked",
+    "ScoreRow", "check_belongs", "checkpoint_meta", "csv_text", "data_diff", "inside", "is_locked",
+    "open_for_resume", "read_score_rows", "settings_diff", "versions", "writer_lock",
 ]

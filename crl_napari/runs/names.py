@@ -1,5 +1,27 @@
 """The run folder's file names: the one place that spells them. Everything else asks :mod:`crl_napari.runs`."""
 
+__all__ = [
+    "CONFIG",
+    "CHECKPOINT",
+    "CASES",
+    "HELD_OUT",
+    "HISTORY",
+    "SCORES",
+    "REVIEW",
+    "EVALUATION",
+    "LOCK",
+    "IMAGES",
+    "GIVEN",
+    "CORRECTED",
+    "EDITS",
+    "PROB16",
+    "HISTORY_FIELDS",
+    "SCORE_FIELDS",
+    "CASE_FIELDS",
+    "HELD_OUT_FIELDS",
+    "BEFORE_TRAINING",
+]
+
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.pt"
 CASES = "cases.csv"
