@@ -16,6 +16,9 @@ anatomy resampled. :func:`write_sample_set` writes a folder in the project's dat
 paper's label noise on half of the training masks); :func:`sample_root` finds the packaged copy.
 
 Regenerate the repository's ``sample_data/`` with ``python -m crl_napari.phantoms``.
+
+Over 400 lines on purpose: it is one drawing (each anatomical part placed relative to the others), which reads
+best top to bottom in one file; nothing else imports its parts.
 """
 
 from __future__ import annotations
