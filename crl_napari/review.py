@@ -42,7 +42,6 @@ import copy
 import getpass
 import json
 import os
-import re
 import secrets
 import threading
 from datetime import datetime, timezone
@@ -65,42 +64,28 @@ __all__ = [
     "read_scores",
 ]
 
-REVIEW_FILE = runs.REVIEW
-REVIEW_VERSION = 1
-SCORES_FILE = runs.SCORES
-EDITS_DIR = runs.EDITS
-UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
-#: Every status an image can have; "pending" is the absence of a decision.
-STATUSES = ("pending", "accepted", "kept", "edited", "flagged", "excluded")
-_DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
-#: The statuses a batch (decide_many) may set: every decision but "edited" (an edit needs a drawing).
-BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
-MAX_COMMENT = 2000  # characters; a comment is a note, not a report
-_BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
-_BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
-
-
-class ReviewError(ValueError):
-    """The run cannot be reviewed as asked (no scores, unreadable review.json, ...); names the file."""
-
-
-def check_id(image_id: str, where: str | Path = "") -> str:
-    """Refuse ids that are unsafe as file names (they become ``edits/<id>.png`` and export file names): the
-    one rule of :func:`crl_napari.ids.check_id`, raised here as a ReviewError."""
-    try:
-        return ids.check_id(image_id, where)
-    except ids.UnsafeIdError as exc:
-        raise ReviewError(str(exc)) from None
+from .review_file import (  # noqa: F401  (re-exported: the statuses and ReviewError are review's API)
+    _DECIDED,
+    BATCH_STATUSES,
+    EDITS_DIR,
+    MAX_COMMENT,
+    REVIEW_FILE,
+    REVIEW_VERSION,
+    SCORES_FILE,
+    STATUSES,
+    UNDO_DIR,
+    ReviewError,
+    _check_comments,
+    check_id,
+    validate,
+)
+from .review_log import ChangeLog, now
 
 
 def _mkdir_durable(folder: Path) -> None:
     if not folder.is_dir():
         folder.mkdir(exist_ok=True)
         fsync_dir(folder.parent)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _default_reviewer() -> str:
@@ -124,94 +109,7 @@ def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
              "corrupted": r.corrupted} for r in rows]
 
 
-# --------------------------------------------------------------------------------- review.json checks
-
-
-def _check_decision(d: Any, image_id: str, path: Path, where: str) -> dict[str, Any] | None:
-    if d is None:
-        return None
-    if not isinstance(d, dict):
-        raise ReviewError(f"{path}: {where}: expected an object, got {type(d).__name__}")
-    status = d.get("status")
-    if status not in _DECIDED:
-        expected = ", ".join(_DECIDED)
-        raise ReviewError(f"{path}: {where}: unknown status {status!r} (expected one of {expected})")
-    for key in ("reviewer", "time"):
-        if not isinstance(d.get(key), str):
-            raise ReviewError(f"{path}: {where}: {key!r} must be a string")
-    edit = d.get("edit")
-    expected = f"{EDITS_DIR}/{image_id}.png"
-    if status == "edited" and edit != expected:
-        raise ReviewError(f"{path}: {where}: an edited decision must point to {expected!r}, found {edit!r}")
-    if status != "edited" and edit is not None:
-        raise ReviewError(f"{path}: {where}: only edited decisions have an edit file, found {edit!r}")
-    return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit}
-
-
-def _check_comments(raw: Any, path: Path) -> dict[str, str]:
-    """The optional ``comments`` map (absent in files written before comments existed)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ReviewError(f"{path}: 'comments' must be an object mapping image ids to text")
-    out: dict[str, str] = {}
-    for image_id, text in raw.items():
-        check_id(image_id, f"{path}: comments")
-        if not isinstance(text, str):
-            raise ReviewError(f"{path}: comment for {image_id!r} must be a string, got {type(text).__name__}")
-        if text.strip():
-            out[image_id] = text[:MAX_COMMENT]
-    return out
-
-
-def _validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Check a loaded review.json completely; returns (decisions, log) or raises ReviewError."""
-    if not isinstance(data, dict):
-        raise ReviewError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-    version = data.get("version")
-    if version != REVIEW_VERSION:
-        raise ReviewError(
-            f"{path}: unsupported review file version {version!r} (this crl-napari reads version "
-            f"{REVIEW_VERSION}); it may come from a newer release"
-        )
-    raw_decisions = data.get("decisions", {})
-    raw_log = data.get("log", [])
-    if not isinstance(raw_decisions, dict):
-        raise ReviewError(f"{path}: 'decisions' must be an object mapping image ids to decisions")
-    if not isinstance(raw_log, list):
-        raise ReviewError(f"{path}: 'log' must be a list")
-    decisions: dict[str, dict[str, Any]] = {}
-    for image_id, d in raw_decisions.items():
-        check_id(image_id, f"{path}: decisions")
-        checked = _check_decision(d, image_id, path, f"decision for {image_id!r}")
-        if checked is None:
-            raise ReviewError(f"{path}: decision for {image_id!r} is null")
-        decisions[image_id] = checked
-    log: list[dict[str, Any]] = []
-    for i, entry in enumerate(raw_log):
-        where = f"log entry {i}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            raise ReviewError(f"{path}: {where}: expected an object with an 'id'")
-        image_id = check_id(entry["id"], f"{path}: {where}")
-        backup = entry.get("edit_backup")
-        if backup is not None and (not isinstance(backup, str) or not _BACKUP_RE.match(backup)):
-            raise ReviewError(f"{path}: {where}: invalid edit_backup {backup!r}")
-        batch = entry.get("batch")
-        if batch is not None and (not isinstance(batch, str) or not _BATCH_RE.match(batch)):
-            raise ReviewError(f"{path}: {where}: invalid batch {batch!r}")
-        log.append({
-            "id": image_id,
-            "before": _check_decision(entry.get("before"), image_id, path, f"{where} 'before'"),
-            "after": _check_decision(entry.get("after"), image_id, path, f"{where} 'after'"),
-            "reviewer": str(entry.get("reviewer", "")),
-            "time": str(entry.get("time", "")),
-            "edit_backup": backup,
-            "batch": batch,
-        })
-    return decisions, log
-
-
-class ReviewSession:
+class ReviewSession(ChangeLog):
     """Decisions on one run folder; every change is saved to ``RUN/review.json`` before the call returns.
 
     Create with :meth:`open`. Thread-safe for calls from one process (a napari worker and the GUI thread).
@@ -262,7 +160,7 @@ class ReviewSession:
                     data = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
-                decisions, log = _validate(data, path)
+                decisions, log = validate(data, path)
                 comments = _check_comments(data.get("comments"), path)
             except ReviewError as exc:
                 if not recover:
@@ -396,7 +294,7 @@ class ReviewSession:
                     changed.append(image_id)
             if not changed:
                 return []
-            token, time = secrets.token_hex(6), _now()
+            token, time = secrets.token_hex(6), now()
             saved_decisions, saved_log = dict(self._decisions), len(self._log)
             for image_id in changed:
                 self._record(image_id, status, time, batch=token)
@@ -480,66 +378,6 @@ class ReviewSession:
                     os.unlink(target)
                 raise
 
-    def undo(self) -> str | None:
-        """Revert the last change (also one made before the session was reopened); returns its id, or None
-        when there is nothing to undo. An undone edit brings back the drawing it replaced. A batch is one
-        change: all of it is undone and the first id of the batch is returned (see :meth:`undo_step`)."""
-        ids = self.undo_step()
-        return ids[0] if ids else None
-
-    def undo_step(self) -> list[str]:
-        """Revert the last change (a single decision or a whole batch); returns the ids it touched, in the
-        order they were decided ([] when there is nothing to undo)."""
-        with self._lock:
-            batch = self._log[-1].get("batch") if self._log else None
-            if batch is None:
-                image_id = self._undo_one()
-                return [] if image_id is None else [image_id]
-            saved_decisions, saved_log = dict(self._decisions), list(self._log)
-            ids = []
-            while self._log and self._log[-1].get("batch") == batch:
-                entry = self._log.pop()
-                self._set(entry["id"], entry["before"])
-                ids.append(entry["id"])
-            try:
-                self._save()
-            except BaseException:
-                self._decisions, self._log = saved_decisions, saved_log
-                raise
-            return ids[::-1]
-
-    def _undo_one(self) -> str | None:
-        with self._lock:
-            if not self._log:
-                return None
-            entry = self._log[-1]
-            image_id = entry["id"]
-            target = self.edit_path(image_id)
-            backup = entry.get("edit_backup")
-            after = entry.get("after")
-            if after is not None and after["status"] == "edited":
-                # the files first: if we die here, review.json still holds the entry and undo can be redone
-                if backup is not None and (self.run_dir / backup).is_file():
-                    atomic_write_bytes(target, (self.run_dir / backup).read_bytes())
-                elif backup is None and target.exists():
-                    os.unlink(target)
-                    fsync_dir(target.parent)
-            previous = self._decisions.get(image_id)
-            self._log.pop()
-            self._set(image_id, entry["before"])
-            try:
-                self._save()
-            except BaseException:
-                self._log.append(entry)
-                self._set(image_id, previous)
-                raise
-            if backup is not None:
-                try:
-                    os.unlink(self.run_dir / backup)
-                except OSError:
-                    pass
-            return image_id
-
     # ------------------------------------------------------------------------------------- internals
     def _inside(self, relative: str) -> Path:
         """A path inside the run for writing, refusing links out of it (see crl_napari.runs.inside)."""
@@ -551,7 +389,7 @@ class ReviewSession:
     def _mask_shape(self, image_id: str) -> tuple[int, ...]:
         import imageio.v3 as iio
 
-        for sub in ("given", "corrected"):
+        for sub in (runs.GIVEN, runs.CORRECTED):
             p = self.run_dir / sub / f"{image_id}.png"
             if p.is_file():
                 try:
@@ -559,7 +397,7 @@ class ReviewSession:
                 except Exception as exc:
                     raise ReviewError(f"{p}: unreadable mask ({exc})") from exc
                 return tuple(arr.shape[:2])
-        given = self.run_dir / "given" / f"{image_id}.png"
+        given = self.run_dir / runs.GIVEN / f"{image_id}.png"
         raise ReviewError(f"{given}: missing (needed to check the size of the edited mask)")
 
     def _decide(self, image_id: str, status: str) -> dict[str, Any]:
@@ -568,44 +406,6 @@ class ReviewSession:
             if current is not None and current["status"] == status and current["reviewer"] == self.reviewer:
                 return dict(current)  # nothing changes; no log entry, no write
             return self._apply(image_id, status)
-
-    def _set(self, image_id: str, decision: dict[str, Any] | None) -> None:
-        if decision is None:
-            self._decisions.pop(image_id, None)
-        else:
-            self._decisions[image_id] = dict(decision)
-
-    def _record(self, image_id: str, status: str | None, time: str, edit_backup: str | None = None,
-                batch: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """Change one decision in memory and log it; returns (before, after)."""
-        before = self._decisions.get(image_id)
-        after = None
-        if status is not None:
-            edit = f"{EDITS_DIR}/{image_id}.png" if status == "edited" else None
-            after = {"status": status, "reviewer": self.reviewer, "time": time, "edit": edit}
-        self._set(image_id, after)
-        self._log.append({
-            "id": image_id,
-            "before": None if before is None else dict(before),
-            "after": None if after is None else dict(after),
-            "reviewer": self.reviewer,
-            "time": time,
-            "edit_backup": edit_backup,
-            "batch": batch,
-        })
-        return before, after
-
-    def _apply(self, image_id: str, status: str | None, edit_backup: str | None = None) -> dict[str, Any]:
-        """Record one change (status None = back to pending), log it and save; on a failed save the session
-        is rolled back so memory never claims what the disk does not hold."""
-        before, after = self._record(image_id, status, _now(), edit_backup=edit_backup)
-        try:
-            self._save()
-        except BaseException:
-            self._log.pop()
-            self._set(image_id, before)
-            raise
-        return {} if after is None else dict(after)
 
     def to_json(self) -> dict[str, Any]:
         """The review.json content."""

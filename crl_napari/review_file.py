@@ -1,0 +1,123 @@
+"""review.json: its statuses and its checked reading. A review file may come from anyone (a colleague's laptop,
+a hand edit), so every decision, comment and log entry is checked before the session trusts it; each problem is
+one ReviewError naming the file. The session that writes it is crl_napari.review.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from . import ids, runs
+
+REVIEW_FILE = runs.REVIEW
+REVIEW_VERSION = 1
+SCORES_FILE = runs.SCORES
+EDITS_DIR = runs.EDITS
+UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
+#: Every status an image can have; "pending" is the absence of a decision.
+STATUSES = ("pending", "accepted", "kept", "edited", "flagged", "excluded")
+_DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
+#: The statuses a batch (decide_many) may set: every decision but "edited" (an edit needs a drawing).
+BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
+MAX_COMMENT = 2000  # characters; a comment is a note, not a report
+_BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
+_BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
+
+
+class ReviewError(ValueError):
+    """The run cannot be reviewed as asked (no scores, unreadable review.json, ...); names the file."""
+
+
+def check_id(image_id: str, where: str | Path = "") -> str:
+    """Refuse ids that are unsafe as file names (they become ``edits/<id>.png`` and export file names): the
+    one rule of :func:`crl_napari.ids.check_id`, raised here as a ReviewError."""
+    try:
+        return ids.check_id(image_id, where)
+    except ids.UnsafeIdError as exc:
+        raise ReviewError(str(exc)) from None
+
+
+def _check_decision(d: Any, image_id: str, path: Path, where: str) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ReviewError(f"{path}: {where}: expected an object, got {type(d).__name__}")
+    status = d.get("status")
+    if status not in _DECIDED:
+        expected = ", ".join(_DECIDED)
+        raise ReviewError(f"{path}: {where}: unknown status {status!r} (expected one of {expected})")
+    for key in ("reviewer", "time"):
+        if not isinstance(d.get(key), str):
+            raise ReviewError(f"{path}: {where}: {key!r} must be a string")
+    edit = d.get("edit")
+    expected = f"{EDITS_DIR}/{image_id}.png"
+    if status == "edited" and edit != expected:
+        raise ReviewError(f"{path}: {where}: an edited decision must point to {expected!r}, found {edit!r}")
+    if status != "edited" and edit is not None:
+        raise ReviewError(f"{path}: {where}: only edited decisions have an edit file, found {edit!r}")
+    return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit}
+
+
+def _check_comments(raw: Any, path: Path) -> dict[str, str]:
+    """The optional ``comments`` map (absent in files written before comments existed)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ReviewError(f"{path}: 'comments' must be an object mapping image ids to text")
+    out: dict[str, str] = {}
+    for image_id, text in raw.items():
+        check_id(image_id, f"{path}: comments")
+        if not isinstance(text, str):
+            raise ReviewError(f"{path}: comment for {image_id!r} must be a string, got {type(text).__name__}")
+        if text.strip():
+            out[image_id] = text[:MAX_COMMENT]
+    return out
+
+
+def validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Check a loaded review.json completely; returns (decisions, log) or raises ReviewError."""
+    if not isinstance(data, dict):
+        raise ReviewError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    version = data.get("version")
+    if version != REVIEW_VERSION:
+        raise ReviewError(
+            f"{path}: unsupported review file version {version!r} (this crl-napari reads version "
+            f"{REVIEW_VERSION}); it may come from a newer release"
+        )
+    raw_decisions = data.get("decisions", {})
+    raw_log = data.get("log", [])
+    if not isinstance(raw_decisions, dict):
+        raise ReviewError(f"{path}: 'decisions' must be an object mapping image ids to decisions")
+    if not isinstance(raw_log, list):
+        raise ReviewError(f"{path}: 'log' must be a list")
+    decisions: dict[str, dict[str, Any]] = {}
+    for image_id, d in raw_decisions.items():
+        check_id(image_id, f"{path}: decisions")
+        checked = _check_decision(d, image_id, path, f"decision for {image_id!r}")
+        if checked is None:
+            raise ReviewError(f"{path}: decision for {image_id!r} is null")
+        decisions[image_id] = checked
+    log: list[dict[str, Any]] = []
+    for i, entry in enumerate(raw_log):
+        where = f"log entry {i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ReviewError(f"{path}: {where}: expected an object with an 'id'")
+        image_id = check_id(entry["id"], f"{path}: {where}")
+        backup = entry.get("edit_backup")
+        if backup is not None and (not isinstance(backup, str) or not _BACKUP_RE.match(backup)):
+            raise ReviewError(f"{path}: {where}: invalid edit_backup {backup!r}")
+        batch = entry.get("batch")
+        if batch is not None and (not isinstance(batch, str) or not _BATCH_RE.match(batch)):
+            raise ReviewError(f"{path}: {where}: invalid batch {batch!r}")
+        log.append({
+            "id": image_id,
+            "before": _check_decision(entry.get("before"), image_id, path, f"{where} 'before'"),
+            "after": _check_decision(entry.get("after"), image_id, path, f"{where} 'after'"),
+            "reviewer": str(entry.get("reviewer", "")),
+            "time": str(entry.get("time", "")),
+            "edit_backup": backup,
+            "batch": batch,
+        })
+    return decisions, log
