@@ -43,7 +43,8 @@ def default_threads() -> int:
 
 @dataclass
 class TrainConfig:
-    """Every hyperparameter of a run. Defaults are the paper's recipe (section 3, implementation details)."""
+    """Every hyperparameter of a run. Defaults follow the paper where it gives one (section 3); the rest are ours,
+    marked as such in docs/paper.md (lr decay, rotation, the selection ramp and split, the joint-loss samples)."""
 
     strategy: str = "crl"
     epochs: int = 100

@@ -1,5 +1,6 @@
-"""The Train widget: pick the data, the strategy and its hyperparameters (the paper's defaults), and train in
-a napari thread worker over the engine's event stream (:func:`crl_napari.pipeline.train_run`).
+"""The Train widget: pick the data, the strategy and its hyperparameters (defaults: the paper's where it gives
+one, docs/paper.md), and train in a napari thread worker over the engine's event stream
+(:func:`crl_napari.pipeline.train_run`).
 
 The GUI thread only turns events into a ``napari.utils.progress`` bar, a loss / selected-fraction plot
 (redrawn once per epoch) and a status line with the pace; Stop sets the flag the engine polls between steps, so
