@@ -607,6 +607,8 @@ def big_run(tmp_path_factory) -> SimpleNamespace:
         mask = (yy - 128) ** 2 / 90**2 + (xx - 100 - k % 50) ** 2 / 60**2 < 1
         iio.imwrite(src / "masks" / f"{cid}.png", mask.astype(np.uint8) * 255)
         iio.imwrite(run / "corrected" / f"{cid}.png", mask[::4, ::4].T.astype(np.uint8) * 255)
+        iio.imwrite(run / "corrected" / f"{cid}_prob.png", mask[::4, ::4].T.astype(np.uint8) * 230)  # what scoring
+        # leaves beside the mask: the export makes the correction at the original size from this probability
         cases.append(f"{cid},train,{src}/images/{cid}.png,{src}/masks/{cid}.png,256,256\n")
         scores.append(f"{cid},{k + 1},{1 - k / N_EXPORT:.6f}\n")
     (run / "cases.csv").write_text("id,split,image_path,mask_path,orig_h,orig_w\n" + "".join(cases))

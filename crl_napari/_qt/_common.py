@@ -18,7 +18,7 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info, show_warning
 from psygnal import Signal
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
@@ -104,7 +104,21 @@ def focus_on(viewer, layer) -> list:
             other.visible = False
             hidden.append(other)
     viewer.reset_view(layers=[layer])
+    # on a busy machine the docks can still be resized after this call (a later event-loop pass): fit again once
+    # they have settled, so the image is never left larger than the canvas it ends up with
+    QTimer.singleShot(REFIT_MS, lambda: _refit(viewer, layer))
     return hidden
+
+
+REFIT_MS = 250
+
+
+def _refit(viewer, layer) -> None:
+    try:
+        if layer in viewer.layers and layer.visible:
+            viewer.reset_view(layers=[layer])
+    except RuntimeError:  # the viewer was closed meanwhile
+        pass
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
