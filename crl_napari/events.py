@@ -14,6 +14,8 @@ from .settings import TrainConfig
 
 @dataclass(frozen=True)
 class Started:
+    """Training begins (or resumes at ``start_epoch``) on ``device``: the first event of a run."""
+
     config: TrainConfig
     device: str
     n_train: int
@@ -25,6 +27,8 @@ class Started:
 
 @dataclass(frozen=True)
 class Step:
+    """One optimisation step done; ``loss`` is the mean over the nets (for a progress bar)."""
+
     epoch: int
     step: int
     steps: int
@@ -33,12 +37,16 @@ class Step:
 
 @dataclass(frozen=True)
 class StageChanged:
+    """crl entered stage 2 (label correction) at ``epoch``."""
+
     epoch: int
     stage: int
 
 
 @dataclass(frozen=True)
 class EpochEnd:
+    """An epoch finished: per-net losses, the fraction trained on given labels, its time and validation Dice."""
+
     epoch: int
     epochs: int
     stage: int
@@ -51,12 +59,16 @@ class EpochEnd:
 
 @dataclass(frozen=True)
 class CheckpointSaved:
+    """The checkpoint of ``epoch`` is on disk at ``path`` (a stop now keeps this epoch)."""
+
     path: Path
     epoch: int
 
 
 @dataclass(frozen=True)
 class Finished:
+    """The last event: the trained nets, how many epochs ran, and whether a stop request ended it early."""
+
     models: list
     epochs_run: int
     stopped: bool
