@@ -106,7 +106,7 @@ def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
         raise ReviewError(str(exc)) from None
     return [{"id": r.id, "rank": r.rank, "suspicion": r.suspicion, "uncertainty": r.uncertainty,
              "disagreement": r.disagreement, "dice_given_corrected": r.dice_given_corrected,
-             "corrupted": r.corrupted} for r in rows]
+             "corrupted": r.corrupted, "extra_pieces": r.extra_pieces} for r in rows]
 
 
 class ReviewSession(ChangeLog):

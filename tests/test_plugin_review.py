@@ -482,9 +482,19 @@ def test_signals_explained_uncertainty_flip_and_zoom(make_napari_viewer, qtbot, 
 
     from crl_napari._qt.review_layers import disagreement_box
 
+    lines = (run_dir / "scores.csv").read_text().splitlines()  # the worst image's correction: 2 extra pieces
+    header, first = lines[0].split(","), lines[1].split(",")
+    first[header.index("extra_pieces")] = "2"
+    (run_dir / "scores.csv").write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((300, 200)), name="another image")
     widget = _review(viewer, run_dir)
+    model = widget.table.model()
+    assert model.data(model.index(0, 1), Qt.ItemDataRole.DecorationRole) is not None
+    assert "2 more piece(s) than two lungs" in model.data(model.index(0, 1), Qt.ItemDataRole.ToolTipRole)
+    extra = {r.id: r.extra_pieces for r in RunFolder(run_dir).score_rows()}
+    marked = [model.data(model.index(i, 1), Qt.ItemDataRole.DecorationRole) is not None for i in range(len(extra))]
+    assert marked == [extra[_cell(widget, i, 1)] > 0 for i in range(len(extra))] and marked[0]
     unc = widget.layer("uncertainty")
     assert not unc.visible
     _press(viewer, qtbot, "H")

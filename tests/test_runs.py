@@ -17,6 +17,7 @@ from crl_napari.data import DataError, load_dataset
 from crl_napari.runs import (
     CASES,
     CONFIG,
+    SCORES,
     RunError,
     RunFolder,
     data_diff,
@@ -130,3 +131,29 @@ def test_what_a_face_asks_of_a_bare_path(tmp_path):
     (rf.run / CONFIG).write_text(json.dumps(cfg))
     with pytest.raises(RunError, match="batch_size must be an integer"):
         RunFolder(rf.run)
+
+
+def test_scores_count_the_extra_pieces_of_each_correction(tmp_path):
+    """Issue 11: scoring records, per image, how many pieces the cleaned correction has beyond two lungs (the
+    review marks those); a scores.csv written before the column existed reads as 0; a bad count is refused."""
+    from crl_napari.scoring import score_probs
+
+    rf = make_run(tmp_path)
+    run = RunFolder(rf.run)
+    ids_ = [r.id for r in run.case_rows()]
+    n, size = len(ids_), run.image(ids_[0]).shape[0]
+    prob = np.full((3, n, size, size), 0.02, np.float32)
+    prob[:, :, 8:24, 4:14] = prob[:, :, 8:24, 18:28] = 0.98  # two lungs
+    prob[:, 0, 1:5, 1:5] = 0.98  # a third piece, 16 px: above 1 % of the mask, so clean-up keeps it
+    given = (prob[0] > 0.5).astype(np.uint8)
+    run.write_scores(ids_, score_probs(prob, given))
+    rows = {r.id: r.extra_pieces for r in run.score_rows()}
+    assert rows[ids_[0]] == 1 and all(rows[i] == 0 for i in ids_[1:])
+    text = (rf.run / SCORES).read_text().splitlines()
+    assert text[0].endswith(",extra_pieces")
+    (rf.run / SCORES).write_text("\n".join(line.rsplit(",", 1)[0] for line in text) + "\n")  # an older file
+    assert [r.extra_pieces for r in RunFolder(rf.run).score_rows()] == [0] * n
+    lines = (rf.run / SCORES).read_text().splitlines()
+    (rf.run / SCORES).write_text(lines[0] + ",extra_pieces\n" + "\n".join(x + ",-3" for x in lines[1:]) + "\n")
+    with pytest.raises(RunError, match=r"scores\.csv: line 2.*extra_pieces"):
+        RunFolder(rf.run).score_rows()

@@ -12,10 +12,12 @@ from ..review_model import ReviewModel
 __all__ = ["ReviewTable", "ReviewTableModel", "COLUMNS", "COLUMN_TIPS", "STATUS_COLORS"]
 
 COLUMNS = ("#", "ID", "Score", "Dice", "Decision", "Note")
+WARN_COLOR = "#ff9800"  # the ID's mark for a correction in more pieces than two lungs
 #: what each column means (the header's tooltip)
 COLUMN_TIPS = (
     "rank: 1 = the image most likely to have a wrong mask",
-    "image id (its file name)",
+    "image id (its file name); an orange mark: the correction is in more pieces than two lungs, look before "
+    "accepting",
     "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table",
     "Dice between the original and the corrected mask (1 - score): 1 = the nets agree with the mask",
     "your decision: accepted, kept, edited, flagged, excluded; empty = pending",
@@ -26,6 +28,7 @@ STATUS_COLORS = {"accepted": "#2e7d32", "kept": "#616161", "edited": "#b28704", 
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _DISPLAY, _FG, _TIP, _ALIGN = (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole,
                                Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.TextAlignmentRole)
+_DECO = Qt.ItemDataRole.DecorationRole
 
 
 class ReviewTableModel(QAbstractTableModel):
@@ -78,6 +81,13 @@ class ReviewTableModel(QAbstractTableModel):
                     return image_id
                 value = r["suspicion"] if col == 2 else r.get("dice_given_corrected")
                 return "" if value is None else f"{value:.3f}"
+            if col == 1 and self._rows[image_id].get("extra_pieces"):  # the warning mark: an orange square
+                if role == _DECO:
+                    return QColor(WARN_COLOR)
+                if role == _TIP:
+                    n = self._rows[image_id]["extra_pieces"]
+                    return (f"the correction is in {n} more piece(s) than two lungs even after clean-up: look at it "
+                            "before accepting")
             return _RIGHT if role == _ALIGN and col != 1 else None
         session = self.review.session
         if col == 5:

@@ -20,6 +20,7 @@ from ..atomic import atomic_write_json, atomic_write_png, atomic_write_text
 from ..data import IMAGE_EXTENSIONS, MAX_PIXELS
 from ..ids import check_id
 from ..native import decode_prob, encode_prob
+from ..postprocess import clean_mask, extra_pieces
 from ..settings import TrainConfig
 from . import rows as _rows
 from .checks import check_data, check_train
@@ -223,7 +224,8 @@ class RunFolder:
             {"id": id_, "rank": int(rank[i]), "suspicion": f"{scores.suspicion[i]:.6f}",
              "uncertainty": f"{scores.uncertainty[i]:.6f}", "disagreement": f"{scores.disagreement[i]:.6f}",
              "dice_given_corrected": f"{scores.dice_given_corrected[i]:.6f}",
-             "corrupted": "" if corrupted is None else int(bool(corrupted[i]))}
+             "corrupted": "" if corrupted is None else int(bool(corrupted[i])),
+             "extra_pieces": extra_pieces(clean_mask(scores.corrected[i]))}
             for i, id_ in enumerate(ids)
         ]
         rows.sort(key=lambda r: r["rank"])
@@ -280,7 +282,8 @@ class RunFolder:
     def scores(self) -> list[dict]:
         return [{"id": s.id, "rank": s.rank, "suspicion": s.suspicion, "uncertainty": s.uncertainty,
                  "disagreement": s.disagreement, "dice_given_corrected": s.dice_given_corrected,
-                 "corrupted": "" if s.corrupted is None else str(int(s.corrupted))} for s in self.score_rows()]
+                 "corrupted": "" if s.corrupted is None else str(int(s.corrupted)), "extra_pieces": s.extra_pieces}
+                for s in self.score_rows()]
 
     def original(self, raw: str, kind: str, data_root: Path | str | None = None) -> tuple[Path | None, str]:
         """An original image or mask named in cases.csv, only from the data root (``data_root``, or the one in

@@ -39,7 +39,8 @@ PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probabil
 #                        radiograph's own size are resampled from it (crl_napari.native)
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
-SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted"]
+SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",
+                "extra_pieces"]  # extra_pieces: absent in runs scored before it (read as 0)
 CASE_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w", "corrupted", "noise_op", "noise_n"]
 HELD_OUT_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w"]
 #: what a run holds before its first checkpoint: a new run may start over a folder holding only these

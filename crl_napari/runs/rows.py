@@ -54,6 +54,7 @@ class ScoreRow:
     disagreement: float | None = None
     dice_given_corrected: float | None = None
     corrupted: bool | None = None
+    extra_pieces: int = 0  # pieces of the cleaned correction beyond two lungs: worth a look before accepting
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,9 @@ def score_rows(path: Path) -> list[ScoreRow]:
             raise RunError(f"{where}: rank is not a number ({r['rank']!r})") from None
         suspicion = _float(r["suspicion"], where, "suspicion", optional=False)
         floats = [_float(r.get(c, ""), where, c) for c in ("uncertainty", "disagreement", "dice_given_corrected")]
-        out.append(ScoreRow(image_id, rank, suspicion, *floats, corrupted=_flag(r.get("corrupted", ""))))
+        extra = _int(r.get("extra_pieces") or "0", where, "extra_pieces", 0, 1_000_000)
+        out.append(ScoreRow(image_id, rank, suspicion, *floats, corrupted=_flag(r.get("corrupted", "")),
+                            extra_pieces=extra))
     return sorted(out, key=lambda s: s.rank)
 
 
