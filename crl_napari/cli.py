@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import DiskFullError
-from .data import DataError
+from .data import MAX_PIXELS, DataError
 from .eta import Eta, format_seconds
 from .events import CheckpointSaved, EpochEnd, Finished, Started, Step
 from .ids import UnsafeIdError
@@ -149,12 +149,19 @@ def _announce_eta(eta: Eta, write) -> None:
               "or a GPU machine.", file=sys.stderr)
 
 
+def _pixels(megapixels: float) -> int:
+    if not megapixels > 0:
+        raise DataError(f"--max-megapixels must be above 0, got {megapixels}")
+    return int(megapixels * 1e6)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_run
 
     config = _resume_settings(args) if args.resume else _config(args)
     data = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _DATA_OPTIONS.items()}
-    events = train_run(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad)
+    events = train_run(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad,
+                       max_pixels=_pixels(args.max_megapixels))
     metrics = _consume(_with_data_report(events, args.out), args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
@@ -308,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "a 3x3 cross, or a 3x3 square that damages more per iteration; default cross")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs (listed) instead of stopping")
+    t.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
+                   help="refuse (or with --skip-bad skip) an image or mask whose header claims more pixels, before "
+                   "decoding it (default %(default)g)")
     t.add_argument("--quiet", action="store_true")
     _add_train_options(t)
     t.set_defaults(func=cmd_train)

@@ -26,10 +26,10 @@ class ScoresReady:
     metrics: dict
 
 
-def _resolve_data(data: Path | str | Dataset, size: int, skip_bad: bool) -> Dataset:
+def _resolve_data(data: Path | str | Dataset, size: int, skip_bad: bool, max_pixels: int | None = None) -> Dataset:
     if isinstance(data, Dataset):
         return data
-    return load_dataset(data, size=size, on_error="skip" if skip_bad else "raise")
+    return load_dataset(data, size=size, on_error="skip" if skip_bad else "raise", max_pixels=max_pixels)
 
 
 def train_run(
@@ -42,6 +42,7 @@ def train_run(
     noise_footprint: str = "cross",
     resume: bool = False,
     skip_bad: bool = False,
+    max_pixels: int | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Iterator:
     """Train on the training split of ``data`` (all cases when it has no split) into the run folder ``out``.
@@ -65,7 +66,7 @@ def train_run(
     with runs.writer_lock(out, "train --resume" if resume else "train"):
         try:
             yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
-                                     skip_bad, should_stop)
+                                     skip_bad, should_stop, max_pixels)
         except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
             if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
                 (out / runs.LOCK).unlink(missing_ok=True)
@@ -74,7 +75,7 @@ def train_run(
 
 
 def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
-                  should_stop):
+                  should_stop, max_pixels=None):
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     history: list[dict] = []
     if resume:
@@ -91,7 +92,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     elif any(p.name != runs.LOCK for p in out.iterdir()):
         restart = True  # a run that failed or was killed before its first checkpoint: start it over
     config = TrainConfig() if config is None else config
-    ds = _resolve_data(data, size, skip_bad)
+    ds = _resolve_data(data, size, skip_bad, max_pixels)
     train_ds = ds.subset("train") if any(c.split == "train" for c in ds) else ds
     if len(train_ds) < 2:
         raise TrainingError(f"{ds.root}: needs at least 2 training images, found {len(train_ds)}")

@@ -391,3 +391,19 @@ def test_a_lost_export_race_is_one_line_and_the_winner_stays_whole(w, capsys, mo
     _one_line_error(capsys, f"{dest}: another export finished there first")
     assert _tree(dest) == winner and len(winner) > 3
     assert sorted(p.name for p in w.tmp.iterdir()) == ["clean", "run"]
+
+
+def test_the_pixel_budget_is_a_setting_of_train(w, capsys):
+    """--max-megapixels lowers the budget: an ordinary image over it is refused by name before decoding (and
+    --skip-bad skips it); a budget of 0 is one line, not a traceback."""
+    data = w.tmp / "data-budget"
+    shutil.copytree(w.data, data)
+    big = sorted((data / "images").iterdir())[0]
+    iio.imwrite(big, np.zeros((64, 64), np.uint8))  # 4096 px; the others are smaller
+    out = w.tmp / "budget"
+    assert cli.main(["train", str(data), "--out", str(out), "--max-megapixels", "0.002", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert str(big) in err and "megapixels" in err and "Traceback" not in err, err
+    assert not out.exists()
+    assert cli.main(["train", str(data), "--out", str(out), "--max-megapixels", "0", *QUICK]) == 2
+    assert "--max-megapixels must be above 0" in capsys.readouterr().err
