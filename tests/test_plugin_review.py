@@ -343,6 +343,16 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
     assert "corrected_by_policy" in sources and "original" in sources
     assert [man2[i]["mask_source"] for i in ids[:3]] == ["corrected", "original", "edited"]  # decisions win
 
+    # clean-up is on by default; unticked, the accepted correction is the resampled mask as it is
+    assert exp.cleanup.value is True
+    exp.cleanup.value = False
+    exp.dest.value = tmp_path / "clean3"
+    exp.run_export()
+    qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)
+    assert exp.report is not None, exp.last_error
+    raw = native_mask(run.prob(ids[0]), original(ids[0]).shape, cleanup=False).astype(bool)
+    np.testing.assert_array_equal(iio.imread(tmp_path / "clean3" / "masks" / f"{ids[0]}.png") > 0, raw)
+
 
 def test_export_refuses_a_destination_inside_the_run(make_napari_viewer, qtbot, run_dir, errors):
     viewer = make_napari_viewer()
