@@ -297,6 +297,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_chexmask(args: argparse.Namespace) -> int:
+    from .chexmask import write_mask_folder
+
+    n = write_mask_folder(args.table, args.masks, _pixels(args.max_megapixels))
+    print(f"wrote {n} masks to {args.masks}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev=False everywhere: a misspelt option (--epoch) is refused, never taken as another (--epochs)
     p = argparse.ArgumentParser(prog="crl-napari", description=__doc__, allow_abbrev=False)
@@ -367,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=0.1, help="accept corrections at or above this suspicion")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("import-chexmask", allow_abbrev=False,
+                       help="turn a CheXmask-style table (run-length encoded lungs) into a masks/ folder")
+    c.add_argument("table", type=Path, help="CSV: an image id column, 'Left Lung', 'Right Lung', Height, Width")
+    c.add_argument("--masks", type=Path, required=True, help="the new masks/ folder (beside the data's images/)")
+    c.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
+                   help="refuse a row claiming more pixels (default %(default)g)")
+    c.set_defaults(func=cmd_import_chexmask)
     return p
 
 
