@@ -155,6 +155,12 @@ def _pixels(megapixels: float) -> int:
     return int(megapixels * 1e6)
 
 
+def _add_pixel_budget(parser: argparse.ArgumentParser, what: str) -> None:
+    """--max-megapixels, read back with _pixels: the decoding budget of data.MAX_PIXELS as an option."""
+    parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
+                        help=f"{what} (default %(default)g)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .pipeline import train_run
 
@@ -323,9 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a 3x3 cross, or a 3x3 square that damages more per iteration; default cross")
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable pairs (listed) instead of stopping")
-    t.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
-                   help="refuse (or with --skip-bad skip) an image or mask whose header claims more pixels, before "
-                   "decoding it (default %(default)g)")
+    _add_pixel_budget(t, "refuse (or with --skip-bad skip) an image or mask whose header claims more pixels, "
+                      "before decoding it")
     t.add_argument("--quiet", action="store_true")
     _add_train_options(t)
     t.set_defaults(func=cmd_train)
@@ -380,8 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="turn a CheXmask-style table (run-length encoded lungs) into a masks/ folder")
     c.add_argument("table", type=Path, help="CSV: an image id column, 'Left Lung', 'Right Lung', Height, Width")
     c.add_argument("--masks", type=Path, required=True, help="the new masks/ folder (beside the data's images/)")
-    c.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6, metavar="MP",
-                   help="refuse a row claiming more pixels (default %(default)g)")
+    _add_pixel_budget(c, "refuse a row claiming more pixels")
     c.set_defaults(func=cmd_import_chexmask)
     return p
 
