@@ -172,7 +172,7 @@ def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int,
     """Press Start on the Train widget and run the event loop until the worker is done, ticking all along."""
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from crl_napari._qt import train_widget as tw
+    from crl_napari._qt import train_worker as tw
     from crl_napari.cascade import EpochEnd, Started, Step
 
     torch.set_num_threads(threads)
@@ -186,7 +186,7 @@ def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int,
         widget.cfg[name].value = value
 
     in_worker: dict = {}
-    real_job = tw._train_job
+    real_job = tw.train_job
 
     def job(*args, **kwargs):  # the widget's own job, noting what torch uses in the worker thread
         # set here too: a pool thread keeps the OpenMP thread count of its first torch call, so a reused worker
@@ -196,7 +196,7 @@ def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int,
         sampler.worker = threading.get_ident()
         yield from real_job(*args, **kwargs)
 
-    tw._train_job = job
+    tw.train_job = job
     probe = TickProbe()
     sampler = StallSampler(probe)
     events: list[tuple[float, str]] = []
@@ -237,7 +237,7 @@ def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int,
     finally:
         probe.stop()
         sampler.stop()
-        tw._train_job = real_job
+        tw.train_job = real_job
     if widget.last_outcome != "finished":
         raise RuntimeError(f"training did not finish ({widget.last_outcome}): {widget.last_error}")
     warm_end = t_start + prof["warmup"]

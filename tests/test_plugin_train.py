@@ -108,8 +108,15 @@ def _stage2_pixels(plot, x: float | None = None) -> int:
     return count
 
 
-def test_train_widget_stops_midway_and_resumes(make_napari_viewer, qtbot, tiny_data, tmp_path):
+def test_train_widget_stops_midway_and_resumes(make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch):
+    """Stop after the first epoch, then Resume: the history goes on from the checkpoint, the form shows the run's
+    own settings, and the checkpoint is loaded only in the worker (runs.open_for_resume, then the engine): the
+    viewer's thread never waits for it (seconds at the paper's width)."""
+    import threading
+    import time
+
     viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="another image")  # a viewer already in use
     widget = _train_widget(viewer)
     out = tmp_path / "run"
     _configure(widget, tiny_data, out, epochs=6)
@@ -124,19 +131,68 @@ def test_train_widget_stops_midway_and_resumes(make_napari_viewer, qtbot, tiny_d
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.last_outcome == "stopped", widget.last_error
     run = RunFolder(out)
-    done = len(run.history())
-    assert 1 <= done < 6 and run.has_checkpoint and not run.has_scores
+    before = run.history()
+    assert 1 <= len(before) < 6 and run.has_checkpoint and not run.has_scores
     assert widget.resume_btn.enabled and widget.start_btn.enabled and not widget.stop_btn.enabled
     assert "Resume" in widget.status.value
 
+    loads: list[str] = []  # the thread of every checkpoint load
+    real_load = torch.load
+
+    def spy_load(*args, **kwargs):
+        loads.append(threading.current_thread().name)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy_load)
     widget.cfg["epochs"].value = 100  # resume uses the run's own settings, not the form's
+    widget.size.value = 128
+    plotted: list[int] = []  # the plot's epochs when the first new epoch arrives
+    t0 = time.perf_counter()
+    widget.resume_btn.native.click()
+    returned_s = time.perf_counter() - t0
+    widget.worker.yielded.connect(lambda ev: plotted.extend(widget.plot.epochs) if isinstance(ev, EpochEnd)
+                                  and not plotted else None)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "finished", widget.last_error
+    assert loads and threading.main_thread().name not in loads, loads  # every load in the worker
+    assert returned_s < 0.1, f"Resume held the viewer for {returned_s * 1e3:.0f} ms"
+    assert widget.cfg["epochs"].value == 6 and widget.size.value == 64
+    hist = RunFolder(out).history()
+    assert [int(h["epoch"]) for h in hist] == list(range(6))
+    assert hist[: len(before)] == before  # the epochs trained before the stop are kept as they were
+    assert plotted == [e + 1 for e in range(len(before) + 1)]  # the old epochs were plotted before the new one
+    assert RunFolder(out).has_scores and len(widget.plot.epochs) == 6
+
+
+def test_resume_checks_the_run_in_the_worker(make_napari_viewer, qtbot, tiny_data, tmp_path):
+    """A folder that is not a run, then a run whose data folder is gone: one line each, from the worker's
+    checks (runs.open_for_resume), and the widget is ready again."""
+    import shutil
+
+    viewer = make_napari_viewer()
+    widget = _train_widget(viewer)
+    (tmp_path / "not-a-run").mkdir()
+    widget.out_dir.value = tmp_path / "not-a-run"
+    widget.resume()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "error" and "nothing to resume" in widget.last_error
+    # a stopped run whose data folder was moved away: the form's data folder is asked for
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    out = tmp_path / "run"
+    _configure(widget, data, out, epochs=3)
+    widget.start()
+    widget.worker.yielded.connect(lambda ev: widget.stop() if isinstance(ev, EpochEnd) else None)
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "stopped", widget.last_error
+    data.rename(tmp_path / "moved")  # the form still names where it was
+    widget.resume()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_outcome == "error" and "choose where it is now as the data folder" in widget.last_error
+    widget.data_dir.value = tmp_path / "moved"
     widget.resume()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert widget.last_outcome == "finished", widget.last_error
-    assert widget.cfg["epochs"].value == 6
-    hist = RunFolder(out).history()
-    assert [int(h["epoch"]) for h in hist] == list(range(6))
-    assert RunFolder(out).has_scores and len(widget.plot.epochs) == 6
+    assert len(RunFolder(out).history()) == 3
 
 
 def test_train_widget_trains_from_layers(make_napari_viewer, qtbot, tmp_path):
@@ -270,13 +326,13 @@ def test_the_training_thread_yields_the_cpu_to_the_viewer():
     import os
     import threading
 
-    from crl_napari._qt.train_widget import WORKER_NICE, _background_priority
+    from crl_napari._qt.train_worker import WORKER_NICE, background_priority
 
     base = os.getpriority(os.PRIO_PROCESS, 0)
     seen = {}
 
     def worker():
-        _background_priority()
+        background_priority()
         seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
     t = threading.Thread(target=worker)

@@ -1,7 +1,8 @@
 """The napari plugin of crl-napari: a thin skin over the engine (everything else in ``crl_napari``).
 
 * :mod:`.train_widget` - Train: data (folder or layers), strategy and hyperparameters, Start / Stop / Resume,
-  a progress bar and a loss plot; training runs in a napari thread worker over ``pipeline.train_run``.
+  a progress bar and a loss plot; training runs in a napari thread worker over ``pipeline.train_run``. It
+  composes train_form (the settings), train_progress (bar, pace, plot) and train_worker (the job, stop, resume).
 * :mod:`.review_widget` - Review masks: worst first, original and corrected mask over the image, one key per
   decision (A accept, K keep, Q flag, Shift-X exclude, D edit, S save edit, N / Shift-N next / previous, U undo);
   it presents ``review_model.ReviewModel`` through review_table, review_layers, edit_controller, review_keys,
