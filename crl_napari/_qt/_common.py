@@ -176,6 +176,18 @@ class _Carried(Exception):
         self.exc = exc
 
 
+def _start(worker_class: type, func: Callable[..., Any], args: tuple, kwargs: dict,
+           **slots: Callable[..., None]) -> Any:
+    """Start ``func(*args, **kwargs)`` in a superqt worker of ``worker_class`` with ``slots`` connected to its
+    signals by name (``yielded=...``). superqt's worker class is used (napari's relays every error as a
+    traceback notification); errors go to the ``errored`` slot and are never re-raised in the GUI thread."""
+    worker = create_worker(func, *args, _worker_class=worker_class, _ignore_errors=True, **kwargs)
+    for signal, slot in slots.items():
+        getattr(worker, signal).connect(slot)
+    worker.start()
+    return worker
+
+
 def start_generator(
     gen_func: Callable[..., Iterator],
     *args: Any,
@@ -185,40 +197,22 @@ def start_generator(
     **kwargs: Any,
 ) -> GeneratorWorker:
     """Run ``gen_func(*args, **kwargs)`` in a napari thread worker; every yielded value goes to ``on_yield``
-    in the GUI thread. ``worker.quit()`` aborts between two yields. ``on_done`` runs last, whatever happened.
-
-    superqt's worker class is used (napari's relays every error as a traceback notification); errors are
-    routed to ``on_error`` instead and never re-raised in the GUI thread.
-    """
+    in the GUI thread. ``worker.quit()`` aborts between two yields. ``on_done`` runs last, whatever happened."""
     def guarded(*a: Any, **kw: Any) -> Iterator:
         try:
             yield from gen_func(*a, **kw)
         except RuntimeError as exc:
             raise _Carried(exc) from None
 
-    worker = create_worker(guarded, *args, _worker_class=GeneratorWorker, _ignore_errors=True, **kwargs)
-    worker.yielded.connect(on_yield)
-    worker.errored.connect(lambda exc: on_error(exc.exc if isinstance(exc, _Carried) else exc))
-    worker.finished.connect(on_done)
-    worker.start()
-    return worker
+    return _start(GeneratorWorker, guarded, args, kwargs, yielded=on_yield, finished=on_done,
+                  errored=lambda exc: on_error(exc.exc if isinstance(exc, _Carried) else exc))
 
 
-def start_function(
-    func: Callable[..., Any],
-    *args: Any,
-    on_return: Callable[[Any], None],
-    on_error: Callable[[BaseException], None],
-    on_done: Callable[[], None],
-    **kwargs: Any,
-) -> FunctionWorker:
+def start_function(func: Callable[..., Any], *args: Any, on_return: Callable[[Any], None],
+                   on_error: Callable[[BaseException], None], on_done: Callable[[], None],
+                   **kwargs: Any) -> FunctionWorker:
     """Run ``func`` in a napari thread worker; its result goes to ``on_return`` in the GUI thread."""
-    worker = create_worker(func, *args, _worker_class=FunctionWorker, _ignore_errors=True, **kwargs)
-    worker.returned.connect(on_return)
-    worker.errored.connect(on_error)
-    worker.finished.connect(on_done)
-    worker.start()
-    return worker
+    return _start(FunctionWorker, func, args, kwargs, returned=on_return, errored=on_error, finished=on_done)
 
 
 class StopFlag:
