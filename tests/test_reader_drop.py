@@ -2,8 +2,12 @@
 (QtViewer.dropEvent, no plugin named): a plain PNG goes to napari's builtin reader with no "Choose reader"
 dialog; a run folder or a data folder opens as this plugin's layers.
 
-npe2 offers every reader that accepts directories for every folder, so a dropped folder always brings up
-napari's "Choose reader" dialog (napari builtins and this plugin); the tests press OK on it as a person would.
+What a user meets with folders, and why no manifest can change it (docs/internals.md, "opening folders"): npe2
+offers every reader that accepts directories for every folder, whatever its filename patterns, and napari's
+builtin reader accepts directories, so a dropped folder always brings up napari's "Choose reader" dialog
+(napari builtins and this plugin, ours preselected because the names are listed sorted); the tests press OK on
+it as a person would. ``viewer.open(folder)`` in a script uses napari's builtin reader unless ``plugin=`` says
+otherwise (its default is ``plugin="napari"``).
 """
 
 from __future__ import annotations
@@ -61,9 +65,12 @@ class DialogWatcher:
         dialog = QApplication.activeModalWidget()
         if dialog is None:
             return
+        from qtpy.QtWidgets import QCheckBox
+
         buttons = dialog.findChildren(QRadioButton)
         self.seen.append({"title": dialog.windowTitle(), "readers": [b.text() for b in buttons],
-                          "checked": [b.text() for b in buttons if b.isChecked()]})
+                          "checked": [b.text() for b in buttons if b.isChecked()],
+                          "remember": [b.text() for b in dialog.findChildren(QCheckBox)]})
         (dialog.accept if self.accept else dialog.reject)()
 
     def stop(self) -> None:
@@ -115,7 +122,11 @@ def test_a_dropped_run_folder_opens_as_this_plugins_layers(make_napari_viewer, q
     finally:
         watcher.stop()
     (dialog,) = watcher.seen
-    assert dialog["title"] == "Choose reader" and OURS in dialog["readers"] and dialog["checked"] == [OURS]
+    # the two readers that accept folders; ours first (sorted by name) and so preselected
+    assert dialog["title"] == "Choose reader" and dialog["readers"] == [OURS, "napari builtins"]
+    assert dialog["checked"] == [OURS]
+    # napari's own way to skip the question next time, for this one folder (its path is the preference's key)
+    assert dialog["remember"] == [f"Remember this choice for folders labeled as {run_dir.resolve()}/."]
     names = [layer.name for layer in viewer.layers]
     assert names == ["already here", "run images", "run original masks", "run corrected masks"]
     run = RunFolder(run_dir)
@@ -152,3 +163,22 @@ def test_napari_offers_this_reader_for_folders_only(folders, tmp_path):
         assert "crl-napari" not in _npe2.get_readers(str(path)), path
     for path in (data, run_dir):
         assert "crl-napari" in _npe2.get_readers(str(path))
+
+
+def test_a_script_names_the_plugin_to_open_a_folder(make_napari_viewer, folders):
+    """``viewer.open`` defaults to napari's builtin reader (plugin="napari"), which reads a run folder's files one
+    by one and fails on cases.csv; with plugin=None napari refuses to choose between the two folder readers;
+    plugin="crl-napari" opens it. The viewer's own layers are untouched by the failures."""
+    from napari.errors import MultipleReaderError
+
+    data, run_dir = folders
+    viewer = _viewer_with_a_layer(make_napari_viewer)
+    with pytest.raises(Exception, match="cases.csv"):
+        viewer.open(str(run_dir))
+    with pytest.raises(MultipleReaderError) as info:
+        viewer.open(str(run_dir), plugin=None)
+    assert sorted(info.value.available_plugins) == ["crl-napari", "napari"]
+    assert [layer.name for layer in viewer.layers] == ["already here"]
+    layers = viewer.open(str(run_dir), plugin="crl-napari")
+    assert [layer.name for layer in layers] == ["run images", "run original masks", "run corrected masks"]
+    assert [layer.name for layer in viewer.open(str(data), plugin="crl-napari")] == ["set images", "set masks"]
