@@ -49,9 +49,9 @@ def background_priority(nice: int = WORKER_NICE) -> None:
 def resume_data(plan: runs.Resume, chosen: Path | None) -> Path:
     """The data folder a resumed run trains on: the one it was made from when it is still there, else the one
     chosen in the form (the run checks that it lists the same cases)."""
-    root = plan.run.config.get("data", {}).get("root")
-    if root and Path(root).is_dir():
-        return Path(root)
+    root = plan.run.data_root
+    if root is not None and root.is_dir():
+        return root
     if chosen is None or not chosen.is_dir():
         raise RunError(f"{plan.run.path}: the data folder it was trained on ({root}) is not there; "
                        "choose where it is now as the data folder")
