@@ -200,17 +200,6 @@ class ReviewSession(ChangeLog):
         fsync_dir(path.parent)
         return backup
 
-    def refresh_scores(self) -> None:
-        """Re-read scores.csv and the round after a review round rescored the run: the queue is re-ranked, every
-        decision and comment stays. The images must be the same ones (a round never adds or drops a case)."""
-        rows = read_scores(self.run_dir)
-        round_ = _current_round(self.run_dir)
-        with self._lock:
-            if {r["id"] for r in rows} != set(self._ids):
-                raise ReviewError(f"{self.run_dir / SCORES_FILE}: now lists other images than the review opened with")
-            self._rows, self._by_id, self._ids = rows, {r["id"]: r for r in rows}, [r["id"] for r in rows]
-            self.round = round_
-
     # --------------------------------------------------------------------------------------- reading
     @property
     def reviewer(self) -> str:
