@@ -181,7 +181,8 @@ class TrainWidget(Container):
         self.cfg: dict[str, Any] = {}
         main, advanced = [], []
         for f in fields(TrainConfig):
-            if f.name in ("device", "threads"):  # threads: the worker's own (torch_threads), not a form field
+            # threads: the worker's own (torch_threads), not a form field; workers: the plugin reads in process
+            if f.name in ("device", "threads", "workers"):
                 continue
             w = self._config_widget(f.name, getattr(d, f.name))
             self.cfg[f.name] = w
