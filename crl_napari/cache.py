@@ -15,6 +15,7 @@ rebuilt when building (a cache is derived data) and refused, in one line naming 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -195,13 +196,33 @@ def _write_index(folder: Path, run_dir: Path, root: Path, size: int, entries: li
     atomic_write_text(inside(run_dir, CACHE, CACHE_INDEX), text + "\n")
 
 
+def _decode(args: tuple) -> tuple:
+    return decode_pair(*args)
+
+
 def build(run_dir: Path | str, listing: Listing, size: int, max_pixels: int | None = None, chunk: int = 256,
-          save_every: float = 5.0, clock: Callable[[], float] = time.monotonic
+          save_every: float = 5.0, workers: int = 0, clock: Callable[[], float] = time.monotonic
           ) -> Generator[CacheProgress, None, Cache]:
     """Bring ``run_dir``'s cache up to date with ``listing`` at ``size``, yielding progress after every chunk;
     returns the Cache (``cache = yield from build(...)``). The index is saved at most every ``save_every``
-    seconds and at the end: a build stopped between saves decodes that stretch again when resumed."""
-    run_dir = Path(run_dir)
+    seconds and at the end: a build stopped between saves decodes that stretch again when resumed.
+    ``workers`` processes decode (0: this one); what they return is written here, in order."""
+    pool = None
+    if workers > 0:
+        import multiprocessing
+
+        # fork on Linux: a worker starts at once (spawn re-imports torch: seconds per worker)
+        pool = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers)
+    try:
+        return (yield from _build(Path(run_dir), listing, size, max_pixels, chunk, save_every, pool, clock))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+
+def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, chunk: int, save_every: float, pool,
+           clock: Callable[[], float]) -> Generator[CacheProgress, None, Cache]:
     folder = inside(run_dir, CACHE)
     folder.mkdir(exist_ok=True)
     root = Path(listing.root).resolve()
@@ -225,9 +246,11 @@ def build(run_dir: Path | str, listing: Listing, size: int, max_pixels: int | No
     decoded = 0
     yield CacheProgress(n - len(todo), n, 0, 0.0, len(todo))
     for start in range(0, len(todo), chunk):
-        for i in todo[start:start + chunk]:
+        part = todo[start:start + chunk]
+        args = [(listing.pairs[i], size, max_pixels) for i in part]
+        results = pool.map(_decode, args, chunksize=8) if pool is not None else map(_decode, args)
+        for i, (out, problems, warnings) in zip(part, results, strict=True):
             pair = listing.pairs[i]
-            out, problems, warnings = decode_pair(pair, size, max_pixels)
             key = keys[i] or [pair.id, pair.split, [pair.image_path.name, 0, 0], [pair.mask_path.name, 0, 0]]
             if out is None:
                 entries[i] = key + [None, None, [[str(p), r] for p, r, _ in problems], warnings]

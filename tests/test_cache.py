@@ -67,7 +67,7 @@ def test_a_killed_build_resumes_to_the_uninterrupted_result(folder, tmp_path):
     with pytest.raises(CacheError, match="never finished"):
         open_cache(tmp_path / "killed")
     seen = []
-    build_cache(tmp_path / "killed", listing, SIZE, progress=seen.append, chunk=3, save_every=0)
+    build_cache(tmp_path / "killed", listing, SIZE, progress=seen.append, chunk=3, save_every=0, workers=2)
     assert seen[-1].decoded == 6 and seen[-1].done == 12  # only the other half was decoded
     assert _maps(tmp_path / "killed") == _maps(tmp_path / "whole")
     assert "caching 12/12 images" in seen[-1].text()
