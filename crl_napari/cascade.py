@@ -37,6 +37,7 @@ from .settings import (
     settings_diff,
 )
 from .sgd import SGD
+from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
 
@@ -45,6 +46,7 @@ __all__ = [
     "EpochEnd", "Event", "Finished", "StageChanged", "Started", "Step", "TrainConfig", "TrainingError", "UNet",
     "augment", "available_devices", "build_models", "check_size", "dice_score", "expected_state", "load_models",
     "learning_rate", "peer_probs", "pick_device", "predict", "read_checkpoint", "save_checkpoint", "train",
+    "train_from",
 ]
 
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
@@ -104,6 +106,30 @@ def train(
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
     for side in sorted(set(images.shape[2:])):
         check_size(config, side)
+    yield from train_from(ArraySource(images, masks), config, run_dir, resume, val, should_stop, trusted, init_from)
+
+
+def train_from(
+    source: Source,
+    config: TrainConfig,
+    run_dir: Path | str | None = None,
+    resume: bool = False,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    trusted: np.ndarray | None = None,
+    init_from: Path | str | None = None,
+) -> Iterator[Event]:
+    """:func:`train` on a data source (sources.py: arrays, or the run's on-disk cache), read in
+    ``config.workers`` processes."""
+    config.validate()
+    if len(source) < 2:
+        raise TrainingError(f"need at least 2 training images, got {len(source)}")
+    if trusted is not None:
+        trusted = np.asarray(trusted)
+        if trusted.dtype != bool or trusted.shape != (len(source),):
+            raise TrainingError(f"trusted must be a bool array of shape ({len(source)},), got "
+                                f"{trusted.dtype} {trusted.shape}")
+    check_size(config, source.size)
     run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +138,7 @@ def train(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.n_threads)
     try:
-        yield from _train_events(images, masks, config, device, run_dir, resume, val, should_stop, trusted,
-                                 init_from)
+        yield from _train_events(source, config, device, run_dir, resume, val, should_stop, trusted, init_from)
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one, and so is MPS's out-of-memory error
         if isinstance(exc, TrainingError) or not is_oom(exc):
             raise
@@ -125,14 +150,14 @@ def train(
         return
     # raised outside the except block, so no traceback keeps the failed run's frames (and GPU tensors) alive
     release_memory()
-    bs = min(config.batch_size, images.shape[0])
+    bs = min(config.batch_size, len(source))
     smaller = max(2, bs // 2)
     hint = (f"try a smaller batch size, e.g. {smaller} (the plugin's Batch size, or --batch-size {smaller})"
             if bs > 2 else
             "the batch is already the smallest (2); try a smaller --size or --width")
     where = "GPU memory" if gpu else "memory"
     raise TrainingError(
-        f"out of {where} at batch size {bs} (images {images.shape[-1]} px, width {config.width}); {hint}. "
+        f"out of {where} at batch size {bs} (images {source.size} px, width {config.width}); {hint}. "
         f"[{oom}]"
     )
 
@@ -178,7 +203,7 @@ def _warm_start(models, config: TrainConfig, path: Path) -> None:
         m.load_state_dict(sd)
 
 
-def _train_events(images, masks, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
+def _train_events(source: Source, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
                   val, should_stop, trusted=None, init_from=None) -> Iterator[Event]:
     models = build_models(config, device)
     optims = [SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -188,10 +213,8 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
     start_epoch = _resume(models, optims, config, run_dir) if resume else 0
     stepper = make_stepper(config, models, optims, device, run_dir)
 
-    x_all = torch.as_tensor(images).to(device)
-    y_all = torch.as_tensor((masks > 0).astype(np.int64)).to(device)
     t_all = torch.as_tensor(trusted).to(device) if trusted is not None else None
-    n = x_all.shape[0]
+    n = len(source)
     bs = min(config.batch_size, n)
     steps = n // bs if n % bs < 2 else n // bs + 1  # a trailing batch of one sample is dropped (BatchNorm)
     yield Started(config, str(device), n, steps, start_epoch, amp=stepper.amp, threads=torch.get_num_threads())
@@ -215,12 +238,12 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
         loss_sums = [0.0] * len(models)
         selected_sum = 0.0
         t0 = time.perf_counter()
-        for step in range(steps):
+        batches = [order[step * bs : (step + 1) * bs] for step in range(steps)]
+        for step, (idx, x, y) in enumerate(read(source, batches, config.workers, device)):
             if should_stop is not None and should_stop():
                 yield Finished(models, epoch, stopped=True)
                 return
-            idx = order[step * bs : (step + 1) * bs].to(device)
-            x, y = x_all[idx], y_all[idx]
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if config.augment:
                 x, y = augment(x, y, config, gen)
             # trusted is passed only when given: without it the call is the one it always was

@@ -15,6 +15,10 @@ Images become float32 grey values in [0, 1] (:func:`read_image`), are resized to
 (bilinear, anti-aliased; the aspect ratio is not kept, image and mask get the same transform) and
 z-scored per image. Masks become {0, 1} (:func:`read_mask`) and are resized by bilinear interpolation
 thresholded at 0.5 (the nearest-neighbour result for up-sampling, a majority vote for down-sampling).
+
+A folder is scanned (:func:`scan_dataset`, no pixel decoded), then each pair decoded (:func:`decode_pair`):
+:func:`load_dataset` holds the result in memory, the run's on-disk cache (cache.py) streams it. Just over 400
+lines: the folder's rules (pairing, split.csv, the verdict) read best in one place.
 """
 
 from __future__ import annotations
@@ -195,22 +199,48 @@ def _read_split_csv(path: Path, image_ids: set[str]) -> tuple[dict[str, str], li
     return splits, problems
 
 
-def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise", max_pixels: int | None = None) -> Dataset:
-    """Load ``root/images`` + ``root/masks`` (+ optional ``root/split.csv``) at ``size`` x ``size``.
+@dataclass(frozen=True)
+class Pair:
+    """One image/mask pair found in a data folder, not decoded yet."""
 
-    on_error="raise": every problem in the folder is collected and one DataError lists them all, one per
-    line, so a user fixes the folder in one pass instead of one error per run. on_error="skip": bad pairs
-    are left out and listed in ``Dataset.skipped`` as (path, reason); a DataError only if nothing loads.
-    Structural problems (no folder, no images/ or masks/, no images at all, an unusable split.csv header)
-    always raise. Cases are ordered by id. Without split.csv every ``Case.split`` is None (see
-    :func:`random_split` and :meth:`Dataset.with_splits`). Empty masks load, with a warning. A file whose
-    header claims more than ``max_pixels`` (default MAX_PIXELS) is a problem like any unreadable file.
-    """
+    id: str
+    image_path: Path
+    mask_path: Path
+    split: str | None
+
+
+@dataclass
+class Listing:
+    """What :func:`scan_dataset` found: the pairs (by id) and the problems and warnings seen without decoding.
+
+    ``problems`` holds (path, reason, id or None); a problem with an id makes that pair unusable."""
+
+    root: Path
+    pairs: list[Pair]
+    problems: list[_Problem]
+    warnings: list[str]
+
+
+@dataclass
+class Decoded:
+    """One pair decoded and resized: image float32 in [0, 1] (not z-scored yet), mask uint8 {0, 1}."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    original_shape: tuple[int, int]
+
+
+def _check_args(root: str | Path, size: int, on_error: str) -> tuple[Path, int]:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if int(size) != size or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    size = int(size)
+    return Path(root).expanduser(), int(size)
+
+
+def scan_dataset(root: str | Path) -> Listing:
+    """The pairs of ``root`` (images/, masks/, optional split.csv) without decoding a pixel: the structural
+    checks of :func:`load_dataset` (they raise) and its per-file problems (listed), ordered by id."""
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"{root}: data folder does not exist")
@@ -229,7 +259,6 @@ def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise", max
         raise DataError(f"{mask_dir}: no masks/ folder in {root} (expected masks/<id>.png or <id>_mask.png)")
     mask_files = _scan(mask_dir, warnings)
 
-    # problems: (path, reason, id or None); a problem with an id makes that pair unusable
     problems: list[_Problem] = []
 
     images: dict[str, list[Path]] = {}
@@ -277,56 +306,93 @@ def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise", max
                 problems.append((split_path, f"no row for id {fid!r} (every image needs a split)", fid))
 
     bad_ids = {pid for _, _, pid in problems if pid is not None}
-    cases: list[Case] = []
-    for fid in sorted(images):
-        if fid in bad_ids:
-            continue
-        img_path, mask_path = images[fid][0], masks[fid][0]
-        image = mask = None
-        try:
-            image = read_image(img_path, max_pixels)
-        except DataError as exc:
-            problems.append((img_path, _reason(exc, img_path), fid))
-        try:
-            mask = read_mask(mask_path, max_pixels)
-        except DataError as exc:
-            problems.append((mask_path, _reason(exc, mask_path), fid))
-        if image is None or mask is None:
-            continue
-        if image.shape != mask.shape:
-            problems.append(
-                (
-                    mask_path,
-                    f"mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
-                    f"{img_path} ({image.shape[1]}x{image.shape[0]})",
-                    fid,
-                )
-            )
-            continue
-        if not mask.any():
-            warnings.append(f"{mask_path}: mask is empty (no foreground pixels); loaded as an empty mask")
-        elif mask.all():
-            warnings.append(f"{mask_path}: mask covers the whole image")
-        small = resize_mask(mask, size)
-        if mask.any() and not small.any():
-            warnings.append(f"{mask_path}: mask becomes empty when resized to {size}x{size}")
-        cases.append(
-            Case(
-                id=fid,
-                image=zscore(resize_image(image, size)),
-                mask=small,
-                image_path=img_path,
-                mask_path=mask_path,
-                split=splits.get(fid) if splits is not None else None,
-                original_shape=(int(image.shape[0]), int(image.shape[1])),
+    pairs = [Pair(fid, images[fid][0], masks[fid][0], splits.get(fid) if splits is not None else None)
+             for fid in sorted(images) if fid not in bad_ids]
+    return Listing(root, pairs, problems, warnings)
+
+
+def decode_pair(pair: Pair, size: int, max_pixels: int | None = None) -> tuple[Decoded | None, list[_Problem],
+                                                                              list[str]]:
+    """Read and resize one pair: (decoded or None, its problems, its warnings): the one decode of a pair that
+    :func:`load_dataset` and the run's on-disk cache (cache.py) share."""
+    problems: list[_Problem] = []
+    warnings: list[str] = []
+    image = mask = None
+    try:
+        image = read_image(pair.image_path, max_pixels)
+    except DataError as exc:
+        problems.append((pair.image_path, _reason(exc, pair.image_path), pair.id))
+    try:
+        mask = read_mask(pair.mask_path, max_pixels)
+    except DataError as exc:
+        problems.append((pair.mask_path, _reason(exc, pair.mask_path), pair.id))
+    if image is None or mask is None:
+        return None, problems, warnings
+    if image.shape != mask.shape:
+        problems.append(
+            (
+                pair.mask_path,
+                f"mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
+                f"{pair.image_path} ({image.shape[1]}x{image.shape[0]})",
+                pair.id,
             )
         )
+        return None, problems, warnings
+    if not mask.any():
+        warnings.append(f"{pair.mask_path}: mask is empty (no foreground pixels); loaded as an empty mask")
+    elif mask.all():
+        warnings.append(f"{pair.mask_path}: mask covers the whole image")
+    small = resize_mask(mask, size)
+    if mask.any() and not small.any():
+        warnings.append(f"{pair.mask_path}: mask becomes empty when resized to {size}x{size}")
+    return Decoded(resize_image(image, size), small, (int(image.shape[0]), int(image.shape[1]))), problems, warnings
 
+
+def conclude(root: Path, problems: list[_Problem], n_usable: int, on_error: str) -> list[tuple[Path, str]]:
+    """The verdict on a scanned and decoded folder: raise mode refuses any problem (all listed, one per
+    line), skip mode only a folder with nothing usable; returns the (path, reason) pairs skipped."""
     listed = [(p, r) for p, r, _ in problems]
     if problems and on_error == "raise":
         raise DataError(_report(root, listed), listed)
-    if not cases:
+    if not n_usable:
         raise DataError(_report(root, listed, prefix="no usable image/mask pair"), listed)
+    return listed
+
+
+def load_dataset(root: str | Path, size: int = 256, on_error: str = "raise", max_pixels: int | None = None) -> Dataset:
+    """Load ``root/images`` + ``root/masks`` (+ optional ``root/split.csv``) at ``size`` x ``size``.
+
+    on_error="raise": every problem in the folder is collected and one DataError lists them all, one per
+    line, so a user fixes the folder in one pass instead of one error per run. on_error="skip": bad pairs
+    are left out and listed in ``Dataset.skipped`` as (path, reason); a DataError only if nothing loads.
+    Structural problems (no folder, no images/ or masks/, no images at all, an unusable split.csv header)
+    always raise. Cases are ordered by id. Without split.csv every ``Case.split`` is None (see
+    :func:`random_split` and :meth:`Dataset.with_splits`). Empty masks load, with a warning. A file whose
+    header claims more than ``max_pixels`` (default MAX_PIXELS) is a problem like any unreadable file.
+    Holds every image in memory; the run's on-disk cache (cache.py) streams the same decode instead.
+    """
+    root, size = _check_args(root, size, on_error)
+    listing = scan_dataset(root)
+    problems, warnings = list(listing.problems), list(listing.warnings)
+    cases: list[Case] = []
+    for pair in listing.pairs:
+        decoded, bad, warned = decode_pair(pair, size, max_pixels)
+        problems += bad
+        warnings += warned
+        if decoded is None:
+            continue
+        cases.append(
+            Case(
+                id=pair.id,
+                image=zscore(decoded.image),
+                mask=decoded.mask,
+                image_path=pair.image_path,
+                mask_path=pair.mask_path,
+                split=pair.split,
+                original_shape=decoded.original_shape,
+            )
+        )
+    listed = conclude(root, problems, len(cases), on_error)
     return Dataset(root=root, size=size, cases=cases, skipped=listed, warnings=warnings)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["NoiseRecord", "simulate", "CROSS", "SQUARE", "FOOTPRINTS"]
+__all__ = ["NoiseRecord", "simulate", "plan", "corrupt", "CROSS", "SQUARE", "FOOTPRINTS"]
 
 #: The default structuring element: 4-connectivity (3x3 cross).
 CROSS = ndimage.generate_binary_structure(2, 1)
@@ -52,12 +52,33 @@ def simulate(
     Returns the noisy masks (uint8 {0, 1}, a new array; untouched masks are identical copies) and one
     NoiseRecord per case in input order. ``n`` applied = max(1, round(n_drawn * H / reference_size)).
     ``footprint`` names the structuring element of every erosion and dilation (a key of FOOTPRINTS).
+    :func:`plan` and :func:`corrupt` do the same one mask at a time (a data set that does not fit in memory).
     """
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    if masks.dtype != bool and masks.size and (masks.min() < 0 or masks.max() > 1):
+        raise ValueError("masks must be binary {0, 1} (or bool)")
+    records = plan(ids, masks.shape[0], masks.shape[1], ratio, n_range, seed, reference_size, footprint)
+    out = masks.astype(np.uint8, copy=True)
+    for i, r in enumerate(records):
+        if r.corrupted:
+            out[i] = corrupt(out[i], r, footprint)
+    return out, records
+
+
+def plan(
+    ids: Sequence[str],
+    n_cases: int,
+    height: int,
+    ratio: float,
+    n_range: tuple[int, int] = (5, 15),
+    seed: int = 0,
+    reference_size: int = 256,
+    footprint: str = "cross",
+) -> list[NoiseRecord]:
+    """Which of ``n_cases`` masks (of ``height`` rows) :func:`simulate` corrupts, and how, without any mask."""
     ids = list(ids)
-    n_cases, height = masks.shape[0], masks.shape[1]
     if len(ids) != n_cases:
         raise ValueError(f"{len(ids)} ids for {n_cases} masks")
     if not 0.0 <= ratio <= 1.0:
@@ -67,25 +88,25 @@ def simulate(
         raise ValueError(f"n_range must satisfy 1 <= lo <= hi, got {n_range}")
     if footprint not in FOOTPRINTS:
         raise ValueError(f"footprint must be one of {sorted(FOOTPRINTS)}, got {footprint!r}")
-    structure = FOOTPRINTS[footprint]
     if reference_size <= 0:
         raise ValueError(f"reference_size must be positive, got {reference_size}")
-    if masks.dtype != bool and masks.size and (masks.min() < 0 or masks.max() > 1):
-        raise ValueError("masks must be binary {0, 1} (or bool)")
-
-    out = masks.astype(np.uint8, copy=True)
     rng = np.random.default_rng(seed)
     n_corrupt = int(round(ratio * n_cases))
     chosen = rng.permutation(n_cases)[:n_corrupt]
     ops = rng.integers(0, 2, size=n_corrupt)  # 0 erode, 1 dilate
     drawn = rng.integers(lo, hi + 1, size=n_corrupt)
     scale = height / reference_size
-
     records = [NoiseRecord(id=i, corrupted=False, op="none", n=0) for i in ids]
     for idx, op_code, n_draw in zip(chosen, ops, drawn, strict=True):
         n = max(1, int(round(int(n_draw) * scale)))
-        op = "erode" if op_code == 0 else "dilate"
-        fn = ndimage.binary_erosion if op == "erode" else ndimage.binary_dilation
-        out[idx] = fn(out[idx].astype(bool), structure=structure, iterations=n).astype(np.uint8)
-        records[idx] = NoiseRecord(id=ids[idx], corrupted=True, op=op, n=n)
-    return out, records
+        records[idx] = NoiseRecord(id=ids[idx], corrupted=True, op="erode" if op_code == 0 else "dilate", n=n)
+    return records
+
+
+def corrupt(mask: np.ndarray, record: NoiseRecord, footprint: str = "cross") -> np.ndarray:
+    """``mask`` (H, W) as :func:`simulate` leaves it under ``record``: uint8 {0, 1}, a new array."""
+    mask = np.asarray(mask) > 0
+    if not record.corrupted:
+        return mask.astype(np.uint8)
+    fn = ndimage.binary_erosion if record.op == "erode" else ndimage.binary_dilation
+    return fn(mask, structure=FOOTPRINTS[footprint], iterations=record.n).astype(np.uint8)

@@ -6,14 +6,16 @@ folder, yielding the training events (plus ``ScoresReady``) so each face shows p
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cascade, noise, runs, scoring
+from . import cascade, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
+from .cache import CacheError, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
 from .runs import RunError, RunFolder
@@ -68,7 +70,9 @@ def train_run(
             yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
                                      skip_bad, should_stop, max_pixels)
         except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
-            if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
+            if created and {p.name for p in out.iterdir()} <= {runs.LOCK, runs.CACHE}:
+                if (out / runs.CACHE).is_dir() and not (out / runs.CACHE).is_symlink():
+                    shutil.rmtree(out / runs.CACHE)  # only what this call decoded: derived data
                 (out / runs.LOCK).unlink(missing_ok=True)
                 out.rmdir()
             raise
@@ -92,54 +96,65 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     elif any(p.name != runs.LOCK for p in out.iterdir()):
         restart = True  # a run that failed or was killed before its first checkpoint: start it over
     config = TrainConfig() if config is None else config
-    ds = _resolve_data(data, size, skip_bad, max_pixels)
-    train_ds = ds.subset("train") if any(c.split == "train" for c in ds) else ds
-    if len(train_ds) < 2:
-        raise TrainingError(f"{ds.root}: needs at least 2 training images, found {len(train_ds)}")
-    images, clean = train_ds.images(), train_ds.masks()
-    given, records = clean, None
+    if isinstance(data, Dataset):
+        rd = run_data.from_dataset(data)
+    else:  # decoded once into the run's cache (progress yielded), then streamed
+        rd = yield from run_data.from_folder(out, data, size, skip_bad, max_pixels, config.workers)
+    n_train = len(rd.train)
+    if n_train < 2:
+        raise TrainingError(f"{rd.root}: needs at least 2 training images, found {n_train}")
+    records = None
     if simulate_noise > 0:
-        given, records = noise.simulate(clean, train_ds.ids, simulate_noise, seed=noise_seed,
-                                        reference_size=256, footprint=noise_footprint)
+        records = noise.plan(rd.ids, n_train, rd.size, simulate_noise, seed=noise_seed, reference_size=256,
+                             footprint=noise_footprint)
+    for i in range(n_train):
+        rd.given[i] = rd.clean(i) if records is None else noise.corrupt(rd.clean(i), records[i], noise_footprint)
+    rd.flush()
     if resume and not restart:
         run = RunFolder(out)
         listed = [r.id for r in run.case_rows()]
-        if listed != list(train_ds.ids):
-            raise RunError(f"{out / runs.CASES}: lists other training cases than {ds.root} holds now "
-                           f"({len(listed)} listed, {len(train_ds)} found); resume with the data it was made from")
+        if listed != rd.ids:
+            raise RunError(f"{out / runs.CASES}: lists other training cases than {rd.root} holds now "
+                           f"({len(listed)} listed, {n_train} found); resume with the data it was made from")
     else:
         if restart and RunFolder.is_run(out):
             RunFolder(out).remove_history()
         if restart:
             _remove_temps_in(out)
         run = RunFolder.create(out, config, {
-            "root": str(Path(ds.root).resolve()) if ds.root else None, "size": int(size),
+            "root": str(Path(rd.root).resolve()) if rd.root else None, "size": int(size),
             "simulate_noise": float(simulate_noise), "noise_seed": int(noise_seed), "noise_footprint": noise_footprint,
-            "skipped": [{"path": str(p), "reason": r} for p, r in ds.skipped], "warnings": list(ds.warnings),
+            "skipped": [{"path": str(p), "reason": r} for p, r in rd.skipped], "warnings": list(rd.warnings),
         })
         rows = []
-        for i, c in enumerate(train_ds):
+        for i, c in enumerate(rd.train):
             row = _case_row(c, "train")
             if records is not None:
                 row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
             rows.append(row)
-        run.write_cases(rows, images[:, 0], given)
-        train_ids = set(train_ds.ids)
-        held_out = [c for c in ds if c.id not in train_ids]
+            run.write_case_files(c.id, rd.image(i), rd.given[i])
+        run.write_case_table(rows)
+        train_ids = set(rd.ids)
+        held_out = [c for c in rd.cases if c.id not in train_ids]
         if held_out:
             run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
     models = None
-    for event in record_history(cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
-                                              should_stop=should_stop), run, history):
+    for event in record_history(cascade.train_from(rd.source(), config, run_dir=out,
+                                                   resume=resume and not restart, should_stop=should_stop),
+                                run, history):
         if isinstance(event, Finished):
             models = event.models
             if event.stopped:
                 yield event
                 return
         yield event
-    metrics = write_scores(run, models, images, given, clean if records is not None else None,
-                           [r.corrupted for r in records] if records is not None else None)
+
+    def read(idx):
+        return (rd.images(idx), np.asarray(rd.given[idx[0]:idx[-1] + 1]),
+                np.stack([rd.clean(i) for i in idx]) if records is not None else None)
+
+    metrics = score_batches(run, models, n_train, read, [r.corrupted for r in records] if records is not None else None)
     yield ScoresReady(run.scores_path, metrics)
 
 
@@ -192,29 +207,81 @@ def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, 
                  corrupted: list | None = None, keep_maps: frozenset[str] = frozenset()) -> dict:
     """Score every training image with the trained nets and write scores.csv and corrected/ (the maps of the
     ids in ``keep_maps`` stay as they are: corrections a reviewer accepted in an earlier round)."""
-    probs = cascade.peer_probs(models, images)
-    scores = scoring.score_probs(probs, given, run.train_config.T)
+    def read(idx):
+        sl = slice(idx[0], idx[-1] + 1)
+        return images[sl], given[sl], clean[sl] if clean is not None else None
+
+    return score_batches(run, models, len(images), read, corrupted if clean is not None else None, keep_maps)
+
+
+SCORE_CHUNK_PIXELS = 1 << 22  # pixels of one scoring chunk (1,024 images at 64 px, 64 at 256 px)
+
+
+def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None = None,
+                  keep_maps: frozenset[str] = frozenset()) -> dict:
+    """Score the run's ``n`` training images chunk by chunk: ``read(idx)`` gives (images (B, 1, H, W), given
+    (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
+    (ranked over all) last. Memory holds one chunk. Flagging metrics when ``corrupted`` and every clean mask
+    are known."""
     ids = [r.id for r in run.case_rows()]
-    run.write_scores(ids, scores, corrupted, keep_maps)
+    size = int(run.config["data"]["size"])
+    chunk = max(16, SCORE_CHUNK_PIXELS // (size * size) // 16 * 16)
+    keys = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
+    parts: dict[str, list] = {k: [] for k in keys}
+    extra: list[int] = []
+    d_corr: list | None = [] if corrupted is not None else None
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        images, given, clean = read(idx)
+        sc = scoring.score_probs(cascade.peer_probs(models, images), given, run.train_config.T)
+        extra += run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)
+        for k in keys:
+            parts[k].append(getattr(sc, k))
+        if d_corr is not None and clean is not None:
+            d_corr.append(scoring.correction_dice(sc, clean))
+        else:
+            d_corr = None
+    scores = scoring.ImageScores(**{k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()},
+                                 corrected=None, prob=None, pixel_uncertainty=None)
+    run.write_score_table(ids, scores, corrupted, extra)
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
-    if clean is not None and corrupted is not None:
-        metrics.update(scoring.flagging_metrics(scores, clean, np.asarray(corrupted, dtype=bool)))
+    if corrupted is not None and d_corr is not None:
+        metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, np.concatenate(d_corr),
+                                             corrupted))
     return metrics
 
 
 def score_run(run_dir: Path | str) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
-    the run's writer lock (a run still training is refused, naming the process)."""
+    the run's writer lock (a run still training is refused, naming the process). The images come from the
+    run's cache when it holds them, else from the original files or the run's display copies."""
     run = RunFolder(run_dir)
     with runs.writer_lock(run.path, "score"):
         models = _load_models(run)
         rows = run.case_rows()
         size = run.config["data"]["size"]
-        images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
-        given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
+        image = _image_reader(run, rows, size)
         corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
-        clean = _clean_masks(run, rows, size) if corrupted is not None else None
-        return write_scores(run, models, images, given, clean, corrupted)
+
+        def read(idx):
+            return (np.stack([image(i) for i in idx])[:, None],
+                    np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
+                    _clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
+
+        return score_batches(run, models, len(rows), read, corrupted)
+
+
+def _image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.ndarray]:
+    """Case i's network input: from the run's cache when it is whole and holds every case at this size (what
+    training read), else as :func:`_input_image` finds it."""
+    try:
+        cache = open_cache(run.path)
+        slots = {c.id: c.slot for c in cache.cases()}
+        if cache.size == size and all(r.id in slots for r in rows):
+            return lambda i: cache.image(slots[rows[i].id])
+    except CacheError:
+        pass  # derived data: the originals (or display copies) serve
+    return lambda i: _input_image(run, rows[i], size)
 
 
 def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:

@@ -34,10 +34,15 @@ class ImageScores:
     @property
     def rank(self) -> np.ndarray:
         """1 = most suspicious; ties broken by uncertainty, then input order."""
-        order = np.lexsort((np.arange(len(self.suspicion)), -self.uncertainty, -self.suspicion))
-        rank = np.empty_like(order)
-        rank[order] = np.arange(1, len(order) + 1)
-        return rank
+        return rank(self.suspicion, self.uncertainty)
+
+
+def rank(suspicion: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+    """The review order of images scored in batches: 1 = most suspicious; ties by uncertainty, then input order."""
+    order = np.lexsort((np.arange(len(suspicion)), -np.asarray(uncertainty), -np.asarray(suspicion)))
+    out = np.empty_like(order)
+    out[order] = np.arange(1, len(order) + 1)
+    return out
 
 
 def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5) -> ImageScores:
@@ -90,11 +95,21 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def flagging_metrics(scores: ImageScores, clean: np.ndarray, corrupted: np.ndarray) -> dict:
     """With simulated noise: how well the suspicion flags corrupted masks and how good the corrections are."""
+    return flagging_from(scores.suspicion, scores.uncertainty, correction_dice(scores, clean), corrupted)
+
+
+def correction_dice(scores: ImageScores, clean: np.ndarray) -> np.ndarray:
+    """Dice of each corrected mask against the clean one."""
+    return selection.dice(torch.as_tensor(scores.corrected), torch.as_tensor(np.asarray(clean) > 0)).numpy()
+
+
+def flagging_from(suspicion: np.ndarray, uncertainty: np.ndarray, d_corr: np.ndarray, corrupted: np.ndarray) -> dict:
+    """:func:`flagging_metrics` from per-image numbers (``d_corr``: Dice of each correction against the clean
+    mask), for images scored batch by batch."""
     corrupted = np.asarray(corrupted, dtype=bool)
-    d_corr = selection.dice(torch.as_tensor(scores.corrected), torch.as_tensor(np.asarray(clean) > 0)).numpy()
     out = {
-        "flag_auroc": auroc(scores.suspicion, corrupted),
-        "flag_auroc_uncertainty": auroc(scores.uncertainty, corrupted),
+        "flag_auroc": auroc(suspicion, corrupted),
+        "flag_auroc_uncertainty": auroc(uncertainty, corrupted),
         "corrected_dice_all": float(d_corr.mean()),
         "n_corrupted": int(corrupted.sum()),
     }

@@ -24,7 +24,8 @@ MAX_SIZE = 1024  # largest training image size (px); the paper trains at 256
 MAX_THREADS = 1024
 MAX_SEED = 2**31 - 1
 #: settings that change how fast a run goes, not what it learns: a resume may change them
-RUNTIME_SETTINGS = ("threads",)
+RUNTIME_SETTINGS = ("threads", "workers")
+MAX_WORKERS = 64
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
@@ -69,6 +70,7 @@ class TrainConfig:
     rotation: float = 10.0  # degrees, random rotation in [-rotation, rotation]
     flip: bool = True
     threads: int | None = None  # CPU threads of torch; None -> default_threads()
+    workers: int = 0  # DataLoader worker processes reading the batches; 0: in the training process
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
@@ -161,6 +163,8 @@ def _range_problems(c: TrainConfig) -> list[str]:
             problems.append(f"{name} must be > 0, got {getattr(c, name)!r}")
     if c.threads is not None and not 1 <= c.threads <= MAX_THREADS:
         problems.append(f"threads must be in [1, {MAX_THREADS}] or None (automatic), got {c.threads!r}")
+    if not 0 <= c.workers <= MAX_WORKERS:
+        problems.append(f"workers must be in [0, {MAX_WORKERS}], got {c.workers!r}")
     if c.k is not None and not 0 <= c.k <= c.epochs:
         problems.append(f"k must be in [0, epochs = {c.epochs}], got {c.k!r}")
     elif c.strategy == "crl" and c.k is not None and c.k >= c.epochs:
@@ -225,4 +229,6 @@ SETTING_HELP = {
     "flip": "random horizontal flip",
     "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
     "busy machine)",
+    "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "
+    "training process (right for small data sets and for the plugin)",
 }

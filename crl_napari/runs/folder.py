@@ -187,11 +187,19 @@ class RunFolder:
     def write_cases(self, rows: list[dict], images: np.ndarray, given: np.ndarray) -> None:
         """cases.csv plus display images and the given masks (the ones training saw)."""
         for r, img, m in zip(rows, images, given, strict=True):
-            id_ = check_id(r["id"], self.path / CASES)
-            lo, hi = np.percentile(img, [0.5, 99.5])
-            disp = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-            atomic_write_png(self.file(IMAGES, f"{id_}.png"), _to_uint8(disp.astype(np.float32)))
-            atomic_write_png(self.file(GIVEN, f"{id_}.png"), _to_uint8(m > 0))
+            self.write_case_files(r["id"], img, m)
+        self.write_case_table(rows)
+
+    def write_case_files(self, id_: str, image: np.ndarray, given: np.ndarray) -> None:
+        """One case's display image (from the z-scored training image) and given mask."""
+        id_ = check_id(id_, self.path / CASES)
+        lo, hi = np.percentile(image, [0.5, 99.5])
+        disp = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+        atomic_write_png(self.file(IMAGES, f"{id_}.png"), _to_uint8(disp.astype(np.float32)))
+        atomic_write_png(self.file(GIVEN, f"{id_}.png"), _to_uint8(given > 0))
+
+    def write_case_table(self, rows: list[dict]) -> None:
+        """cases.csv, after every case's files (write_case_files)."""
         atomic_write_text(self.file(CASES), _rows.csv_text(rows, CASE_FIELDS))
 
     def write_held_out(self, rows: list[dict]) -> None:
@@ -212,6 +220,12 @@ class RunFolder:
         """The corrected masks, probability and uncertainty maps, then scores.csv (sorted by rank) last, so
         a scores.csv always describes maps that are there. The maps of ``keep_maps`` ids are left as they are
         (a review round keeps the corrections a reviewer accepted)."""
+        extra = self.write_score_maps(ids, scores, keep_maps)
+        self.write_score_table(ids, scores, corrupted, extra)
+
+    def write_score_maps(self, ids: list[str], scores, keep_maps: frozenset[str] = frozenset()) -> list[int]:
+        """The maps of ``scores`` (ImageScores of these ``ids``, a batch or all), except those of ``keep_maps``
+        ids; the extra pieces of each corrected mask, for :meth:`write_score_table`."""
         corr_dir = self.file(CORRECTED)
         corr_dir.mkdir(exist_ok=True)
         for i, id_ in enumerate(ids):
@@ -223,13 +237,18 @@ class RunFolder:
             atomic_write_png(self.file(CORRECTED, f"{id_}{PROB16}"), encode_prob(scores.prob[i]))
             atomic_write_png(self.file(CORRECTED, f"{id_}_unc.png"),
                              _to_uint8(scores.pixel_uncertainty[i].astype(np.float32)))
+        return [extra_pieces(clean_mask(scores.corrected[i])) for i in range(len(ids))]
+
+    def write_score_table(self, ids: list[str], scores, corrupted: list | None, extra: list[int]) -> None:
+        """scores.csv from the per-image numbers of ``scores`` (suspicion, uncertainty, disagreement,
+        dice_given_corrected, rank: arrays over all ``ids``), sorted by rank; after every map is written."""
         rank = scores.rank
         rows = [
             {"id": id_, "rank": int(rank[i]), "suspicion": f"{scores.suspicion[i]:.6f}",
              "uncertainty": f"{scores.uncertainty[i]:.6f}", "disagreement": f"{scores.disagreement[i]:.6f}",
              "dice_given_corrected": f"{scores.dice_given_corrected[i]:.6f}",
              "corrupted": "" if corrupted is None else int(bool(corrupted[i])),
-             "extra_pieces": extra_pieces(clean_mask(scores.corrected[i]))}
+             "extra_pieces": extra[i]}
             for i, id_ in enumerate(ids)
         ]
         rows.sort(key=lambda r: r["rank"])

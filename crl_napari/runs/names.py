@@ -24,6 +24,11 @@ __all__ = [
     "ROUNDS_DIR",
     "ROUND_DECISIONS",
     "ROUND_FILES",
+    "CACHE",
+    "CACHE_INDEX",
+    "CACHE_IMAGES",
+    "CACHE_MASKS",
+    "CACHE_GIVEN",
 ]
 
 CONFIG = "config.json"
@@ -41,6 +46,11 @@ CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
 EDITS = "edits"  # the reviewer's own masks
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
+CACHE = "cache"  # the decoded training data (crl_napari.cache): rebuilt from the data folder when gone
+CACHE_INDEX = "index.json"  # in cache/: what each slot holds and the fingerprint of its source files
+CACHE_IMAGES = "images.u8"  # in cache/: uint8 (N, size, size), the images at training size, before z-scoring
+CACHE_MASKS = "masks.u8"  # in cache/: uint8 (N, size, size) {0, 1}, the masks of the data folder
+CACHE_GIVEN = "given.u8"  # in cache/: uint8 (N_train, size, size) {0, 1}, the masks training sees (noise applied)
 
 ROUNDS = "rounds.json"  # review rounds: the current round, when each started, from which decisions
 ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the current round also at the top)
@@ -53,4 +63,4 @@ SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_
 CASE_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w", "corrupted", "noise_op", "noise_n"]
 HELD_OUT_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w"]
 #: what a run holds before its first checkpoint: a new run may start over a folder holding only these
-BEFORE_TRAINING = {CONFIG, CASES, HELD_OUT, HISTORY, IMAGES, GIVEN, CORRECTED, LOCK}
+BEFORE_TRAINING = {CONFIG, CASES, HELD_OUT, HISTORY, IMAGES, GIVEN, CORRECTED, LOCK, CACHE}

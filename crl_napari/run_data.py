@@ -1,0 +1,105 @@
+"""The training data of one run, case by case: from a data folder through the run's on-disk cache (cache.py),
+or from a Dataset already in memory (the plugin's layers, tests). The pipeline asks it for one case's image,
+clean mask and given mask at a time, so writing the run folder, simulating noise, training (sources.py)
+and scoring hold a batch at most, never the data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import cache as _cache
+from .data import Dataset, conclude, scan_dataset
+from .runs import CACHE, CACHE_GIVEN, inside
+from .sources import ArraySource, CacheSource, Source
+
+__all__ = ["RunData", "from_dataset", "from_folder"]
+
+
+@dataclass
+class RunData:
+    """``cases`` (every usable pair: .id .split .image_path .mask_path .original_shape), ``train`` (the ones
+    trained on), and per training case: :meth:`image`, :meth:`clean` and the writable ``given`` (n, size,
+    size) uint8 map that :meth:`source` trains on."""
+
+    root: Path | None
+    size: int
+    cases: list
+    train: list
+    skipped: list[tuple[Path, str]]
+    warnings: list[str]
+    given: np.ndarray
+    _cache: _cache.Cache | None = None
+    _dataset: Dataset | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.train]
+
+    def image(self, i: int) -> np.ndarray:
+        """Training case ``i``'s network input: float32 (size, size), z-scored."""
+        if self._cache is not None:
+            return self._cache.image(self.train[i].slot)
+        return self.train[i].image
+
+    def images(self, idx: Sequence[int]) -> np.ndarray:
+        """float32 (B, 1, size, size) of the training cases ``idx``."""
+        return np.stack([self.image(int(i)) for i in idx])[:, None]
+
+    def clean(self, i: int) -> np.ndarray:
+        """Training case ``i``'s mask as the data folder gives it: uint8 (size, size) {0, 1}."""
+        if self._cache is not None:
+            return self._cache.mask(self.train[i].slot)
+        return np.asarray(self.train[i].mask, np.uint8)
+
+    def flush(self) -> None:
+        """Write the given masks through to the disk (a map; arrays need nothing)."""
+        if isinstance(self.given, np.memmap):
+            self.given.flush()
+
+    def source(self) -> Source:
+        """What training reads: the images and the given masks."""
+        if self._cache is not None:
+            self.flush()
+            given = self.given if not isinstance(self.given, np.memmap) else Path(self.given.filename)
+            return CacheSource(self._cache.folder, len(self._cache), self.size, [c.slot for c in self.train], given)
+        return ArraySource(self._dataset.images(), self.given)
+
+
+def _train_part(cases: list) -> list:
+    """The training split when there is one, else every case."""
+    return [c for c in cases if c.split == "train"] if any(c.split == "train" for c in cases) else list(cases)
+
+
+def from_dataset(ds: Dataset) -> RunData:
+    """A Dataset in memory (its images stay where they are)."""
+    train = _train_part(ds.cases)
+    sub = ds if len(train) == len(ds.cases) else ds.subset("train")
+    given = np.zeros((len(train), ds.size, ds.size), np.uint8)
+    return RunData(ds.root, ds.size, list(ds.cases), train, list(ds.skipped), list(ds.warnings), given,
+                   _dataset=sub)
+
+
+def from_folder(run_dir: Path, root: Path | str, size: int, skip_bad: bool = False, max_pixels: int | None = None,
+                workers: int = 0) -> Generator[_cache.CacheProgress, None, RunData]:
+    """Scan ``root``, bring ``run_dir``'s cache up to date (yielding its progress; ``workers`` processes
+    decode) and judge the folder as load_dataset does (every problem refused, or skipped with ``skip_bad``)."""
+    listing = scan_dataset(root)
+    built = yield from _cache.build(run_dir, listing, size, max_pixels, workers=workers)
+    problems = list(listing.problems) + built.problems
+    cases = built.cases()
+    skipped = conclude(listing.root, problems, len(cases), "skip" if skip_bad else "raise")
+    train = _train_part(cases)
+    path = inside(run_dir, CACHE, CACHE_GIVEN)
+    with open(path, "ab"):
+        pass
+    with open(path, "r+b") as fh:
+        fh.truncate(len(train) * size * size)
+    given = np.memmap(path, np.uint8, "r+", shape=(len(train), size, size)) if train else \
+        np.zeros((0, size, size), np.uint8)
+    return RunData(listing.root, size, cases, train, skipped, list(listing.warnings) + built.warnings, given,
+                   _cache=built)
