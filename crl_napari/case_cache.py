@@ -26,9 +26,13 @@ from .export import upsample_nearest  # masks kept only at training size (simula
 from .native import native_mask
 from .runs import IMAGES, CaseRow, RunError, RunFolder
 
-__all__ = ["Case", "CaseCache", "NativeCases", "run_copies", "display_uint8", "display_grid"]
+__all__ = ["Case", "CaseCache", "NativeCases", "run_copies", "display_uint8", "display_grid", "outline_width",
+           "outline_coded", "outlined"]
 
 AHEAD = 6  # cases read around the one shown once the budget is full (the next ones and the previous one)
+#: From this longer side on, the masks' outlines are drawn here, in the read-ahead thread, and coded into the masks
+#: (:func:`outlined`): napari's own Labels contour filters the whole mask on every redraw, seconds at 3000 px.
+OUTLINE_PX = 1024
 
 
 class Case(NamedTuple):
@@ -38,8 +42,8 @@ class Case(NamedTuple):
     could not be read (then it is the run's training-size copy, to be shown scaled: :func:`display_grid`)."""
 
     image: np.ndarray  # uint8 display image
-    given: np.ndarray  # uint8 0/1, the mask training was given
-    corrected: np.ndarray  # uint8 0/1
+    given: np.ndarray  # uint8, the mask training was given: 0/1, or 0/1/2 (:func:`outlined`) from OUTLINE_PX on
+    corrected: np.ndarray  # uint8, the same coding
 
 
 def display_uint8(image: np.ndarray) -> np.ndarray:
@@ -51,6 +55,36 @@ def display_uint8(image: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(sample, [0.5, 99.5])
     out = (image - lo) * np.float32(255 / max(hi - lo, 1e-6))
     return np.clip(np.rint(out, out=out), 0, 255, out=out).astype(np.uint8)
+
+
+def outline_width(shape: tuple[int, ...]) -> int:
+    """Outline width in the mask's pixels: thin on small images, still visible on a 3000 px radiograph fitted to
+    the screen (about 2-3 screen pixels there)."""
+    side = max(shape)
+    return 1 if side < 192 else 2 if side < 800 else max(2, round(side / 400))
+
+
+def outline_coded(shape: tuple[int, ...]) -> bool:
+    """Whether masks of ``shape`` carry their outline in their data (:func:`outlined`): from OUTLINE_PX on."""
+    return max(shape) >= OUTLINE_PX
+
+
+def outlined(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """``mask`` as uint8 0 (outside), 1 (inside), 2 (the band of ``width`` pixels inside its border; default
+    :func:`outline_width`): ``> 0`` is the mask, and a labels layer colouring only 2 draws its outline."""
+    m = np.asarray(mask) > 0
+    inner = m.copy()
+    for _ in range(outline_width(m.shape) if width is None else width):  # erode by a cross, the border as outside
+        e = inner.copy()
+        e[1:] &= inner[:-1]
+        e[:-1] &= inner[1:]
+        e[:, 1:] &= inner[:, :-1]
+        e[:, :-1] &= inner[:, 1:]
+        e[0], e[-1], e[:, 0], e[:, -1] = False, False, False, False
+        inner = e
+    out = m.astype(np.uint8)
+    out[m & ~inner] = 2
+    return out
 
 
 def display_grid(shape: tuple[int, int], native: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -103,6 +137,12 @@ class NativeCases:
         return self.notes.get(id_, "")
 
     def __call__(self, id_: str) -> Case:
+        case = self._read(id_)
+        if not outline_coded(case.corrected.shape):
+            return case
+        return Case(case.image, outlined(case.given), outlined(case.corrected))
+
+    def _read(self, id_: str) -> Case:
         run = self.run
         prob = run.prob(id_)
         shape = self.shape(id_, prob.shape)

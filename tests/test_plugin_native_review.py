@@ -256,3 +256,38 @@ def test_edit_mode_keeps_the_legend_colours_and_a_short_status(make_napari_viewe
     shown = widget.layer("edit")  # a saved drawing, shown as an outline, also under the others
     layers = list(viewer.layers)
     assert layers.index(shown) < min(layers.index(original), layers.index(corrected))
+
+
+def test_large_images_carry_their_outlines_and_still_edit_and_save_masks(make_napari_viewer, native_run,
+                                                                          monkeypatch):
+    """From case_cache.OUTLINE_PX on (3000 px radiographs), napari's own contour took seconds per redraw, so the
+    read-ahead codes each outline into its mask (2 = outline, 1 = inside): drawn in the legend's colour, the mask
+    still ``> 0``, and an edit still seeded, painted and saved as a plain 0/1 mask. Lowered to 256 px here."""
+    from crl_napari import case_cache
+    from crl_napari._qt.review_layers import COLORS
+
+    monkeypatch.setattr(case_cache, "OUTLINE_PX", 256)
+    viewer = make_napari_viewer()
+    widget = _open(viewer, native_run)
+    run = RunFolder(native_run)
+    image_id = widget.current_id
+    correction = native_mask(run.prob(image_id), (H, W))
+    corrected = widget.layer("corrected")
+    np.testing.assert_array_equal(corrected.data > 0, correction > 0)
+    assert set(np.unique(corrected.data)) == {0, 1, 2} and corrected.contour == 0
+    band = (corrected.data == 2) & (correction > 0)
+    assert band.any() and not (corrected.data[1:-1, 1:-1] == 2)[correction[1:-1, 1:-1] == 0].any()
+    colour = corrected.colormap.map(np.array([1, 2]))
+    assert colour[0][3] == 0  # the inside is transparent, the outline in the legend's cyan
+    np.testing.assert_allclose(colour[1][:3], [int(COLORS["corrected"][i:i + 2], 16) / 255 for i in (1, 3, 5)],
+                               atol=0.01)
+    widget.start_edit()
+    np.testing.assert_array_equal(widget.layer("edit").data, correction)  # 0/1 to paint on
+    widget.layer("edit").paint((150, 120), 0)
+    drawing = np.asarray(widget.layer("edit").data).copy()
+    widget.save_edit()
+    np.testing.assert_array_equal(iio.imread(native_run / "edits" / f"{image_id}.png") > 0, drawing > 0)
+    widget.select(image_id)
+    shown = widget.layer("edit")  # the saved drawing: its outline coded too
+    np.testing.assert_array_equal(shown.data > 0, drawing > 0)
+    assert shown.contour == 0 and 2 in np.unique(shown.data)

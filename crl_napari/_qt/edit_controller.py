@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..case_cache import outline_coded
 from ..export import upsample_nearest
 from ..review_model import ReviewModel
 from .review_layers import LayerPresenter, contour_width
@@ -47,7 +48,7 @@ class EditController:
             seed = upsample_nearest(read_mask(model.session.edit_path(image_id)), shape)
         else:
             seed = case.given if source == "original" else case.corrected
-        seed = np.asarray(seed).astype(np.uint8)
+        seed = (np.asarray(seed) > 0).astype(np.uint8)  # the review's masks may carry their outline as 2
         layer = self.layers.set_layer("edit", "labels", seed.copy(), contour=0, opacity=EDIT_OPACITY)
         layer.contour = 0
         layer.opacity = EDIT_OPACITY
@@ -72,7 +73,8 @@ class EditController:
             if keep_visible:
                 layer.mode = "pan_zoom"
                 layer.editable = False
-                layer.contour = contour_width(layer.data.shape)
+                if not outline_coded(layer.data.shape):  # napari's contour: seconds per redraw on large images
+                    layer.contour = contour_width(layer.data.shape)
             else:
                 self.layers.remove("edit")
         self.layers.activate_image()

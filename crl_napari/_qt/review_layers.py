@@ -19,7 +19,7 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 
-from ..case_cache import CaseCache, NativeCases, display_grid
+from ..case_cache import CaseCache, NativeCases, display_grid, outline_coded, outline_width, outlined
 from ..runs import RunFolder
 
 __all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width", "disagreement_box", "map_limits"]
@@ -56,14 +56,22 @@ def disagreement_box(given: np.ndarray, corrected: np.ndarray, margin: int = 4) 
 
 
 def contour_width(shape: tuple[int, ...]) -> int:
-    """Outline width in the mask's pixels: thin on small images, still visible on a 3000 px radiograph fitted to
-    the screen (about 2-3 screen pixels there)."""
-    side = max(shape)
-    return 1 if side < 192 else 2 if side < 800 else max(2, round(side / 400))
+    """Outline width in the mask's pixels (:func:`crl_napari.case_cache.outline_width`)."""
+    return outline_width(shape)
 
 
-def _label_cmap(color: str) -> DirectLabelColormap:
+def _label_cmap(color: str, coded: bool = False) -> DirectLabelColormap:
+    """Label 1 in ``color``; ``coded``: only label 2, the outline :func:`crl_napari.case_cache.outlined` drew."""
+    if coded:
+        return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "transparent", 2: color})
     return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
+
+
+def _outline_kwargs(mask: np.ndarray) -> dict:
+    """How a mask layer draws its outline: coded in the mask (large images; see case_cache.OUTLINE_PX), or
+    napari's contour."""
+    coded = outline_coded(mask.shape)
+    return {"contour": 0 if coded else contour_width(mask.shape), "coded": coded}
 
 
 class LayerPresenter:
@@ -77,6 +85,7 @@ class LayerPresenter:
         self._cases: CaseCache | None = None
         self._reader: NativeCases | None = None
         self._grid: tuple[int, int] | None = None  # the original (H, W) the view was fitted to
+        self._coded: dict[str, bool] = {}  # role -> its outline is coded in its data (case_cache.outlined)
         self.stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
@@ -117,16 +126,18 @@ class LayerPresenter:
                        grid=display_grid(image.shape, grid))
         self._map_layer("probability", image_id, self.run.prob, grid, colormap="inferno", opacity=0.5)
         self._map_layer("uncertainty", image_id, self.run.uncertainty, grid, colormap="magma", opacity=0.6)
-        line = contour_width(grid)
-        self.set_layer("original", "labels", given, contour=line, opacity=1.0)
-        self.set_layer("corrected", "labels", corrected, contour=line, opacity=1.0)
+        self.set_layer("original", "labels", given, opacity=1.0, **_outline_kwargs(given))
+        self.set_layer("corrected", "labels", corrected, opacity=1.0, **_outline_kwargs(corrected))
         if not editing:
             if edit_file is not None and edit_file.is_file():
                 from ..data import read_mask
 
                 drawing = read_mask(edit_file).astype(np.uint8)  # at the original size (older runs: training size)
-                layer = self.set_layer("edit", "labels", drawing, contour=contour_width(drawing.shape),
-                                       opacity=1.0, grid=display_grid(drawing.shape, grid))
+                outline = _outline_kwargs(drawing)
+                if outline["coded"]:
+                    drawing = outlined(drawing)
+                layer = self.set_layer("edit", "labels", drawing, opacity=1.0, grid=display_grid(drawing.shape, grid),
+                                       **outline)
                 layer.editable = False
                 self.below_outlines(layer)
             else:
@@ -150,9 +161,8 @@ class LayerPresenter:
         if layer is not None:
             if tuple(layer.scale[-2:]) != tuple(scale) or tuple(layer.translate[-2:]) != tuple(translate):
                 layer.scale, layer.translate = scale, translate
-            for key in ("contour", "opacity"):  # an outline's width follows the image's size
-                if kind == "labels" and key in kwargs and getattr(layer, key) != kwargs[key]:
-                    setattr(layer, key, kwargs[key])
+            if kind == "labels":
+                self._outline_style(layer, role, kwargs)
             old = layer.data
             if role != "edit" and isinstance(old, np.ndarray) and old.shape == data.shape and old.dtype == data.dtype:
                 # same size as before (every image of a run is): copy into the layer's array and re-slice; a
@@ -172,12 +182,23 @@ class LayerPresenter:
         if kind == "image":
             layer = self.viewer.add_image(data, name=name, scale=scale, translate=translate, **kwargs)
         else:
-            contour = kwargs.pop("contour", 0)
-            layer = self.viewer.add_labels(data, name=name, colormap=_label_cmap(COLORS[role]), scale=scale,
+            contour, coded = kwargs.pop("contour", 0), kwargs.pop("coded", False)
+            layer = self.viewer.add_labels(data, name=name, colormap=_label_cmap(COLORS[role], coded), scale=scale,
                                            translate=translate, **kwargs)
             layer.contour = contour
+            self._coded[role] = coded
         self._layers[role] = layer
         return layer
+
+    def _outline_style(self, layer, role: str, kwargs: dict) -> None:
+        """A reused labels layer drawn as asked: contour width, opacity, outline coded in the data or not."""
+        coded = kwargs.get("coded", False)
+        if self._coded.get(role, False) != coded:
+            layer.colormap = _label_cmap(COLORS[role], coded)
+            self._coded[role] = coded
+        for key in ("contour", "opacity"):
+            if key in kwargs and getattr(layer, key) != kwargs[key]:
+                setattr(layer, key, kwargs[key])
 
     def own(self) -> list:
         """The review's layers in the viewer."""
@@ -193,6 +214,7 @@ class LayerPresenter:
             layers.move(here, min(outlines))
 
     def remove(self, role: str) -> None:
+        self._coded.pop(role, None)
         layer = self._layers.pop(role, None)
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.remove(layer)
