@@ -9,8 +9,10 @@ Layout of ``dest`` (loadable again with :func:`crl_napari.data.load_dataset`)::
 
 Mask per image (``mask_source`` in the manifest):
 
-* accepted            -> ``RUN/corrected/<id>.png`` ("corrected"), nearest-neighbour up-sampled;
-* edited              -> ``RUN/edits/<id>.png`` ("edited"), nearest-neighbour up-sampled;
+* accepted            -> the correction at the original size ("corrected"): the run's probability resampled
+  smoothly, thresholded and cleaned up (:func:`crl_napari.native.native_mask`);
+* edited              -> ``RUN/edits/<id>.png`` ("edited"), drawn at the original size and written unchanged
+  (an edit drawn at training size by an older version: nearest-neighbour up-sampled);
 * kept                -> the original mask file named in ``RUN/cases.csv`` ("original"), binarised to 0/255
   at its own resolution;
 * pending or flagged  -> ``unreviewed="keep"``: the original; ``unreviewed="accept_above"``: the corrected
@@ -200,7 +202,8 @@ def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
 def _mask(item: _Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
     """The exported mask at the radiograph's own size: a correction is the run's training-size probability
     resampled smoothly and thresholded, then cleaned up (crl_napari.native), never a binary mask blown up in
-    blocks; an edit (drawn at training size) is upsampled by nearest neighbour; an original is as it is."""
+    blocks; an edit drawn at the original size is written unchanged (one drawn at training size by an older
+    version is upsampled by nearest neighbour; any other size is refused); an original is as it is."""
     try:
         if item.mask_source in ("corrected", "corrected_by_policy"):
             try:
@@ -210,7 +213,14 @@ def _mask(item: _Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
         mask = read_mask(item.mask_src)
     except DataError as exc:
         raise ExportError(f"cannot export the mask of {item.id!r}: {exc}") from exc
-    return mask if item.mask_source == "original" else upsample_nearest(mask, item.orig_shape)
+    if item.mask_source == "original" or mask.shape == tuple(item.orig_shape):
+        return mask
+    size = run.config["data"]["size"]
+    if mask.shape != (size, size):
+        raise ExportError(f"{item.mask_src}: the edit of {item.id!r} is {mask.shape[0]} x {mask.shape[1]} px; "
+                          f"expected the original size {item.orig_shape[0]} x {item.orig_shape[1]} "
+                          f"(or the training size {size} x {size})")
+    return upsample_nearest(mask, item.orig_shape)
 
 
 # -------------------------------------------------------------------------------------------- export

@@ -145,6 +145,7 @@ class ReviewSession(ChangeLog):
         self._log = log
         self._comments = dict(comments or {})
         self._lock = threading.RLock()
+        self._native_shapes: dict[str, tuple[int, int]] | None = None  # read from cases.csv at the first edit
         self._reviewer = ""
         self.reviewer = reviewer
 
@@ -352,8 +353,9 @@ class ReviewSession(ChangeLog):
     def edit(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
         """Store the reviewer's own mask (anything > 0 is lung) as ``RUN/edits/<id>.png`` (0/255).
 
-        The mask must have the shape of the given mask (training size). The drawing it replaces, if any, is
-        kept for undo.
+        The mask must be at the original image's size (``orig_h`` x ``orig_w`` in cases.csv: edits are drawn
+        there and exported unchanged), or at the training size of the given mask (as edits were drawn before).
+        The drawing it replaces, if any, is kept for undo.
         """
         with self._lock:
             self._check(image_id)
@@ -366,12 +368,11 @@ class ReviewSession(ChangeLog):
                 binary = arr > 0
             else:
                 raise TypeError(f"edited mask for {image_id!r}: expected bool or numbers, not {arr.dtype}")
-            expected = self._mask_shape(image_id)
-            if binary.shape != expected:
-                raise ValueError(
-                    f"edited mask for {image_id!r} has shape {binary.shape}, expected {expected} "
-                    "(the size of the given mask)"
-                )
+            native, training = self._native_shape(image_id), self._mask_shape(image_id)
+            if binary.shape not in (native, training):
+                expected = f"{native} (the original image's size)" if native else f"{training} (the given mask's)"
+                also = f", or {training} (the training size)" if native and native != training else ""
+                raise ValueError(f"edited mask for {image_id!r} has shape {binary.shape}, expected {expected}{also}")
             target = self.edit_path(image_id)
             _mkdir_durable(target.parent)
             backup_rel = None
@@ -397,6 +398,17 @@ class ReviewSession(ChangeLog):
             return runs.inside(self.run_dir, *relative.split("/"))
         except runs.RunError as exc:
             raise ReviewError(str(exc)) from None
+
+    def _native_shape(self, image_id: str) -> tuple[int, int] | None:
+        """The original image's (H, W) from cases.csv, or None where the run has none (a folder of scores)."""
+        if self._native_shapes is None:
+            try:
+                has = all((self.run_dir / f).is_file() for f in (runs.CONFIG, runs.CASES))
+                rows = runs.RunFolder(self.run_dir).case_rows() if has else []
+            except (runs.RunError, ids.UnsafeIdError) as exc:
+                raise ReviewError(str(exc)) from None
+            self._native_shapes = {r.id: (r.orig_h, r.orig_w) for r in rows}
+        return self._native_shapes.get(image_id)
 
     def _mask_shape(self, image_id: str) -> tuple[int, ...]:
         import imageio.v3 as iio

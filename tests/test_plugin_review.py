@@ -99,7 +99,8 @@ def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir
     assert widget.current_id == image_id
     np.testing.assert_array_equal(widget.layer("image").data, run.image(image_id))
     np.testing.assert_array_equal(widget.layer("original").data > 0, run.given(image_id))
-    np.testing.assert_array_equal(widget.layer("corrected").data > 0, run.corrected(image_id))
+    # the correction as accepting it exports it (native.native_mask; the originals are the training size here)
+    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(image_id), (64, 64)))
     assert widget.layer("original").contour > 0 and widget.layer("corrected").contour > 0
     assert widget.layer("original").data.shape == widget.layer("image").data.shape == (64, 64)  # training size
     c_orig = widget.layer("original").colormap.map(np.array([1]))[0]
@@ -130,7 +131,7 @@ def test_switching_rows_back_and_forth_shows_each_case_as_on_disk(make_napari_vi
         widget.table.selectRow(row)
         np.testing.assert_array_equal(widget.layer("image").data, run.image(ids[row]))
         np.testing.assert_array_equal(widget.layer("original").data > 0, run.given(ids[row]))
-        np.testing.assert_array_equal(widget.layer("corrected").data > 0, run.corrected(ids[row]))
+        np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(ids[row]), (64, 64)))
     image = widget.layer("image")
     image.refresh()  # napari's own thumbnail of row 2's image
     expected = image.thumbnail.copy()
@@ -172,7 +173,7 @@ def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot
     _press(viewer, qtbot, "D")  # edit, seeded from the corrected mask
     edit = widget.layer("edit")
     assert edit is not None and viewer.layers.selection.active.name == edit.name and edit.mode == "paint"
-    np.testing.assert_array_equal(edit.data > 0, RunFolder(run_dir).corrected(ids[2]))
+    np.testing.assert_array_equal(edit.data, native_mask(RunFolder(run_dir).prob(ids[2]), (64, 64)))
     drawn = np.zeros((64, 64), np.uint8)
     drawn[10:30, 5:25] = 1
     edit.data = drawn

@@ -192,11 +192,13 @@ def test_edit_writes_the_mask(rf):
     assert saved.dtype == np.uint8 and saved.shape == (SIZE, SIZE)
     assert set(np.unique(saved)) == {0, 255}
     np.testing.assert_array_equal(saved > 0, drawn > 0)
-    with pytest.raises(ValueError, match="shape"):
-        s.edit("case02", np.zeros((ORIG, ORIG), bool))
+    with pytest.raises(ValueError, match="shape"):  # issue 11: the original size or the training size, no other
+        s.edit("case02", np.zeros((ORIG + 3, ORIG), bool))
     with pytest.raises(KeyError, match="zzz"):
         s.edit("zzz", drawn)
     assert s.status("case02") == "edited" and len(_load(rf.run)["log"]) == 1
+    s.edit("case02", np.ones((ORIG, ORIG), bool))  # drawn at the original size (cases.csv's orig_h x orig_w)
+    assert iio.imread(rf.run / "edits" / "case02.png").shape == (ORIG, ORIG)
 
 
 def test_review_json_is_valid_after_every_call(rf):

@@ -69,7 +69,8 @@ def test_open_sample_train_then_open_in_review_lands_well(make_napari_viewer, qt
     review = run_link(viewer).review_widget
     assert review is not None and review.session is not None and review.session.run_dir == out
     image = review.layer("image")
-    assert image is not None and image.data.shape == (32, 32) and image.visible
+    # the radiograph at its own size (the sample set's 256 px), not the 32 px it was trained at (issue 11)
+    assert image is not None and image.data.shape == (256, 256) and image.visible
 
     # the Review panel: a tab beside Train in the same dock area, raised; Train's tab is behind it
     review_dock = dock_of(review)

@@ -91,16 +91,19 @@ def _plane_extent(layer) -> np.ndarray:
     return np.asarray(layer.extent.world, dtype=float)[:, -2:]
 
 
-def focus_on(viewer, layer) -> list:
+def focus_on(viewer, layer, own: list | tuple = ()) -> list:
     """Show ``layer``'s image plane alone and fit the view to it: every visible layer of another size is
-    hidden (never removed: the user's layers stay in the layer list), then the camera fits ``layer``.
-    Returns the layers it hid."""
+    hidden (never removed: the user's layers stay in the layer list), and, when ``own`` names the layers that
+    belong with ``layer`` (the review's), every other one too (a radiograph at its own size may share the plane
+    of the user's layers). Then the camera fits ``layer``. Returns the layers it hid."""
     # docks just added, tabified or grown: lay them out first, so the fit is for the canvas they leave
     QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
     plane = _plane_extent(layer)
     hidden = []
     for other in viewer.layers:
-        if other is not layer and other.visible and not np.allclose(_plane_extent(other), plane):
+        if other is layer or other in own or not other.visible:
+            continue
+        if own or not np.allclose(_plane_extent(other), plane):
             other.visible = False
             hidden.append(other)
     viewer.reset_view(layers=[layer])

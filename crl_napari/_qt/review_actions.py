@@ -75,7 +75,7 @@ class ReviewActions:
         seed = "original" if self.seed_combo.currentIndex() == 1 else "corrected"
         image_id = self._guard(lambda: self.edits.start(seed), "edit", need_image=True)
         if image_id is not None:
-            self._message(f"Editing {image_id}: paint (P) / erase (E) / fill (F), then S to save")
+            self._message(f"Editing {image_id} (S saves)")  # how to draw: in the dock, not beside napari's hints
 
     def save_edit(self) -> None:
         """Store the edit of the image shown as its decision."""

@@ -28,6 +28,9 @@ from .review_settings import ReviewSettings
 
 __all__ = ["RunRow", "FilterRow", "DecisionPanel", "InfoPanel", "BatchRow", "legend"]
 _BATCH_LISTED = 30  # ids shown in the batch preview before "… and n more"
+#: Shown in the dock while a drawing is open (napari's own label keys; S is this plugin's).
+EDIT_HINT = ("Drawing in original pixels: paint (P), erase (E), fill (F), brush size in the layer controls; "
+             "S saves, N moves on (a changed drawing is saved)")
 
 
 def _score_box(prefix: str, value: float = 0.0) -> QDoubleSpinBox:
@@ -44,7 +47,7 @@ class RunRow(QFormLayout):
     """Run folder (typed, browsed or picked from the recent ones) and the reviewer's name, remembered across
     restarts (:class:`.review_settings.ReviewSettings`). ``open_run(path)`` is called to open a folder."""
 
-    def __init__(self, open_run) -> None:
+    def __init__(self, open_run, locate_data=None) -> None:
         super().__init__()
         self._open_run = open_run
         self._settings = ReviewSettings()
@@ -65,7 +68,17 @@ class RunRow(QFormLayout):
         self.reviewer_edit.setToolTip("recorded with every decision; remembered on this computer")
         self.addRow("Reviewer", self.reviewer_edit)
         self.reviewer_edit.setText(self._settings.reviewer or default_reviewer())
+        originals = QHBoxLayout()
+        self.originals_label = QLabel("")
+        self.originals_label.setWordWrap(True)
+        self.data_btn = QPushButton("Data folder…")
+        self.data_btn.setToolTip("where the original radiographs are now, if the data moved; the run remembers it")
+        originals.addWidget(self.originals_label, stretch=1)
+        originals.addWidget(self.data_btn)
+        self.addRow("Originals", originals)
         self.fill_recent()
+        if locate_data is not None:
+            self.data_btn.clicked.connect(lambda: self._locate(locate_data))
         self.browse_btn.clicked.connect(self._browse)
         self.open_btn.clicked.connect(lambda: open_run(self.run_edit.text()))
         self.run_edit.returnPressed.connect(lambda: open_run(self.run_edit.text()))
@@ -75,6 +88,18 @@ class RunRow(QFormLayout):
         path = QFileDialog.getExistingDirectory(self.run_edit, "Open a run folder", self.run_edit.text())
         if path:
             self._open_run(path)
+
+    def _locate(self, locate_data) -> None:
+        path = QFileDialog.getExistingDirectory(self.data_btn, "Where are the original images now? (the folder "
+                                                "holding images/ and masks/)")
+        if path:
+            locate_data(path)
+
+    def show_originals(self, note: str | None) -> None:
+        """Say where the image shown comes from: None (no run), "" (the original file), else why not."""
+        self.originals_label.setText("" if note is None else "at their own size" if not note
+                                     else "not found: training-size copies shown")
+        self.originals_label.setToolTip(note or "")
 
     def opened(self, path: Path) -> None:
         """A run was opened: show it, and offer it first among the recent runs."""
@@ -134,6 +159,11 @@ class DecisionPanel(QGridLayout):
         self.comment_edit = QLineEdit()
         self.comment_edit.setPlaceholderText("comment on this image (Enter saves)")
         self.addWidget(self.comment_edit, len(cells), 0, 1, 2)
+        # while editing, how to draw is said here: in the status bar it ran into napari's own key hints
+        self.edit_hint = QLabel(EDIT_HINT)
+        self.edit_hint.setWordWrap(True)
+        self.edit_hint.setVisible(False)
+        self.addWidget(self.edit_hint, len(cells) + 1, 0, 1, 2)
 
     def connect_to(self, widget) -> None:
         """Each button calls the widget's method of the same decision (the keys call the same methods)."""
@@ -150,6 +180,7 @@ class DecisionPanel(QGridLayout):
         self.edit_btn.setEnabled(has_image and not editing)
         self.save_btn.setEnabled(editing)
         self.cancel_edit_btn.setEnabled(editing)
+        self.edit_hint.setVisible(editing)
 
 
 class InfoPanel(QVBoxLayout):

@@ -1,6 +1,11 @@
 """The napari layers of the image under review: the radiograph, the original and the corrected mask (outlines),
 the probability and uncertainty maps (hidden until asked for) and the saved edit.
 
+Everything is laid out on the radiograph's own pixel grid: the masks are at the original size (the corrected one
+made by :func:`crl_napari.native.native_mask`, as the export writes it), and an array kept at training size (the
+maps; the image when the original cannot be read) carries a scale and translate (``case_cache.display_grid``),
+so napari coordinates are original pixels. The view is fitted when the image's size changes.
+
 A row switch must stay fast (benchmarks/ui_latency.py): layers are reused and their arrays written in place,
 hidden maps are loaded only when shown, the layer-list thumbnails are redrawn once the reviewer pauses, and the
 cases are read ahead in a background thread (:class:`crl_napari.case_cache.CaseCache`).
@@ -14,7 +19,7 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 
-from ..case_cache import CaseCache
+from ..case_cache import CaseCache, NativeCases, display_grid, outline_coded, outline_width, outlined
 from ..runs import RunFolder
 
 __all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width", "disagreement_box", "map_limits"]
@@ -51,12 +56,22 @@ def disagreement_box(given: np.ndarray, corrected: np.ndarray, margin: int = 4) 
 
 
 def contour_width(shape: tuple[int, ...]) -> int:
-    """Outline width in training pixels: thin on small images, visible on large ones."""
-    return 1 if max(shape) < 192 else 2
+    """Outline width in the mask's pixels (:func:`crl_napari.case_cache.outline_width`)."""
+    return outline_width(shape)
 
 
-def _label_cmap(color: str) -> DirectLabelColormap:
+def _label_cmap(color: str, coded: bool = False) -> DirectLabelColormap:
+    """Label 1 in ``color``; ``coded``: only label 2, the outline :func:`crl_napari.case_cache.outlined` drew."""
+    if coded:
+        return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "transparent", 2: color})
     return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: color})
+
+
+def _outline_kwargs(mask: np.ndarray) -> dict:
+    """How a mask layer draws its outline: coded in the mask (large images; see case_cache.OUTLINE_PX), or
+    napari's contour."""
+    coded = outline_coded(mask.shape)
+    return {"contour": 0 if coded else contour_width(mask.shape), "coded": coded}
 
 
 class LayerPresenter:
@@ -68,8 +83,10 @@ class LayerPresenter:
         self._layers: dict[str, object] = {}
         self._stale_maps: dict[str, tuple] = {}  # hidden map layers not yet showing the current image
         self._cases: CaseCache | None = None
+        self._reader: NativeCases | None = None
+        self._grid: tuple[int, int] | None = None  # the original (H, W) the view was fitted to
+        self._coded: dict[str, bool] = {}  # role -> its outline is coded in its data (case_cache.outlined)
         self.stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
-        self._shown_once = False
         self._timer = QTimer(parent)
         self._timer.setSingleShot(True)
         self._timer.setInterval(THUMBNAIL_DELAY_MS)
@@ -78,7 +95,8 @@ class LayerPresenter:
     def open(self, run: RunFolder, ids: list[str]) -> None:
         """A new run: read its cases ahead, worst first."""
         self.close()
-        self.run, self._cases = run, CaseCache(run, ids)
+        self._reader = NativeCases(run)
+        self.run, self._cases, self._grid = run, CaseCache(run, ids, reader=self._reader), None
 
     def close(self) -> None:
         self._timer.stop()
@@ -91,40 +109,60 @@ class LayerPresenter:
         layer = self._layers.get(role)
         return layer if layer is not None and layer in self.viewer.layers else None
 
+    def case(self, image_id: str):
+        """The case of ``image_id`` (:class:`crl_napari.case_cache.Case`: masks at the original size)."""
+        return self._cases.get(image_id)
+
+    def note(self, image_id: str) -> str:
+        """Why ``image_id`` shows the training-size copy of its radiograph ("" when it shows the original)."""
+        return "" if self._reader is None else self._reader.note(image_id)
+
     def show(self, image_id: str, edit_file: Path | None, editing: bool) -> None:
         """The layers of ``image_id``; ``edit_file`` is its saved drawing (None: no edit layer), left alone while
         ``editing`` (the drawing in progress is on screen)."""
         image, given, corrected = self._cases.get(image_id)
-        self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255))
-        self._map_layer("probability", image_id, self.run.prob, colormap="inferno", opacity=0.5)
-        self._map_layer("uncertainty", image_id, self.run.uncertainty, colormap="magma", opacity=0.6)
-        line = contour_width(given.shape)
-        self.set_layer("original", "labels", given, contour=line, opacity=1.0)
-        self.set_layer("corrected", "labels", corrected, contour=line, opacity=1.0)
-        if editing:
-            return
-        if edit_file is not None and edit_file.is_file():
-            from ..data import read_mask
+        grid = corrected.shape
+        self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255),
+                       grid=display_grid(image.shape, grid))
+        self._map_layer("probability", image_id, self.run.prob, grid, colormap="inferno", opacity=0.5)
+        self._map_layer("uncertainty", image_id, self.run.uncertainty, grid, colormap="magma", opacity=0.6)
+        self.set_layer("original", "labels", given, opacity=1.0, **_outline_kwargs(given))
+        self.set_layer("corrected", "labels", corrected, opacity=1.0, **_outline_kwargs(corrected))
+        if not editing:
+            if edit_file is not None and edit_file.is_file():
+                from ..data import read_mask
 
-            layer = self.set_layer("edit", "labels", read_mask(edit_file).astype(np.uint8), contour=line,
-                                   opacity=1.0)
-            layer.editable = False
-        else:
-            self.remove("edit")
-        if not self._shown_once:
-            self._shown_once = True
+                drawing = read_mask(edit_file).astype(np.uint8)  # at the original size (older runs: training size)
+                outline = _outline_kwargs(drawing)
+                if outline["coded"]:
+                    drawing = outlined(drawing)
+                layer = self.set_layer("edit", "labels", drawing, opacity=1.0, grid=display_grid(drawing.shape, grid),
+                                       **outline)
+                layer.editable = False
+                self.below_outlines(layer)
+            else:
+                self.remove("edit")
+        if self._grid != grid:  # a first image, or one of another size: fit the view to it
+            self._grid = grid
             self.viewer.reset_view()
-        self.activate_image()
+        if not editing:
+            self.activate_image()
 
     def activate_image(self) -> None:
         image = self.layer("image")
         if image is not None:
             self.viewer.layers.selection.active = image
 
-    def set_layer(self, role: str, kind: str, data: np.ndarray, **kwargs):
-        """The layer of ``role`` with new data (created again if the user deleted it)."""
+    def set_layer(self, role: str, kind: str, data: np.ndarray, grid=None, **kwargs):
+        """The layer of ``role`` with new data (created again if the user deleted it); ``grid`` = (scale,
+        translate) when ``data`` is not at the original size (default: at it)."""
+        scale, translate = grid or ((1.0, 1.0), (0.0, 0.0))
         layer = self.layer(role)
         if layer is not None:
+            if tuple(layer.scale[-2:]) != tuple(scale) or tuple(layer.translate[-2:]) != tuple(translate):
+                layer.scale, layer.translate = scale, translate
+            if kind == "labels":
+                self._outline_style(layer, role, kwargs)
             old = layer.data
             if role != "edit" and isinstance(old, np.ndarray) and old.shape == data.shape and old.dtype == data.dtype:
                 # same size as before (every image of a run is): copy into the layer's array and re-slice; a
@@ -142,15 +180,41 @@ class LayerPresenter:
             self.viewer.layers.remove(name)
         data = np.array(data)  # a copy, as above
         if kind == "image":
-            layer = self.viewer.add_image(data, name=name, **kwargs)
+            layer = self.viewer.add_image(data, name=name, scale=scale, translate=translate, **kwargs)
         else:
-            contour = kwargs.pop("contour", 0)
-            layer = self.viewer.add_labels(data, name=name, colormap=_label_cmap(COLORS[role]), **kwargs)
+            contour, coded = kwargs.pop("contour", 0), kwargs.pop("coded", False)
+            layer = self.viewer.add_labels(data, name=name, colormap=_label_cmap(COLORS[role], coded), scale=scale,
+                                           translate=translate, **kwargs)
             layer.contour = contour
+            self._coded[role] = coded
         self._layers[role] = layer
         return layer
 
+    def _outline_style(self, layer, role: str, kwargs: dict) -> None:
+        """A reused labels layer drawn as asked: contour width, opacity, outline coded in the data or not."""
+        coded = kwargs.get("coded", False)
+        if self._coded.get(role, False) != coded:
+            layer.colormap = _label_cmap(COLORS[role], coded)
+            self._coded[role] = coded
+        for key in ("contour", "opacity"):
+            if key in kwargs and getattr(layer, key) != kwargs[key]:
+                setattr(layer, key, kwargs[key])
+
+    def own(self) -> list:
+        """The review's layers in the viewer."""
+        return [x for x in (self.layer(role) for role in LAYERS) if x is not None]
+
+    def below_outlines(self, layer) -> None:
+        """Put ``layer`` (the edit) right under the original and corrected outlines, so they are drawn over its
+        fill in their own colours (the legend's), not tinted by it."""
+        layers = self.viewer.layers
+        outlines = [layers.index(x) for x in (self.layer("original"), self.layer("corrected")) if x is not None]
+        here = layers.index(layer)
+        if outlines and here > min(outlines):
+            layers.move(here, min(outlines))
+
     def remove(self, role: str) -> None:
+        self._coded.pop(role, None)
         layer = self._layers.pop(role, None)
         if layer is not None and layer in self.viewer.layers:
             self.viewer.layers.remove(layer)
@@ -163,24 +227,28 @@ class LayerPresenter:
                 layer.refresh(data_displayed=False, extent=False, highlight=False)
         self.stale_thumbnails.clear()
 
-    def _map_layer(self, role: str, image_id: str, load, **kwargs) -> None:
-        """The probability / uncertainty map (hidden by default). While hidden it is not reloaded on every row
-        switch: it is brought up to date when the reviewer shows it, which keeps switching rows fast."""
+    def _map_layer(self, role: str, image_id: str, load, grid: tuple[int, int], **kwargs) -> None:
+        """The probability / uncertainty map (hidden by default), kept at training size and laid over the
+        original ``grid`` by its scale (napari interpolates it for display). While hidden it is not reloaded on
+        every row switch: it is brought up to date when the reviewer shows it, which keeps switching rows fast."""
         layer = self.layer(role)
         if layer is not None and not layer.visible:
-            self._stale_maps[role] = (image_id, load)
+            self._stale_maps[role] = (image_id, load, grid)
             return
         self._stale_maps.pop(role, None)
         fresh = layer is None
         data = load(image_id)
         layer = self.set_layer(role, "image", data, contrast_limits=map_limits(data), blending="additive",
-                               visible=False, **kwargs)
+                               visible=False, grid=display_grid(data.shape, grid), interpolation2d="linear",
+                               **kwargs)
         if fresh:
             layer.events.visible.connect(lambda _event, role=role: self._refresh_map(role))
 
     def _refresh_map(self, role: str) -> None:
         layer = self._layers.get(role)
         if layer is not None and layer.visible and role in self._stale_maps:
-            image_id, load = self._stale_maps.pop(role)
-            layer.data = load(image_id)
+            image_id, load, grid = self._stale_maps.pop(role)
+            data = load(image_id)
+            layer.scale, layer.translate = display_grid(data.shape, grid)
+            layer.data = data
             layer.contrast_limits = map_limits(layer.data)

@@ -53,7 +53,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self.viewer = viewer
         self.model: ReviewModel | None = None
         self.run: RunFolder | None = None
-        self.closed = self._was_docked = False
+        self.closed = self._was_docked = self._said_fallback = False
         self.last_message = ""
         self.layers = LayerPresenter(viewer, self)
         self.edits = EditController(lambda: self.model, self.layers)
@@ -76,7 +76,7 @@ class ReviewWidget(ReviewActions, QWidget):
     def _lay_out(self) -> None:
         body = QWidget()  # all of it scrolls (see scroll_area)
         outer = QVBoxLayout(body)
-        parts = (RunRow(self.open_run), FilterRow(), DecisionPanel(),
+        parts = (RunRow(self.open_run, self.set_data_root), FilterRow(), DecisionPanel(),
                  BatchRow(lambda: self.model, self._guard, self._message), InfoPanel())
         for part in parts:  # their fields become this widget's attributes (run_edit, accept_btn, ...)
             for name, value in vars(part).items():
@@ -155,6 +155,11 @@ class ReviewWidget(ReviewActions, QWidget):
             self._message(report_error(exc, "review"))
             return False
         self.layers.remove("edit")
+        self._said_fallback = False
+        try:
+            run.moved_root  # noqa: B018 - a bad data_root.json is said once here (the originals are then not found)
+        except RunError as exc:
+            self._message(report_error(exc, "review"))
         model = ReviewModel(session)
         model.pending_only, model.min_score = self.filter_combo.currentText() == "pending", self.min_score.value()
         model.advance = self.advance_check.isChecked()
@@ -172,6 +177,28 @@ class ReviewWidget(ReviewActions, QWidget):
         self.run_row.opened(path)
         self.retrain.set_run(path)
         self._message(f"Opened {path.name}: {len(session.ids)} images, worst first")
+        if self._said_fallback:  # the originals cannot be read: that line matters more
+            self._said_fallback = False
+            self._say_originals(model.current)
+        return True
+
+    def set_data_root(self, path: str | Path) -> bool:
+        """The original images are now under ``path`` (the data moved): the run remembers it
+        (``RunFolder.remember_data_root``), for this review, the next one and the export; the cases are read
+        again from there. False (and a notification) when ``path`` is not this run's data folder."""
+        if self.run is None or self.model is None:
+            self._message("Open a run folder first")
+            return False
+        try:
+            root = self.run.remember_data_root(path)
+        except Exception as exc:
+            self._message(report_error(exc, "data folder"))
+            return False
+        self.layers.open(self.run, self.model.ids)
+        self._said_fallback = False
+        if self.model.current is not None:
+            self._show_current()
+        self._message(f"Original images from {root} (remembered by the run)")
         return True
 
     def _reviewer_name(self) -> str:
@@ -228,11 +255,22 @@ class ReviewWidget(ReviewActions, QWidget):
             self.layers.show(image_id, edit_file, editing=model.editing == image_id)
         except Exception as exc:
             self._message(report_error(exc, f"showing {image_id}"))
+        self._say_originals(image_id)
         r = model.row(image_id)
         self.info.show_image(r, len(model.ids), status)
         self.comment_edit.setText(model.session.comment(image_id))
         self.histogram.mark(r["suspicion"], self.min_score.value())
         self._update_enabled()
+
+    def _say_originals(self, image_id: str) -> None:
+        """Where the image shown comes from; the first time an original cannot be read, one status line says why
+        and what to do."""
+        note = self.layers.note(image_id)
+        self.run_row.show_originals(note)
+        if note and not self._said_fallback:
+            self._said_fallback = True
+            self._message(f"Original radiograph not readable ({note}): showing the training-size copy. If the data "
+                          "moved, point at it with 'Data folder…'")
 
     def apply_filter(self, *_args) -> None:
         """Hide the rows the filter excludes (the row on screen stays until you move on)."""

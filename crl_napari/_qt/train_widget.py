@@ -150,7 +150,7 @@ class TrainWidget(Container):
             _, widget = self.viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
         tabify_beside(self.native, widget)
         if widget.open_run(path) and widget.layer("image") is not None:
-            focus_on(self.viewer, widget.layer("image"))
+            focus_on(self.viewer, widget.layer("image"), own=widget.layers.own())
 
     # --- the worker's events -------------------------------------------------------------------------
     def _launch(self, data: Any, out: Path, config, resume: bool) -> None:

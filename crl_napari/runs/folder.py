@@ -31,6 +31,7 @@ from .names import (
     CHECKPOINT,
     CONFIG,
     CORRECTED,
+    DATA_ROOT,
     EDITS,
     EVALUATION,
     GIVEN,
@@ -111,6 +112,7 @@ class RunFolder:
         self.train_config = check_train(config.get("train"), cfg_path)
         config["data"] = check_data(config.get("data"), cfg_path, self.train_config.depth)
         self.config = config
+        self._moved_root: Path | None | bool = False  # not read yet (see moved_root)
 
     # --- what a face asks of a bare path ---------------------------------------------------------------
     @staticmethod
@@ -157,6 +159,45 @@ class RunFolder:
     def data_root(self) -> Path | None:
         root = self.config["data"].get("root")
         return Path(root) if root else None
+
+    @property
+    def moved_root(self) -> Path | None:
+        """The data folder the reviewer pointed at when the data moved (``RUN/data_root.json``), or None.
+        RunError naming the file when it is not ``{"root": "<folder>"}``."""
+        if self._moved_root is False:
+            self._moved_root = self._read_moved_root()
+        return self._moved_root
+
+    def _read_moved_root(self) -> Path | None:
+        path = self.path / DATA_ROOT
+        if not path.is_file():
+            return None
+        try:
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise ValueError("larger than any run writes")
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RunError(f"{path}: unreadable data folder setting ({exc})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("root"), str) or not obj["root"].strip():
+            raise RunError(f"{path}: expected {{\"root\": \"<data folder>\"}}")
+        return Path(obj["root"])
+
+    def remember_data_root(self, root: Path | str) -> Path:
+        """Remember where the originals are now (the data moved): ``RUN/data_root.json``, read by
+        :meth:`original` from then on (review and export). RunError, and nothing written, unless ``root`` holds
+        ``images/`` with this run's first image."""
+        root = Path(root).expanduser()
+        if not (root / IMAGES).is_dir():
+            raise RunError(f"{root}: not a data folder (no {IMAGES}/ folder in it)")
+        rows = self.case_rows() if self.has_cases else []
+        if rows and self._find(rows[0].image_path, IMAGES, root)[0] is None:
+            name = rows[0].image_path.replace("\\", "/").rsplit("/", 1)[-1]
+            raise RunError(f"{root}: not this run's data folder ({IMAGES}/{name} is not there)")
+        resolved = root.resolve()
+        atomic_write_json(self.file(DATA_ROOT), {
+            "root": str(resolved), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        self._moved_root = resolved
+        return resolved
 
     @property
     def data_settings(self) -> dict:
@@ -311,7 +352,21 @@ class RunFolder:
     def original(self, raw: str, kind: str, data_root: Path | str | None = None) -> tuple[Path | None, str]:
         """An original image or mask named in cases.csv, only from the data root (``data_root``, or the one in
         config.json): (path, "") or (None, why). A path recorded outside that root, a link leading out of
-        it, or a file that is not an image type is refused, so a tampered cases.csv cannot point at any file."""
+        it, or a file that is not an image type is refused, so a tampered cases.csv cannot point at any file.
+        Without ``data_root``, the folder remembered by :meth:`remember_data_root` is tried first (a bad
+        setting file is passed over here; :attr:`moved_root` reports it)."""
+        if data_root is None:
+            try:
+                moved = self.moved_root
+            except RunError:
+                moved = None
+            if moved is not None:
+                found = self._find(raw, kind, moved)
+                if found[0] is not None:
+                    return found
+        return self._find(raw, kind, data_root)
+
+    def _find(self, raw: str, kind: str, data_root: Path | str | None) -> tuple[Path | None, str]:
         root = Path(data_root) if data_root is not None else self.data_root
         if root is None:
             return None, f"{self.path / CONFIG}: no data folder recorded; pass the data folder"

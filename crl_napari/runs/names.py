@@ -15,6 +15,7 @@ __all__ = [
     "CORRECTED",
     "EDITS",
     "PROB16",
+    "DATA_ROOT",
     "HISTORY_FIELDS",
     "SCORE_FIELDS",
     "CASE_FIELDS",
@@ -43,7 +44,8 @@ LOCK = ".crl-napari.lock"  # the writer lock (train, resume, score); holds who h
 IMAGES = "images"  # display copies of the training images (uint8, training size)
 GIVEN = "given"  # the masks training saw
 CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
-EDITS = "edits"  # the reviewer's own masks
+EDITS = "edits"  # the reviewer's own masks (at the original size; older runs: training size)
+DATA_ROOT = "data_root.json"  # {"root": folder}: where the originals are now, when the data moved (set in review)
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
 CACHE = "cache"  # the decoded training data (crl_napari.cache): rebuilt from the data folder when gone
