@@ -145,10 +145,13 @@ def test_an_edit_is_painted_saved_and_exported_at_the_original_size(make_napari_
     np.testing.assert_array_equal(edit.data, native_mask(run.prob(edited), (H, W)))
     assert 4 <= edit.brush_size <= 12  # about 1/50 of the image, in original pixels
     seed = np.asarray(edit.data).copy()
-    edit.paint((150, 20), 1)  # a stroke of the brush, at original pixel (150, 20)
-    edit.paint((150, 24), 1)
+    # a stroke of the brush over background, in original pixels (where depends on what the nets made)
+    r, c = next((r, c) for r in range(20, H - 20, 5) for c in range(20, W - 30, 5)
+                if not seed[r - 15:r + 15, c - 15:c + 20].any())
+    edit.paint((r, c), 1)
+    edit.paint((r, c + 4), 1)
     drawn = np.asarray(edit.data).copy()
-    assert drawn[150, 20] == 1 and drawn[150, 22] == 1 and (drawn != seed).sum() > 10
+    assert drawn[r, c] == 1 and drawn[r, c + 2] == 1 and (drawn != seed).sum() > 10
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_S)
     saved = iio.imread(native_run / "edits" / f"{edited}.png")
     assert saved.shape == (H, W)
