@@ -1,5 +1,8 @@
 """``crl-napari``: the command line over the same functions the plugin uses (train on a server, review
-anywhere). User mistakes end with one line on stderr and exit status 2, never a traceback."""
+anywhere). User mistakes end with one line on stderr and exit status 2, never a traceback.
+
+Over 400 lines: one parser and one short function per subcommand; each is a thin call into the engine.
+"""
 
 from __future__ import annotations
 
@@ -432,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crl-napari {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; a training run continues with --resume", file=sys.stderr)
+        print("interrupted; the round resumes when next-round runs again" if args.command == "next-round" else
+              "interrupted; a training run continues with --resume", file=sys.stderr)
         return 130
 
 
