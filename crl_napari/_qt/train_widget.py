@@ -43,6 +43,7 @@ from skimage.transform import resize as _resize  # noqa: F401 (imported early, s
 from superqt import QCollapsible
 
 from .. import pipeline
+from ..cache import CacheProgress
 from ..device import pick_device
 from ..eta import Eta
 from ..events import CheckpointSaved, EpochEnd, Finished, StageChanged, Started, Step
@@ -402,6 +403,9 @@ class TrainWidget(Container):
             self._progress_text = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
                                    + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
             self._show_progress(now=True)
+        elif isinstance(ev, CacheProgress):
+            self._progress_text = ev.text()
+            self._show_progress(now=ev.left == 0)
         elif isinstance(ev, StageChanged):
             if self.pbar is not None:
                 self.pbar.set_description(f"crl-napari: training, stage {ev.stage}")
