@@ -252,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = load(path)
     command = "python benchmarks/scale.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     wanted = [(s, n, k) for s in args.sizes for n in sorted(args.n) for k in KINDS if k in args.kinds]
+    doc["missing"] = [cell_key(*w) for w in wanted if cell_key(*w) not in doc["cells"]]
+    doc.update(command=command, machine=_machine(), steps=args.steps)
+    save(doc, args.results, args.name)  # PARTIAL, with this command to resume, until its last cell is in
     for size, n, kind in wanted:
         key = cell_key(size, n, kind)
         if key in doc["cells"] and not args.redo:
