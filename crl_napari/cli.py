@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .atomic import DiskFullError
+from .cache import CacheProgress
 from .data import MAX_PIXELS, DataError
 from .eta import Eta, format_seconds
 from .events import CheckpointSaved, EpochEnd, Finished, Started, Step
@@ -115,7 +116,10 @@ def _consume(events, quiet: bool = False) -> dict:
         if isinstance(ev, Step) and not announced and eta.done >= ETA_STEPS and eta.total() is not None:
             announced = True
             _announce_eta(eta, tqdm.write)
-        if isinstance(ev, Started):
+        if isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache: its own line
+            if not quiet and (ev.left == 0 or ev.done % 5120 < 256):
+                print(ev.text(), file=sys.stderr)
+        elif isinstance(ev, Started):
             total = (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch
             print(f"training {ev.config.strategy} on {ev.n_train} images, device {ev.device}"
                   + (f", resuming at epoch {ev.start_epoch + 1}" if ev.start_epoch else ""), file=sys.stderr)

@@ -194,7 +194,10 @@ def _remove_temps_in(out: Path) -> None:
 
 def _never_trained(out: Path) -> bool:
     """A run folder holding nothing a new run would lose: only what a run writes before its first checkpoint
-    (what an out-of-memory error at the first step, or a kill before the first epoch ended, leaves)."""
+    (what an out-of-memory error at the first step, or a kill before the first epoch ended, leaves), or only
+    the cache of a build stopped before the run folder was made."""
+    if {p.name for p in out.iterdir()} <= {runs.LOCK, runs.CACHE}:
+        return True
     try:
         RunFolder(out)
     except (RunError, TrainingError):

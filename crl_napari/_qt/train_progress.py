@@ -13,6 +13,7 @@ from magicgui.widgets import Label
 from napari.utils import progress
 
 from ..eta import Eta
+from ..cache import CacheProgress
 from ..events import EpochEnd, Finished, StageChanged, Started, Step
 from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady
@@ -74,6 +75,9 @@ class TrainProgress:
             self._text = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
                           + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
             self._show_pace(now=True)
+        elif isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache, before training
+            self._text = ev.text()
+            self._show_pace(now=ev.left == 0)
         elif isinstance(ev, StageChanged):
             self._describe(f"crl-napari: training, stage {ev.stage}")
         elif isinstance(ev, Finished):

@@ -1,0 +1,279 @@
+"""How crl-napari scales with the number of images: synthetic phantoms (benchmarks/scale_data.py writes them once
+into a scratch folder) at N = 1,000 / 10,000 / 50,000, measured cell by cell, each in its own process so that
+its peak memory (resource.getrusage of the child: ru_maxrss) is its own:
+
+- build:  the run's on-disk cache from the PNG folder (seconds, pairs decoded per second)
+- train:  train_run on that run folder (cache reused), stopped after --steps steps: peak RSS, seconds per
+          training image per step (median step time / batch, the first 3 steps left out)
+- score:  score_run over every training image, from the cache (images/s, peak RSS)
+- review: ReviewSession.open + ReviewModel over the N rows (seconds, peak RSS)
+- export: the cleaned data set of N cases (seconds, peak RSS)
+
+Results go cell by cell into benchmarks/results/scale.json and scale.md (marked PARTIAL until every cell asked
+for is there); running the same command again skips what is done, so a stopped run resumes.
+
+    python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 64 --n 1000 10000 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KINDS = ("build", "train", "score", "review", "export")
+TRAIN = dict(strategy="crl", batch_size=16, width=8, depth=4, epochs=2, device="cpu", workers=0)
+
+
+def cell_key(size: int, n: int, kind: str) -> str:
+    return f"{size} px | N={n} | {kind}"
+
+
+# ------------------------------------------------------------------------------------------ one cell (child)
+
+
+def _run_dir(scratch: Path, size: int, n: int) -> Path:
+    return scratch / "runs" / f"n{n}-{size}"
+
+
+def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int) -> dict:
+    """Measure one cell in this process; the parent adds the peak RSS."""
+    from scale_data import data_set
+
+    from crl_napari.cache import build_cache
+    from crl_napari.data import scan_dataset
+
+    data = data_set(scratch, size, n)
+    run = _run_dir(scratch, size, n)
+    t0 = time.perf_counter()
+    if kind == "build":
+        if run.exists():
+            shutil.rmtree(run)
+        run.mkdir(parents=True)
+        last = []
+        build_cache(run, scan_dataset(data), size, progress=last.append)
+        seconds = time.perf_counter() - t0
+        return {"seconds": round(seconds, 2), "pairs_per_s": round(n / seconds, 1)}
+    if kind == "train":
+        return _train(data, run, size, steps)
+    if kind == "score":
+        return _score(run, n)
+    if kind == "review":
+        from crl_napari.review import ReviewSession
+        from crl_napari.review_model import ReviewModel
+
+        (run / "review.json").unlink(missing_ok=True)
+        model = ReviewModel(ReviewSession.open(run, reviewer="bench"))
+        opened = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        model.select(model.ids[n // 2])
+        model.next()
+        switch = time.perf_counter() - t1
+        return {"open_s": round(opened, 3), "rows": len(model.ids), "row_switch_ms": round(switch * 1000, 2)}
+    if kind == "export":
+        from crl_napari.export import export
+
+        dest = scratch / "exports" / f"n{n}-{size}"
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        export(run, dest)
+        seconds = time.perf_counter() - t0
+        return {"seconds": round(seconds, 2), "cases_per_s": round(n / seconds, 1)}
+    raise ValueError(kind)
+
+
+def _train(data: Path, run: Path, size: int, steps: int) -> dict:
+    import statistics
+
+    from crl_napari.cache import CacheProgress
+    from crl_napari.pipeline import train_run
+    from crl_napari.settings import TrainConfig
+
+    reused = (run / "cache" / "index.json").is_file()
+    for p in run.iterdir() if run.exists() else []:
+        if p.name != "cache":  # a train cell starts over, on the cache the build cell made
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    cfg = TrainConfig(**TRAIN)
+    t0 = time.perf_counter()
+    stamps: list[float] = []
+    phases: dict[str, float] = {}
+    for ev in train_run(data, run, cfg, size=size, simulate_noise=0.25, should_stop=lambda: len(stamps) >= steps):
+        name = type(ev).__name__
+        if isinstance(ev, CacheProgress) and ev.done == ev.total:
+            phases["cache_s"] = round(time.perf_counter() - t0, 2)
+        elif name == "Started":
+            phases["until_training_s"] = round(time.perf_counter() - t0, 2)
+        elif name == "Step":
+            stamps.append(time.perf_counter())
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    step = statistics.median(gaps[min(3, len(gaps) - 1):])  # the first steps pay for warming up
+    return {**phases, "steps": len(stamps), "s_per_step": round(step, 4),
+            "ms_per_image_step": round(step / cfg.batch_size * 1000, 3), "cache_reused": reused}
+
+
+def _score(run: Path, n: int) -> dict:
+    import torch
+
+    from crl_napari import cascade
+    from crl_napari.pipeline import score_run
+    from crl_napari.runs import RunFolder
+    from crl_napari.sgd import SGD
+
+    cfg = RunFolder(run).train_config
+    models = cascade.build_models(cfg, torch.device("cpu"))  # the nets' weights do not change the cost
+    optims = [SGD(m.parameters(), lr=cfg.lr) for m in models]
+    cascade.save_checkpoint(run, models, optims, cfg, 0)
+    t0 = time.perf_counter()
+    score_run(run)
+    seconds = time.perf_counter() - t0
+    return {"seconds": round(seconds, 2), "images_per_s": round(n / seconds, 1)}
+
+
+# ------------------------------------------------------------------------------------------ the table (parent)
+
+
+def measure(scratch: Path, size: int, n: int, kind: str, steps: int) -> dict:
+    """Run one cell in a child process (niced); its result plus its own peak RSS."""
+    cmd = [sys.executable, __file__, "--cell", kind, "--size", str(size), "--n", str(n), "--scratch", str(scratch),
+           "--steps", str(steps)]
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=lambda: os.nice(10))
+        out = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (getrusage(CHILDREN) sums them all)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"cell {cell_key(size, n, kind)} failed:\n{err.read()[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return result
+
+
+def _machine() -> str:
+    import torch
+
+    return (f"{platform.machine()}, {os.cpu_count()} cores (shared with other work), torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+
+
+def markdown(doc: dict) -> str:
+    cells = doc["cells"]
+    missing = len(doc.get("missing") or [])
+    lines = [f"# Scale ({f'PARTIAL: {missing} cells missing' if missing else 'complete'})",
+             "", f"Command: `{doc.get('command', '')}`  ", f"Machine: {doc.get('machine', '')}  ",
+             f"Updated: {doc.get('updated', '')}; training: {json.dumps(TRAIN)}, {doc.get('steps')} steps; "
+             "peak RSS is each cell's own process (ru_maxrss).", ""]
+    if doc.get("missing"):
+        lines += [f"PARTIAL: resume with `{doc.get('command', '')}`", ""]
+    lines += ["| size | N | cache build s | pairs/s | train peak RSS MB | ms / image / step | score peak RSS MB "
+              "| score images/s | review open s | review RSS MB | row switch ms | export s | export RSS MB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(int(k.split(" px")[0]), int(k.split("N=")[1].split(" ")[0])) for k in cells})
+    for size, n in keys:
+        c = {kind: cells.get(cell_key(size, n, kind), {}) for kind in KINDS}
+
+        def v(kind, field, c=c):
+            x = c[kind].get(field)
+            return "—" if x is None else f"{x}"
+        lines.append(f"| {size} | {n:,} | {v('build', 'seconds')} | {v('build', 'pairs_per_s')} | "
+                     f"{v('train', 'peak_rss_mb')} | {v('train', 'ms_per_image_step')} | {v('score', 'peak_rss_mb')} | "
+                     f"{v('score', 'images_per_s')} | {v('review', 'open_s')} | {v('review', 'peak_rss_mb')} | "
+                     f"{v('review', 'row_switch_ms')} | {v('export', 'seconds')} | {v('export', 'peak_rss_mb')} |")
+    lines += ["", "## Targets (measured, never loosened)", ""] + targets(cells)
+    return "\n".join(lines) + "\n"
+
+
+def targets(cells: dict) -> list[str]:
+    out = []
+    for size in sorted({int(k.split(" px")[0]) for k in cells}):
+        ns = sorted({int(k.split("N=")[1].split(" ")[0]) for k in cells if k.startswith(f"{size} px")})
+        train = {n: cells.get(cell_key(size, n, "train")) for n in ns}
+        train = {n: t for n, t in train.items() if t}
+        if len(train) >= 2:
+            lo, hi = min(train), max(train)
+            r = train[hi]["peak_rss_mb"] / train[lo]["peak_rss_mb"]
+            out.append(f"- {size} px: peak training memory at N={hi:,} is {r:.2f}x that at N={lo:,} (target <= 1.5): "
+                       f"{'met' if r <= 1.5 else 'MISSED'}")
+            per = [t["ms_per_image_step"] for t in train.values()]
+            spread = max(per) / min(per) - 1
+            out.append(f"- {size} px: time per image per step from N={lo:,} to {hi:,} varies by {spread:.0%} "
+                       f"(target <= 20 %): {'met' if spread <= 0.2 else 'MISSED'}")
+        for n in ns:
+            b = cells.get(cell_key(size, n, "build"))
+            if b and size == 256:
+                out.append(f"- 256 px, N={n:,}: cache build {b['pairs_per_s']} pairs/s (target >= 200): "
+                           f"{'met' if b['pairs_per_s'] >= 200 else 'MISSED'}")
+    return out or ["- not enough cells yet"]
+
+
+def save(doc: dict, results: Path, name: str) -> None:
+    from crl_napari.atomic import atomic_write_json, atomic_write_text
+
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results / f"{name}.json", doc)
+    atomic_write_text(results / f"{name}.md", markdown(doc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scratch", type=Path, default=Path("/tmp/crl-scale"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64])
+    ap.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 50000])
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--steps", type=int, default=30, help="training steps measured per train cell")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default="scale", help="file stem of the JSON and markdown written")
+    ap.add_argument("--redo", action="store_true", help="measure cells again that are already in the results")
+    ap.add_argument("--cell", choices=KINDS, help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.cell:  # the child: one cell, its result as the last line of stdout
+        print(json.dumps(run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps)), flush=True)
+        return 0
+    path = args.results / f"{args.name}.json"
+    doc = load(path)
+    command = "python benchmarks/scale.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    wanted = [(s, n, k) for s in args.sizes for n in sorted(args.n) for k in KINDS if k in args.kinds]
+    doc["missing"] = [cell_key(*w) for w in wanted if cell_key(*w) not in doc["cells"]]
+    doc.update(command=command, machine=_machine(), steps=args.steps)
+    save(doc, args.results, args.name)  # PARTIAL, with this command to resume, until its last cell is in
+    for size, n, kind in wanted:
+        key = cell_key(size, n, kind)
+        if key in doc["cells"] and not args.redo:
+            continue
+        print(f"measuring {key} ...", flush=True)
+        result = measure(args.scratch, size, n, kind, args.steps)
+        doc = load(path)  # another invocation may have added cells meanwhile
+        doc["cells"][key] = result | {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        doc["missing"] = [cell_key(*w) for w in wanted if cell_key(*w) not in doc["cells"]]
+        doc.update(command=command, machine=_machine(), steps=args.steps,
+                   updated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        save(doc, args.results, args.name)
+        print(f"  {json.dumps(result)}", flush=True)
+    doc["missing"] = [cell_key(*w) for w in wanted if cell_key(*w) not in doc["cells"]]
+    doc.setdefault("command", command)
+    save(doc, args.results, args.name)
+    print((args.results / f"{args.name}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""benchmarks/scale.py end to end on a tiny set: every cell runs in its own process, the tables are written,
+marked PARTIAL until every cell asked for is there, and a second invocation resumes instead of measuring again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE = ROOT / "benchmarks" / "scale.py"
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, str(SCALE), *args], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_scale_runs_cell_by_cell_and_resumes(tmp_path):
+    common = ["--scratch", str(tmp_path / "scratch"), "--sizes", "32", "--n", "12", "--steps", "3",
+              "--results", str(tmp_path / "results")]
+    _run(*common, "--kinds", "build", "train")
+    doc = json.loads((tmp_path / "results" / "scale.json").read_text())
+    assert set(doc["cells"]) == {"32 px | N=12 | build", "32 px | N=12 | train"} and not doc["missing"]
+    train = doc["cells"]["32 px | N=12 | train"]
+    assert train["steps"] == 3 and train["cache_reused"] and train["ms_per_image_step"] > 0
+    assert train["peak_rss_mb"] > 50 and doc["cells"]["32 px | N=12 | build"]["pairs_per_s"] > 0
+    out = _run(*common)  # all kinds: the two done are kept, the other three measured
+    assert "measuring 32 px | N=12 | build" not in out and "measuring 32 px | N=12 | export" in out
+    doc = json.loads((tmp_path / "results" / "scale.json").read_text())
+    assert doc["cells"]["32 px | N=12 | train"] == train
+    assert doc["cells"]["32 px | N=12 | review"]["rows"] == 12
+    assert doc["cells"]["32 px | N=12 | score"]["images_per_s"] > 0
+    md = (tmp_path / "results" / "scale.md").read_text()
+    assert "# Scale (complete)" in md and "| 32 | 12 |" in md
+    partial = _scale().markdown(doc | {"missing": ["32 px | N=13 | build"]})  # a run stopped before its end
+    assert "PARTIAL: 1 cells missing" in partial and f"resume with `{doc['command']}`" in partial
+
+
+def _scale():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("scale", SCALE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
