@@ -12,8 +12,8 @@ import numpy as np
 from magicgui.widgets import Label
 from napari.utils import progress
 
-from ..eta import Eta
 from ..cache import CacheProgress
+from ..eta import Eta
 from ..events import EpochEnd, Finished, StageChanged, Started, Step
 from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady
