@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as _checkpoint
+from . import distributed
 from .augment import augment
 from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
@@ -92,12 +93,14 @@ def train(
         raise TrainingError(f"expected images (N, 1, H, W) and masks (N, H, W), got {images.shape} and {masks.shape}")
     if images.shape[0] < 2:
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
+    distributed.check_shards(images.shape[0], config.batch_size)
     for side in sorted(set(images.shape[2:])):
         check_size(config, side)
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
+    if run_dir is not None and distributed.is_writer():
         run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
+    device = distributed.local_device(pick_device(config.device))
+    distributed.check_setup(config, device)
     oom, gpu = None, False
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.n_threads)
@@ -160,13 +163,15 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
     optims = [SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
               for m in models]
     start_epoch = _resume(models, optims, config, run_dir) if resume else 0
-    stepper = make_stepper(config, models, optims, device, run_dir)
+    stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
+    rank, world = distributed.rank(), distributed.world_size()
 
     x_all = torch.as_tensor(images).to(device)
     y_all = torch.as_tensor((masks > 0).astype(np.int64)).to(device)
     n = x_all.shape[0]
     bs = min(config.batch_size, n)
-    steps = n // bs if n % bs < 2 else n // bs + 1  # a trailing batch of one sample is dropped (BatchNorm)
+    # a trailing batch that would leave a process one sample is dropped (BatchNorm)
+    steps = n // bs if n % bs < 2 * world else n // bs + 1
     yield Started(config, str(device), n, steps, start_epoch, amp=stepper.amp, threads=torch.get_num_threads())
 
     stage2 = config.stage2_epoch
@@ -193,6 +198,7 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
                 yield Finished(models, epoch, stopped=True)
                 return
             idx = order[step * bs : (step + 1) * bs].to(device)
+            idx = distributed.shard(idx, rank, world)
             x, y = x_all[idx], y_all[idx]
             if config.augment:
                 x, y = augment(x, y, config, gen)
@@ -202,6 +208,7 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
             selected_sum += frac
             yield Step(epoch, step, steps, float(np.mean(losses)))
         seconds = time.perf_counter() - t0
+        *loss_sums, selected_sum = distributed.epoch_end(models, [*loss_sums, selected_sum])
         val_dice = None
         if val is not None:
             val_dice = float(dice_score(predict(models, val[0]), val[1]).mean())
@@ -212,7 +219,7 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
             val_dice,
         )
         _check_weights(models, epoch, run_dir)
-        if run_dir is not None:
+        if run_dir is not None and distributed.is_writer():
             path = save_checkpoint(run_dir, models, optims, config, epoch)
             yield CheckpointSaved(path, epoch)
     for m in models:

@@ -7,12 +7,12 @@ folder, yielding the training events (plus ``ScoresReady``) so each face shows p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cascade, noise, runs, scoring
+from . import cascade, distributed, noise, runs, scoring
 from .atomic import remove_stale_temps
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
@@ -53,8 +53,25 @@ def train_run(
     stopped or killed before its first checkpoint starts over in the same folder. The run's writer lock is
     held throughout: a second writer is refused naming this one. Temporary files a killed writer left are
     removed.
+
+    Under torchrun rank 0 does all of this and writes the run folder; the other ranks wait until it has
+    prepared the run, then train beside it on the same inputs and score their share (distributed.py).
     """
     out = Path(out)
+    if not distributed.is_writer():
+        yield from _follow_training(out, should_stop)
+        return
+    lead = distributed.Lead()
+    try:
+        yield from _lead_training(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
+                                  skip_bad, max_pixels, should_stop, lead)
+    except BaseException as exc:  # before the other ranks were told how to go on: they stop with this error
+        lead.fail(exc)
+        raise
+
+
+def _lead_training(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
+                   max_pixels, should_stop, lead: distributed.Lead) -> Iterator:
     if not resume:  # a size the U-Net cannot take is refused before any folder is made
         check_size(config or TrainConfig(), size)
     if resume and not RunFolder.is_run(out):
@@ -66,7 +83,7 @@ def train_run(
     with runs.writer_lock(out, "train --resume" if resume else "train"):
         try:
             yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
-                                     skip_bad, should_stop, max_pixels)
+                                     skip_bad, should_stop, max_pixels, lead)
         except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
             if created and [p.name for p in out.iterdir()] == [runs.LOCK]:
                 (out / runs.LOCK).unlink(missing_ok=True)
@@ -75,7 +92,7 @@ def train_run(
 
 
 def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
-                  should_stop, max_pixels=None):
+                  should_stop, max_pixels=None, lead: distributed.Lead | None = None):
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     history: list[dict] = []
     if resume:
@@ -96,6 +113,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     train_ds = ds.subset("train") if any(c.split == "train" for c in ds) else ds
     if len(train_ds) < 2:
         raise TrainingError(f"{ds.root}: needs at least 2 training images, found {len(train_ds)}")
+    distributed.check_shards(len(train_ds), config.batch_size)
     images, clean = train_ds.images(), train_ds.masks()
     given, records = clean, None
     if simulate_noise > 0:
@@ -131,6 +149,8 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
         history = []
     models = None
     pending = None  # the epoch's row waits for its checkpoint: history never runs ahead of the weights
+    if lead is not None:  # under torchrun: the run folder is ready, the other ranks may start
+        lead.tell({"resume": resume and not restart, "config": asdict(config)})
     for event in cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
                                should_stop=should_stop):
         if isinstance(event, Started):
@@ -183,9 +203,11 @@ def _never_trained(out: Path) -> bool:
 
 def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
                  corrupted: list | None = None) -> dict:
-    """Score every training image with the trained nets and write scores.csv and corrected/."""
-    probs = cascade.peer_probs(models, images)
-    scores = scoring.score_probs(probs, given, run.train_config.T)
+    """Score every training image with the trained nets and write scores.csv and corrected/ (under torchrun
+    each rank scores its share and rank 0 writes; the other ranks return no metrics)."""
+    scores = distributed.score_shards(models, images, given, run.train_config.T, run.path)
+    if scores is None:
+        return {}
     ids = [r.id for r in run.case_rows()]
     run.write_scores(ids, scores, corrupted)
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
@@ -198,15 +220,39 @@ def score_run(run_dir: Path | str) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
     the run's writer lock (a run still training is refused, naming the process)."""
     run = RunFolder(run_dir)
-    with runs.writer_lock(run.path, "score"):
+    with distributed.writer_lock(run.path, "score"):
         models = _load_models(run)
         rows = run.case_rows()
         size = run.config["data"]["size"]
-        images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
-        given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
+        images, given = _run_inputs(run, rows)
         corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
         clean = _clean_masks(run, rows, size) if corrupted is not None else None
         return write_scores(run, models, images, given, clean, corrupted)
+
+
+def _follow_training(out: Path, should_stop) -> Iterator:
+    """A rank other than 0 under torchrun: once rank 0 has prepared the run folder (or stopped, with its
+    error), train beside it on the same inputs, read back from the run as scoring reads them; score a share."""
+    plan = distributed.follow()
+    run = RunFolder(out)
+    images, given = _run_inputs(run, run.case_rows())
+    models = None
+    for event in cascade.train(images, given, TrainConfig.from_dict(plan["config"]), run_dir=out,
+                               resume=plan["resume"], should_stop=should_stop):
+        if isinstance(event, Finished):
+            models = event.models
+            if event.stopped:
+                yield event
+                return
+        yield event
+    yield ScoresReady(run.scores_path, write_scores(run, models, images, given))
+
+
+def _run_inputs(run: RunFolder, rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """The training inputs (N, 1, H, W) float32 and the given masks (N, H, W) uint8 of ``rows``, from the run."""
+    size = run.config["data"]["size"]
+    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    return images, np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
 
 
 def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:

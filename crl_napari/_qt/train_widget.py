@@ -181,7 +181,8 @@ class TrainWidget(Container):
         self.cfg: dict[str, Any] = {}
         main, advanced = [], []
         for f in fields(TrainConfig):
-            if f.name in ("device", "threads"):  # threads: the worker's own (torch_threads), not a form field
+            if f.name in ("device", "threads", "sync_batchnorm"):  # threads: the worker's own (torch_threads);
+                # sync_batchnorm: torchrun only (the plugin trains in one process)
                 continue
             w = self._config_widget(f.name, getattr(d, f.name))
             self.cfg[f.name] = w

@@ -20,6 +20,8 @@ __all__ = [
     "CASE_FIELDS",
     "HELD_OUT_FIELDS",
     "BEFORE_TRAINING",
+    "SCORE_PART",
+    "SCORE_PARTS",
 ]
 
 CONFIG = "config.json"
@@ -37,6 +39,10 @@ CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
 EDITS = "edits"  # the reviewer's own masks
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
+#: scoring under torchrun: each rank's part (a temporary file rank 0 merges into scores.csv and corrected/, then
+#: removes), by rank and world size; SCORE_PARTS matches every one of them
+SCORE_PART = ".score-part-{rank}-of-{world}.npz"
+SCORE_PARTS = ".score-part-*-of-*.npz"
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",
