@@ -235,7 +235,7 @@ def _follow_training(out: Path, should_stop) -> Iterator:
     error), train beside it on the same inputs, read back from the run as scoring reads them; score a share."""
     plan = distributed.follow()
     run = RunFolder(out)
-    images, given = _run_inputs(run, run.case_rows())
+    images, given = _run_inputs(run, run.case_rows(), originals_only=True)
     models = None
     for event in cascade.train(images, given, TrainConfig.from_dict(plan["config"]), run_dir=out,
                                resume=plan["resume"], should_stop=should_stop):
@@ -248,10 +248,12 @@ def _follow_training(out: Path, should_stop) -> Iterator:
     yield ScoresReady(run.scores_path, write_scores(run, models, images, given))
 
 
-def _run_inputs(run: RunFolder, rows: list) -> tuple[np.ndarray, np.ndarray]:
-    """The training inputs (N, 1, H, W) float32 and the given masks (N, H, W) uint8 of ``rows``, from the run."""
+def _run_inputs(run: RunFolder, rows: list, originals_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The training inputs (N, 1, H, W) float32 and the given masks (N, H, W) uint8 of ``rows``, from the run.
+    ``originals_only``: a missing original is an error, never replaced by the display copy (a rank that trains
+    beside rank 0 must see the very inputs rank 0 read)."""
     size = run.config["data"]["size"]
-    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    images = np.stack([_input_image(run, r, size, originals_only) for r in rows])[:, None]
     return images, np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
 
 
@@ -279,17 +281,20 @@ def _load_models(run: RunFolder) -> list:
     return models
 
 
-def _input_image(run: RunFolder, row, size: int) -> np.ndarray:
+def _input_image(run: RunFolder, row, size: int, originals_only: bool = False) -> np.ndarray:
     """The network input as training saw it: from the original file (only inside the run's data root), or
     from the run's display copy when the run folder moved to a machine without the data."""
     from .data import DataError, read_image, resize_image, zscore
 
-    path, _ = run.original(row.image_path, "images")
+    path, why = run.original(row.image_path, "images")
     if path is not None:
         try:
             return zscore(resize_image(read_image(path), size))
-        except (DataError, OSError):
-            pass
+        except (DataError, OSError) as exc:
+            why = str(exc)
+    if originals_only:
+        raise RunError(f"{why}; under torchrun every process reads the data folder {run.data_root} (the same path "
+                       "on every machine: docs/scaling.md)")
     return zscore(run.image(row.id).astype(np.float32) / 255)
 
 

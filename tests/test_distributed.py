@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -186,3 +187,18 @@ def test_only_train_and_score_run_under_torchrun(ddp_run, tmp_path):
     assert res.returncode != 0
     assert "only train and score run under torchrun; run export as one process" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rank_beside_rank_0_reads_the_originals_or_stops(ddp_run, tmp_path):
+    """A rank that trains beside rank 0 must see rank 0's very inputs: where the data folder is not at the same
+    path it stops with one line, instead of training on the run's 8-bit display copies."""
+    moved = tmp_path / "run"
+    shutil.copytree(ddp_run, moved)
+    config = json.loads((moved / runs.CONFIG).read_text())
+    config["data"]["root"] = str(tmp_path / "elsewhere")
+    (moved / runs.CONFIG).write_text(json.dumps(config))
+    run = RunFolder(moved)
+    images, _ = pipeline._run_inputs(run, run.case_rows())  # scoring on a laptop: the display copies do
+    assert images.shape == (12, 1, 32, 32)
+    with pytest.raises(runs.RunError, match="under torchrun every process reads the data folder .*elsewhere"):
+        pipeline._run_inputs(run, run.case_rows(), originals_only=True)
