@@ -12,6 +12,7 @@ run again; while cells are missing the results say PARTIAL. Writes benchmarks/re
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -22,14 +23,20 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crl_napari import cascade, selection  # noqa: E402
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from crl_napari.data import load_dataset  # noqa: E402
+from crl_napari.distributed import shard  # noqa: E402
 from crl_napari.evaluation import evaluation_data  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.pipeline import evaluate_run  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
+from crl_napari.strategies import peers  # noqa: E402
 
 
 def train_options(args) -> list[str]:
@@ -64,6 +71,42 @@ def run_cell(procs: int, data: Path, args) -> dict:
     }
 
 
+@torch.no_grad()
+def selection_agreement(run: Path, data: Path, batch_size: int, world: int = 2, seed: int = 0) -> dict:
+    """Per-rank against global selection, with the trained nets of ``run`` on its training images in a seeded
+    batch order: stage 1's full-strength selection of every net on each global batch (train-mode forwards,
+    as training ranks) against the union of the selections each of ``world`` ranks makes on its shard."""
+    models, cfg = cascade.load_models(run, "cpu")
+    for m in models:
+        m.train()
+    ds = load_dataset(data, size=RunFolder(run).config["data"]["size"]).subset("train")
+    noisy = {r["id"] for r in csv.DictReader(open(data / "noise.csv")) if r["corrupted"] == "1"}
+    x_all, y_all = torch.as_tensor(ds.images()), torch.as_tensor(ds.masks().astype("int64"))
+    is_noisy = torch.tensor([i in noisy for i in ds.ids])
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    same, total, noisy_global, noisy_rank = 0, 0, 0, 0
+    for s in range(0, len(order) - batch_size + 1, batch_size):
+        idx = order[s : s + batch_size]
+        x, y = x_all[idx], y_all[idx]
+        ce = [selection.per_sample_ce(m(x), y) for m in models]
+        shards = [shard(torch.arange(batch_size), r, world) for r in range(world)]
+        ce_r = [[selection.per_sample_ce(m(x[sh]), y[sh]) for m in models] for sh in shards]
+        for i in range(3):
+            p, q = peers(i)
+            glob = set(selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain).tolist())
+            per_rank = set()
+            for sh, c in zip(shards, ce_r, strict=True):
+                per_rank |= set(sh[selection.select(c[p], c[q], cfg.keep_ratio, cfg.drop_uncertain)].tolist())
+            same += len(glob & per_rank)
+            total += len(glob)
+            noisy_global += int(is_noisy[idx[sorted(glob)]].sum())
+            noisy_rank += int(is_noisy[idx[sorted(per_rank)]].sum())
+    return {"world": world, "batch_size": batch_size, "agreement": round(same / total, 4),
+            "noisy_selected_global": round(noisy_global / total, 4),
+            "noisy_selected_per_rank": round(noisy_rank / total, 4),
+            "noisy_in_data": round(float(is_noisy.float().mean()), 4)}
+
+
 def markdown(results: dict) -> str:
     cells = results["cells"]
     s = results["settings"]
@@ -93,6 +136,14 @@ def markdown(results: dict) -> str:
     for e in range(max((len(c["loss"]) for c in cells), default=0)):
         row = [f"{c['loss'][e]:.4f}" if e < len(c["loss"]) else "" for c in cells]
         lines.append(f"| {e + 1} | " + " | ".join(row) + " |")
+    sel = results.get("selection")
+    if sel:
+        lines += ["", f"Selection per rank against over the global batch (the 1-process run's final nets on its "
+                  f"training images, global batches of {sel['batch_size']}, {sel['world']} ranks, stage 1 at full "
+                  f"strength, every net): the per-rank selections share {sel['agreement']:.1%} of the global "
+                  f"selection's images; noisy masks among the selected: {sel['noisy_selected_per_rank']:.1%} per "
+                  f"rank, {sel['noisy_selected_global']:.1%} global ({sel['noisy_in_data']:.1%} of the training "
+                  "masks are noisy)."]
     lines += ["", results["note"], ""]
     return "\n".join(lines)
 
@@ -147,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         results["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         atomic_write_json(json_path, results)
         atomic_write_text(args.results / f"{args.name}.md", markdown(results))
+    one = [c for c in results["cells"] if c["procs"] == 1]
+    if one:
+        results["selection"] = selection_agreement(args.work / f"run-1p-seed{one[0]['seed']}", data,
+                                                   args.batch_size, seed=one[0]["seed"])
     results["partial"] = not all(any(c["procs"] == p and c["seed"] == s for c in results["cells"]) for p, s in wanted)
     results.setdefault("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     atomic_write_json(json_path, results)
