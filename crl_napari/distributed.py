@@ -169,15 +169,25 @@ def _broadcast(obj):
     return box[0]
 
 
-def _portable(exc: BaseException) -> BaseException:
-    """The exception to raise on the other ranks: itself when it survives pickling, else a TrainingError."""
-    import pickle
+def _portable(exc: BaseException) -> tuple[str, str, str]:
+    """An error as plain values (module, class name, message): nothing but strings crosses to the other ranks."""
+    return type(exc).__module__, type(exc).__qualname__, str(exc)
 
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc.with_traceback(None)
-    except Exception:
-        return TrainingError(str(exc))
+
+def _rebuild(spec: tuple[str, str, str]) -> BaseException:
+    """The error rank 0 stopped with, as the same class where that is the package's or a built-in one (so the
+    command line reports it as rank 0 does), else a TrainingError with its message."""
+    import importlib
+
+    module, name, message = spec
+    if module.split(".")[0] in ("crl_napari", "builtins"):
+        try:
+            cls = getattr(importlib.import_module(module), name)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                return cls(message)
+        except Exception:  # a class that cannot be rebuilt from its message: the fallback below
+            pass
+    return TrainingError(message)
 
 
 class Lead:
@@ -202,7 +212,7 @@ def follow() -> dict:
     """On a rank other than 0: wait for rank 0's plan; raise the error it stopped with."""
     plan, error = _broadcast(None)
     if error is not None:
-        raise error
+        raise _rebuild(error)
     return plan
 
 
