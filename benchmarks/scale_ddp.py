@@ -138,12 +138,15 @@ def markdown(results: dict) -> str:
         lines.append(f"| {e + 1} | " + " | ".join(row) + " |")
     sel = results.get("selection")
     if sel:
-        lines += ["", f"Selection per rank against over the global batch (the 1-process run's final nets on its "
-                  f"training images, global batches of {sel['batch_size']}, {sel['world']} ranks, stage 1 at full "
-                  f"strength, every net): the per-rank selections share {sel['agreement']:.1%} of the global "
-                  f"selection's images; noisy masks among the selected: {sel['noisy_selected_per_rank']:.1%} per "
-                  f"rank, {sel['noisy_selected_global']:.1%} global ({sel['noisy_in_data']:.1%} of the training "
-                  "masks are noisy)."]
+        lines += ["", "Selection per rank against selection over the global batch: the 1-process run's final nets "
+                  "on its training images in a seeded order, stage 1's selection at full strength, every net; "
+                  f"{sel[0]['noisy_in_data']:.0%} of the training masks are noisy.", "",
+                  "| global batch | ranks | images per rank | per-rank picks shared with the global selection | "
+                  "noisy among the picks, per rank | noisy among the picks, global |", "|---|---|---|---|---|---|"]
+        for c in sel:
+            lines.append(f"| {c['batch_size']} | {c['world']} | {c['batch_size'] // c['world']} | "
+                         f"{c['agreement']:.1%} | {c['noisy_selected_per_rank']:.1%} | "
+                         f"{c['noisy_selected_global']:.1%} |")
     lines += ["", results["note"], ""]
     return "\n".join(lines)
 
@@ -200,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.results / f"{args.name}.md", markdown(results))
     one = [c for c in results["cells"] if c["procs"] == 1]
     if one:
-        results["selection"] = selection_agreement(args.work / f"run-1p-seed{one[0]['seed']}", data,
-                                                   args.batch_size, seed=one[0]["seed"])
+        results["selection"] = [
+            selection_agreement(args.work / f"run-1p-seed{one[0]['seed']}", data, batch, world, one[0]["seed"])
+            for batch, world in ((args.batch_size, 2), (2 * args.batch_size, 2), (4 * args.batch_size, 2),
+                                 (4 * args.batch_size, 4))]
     results["partial"] = not all(any(c["procs"] == p and c["seed"] == s for c in results["cells"]) for p, s in wanted)
     results.setdefault("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     atomic_write_json(json_path, results)
