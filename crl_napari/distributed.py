@@ -11,8 +11,8 @@ function here is a no-op and the engine runs exactly as before. Under torchrun:
 - rank 0 alone writes the run folder; it takes the writer lock, prepares the run and then tells the other ranks
   how to go on, or the error that stopped it (:class:`Lead`, :func:`follow`), so every rank stops with the same
   one-line message;
-- scoring shards the cases: every rank writes its part (a temporary file in the run folder) and rank 0 merges
-  them into scores.csv and corrected/ (:func:`score_shards`).
+- scoring gives each rank a block of the cases: every rank writes its part (a temporary file in the run
+  folder) and rank 0 merges them into scores.csv and corrected/ (:func:`score_shards`).
 
 Process group: gloo for CPU tensors, nccl for CUDA ones; with CUDA every rank uses cuda:LOCAL_RANK.
 """
@@ -95,6 +95,12 @@ def shard(idx, rank: int, world: int):
     """This rank's part of a global batch of indices (a tensor or array): every ``world``-th one from ``rank``,
     as torch's DistributedSampler deals them; shards differ in size by at most one."""
     return idx[rank::world]
+
+
+def block(n: int, rank: int, world: int) -> np.ndarray:
+    """This rank's consecutive block of ``n`` cases (scoring: consecutive cases read and write in order, and a
+    chunked reader can slice them); blocks differ in size by at most one."""
+    return np.array_split(np.arange(n), world)[rank]
 
 
 def check_shards(n: int, batch_size: int, world: int | None = None) -> None:
@@ -245,9 +251,9 @@ _SCORE_ARRAYS = ("suspicion", "uncertainty", "disagreement", "dice_given_correct
 
 
 def score_shards(models, images, given, T: float, run_dir: Path | str):
-    """ImageScores of every image, computed in shards: each rank scores every world-th image and writes its
-    part into the run folder (runs.SCORE_PART); rank 0 merges the parts, in the images' order, and removes
-    them. Returns the scores on rank 0 (or in one process), None on the other ranks."""
+    """ImageScores of every image, computed in shards: each rank scores its :func:`block` of the images and
+    writes its part into the run folder (runs.SCORE_PART); rank 0 merges the parts, in the images' order, and
+    removes them. Returns the scores on rank 0 (or in one process), None on the other ranks."""
     from .inference import peer_probs
     from .scoring import ImageScores, score_probs
 
@@ -258,7 +264,7 @@ def score_shards(models, images, given, T: float, run_dir: Path | str):
     from .runs import SCORE_PART, SCORE_PARTS, RunError
 
     run_dir = Path(run_dir)
-    positions = shard(np.arange(len(given)), me, world)
+    positions = block(len(given), me, world)
     mine = score_probs(peer_probs(models, images[positions]), np.asarray(given)[positions], T)
     arrays = {k: getattr(mine, k) for k in _SCORE_ARRAYS}
     part = run_dir / SCORE_PART.format(rank=me, world=world)
@@ -269,7 +275,7 @@ def score_shards(models, images, given, T: float, run_dir: Path | str):
     merged = {k: np.empty((len(given), *v.shape[1:]), v.dtype) for k, v in arrays.items()}
     for r in range(world):
         path = run_dir / SCORE_PART.format(rank=r, world=world)
-        want = shard(np.arange(len(given)), r, world)
+        want = block(len(given), r, world)
         try:
             with np.load(path, allow_pickle=False) as part:
                 if not np.array_equal(part["positions"], want):
