@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as _checkpoint
+from . import distributed
 from .augment import augment
 from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
@@ -124,6 +125,7 @@ def train_from(
     config.validate()
     if len(source) < 2:
         raise TrainingError(f"need at least 2 training images, got {len(source)}")
+    distributed.check_shards(len(source), config.batch_size)
     if trusted is not None:
         trusted = np.asarray(trusted)
         if trusted.dtype != bool or trusted.shape != (len(source),):
@@ -131,9 +133,10 @@ def train_from(
                                 f"{trusted.dtype} {trusted.shape}")
     check_size(config, source.size)
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
+    if run_dir is not None and distributed.is_writer():
         run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
+    device = distributed.local_device(pick_device(config.device))
+    distributed.check_setup(config, device)
     oom, gpu = None, False
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.n_threads)
@@ -211,12 +214,14 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
     if init_from is not None and not resume:
         _warm_start(models, config, Path(init_from))
     start_epoch = _resume(models, optims, config, run_dir) if resume else 0
-    stepper = make_stepper(config, models, optims, device, run_dir)
+    stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
+    rank, world = distributed.rank(), distributed.world_size()
 
     t_all = torch.as_tensor(trusted).to(device) if trusted is not None else None
     n = len(source)
     bs = min(config.batch_size, n)
-    steps = n // bs if n % bs < 2 else n // bs + 1  # a trailing batch of one sample is dropped (BatchNorm)
+    # a trailing batch that would leave a process one sample is dropped (BatchNorm)
+    steps = n // bs if n % bs < 2 * world else n // bs + 1
     yield Started(config, str(device), n, steps, start_epoch, amp=stepper.amp, threads=torch.get_num_threads())
 
     stage2 = config.stage2_epoch
@@ -238,7 +243,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
         loss_sums = [0.0] * len(models)
         selected_sum = 0.0
         t0 = time.perf_counter()
-        batches = [order[step * bs : (step + 1) * bs] for step in range(steps)]
+        batches = [distributed.shard(order[step * bs : (step + 1) * bs], rank, world) for step in range(steps)]
         for step, (idx, x, y) in enumerate(read(source, batches, config.workers, device)):
             if should_stop is not None and should_stop():
                 yield Finished(models, epoch, stopped=True)
@@ -254,6 +259,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
             selected_sum += frac
             yield Step(epoch, step, steps, float(np.mean(losses)))
         seconds = time.perf_counter() - t0
+        *loss_sums, selected_sum = distributed.epoch_end(models, [*loss_sums, selected_sum])
         val_dice = None
         if val is not None:
             val_dice = float(dice_score(predict(models, val[0]), val[1]).mean())
@@ -264,7 +270,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
             val_dice,
         )
         _check_weights(models, epoch, run_dir)
-        if run_dir is not None:
+        if run_dir is not None and distributed.is_writer():
             path = save_checkpoint(run_dir, models, optims, config, epoch)
             yield CheckpointSaved(path, epoch)
     for m in models:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__
+from . import __version__, distributed
 from .atomic import DiskFullError
 from .cache import CacheProgress
 from .data import MAX_PIXELS, DataError
@@ -45,7 +48,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training (defaults: the paper's where it gives one, else ours: docs/paper.md)")
     for f in fields(TrainConfig):
-        if f.name in ("amp", "augment", "flip"):
+        if f.name in ("amp", "augment", "flip", "sync_batchnorm"):
             continue
         typ = {"k": int, "threads": int}.get(f.name, type(getattr(d, f.name)))
         default = {"k": "epochs // 2", "threads": "automatic"}.get(f.name, getattr(d, f.name))
@@ -56,6 +59,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="no random rotation or flip")
     g.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no random horizontal flip")
+    g.add_argument("--sync-batchnorm", dest="sync_batchnorm", action="store_true", default=None,
+                   help=SETTING_HELP["sync_batchnorm"])
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -432,12 +437,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+DISTRIBUTED_COMMANDS = ("train", "score")  # what runs under torchrun (docs/scaling.md)
+
+
+@contextmanager
+def _under_torchrun(args: argparse.Namespace) -> Iterator[None]:
+    """Under torchrun: join the process group for the command; ranks other than 0 print nothing but their
+    errors (rank 0 reports for all). Without torchrun: nothing."""
+    if not distributed.launched():
+        yield
+        return
+    if args.command not in DISTRIBUTED_COMMANDS and distributed.launched_world_size() > 1:
+        raise TrainingError(f"only {' and '.join(DISTRIBUTED_COMMANDS)} run under torchrun; run {args.command} "
+                            "as one process")
+    distributed.init_from_env()
+    try:
+        if distributed.is_writer():
+            yield
+        else:
+            args.quiet = True
+            with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
+                yield
+    finally:
+        distributed.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with _under_torchrun(args):
+            return args.func(args)
     except _user_errors() as exc:
-        print(f"crl-napari {args.command}: error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0") if distributed.launched() else "0"
+        who = "" if rank == "0" else f" (rank {rank})"
+        print(f"crl-napari {args.command}{who}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; a training run continues with --resume", file=sys.stderr)

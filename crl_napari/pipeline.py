@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cascade, noise, run_data, runs, scoring
+from . import cascade, distributed, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
 from .cache import CacheError, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
 from .runs import RunError, RunFolder
 from .settings import check_size
+from .sources import CacheSource
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,25 @@ def train_run(
     stopped or killed before its first checkpoint starts over in the same folder. The run's writer lock is
     held throughout: a second writer is refused naming this one. Temporary files a killed writer left are
     removed.
+
+    Under torchrun rank 0 does all of this and writes the run folder; the other ranks wait until it has
+    prepared the run, then train beside it on the same inputs and score their share (distributed.py).
     """
     out = Path(out)
+    if not distributed.is_writer():
+        yield from _follow_training(out, should_stop)
+        return
+    lead = distributed.Lead()
+    try:
+        yield from _lead_training(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
+                                  skip_bad, max_pixels, should_stop, lead)
+    except BaseException as exc:  # before the other ranks were told how to go on: they stop with this error
+        lead.fail(exc)
+        raise
+
+
+def _lead_training(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
+                   max_pixels, should_stop, lead: distributed.Lead) -> Iterator:
     if not resume:  # a size the U-Net cannot take is refused before any folder is made
         check_size(config or TrainConfig(), size)
     if resume and not RunFolder.is_run(out):
@@ -68,7 +86,7 @@ def train_run(
     with runs.writer_lock(out, "train --resume" if resume else "train"):
         try:
             yield from _train_locked(data, out, config, size, simulate_noise, noise_seed, noise_footprint, resume,
-                                     skip_bad, should_stop, max_pixels)
+                                     skip_bad, should_stop, max_pixels, lead)
         except BaseException:  # failed before writing anything (bad data, say): leave no folder behind
             if created and {p.name for p in out.iterdir()} <= {runs.LOCK, runs.CACHE}:
                 if (out / runs.CACHE).is_dir() and not (out / runs.CACHE).is_symlink():
@@ -79,7 +97,7 @@ def train_run(
 
 
 def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noise_footprint, resume, skip_bad,
-                  should_stop, max_pixels=None):
+                  should_stop, max_pixels=None, lead: distributed.Lead | None = None):
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     history: list[dict] = []
     if resume:
@@ -103,6 +121,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     n_train = len(rd.train)
     if n_train < 2:
         raise TrainingError(f"{rd.root}: needs at least 2 training images, found {n_train}")
+    distributed.check_shards(n_train, config.batch_size)
     records = None
     if simulate_noise > 0:
         records = noise.plan(rd.ids, n_train, rd.size, simulate_noise, seed=noise_seed, reference_size=256,
@@ -140,6 +159,8 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
             run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
     models = None
+    if lead is not None:  # under torchrun: the run folder is ready, the other ranks may start
+        lead.tell({"resume": resume and not restart, "config": asdict(config)})
     for event in record_history(cascade.train_from(rd.source(), config, run_dir=out,
                                                    resume=resume and not restart, should_stop=should_stop),
                                 run, history):
@@ -225,32 +246,35 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
     """Score the run's ``n`` training images chunk by chunk: ``read(idx)`` gives (images (B, 1, H, W), given
     (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
     (ranked over all) last. Memory holds one chunk. Flagging metrics when ``corrupted`` and every clean mask
-    are known."""
+    are known. Under torchrun each rank scores and writes the maps of its block of the cases; rank 0 gathers
+    the scores and writes scores.csv (the other ranks return no metrics)."""
     ids = [r.id for r in run.case_rows()]
     size = int(run.config["data"]["size"])
     chunk = max(16, SCORE_CHUNK_PIXELS // (size * size) // 16 * 16)
     keys = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
     parts: dict[str, list] = {k: [] for k in keys}
-    extra: list[int] = []
-    d_corr: list | None = [] if corrupted is not None else None
-    for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
+    parts["extra_pieces"], parts["correction_dice"] = [], []
+    mine = distributed.block(n, distributed.rank(), distributed.world_size())
+    first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
+    for start in range(first, end, chunk):
+        idx = list(range(start, min(end, start + chunk)))
         images, given, clean = read(idx)
         sc = scoring.score_probs(cascade.peer_probs(models, images), given, run.train_config.T)
-        extra += run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)
+        parts["extra_pieces"].append(np.asarray(run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)))
         for k in keys:
             parts[k].append(getattr(sc, k))
-        if d_corr is not None and clean is not None:
-            d_corr.append(scoring.correction_dice(sc, clean))
-        else:
-            d_corr = None
-    scores = scoring.ImageScores(**{k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()},
-                                 corrected=None, prob=None, pixel_uncertainty=None)
-    run.write_score_table(ids, scores, corrupted, extra)
+        known = corrupted is not None and clean is not None
+        parts["correction_dice"].append(scoring.correction_dice(sc, clean) if known else np.full(len(idx), np.nan))
+    columns = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
+    columns = distributed.gather(run.path, n, columns)
+    if columns is None:
+        return {}
+    scores = scoring.ImageScores(**{k: columns[k] for k in keys}, corrected=None, prob=None, pixel_uncertainty=None)
+    run.write_score_table(ids, scores, corrupted, [int(e) for e in columns["extra_pieces"]])
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
-    if corrupted is not None and d_corr is not None:
-        metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, np.concatenate(d_corr),
-                                             corrupted))
+    d_corr = columns["correction_dice"]
+    if corrupted is not None and not np.isnan(d_corr).any():
+        metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, d_corr, corrupted))
     return metrics
 
 
@@ -259,7 +283,7 @@ def score_run(run_dir: Path | str) -> dict:
     the run's writer lock (a run still training is refused, naming the process). The images come from the
     run's cache when it holds them, else from the original files or the run's display copies."""
     run = RunFolder(run_dir)
-    with runs.writer_lock(run.path, "score"):
+    with distributed.writer_lock(run.path, "score"):
         models = _load_models(run)
         rows = run.case_rows()
         size = run.config["data"]["size"]
@@ -285,6 +309,35 @@ def _image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.n
     except CacheError:
         pass  # derived data: the originals (or display copies) serve
     return lambda i: _input_image(run, rows[i], size)
+
+
+def _follow_training(out: Path, should_stop) -> Iterator:
+    """A rank other than 0 under torchrun: once rank 0 has prepared the run folder and its cache (given masks
+    included), or stopped with its error, train beside it on the same cache; score its block of the cases."""
+    plan = distributed.follow()
+    run = RunFolder(out)
+    rows = run.case_rows()
+    cache = open_cache(run.path)
+    slots = {c.id: c.slot for c in cache.cases()}
+    source = CacheSource(cache.folder, len(cache), cache.size, [slots[r.id] for r in rows],
+                         cache.folder / runs.CACHE_GIVEN)
+    models = None
+    for event in cascade.train_from(source, TrainConfig.from_dict(plan["config"]), run_dir=out,
+                                    resume=plan["resume"], should_stop=should_stop):
+        if isinstance(event, Finished):
+            models = event.models
+            if event.stopped:
+                yield event
+                return
+        yield event
+    noisy = rows[0].corrupted is not None if rows else False
+
+    def read(idx):
+        return (source.images(idx), source.labels(idx),
+                np.stack([cache.mask(slots[rows[i].id]) for i in idx]) if noisy else None)
+
+    corrupted = [bool(r.corrupted) for r in rows] if noisy else None
+    yield ScoresReady(run.scores_path, score_batches(run, models, len(rows), read, corrupted))
 
 
 def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:

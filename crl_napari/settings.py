@@ -71,6 +71,7 @@ class TrainConfig:
     flip: bool = True
     threads: int | None = None  # CPU threads of torch; None -> default_threads()
     workers: int = 0  # DataLoader worker processes reading the batches; 0: in the training process
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over every rank's shard (CUDA only)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
@@ -227,6 +228,8 @@ SETTING_HELP = {
     "augment": "random rotation and horizontal flip",
     "rotation": "largest random rotation, in degrees (0-180)",
     "flip": "random horizontal flip",
+    "sync_batchnorm": "under torchrun (CUDA): BatchNorm statistics over the whole global batch instead of each "
+    "process's shard (docs/scaling.md)",
     "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
     "busy machine)",
     "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "

@@ -30,6 +30,8 @@ __all__ = [
     "CACHE_IMAGES",
     "CACHE_MASKS",
     "CACHE_GIVEN",
+    "SCORE_PART",
+    "SCORE_PARTS",
 ]
 
 CONFIG = "config.json"
@@ -58,6 +60,10 @@ ROUNDS = "rounds.json"  # review rounds: the current round, when each started, f
 ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the current round also at the top)
 ROUND_DECISIONS = "decisions.json"  # in rounds/<n>/: the decisions round n trained with ({id: status})
 ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, EVALUATION)  # what a round keeps of its own
+#: scoring under torchrun: each rank's part (a temporary file rank 0 merges into scores.csv and corrected/, then
+#: removes), by rank and world size; SCORE_PARTS matches every one of them
+SCORE_PART = ".score-part-{rank}-of-{world}.npz"
+SCORE_PARTS = ".score-part-*-of-*.npz"
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",

@@ -11,6 +11,7 @@ import torch
 
 from .. import selection
 from ..device import amp_dtype
+from ..distributed import unwrap
 from ..runs import CHECKPOINT
 from ..settings import TrainConfig, TrainingError
 
@@ -66,9 +67,10 @@ class Stepper:
         return torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def losses_without_grad(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-        """Every net's per-sample CE on the given labels, for ranking only (no graph is kept)."""
+        """Every net's per-sample CE on the given labels, for ranking only (no graph is kept; under DDP on the
+        net itself, so no gradient synchronisation or buffer broadcast is started)."""
         with torch.no_grad(), self.autocast():
-            return [selection.per_sample_ce(m(x), y) for m in self.models]
+            return [selection.per_sample_ce(unwrap(m)(x), y) for m in self.models]
 
     def train_on(self, i: int, x: torch.Tensor, y: torch.Tensor, chosen: torch.Tensor) -> float:
         """One update of net ``i`` on the ``chosen`` samples' given labels; its loss."""

@@ -1,0 +1,282 @@
+"""Training and scoring under torchrun: everything distributed lives here, behind small hooks elsewhere.
+
+``torchrun --nproc-per-node G -m crl_napari train ...`` starts G processes (ranks). The command line alone
+calls :func:`init_from_env` (the plugin never does: it trains in one process), so without torchrun every
+function here is a no-op and the engine runs exactly as before. Under torchrun:
+
+- every rank builds the same nets (same seeds) and wraps each in DistributedDataParallel (:func:`wrap`), which
+  all-reduces (averages) the gradients of every backward; SyncBatchNorm is ``TrainConfig.sync_batchnorm``;
+- the loop draws the same seeded order on every rank, cuts it into global batches and each rank keeps its
+  :func:`shard` of a batch; selection ranks within that shard (docs/scaling.md says why);
+- rank 0 alone writes the run folder; it takes the writer lock, prepares the run and then tells the other ranks
+  how to go on, or the error that stopped it (:class:`Lead`, :func:`follow`), so every rank stops with the same
+  one-line message;
+- scoring gives each rank a block of the cases (:func:`block`): every rank writes its cases' maps and its
+  scores as a part (a temporary file in the run folder); rank 0 merges the parts into scores.csv (:func:`gather`).
+
+Process group: gloo for CPU tensors, nccl for CUDA ones; with CUDA every rank uses cuda:LOCAL_RANK.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .settings import TrainConfig, TrainingError
+
+_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+# --- the process group --------------------------------------------------------------------------------------
+def launched() -> bool:
+    """Whether torchrun (or another launcher setting its variables) started this process."""
+    return all(v in os.environ for v in _LAUNCH_VARS)
+
+
+def launched_world_size() -> int:
+    """WORLD_SIZE as the launcher set it (1 without one), readable before any process group exists."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def init_from_env() -> None:
+    """Join the launcher's process group (gloo for CPU tensors, nccl for CUDA ones); with CUDA, make
+    cuda:LOCAL_RANK this process's device. Only the command line calls this."""
+    if not launched() or active():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("cpu:gloo,cuda:nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def close() -> None:
+    """Leave the process group (the command line, when its command ends)."""
+    if active():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    """Whether this process is one rank of an initialised process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_writer() -> bool:
+    """Rank 0 (or the only process): the one that writes the run folder."""
+    return rank() == 0
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device this rank trains on: under a process group a CUDA device is this rank's own GPU."""
+    if active() and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+# --- sharding and wrapping -------------------------------------------------------------------------------------
+def shard(idx, rank: int, world: int):
+    """This rank's part of a global batch of indices (a tensor or array): every ``world``-th one from ``rank``,
+    as torch's DistributedSampler deals them; shards differ in size by at most one."""
+    return idx[rank::world]
+
+
+def block(n: int, rank: int, world: int) -> np.ndarray:
+    """This rank's consecutive block of ``n`` cases (scoring: consecutive cases read and write in order, and a
+    chunked reader can slice them); blocks differ in size by at most one."""
+    return np.array_split(np.arange(n), world)[rank]
+
+
+def check_shards(n: int, batch_size: int, world: int | None = None) -> None:
+    """Refuse, before anything is written, a batch too small to give every rank 2 samples (BatchNorm needs
+    two per process; the loop drops a trailing batch that would give a rank fewer)."""
+    world = world_size() if world is None else world
+    bs = min(batch_size, n)
+    if bs // world < 2:
+        raise TrainingError(
+            f"a batch of {bs} images over {world} processes gives {bs // world} per process; BatchNorm needs at "
+            f"least 2 per process: use --batch-size {2 * world} or more"
+            + (f" (there are {n} training images)" if n < 2 * world else "") + ", or fewer processes")
+
+
+def check_setup(config: TrainConfig, device: torch.device) -> None:
+    """Settings that cannot work on this device: SyncBatchNorm synchronises CUDA tensors only."""
+    if config.sync_batchnorm and world_size() > 1 and device.type != "cuda":
+        raise TrainingError(f"sync_batchnorm needs CUDA devices (this run trains on {device.type}); "
+                            "train without --sync-batchnorm")
+
+
+def wrap(models: list[torch.nn.Module], config: TrainConfig) -> list[torch.nn.Module]:
+    """The nets as the steppers train them: each in DistributedDataParallel under a process group (its
+    BatchNorm layers made SyncBatchNorm first when ``config.sync_batchnorm``), else the nets themselves.
+
+    SyncBatchNorm replaces the nets' BatchNorm layers in place but keeps their parameter tensors, so the
+    optimisers built on them stay valid and the checkpoint's names stay those of a plain U-Net.
+    """
+    if not active():
+        return models
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    wrapped = []
+    for m in models:
+        if config.sync_batchnorm:
+            m = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m)
+        cuda = next(m.parameters()).device.type == "cuda"
+        wrapped.append(DDP(m, device_ids=[torch.cuda.current_device()] if cuda else None))
+    return wrapped
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The net inside a DDP wrapper: ranking forwards (no gradient) run on it, so they start no gradient
+    synchronisation and broadcast no buffers."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return model.module if isinstance(model, DDP) else model
+
+
+def epoch_end(models: list[torch.nn.Module], values: Sequence[float]) -> list[float]:
+    """Make the ranks agree at an epoch's end; returns the mean of each value over the ranks (the epoch's
+    losses for history.csv; unchanged in one process).
+
+    The nets' buffers (BatchNorm's running statistics) become rank 0's, the ones its checkpoint holds: DDP
+    broadcasts them before each forward, but every forward then updates them from its own shard, so without
+    this the ranks would score their shares with slightly different nets.
+    """
+    if world_size() == 1:
+        return list(values)
+    for m in models:
+        for b in unwrap(m).buffers():
+            dist.broadcast(b, src=0)
+    t = torch.tensor(list(values), dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / world_size()).tolist()
+
+
+# --- rank 0 leads, the others follow ---------------------------------------------------------------------------
+def _broadcast(obj):
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _portable(exc: BaseException) -> tuple[str, str, str]:
+    """An error as plain values (module, class name, message): nothing but strings crosses to the other ranks."""
+    return type(exc).__module__, type(exc).__qualname__, str(exc)
+
+
+def _rebuild(spec: tuple[str, str, str]) -> BaseException:
+    """The error rank 0 stopped with, as the same class where that is the package's or a built-in one (so the
+    command line reports it as rank 0 does), else a TrainingError with its message."""
+    import importlib
+
+    module, name, message = spec
+    if module.split(".")[0] in ("crl_napari", "builtins"):
+        try:
+            cls = getattr(importlib.import_module(module), name)
+            if isinstance(cls, type) and issubclass(cls, Exception):
+                return cls(message)
+        except Exception:  # a class that cannot be rebuilt from its message: the fallback below
+            pass
+    return TrainingError(message)
+
+
+class Lead:
+    """Rank 0 tells the other ranks, once, how to go on (a small dict) or the error that stopped it, so
+    they neither run ahead of a run folder that is not ready nor wait for one that will never be."""
+
+    def __init__(self) -> None:
+        self.told = not active() or not is_writer()
+
+    def tell(self, plan: dict) -> None:
+        if not self.told:
+            self.told = True
+            _broadcast((plan, None))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.told:
+            self.told = True
+            _broadcast((None, _portable(exc)))
+
+
+def follow() -> dict:
+    """On a rank other than 0: wait for rank 0's plan; raise the error it stopped with."""
+    plan, error = _broadcast(None)
+    if error is not None:
+        raise _rebuild(error)
+    return plan
+
+
+@contextmanager
+def writer_lock(run_dir: Path | str, command: str) -> Iterator[None]:
+    """The run's writer lock, taken by rank 0 only; when it is refused, every rank stops with that error."""
+    from .runs import writer_lock as _lock
+
+    if not active():
+        with _lock(run_dir, command):
+            yield
+        return
+    with ExitStack() as stack:
+        lead = Lead()
+        if is_writer():
+            try:
+                stack.enter_context(_lock(run_dir, command))
+            except BaseException as exc:
+                lead.fail(exc)
+                raise
+            lead.tell({})
+        else:
+            follow()
+        yield
+
+
+# --- scoring in shards -----------------------------------------------------------------------------------------
+def gather(run_dir: Path | str, n: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Each rank's ``arrays`` (first axis: the cases of its :func:`block` of ``n``) merged in case order on
+    rank 0: every rank writes its part into the run folder (runs.SCORE_PART), rank 0 reads them all, checks
+    them and removes them. None on the other ranks; in one process, ``arrays`` themselves."""
+    world, me = world_size(), rank()
+    if world == 1:
+        return arrays
+    from .atomic import atomic_write
+    from .runs import SCORE_PART, SCORE_PARTS, RunError
+
+    run_dir = Path(run_dir)
+    positions = block(n, me, world)
+    part = run_dir / SCORE_PART.format(rank=me, world=world)
+    atomic_write(part, lambda fh: np.savez(fh, positions=positions, **arrays))
+    dist.barrier()
+    if not is_writer():
+        return None
+    merged = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
+    for r in range(world):
+        path = run_dir / SCORE_PART.format(rank=r, world=world)
+        want = block(n, r, world)
+        try:
+            with np.load(path, allow_pickle=False) as part:
+                if not np.array_equal(part["positions"], want):
+                    raise ValueError("it holds other cases than this rank's block")
+                for k, v in merged.items():
+                    if part[k].shape != (len(want), *v.shape[1:]):
+                        raise ValueError(f"{k} has shape {part[k].shape}")
+                    v[want] = part[k]
+        except (OSError, KeyError, ValueError) as exc:
+            raise RunError(f"{path}: not a scoring part of this run ({exc})") from None
+    for path in run_dir.glob(SCORE_PARTS):
+        path.unlink(missing_ok=True)
+    return merged

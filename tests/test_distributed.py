@@ -1,0 +1,188 @@
+"""Training and scoring under torchrun (gloo, CPU, two processes): the run folder is written by rank 0 alone and
+is complete, the checkpoint loads, distributed scoring equals one process's, a resume works, world size 1 equals
+the plain path, DDP's gradients are the mean of the shards' gradients, and bad set-ups stop every rank with one
+line. Each launch is a real ``python -m torch.distributed.run ... -m crl_napari`` with a timeout and a free
+port; tiny phantoms, width 4, one thread per process, so each takes seconds."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crl_napari import cascade, pipeline, runs
+from crl_napari.distributed import check_shards, shard
+from crl_napari.phantoms import write_sample_set
+from crl_napari.runs import RunFolder
+from crl_napari.settings import TrainConfig, TrainingError
+
+TINY = ["--size", "32", "--width", "4", "--depth", "2", "--batch-size", "4", "--lr", "0.05", "--threads", "1",
+        "--strategy", "crl", "--k", "1", "--simulate-noise", "0.5", "--quiet"]
+LAUNCH_TIMEOUT = 240  # seconds: a hang fails the test instead of holding CI
+
+
+def torchrun(nproc: int, *args: str, cwd: Path, module: bool = True) -> subprocess.CompletedProcess:
+    """Run ``torchrun --standalone --nproc-per-node nproc [-m] args``; kill the whole group on timeout."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           *(["-m", "crl_napari"] if module else []), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun {' '.join(args)} did not finish in {LAUNCH_TIMEOUT} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def scores(run: Path) -> dict[str, dict]:
+    with open(run / runs.SCORES, newline="") as fh:
+        return {r["id"]: r for r in csv.DictReader(fh)}
+
+
+def leftovers(run: Path) -> list[str]:
+    """Temporary files (atomic writes, scoring parts) left anywhere in the run folder."""
+    return [str(p) for p in run.rglob(".*") if p.name != runs.LOCK]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_sample_set(tmp_path_factory.mktemp("ddp") / "set", n=16, size=32, noise_ratio=0.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(data) -> Path:
+    """A run trained by two processes."""
+    res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, cwd=data.parent)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return data.parent / "run"
+
+
+def test_two_processes_train_a_complete_run_folder_written_by_rank_0(ddp_run, data):
+    run = RunFolder(ddp_run)
+    cases = [r.id for r in run.case_rows()]
+    assert len(cases) == 12  # the training split of 16 phantoms
+    assert [h.epoch for h in run.history_rows()] == [0, 1]  # one row per epoch: written once, by one process
+    assert sorted(scores(ddp_run)) == sorted(cases)  # every training case scored, once
+    assert sorted(int(r["rank"]) for r in scores(ddp_run).values()) == list(range(1, 13))
+    assert all(run.corrected_path(i).is_file() for i in cases)
+    assert leftovers(ddp_run) == []  # no scoring part nor half-written file is left
+    models, config = cascade.load_models(ddp_run, "cpu")  # the checkpoint loads into plain U-Nets
+    assert len(models) == 3 and config.width == 4 and config.sync_batchnorm is False
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in models[0].modules()) > 0
+
+
+def test_scoring_under_torchrun_equals_one_process(ddp_run, tmp_path):
+    alone = tmp_path / "alone"
+    shutil.copytree(ddp_run, alone)
+    trained = scores(ddp_run)
+    pipeline.score_run(alone)  # one process, from the checkpoint
+    res = torchrun(2, "score", str(ddp_run), cwd=ddp_run.parent)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two, one = scores(ddp_run), scores(alone)
+    assert list(two) == list(one)  # the same ids in the same (rank) order
+    for id_ in one:
+        for col in ("suspicion", "uncertainty", "disagreement", "dice_given_corrected"):
+            assert float(two[id_][col]) == pytest.approx(float(one[id_][col]), abs=2e-6)
+            # training's own scoring (every rank with rank 0's BatchNorm statistics) agrees too
+            assert float(trained[id_][col]) == pytest.approx(float(one[id_][col]), abs=2e-6)
+        assert np.array_equal(RunFolder(ddp_run).corrected(id_), RunFolder(alone).corrected(id_))
+    assert leftovers(ddp_run) == []
+
+
+def test_a_stopped_run_resumes_under_torchrun(data, tmp_path):
+    out = tmp_path / "run"
+    cfg = TrainConfig(strategy="crl", epochs=2, k=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1)
+    saved = []
+    for ev in pipeline.train_run(data, out, cfg, size=32, simulate_noise=0.5,
+                                 should_stop=lambda: len(saved) >= 1):
+        if isinstance(ev, cascade.CheckpointSaved):
+            saved.append(ev)
+    assert RunFolder.can_resume(out) and len(RunFolder(out).history_rows()) == 1
+    res = torchrun(2, "train", str(data), "--out", str(out), "--resume", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming at epoch 2" in res.stderr
+    run = RunFolder(out)
+    assert [h.epoch for h in run.history_rows()] == [0, 1]
+    assert cascade.read_checkpoint(out / runs.CHECKPOINT)["epoch"] == 1
+    assert sorted(scores(out)) == sorted(r.id for r in run.case_rows())
+    assert leftovers(out) == []
+
+
+def test_world_size_1_equals_the_plain_path(data, tmp_path):
+    res = torchrun(1, "train", str(data), "--out", "ddp", "--epochs", "2", *TINY, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = TrainConfig(strategy="crl", epochs=2, k=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1)
+    for _ in pipeline.train_run(data, tmp_path / "plain", cfg, size=32, simulate_noise=0.5):
+        pass
+    a = cascade.read_checkpoint(tmp_path / "ddp" / runs.CHECKPOINT)
+    b = cascade.read_checkpoint(tmp_path / "plain" / runs.CHECKPOINT)
+    for net_a, net_b in zip(a["models"], b["models"], strict=True):
+        assert all(torch.equal(net_a[k], net_b[k]) for k in net_b)
+    assert scores(tmp_path / "ddp") == scores(tmp_path / "plain")
+    losses = [[(h.losses, h.selected) for h in RunFolder(tmp_path / p).history_rows()] for p in ("ddp", "plain")]
+    assert losses[0] == losses[1]
+
+
+def test_ddp_gradients_are_the_mean_of_the_shards_gradients(tmp_path):
+    """Every strategy's step (several forwards, no-grad ranking forwards, one backward per net or one for all
+    three) moves each rank's nets by the mean of the steps one process takes on each shard alone."""
+    helper = Path(__file__).with_name("_ddp_one_step.py")
+    res = torchrun(2, str(helper), str(tmp_path), cwd=tmp_path, module=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    spec = importlib.util.spec_from_file_location("_ddp_one_step", helper)
+    one = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(one)
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    x, y = one.batch()
+    for strategy, stage, drop in one.CASES:
+        before = [torch.cat([p.detach().flatten() for p in m.parameters()]).numpy()
+                  for m in one.build_models(one.config(strategy), "cpu")]
+        alone = [one.step(strategy, stage, drop, x[shard(torch.arange(one.BATCH), r, 2)],
+                          y[shard(torch.arange(one.BATCH), r, 2)], wrap=False) for r in range(2)]
+        for i, start in enumerate(before):
+            expected = start + np.mean([a[i] - start for a in alone], axis=0)
+            assert np.array_equal(ranks[0][f"{strategy}_{i}"], ranks[1][f"{strategy}_{i}"]), (strategy, i)
+            np.testing.assert_allclose(ranks[0][f"{strategy}_{i}"], expected, atol=1e-5, err_msg=f"{strategy} {i}")
+            assert not np.allclose(expected, start)  # the step did move the net
+
+
+def test_a_shard_too_small_for_batchnorm_is_refused_before_anything_is_written(data, tmp_path):
+    res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, "--batch-size", "3", cwd=tmp_path)
+    assert res.returncode != 0
+    line = "a batch of 3 images over 2 processes gives 1 per process; BatchNorm needs at least 2 per process"
+    assert f"crl-napari train: error: {line}" in res.stderr
+    assert f"crl-napari train (rank 1): error: {line}" in res.stderr  # the other rank stops with the same line
+    assert not re.search(r'File ".*crl_napari/', res.stderr)  # no traceback of ours (torchrun prints its own)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TrainingError, match="gives 1 per process"):
+        check_shards(12, 3, world=2)
+    check_shards(12, 4, world=2)
+
+
+def test_scoring_a_locked_run_stops_every_rank_with_the_lock_holder(ddp_run):
+    with runs.writer_lock(ddp_run, "test"):
+        res = torchrun(2, "score", str(ddp_run), cwd=ddp_run.parent)
+    assert res.returncode != 0
+    assert f"crl-napari score: error: {ddp_run}: in use by pid {os.getpid()}" in res.stderr
+    assert f"crl-napari score (rank 1): error: {ddp_run}: in use by pid {os.getpid()}" in res.stderr
+    assert leftovers(ddp_run) == []
+
+
+def test_only_train_and_score_run_under_torchrun(ddp_run, tmp_path):
+    res = torchrun(2, "export", str(ddp_run), "--to", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode != 0
+    assert "only train and score run under torchrun; run export as one process" in res.stderr
+    assert not (tmp_path / "out").exists()
