@@ -252,34 +252,42 @@ _SCORE_ARRAYS = ("suspicion", "uncertainty", "disagreement", "dice_given_correct
 
 def score_shards(models, images, given, T: float, run_dir: Path | str):
     """ImageScores of every image, computed in shards: each rank scores its :func:`block` of the images and
-    writes its part into the run folder (runs.SCORE_PART); rank 0 merges the parts, in the images' order, and
-    removes them. Returns the scores on rank 0 (or in one process), None on the other ranks."""
+    rank 0 merges them in the images' order (:func:`gather`). Returns the scores on rank 0 (or in one
+    process), None on the other ranks."""
     from .inference import peer_probs
     from .scoring import ImageScores, score_probs
 
+    positions = block(len(given), rank(), world_size())
+    mine = score_probs(peer_probs(models, images[positions]), np.asarray(given)[positions], T)
+    merged = gather(run_dir, len(given), {k: getattr(mine, k) for k in _SCORE_ARRAYS})
+    return None if merged is None else ImageScores(**merged)
+
+
+def gather(run_dir: Path | str, n: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Each rank's ``arrays`` (first axis: the cases of its :func:`block` of ``n``) merged in case order on
+    rank 0: every rank writes its part into the run folder (runs.SCORE_PART), rank 0 reads them all, checks
+    them and removes them. None on the other ranks; in one process, ``arrays`` themselves."""
     world, me = world_size(), rank()
     if world == 1:
-        return score_probs(peer_probs(models, images), given, T)
+        return arrays
     from .atomic import atomic_write
     from .runs import SCORE_PART, SCORE_PARTS, RunError
 
     run_dir = Path(run_dir)
-    positions = block(len(given), me, world)
-    mine = score_probs(peer_probs(models, images[positions]), np.asarray(given)[positions], T)
-    arrays = {k: getattr(mine, k) for k in _SCORE_ARRAYS}
+    positions = block(n, me, world)
     part = run_dir / SCORE_PART.format(rank=me, world=world)
     atomic_write(part, lambda fh: np.savez(fh, positions=positions, **arrays))
     dist.barrier()
     if not is_writer():
         return None
-    merged = {k: np.empty((len(given), *v.shape[1:]), v.dtype) for k, v in arrays.items()}
+    merged = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in arrays.items()}
     for r in range(world):
         path = run_dir / SCORE_PART.format(rank=r, world=world)
-        want = block(len(given), r, world)
+        want = block(n, r, world)
         try:
             with np.load(path, allow_pickle=False) as part:
                 if not np.array_equal(part["positions"], want):
-                    raise ValueError("it scored other images than this rank's share")
+                    raise ValueError("it holds other cases than this rank's block")
                 for k, v in merged.items():
                     if part[k].shape != (len(want), *v.shape[1:]):
                         raise ValueError(f"{k} has shape {part[k].shape}")
@@ -288,4 +296,4 @@ def score_shards(models, images, given, T: float, run_dir: Path | str):
             raise RunError(f"{path}: not a scoring part of this run ({exc})") from None
     for path in run_dir.glob(SCORE_PARTS):
         path.unlink(missing_ok=True)
-    return ImageScores(**merged)
+    return merged
