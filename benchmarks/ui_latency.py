@@ -418,7 +418,8 @@ def native_trial(viewer, size: str, tmp: Path, switches: int, n: int = 12) -> di
     ahead_s = time.perf_counter() - t_ahead
     _run_loop(0.2)
     probe.stop()
-    during = _gap_stats(probe.gaps(t_ahead, time.perf_counter()))
+    # gaps that start once the first image is drawn (the gap spanning the opening is the first paint itself)
+    during = _gap_stats([(t, g) for t, g in probe.gaps(t_ahead, time.perf_counter()) if t - g / 1e3 >= t_ahead])
     ids = review.session.ids
     order = [ids[(i * 7 + 3) % len(ids)] for i in range(switches + 1)]
     order = [b for a, b in zip([review.current_id, *order], order, strict=False) if a != b][:switches]
