@@ -447,7 +447,7 @@ def native_trial(viewer, size: str, tmp: Path, switches: int, n: int = 12) -> di
 
 def run_native(viewer, sizes: list[str], switches: int, command: str) -> dict:
     """:func:`native_trial` for each size, in temporary folders."""
-    rows = []
+    rows, load = [], [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="crl-ui-latency-native-") as tmp:
         for size in sizes:
             print(f"native-size review at {size} ...", flush=True)
@@ -457,12 +457,13 @@ def run_native(viewer, sizes: list[str], switches: int, command: str) -> dict:
                   f"{r['stall_during_read_ahead'].get('max_ms')} ms); {r['switches']} switches: median "
                   f"{r['median_ms']} ms, p90 {r['p90_ms']} ms, max {r['max_ms']} ms", flush=True)
     return {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "goal_median_ms_at_3000": GOAL_NATIVE_SWITCH_MS, "sizes": rows}
+            "goal_median_ms_at_3000": GOAL_NATIVE_SWITCH_MS, "load_average_at_start": load, "sizes": rows}
 
 
-def native_markdown(rows: list[dict], command: str, date: str) -> list[str]:
+def native_markdown(rows: list[dict], command: str, date: str, load: list | None = None) -> list[str]:
+    busy = f"; load average at start {', '.join(map(str, load))} on {os.cpu_count()} CPUs" if load else ""
     lines = ["", "## Review at the radiograph's own size (issue 11)", "",
-             f"Command: `{command}` ({date}). Each run: {rows[0]['images'] if rows else 0} phantoms at the size "
+             f"Command: `{command}` ({date}{busy}). Each run: {rows[0]['images'] if rows else 0} phantoms at the size "
              "shown (scaled up from 256 px with film grain), trained at 64 px; the Review widget opened through its "
              "Open button. First paint: Open click until the canvas has drawn the first image (read on the main "
              "thread). Switches: once the read-ahead holds the run, table rows clicked across the list, until drawn.",
@@ -571,7 +572,8 @@ def write_markdown(result: dict) -> str:
         lines += [f"- ~{c['approx_ms']} ms: `{c['where']}`" for c in r0["stall_time_by_where"]]
     native = result.get("native_review")
     if native:
-        lines += native_markdown(native["sizes"], native["command"], native["date"])
+        lines += native_markdown(native["sizes"], native["command"], native["date"],
+                                 native.get("load_average_at_start"))
     return "\n".join(lines) + "\n"
 
 
