@@ -20,7 +20,7 @@ table row selected (as a click does), until the layers hold the new image and th
 Review at the radiograph's own size (issue 11): for each ``--native-sizes`` (default 256, 3000x3000 and
 3000x2400), a run whose originals are that size (the phantoms written at 256 px, scaled up with a film-grain noise
 so a PNG decodes like a radiograph's, trained at 64 px, one epoch) is opened in the Review widget: *first paint*
-is the Open click until the canvas has drawn the first image (read on the main thread: nothing is cached yet),
+is the Open click until the canvas has drawn the first image (nothing is cached yet),
 then the read-ahead fills its cache (the longest main-thread stall meanwhile is reported) and ``--switches`` row
 switches are timed as above. Goal: row switch median <= 150 ms at 3000 x 3000.
 
@@ -465,8 +465,9 @@ def native_markdown(rows: list[dict], command: str, date: str, load: list | None
     lines = ["", "## Review at the radiograph's own size (issue 11)", "",
              f"Command: `{command}` ({date}{busy}). Each run: {rows[0]['images'] if rows else 0} phantoms at the size "
              "shown (scaled up from 256 px with film grain), trained at 64 px; the Review widget opened through its "
-             "Open button. First paint: Open click until the canvas has drawn the first image (read on the main "
-             "thread). Switches: once the read-ahead holds the run, table rows clicked across the list, until drawn.",
+             "Open button. First paint: Open click until the canvas has drawn the first image (nothing is "
+             "cached yet). Switches: once the read-ahead holds the run, table rows clicked across the list, until "
+             "drawn.",
              "", "| originals | layer px | first paint ms | read-ahead s | max stall while reading ahead ms "
              "| switch median ms | p90 ms | max ms | goal (median at 3000 x 3000) |",
              "|---|---|---|---|---|---|---|---|---|"]
