@@ -199,6 +199,8 @@ class CaseCache:
         self._cases: OrderedDict[str, Case] = OrderedDict()  # least recently used first
         self._bytes = 0
         self._lock = threading.Lock()
+        self._read_done = threading.Condition(self._lock)
+        self._reading: str | None = None  # the case the thread is reading now (get waits for it, not reads it twice)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._todo: tuple[list[str], bool] | None = None
@@ -249,11 +251,16 @@ class CaseCache:
                     continue
                 if not evict and self._bytes >= self.max_bytes:
                     break
+                with self._lock:
+                    self._reading = id_
                 try:
-                    case = self._read(id_)
+                    self._keep(id_, self._read(id_), protect)
                 except Exception:  # noqa: BLE001 - get() reports it when the case is asked for
-                    continue
-                self._keep(id_, case, protect)
+                    pass
+                finally:
+                    with self._lock:
+                        self._reading = None
+                        self._read_done.notify_all()
 
     def _around(self, id_: str) -> list[str]:
         i, n = self._pos.get(id_), len(self._order)
@@ -266,6 +273,8 @@ class CaseCache:
         """The case ``id_``: from memory when read already, else read now (and kept); then the cases around it
         are read ahead."""
         with self._lock:
+            if self._reading == id_:  # the thread is at it already (the first image, say): wait, not read it twice
+                self._read_done.wait_for(lambda: self._reading != id_, timeout=60)
             case = self._cases.get(id_)
             if case is not None:
                 self._cases.move_to_end(id_)

@@ -294,3 +294,17 @@ def test_large_images_carry_their_outlines_and_still_edit_and_save_masks(make_na
     shown = widget.layer("edit")  # the saved drawing: its outline coded too
     np.testing.assert_array_equal(shown.data > 0, drawing > 0)
     assert shown.contour == 0 and 2 in np.unique(shown.data)
+
+
+def test_a_bad_data_folder_setting_is_one_line_naming_it(make_napari_viewer, native_run, errors):
+    """RUN/data_root.json is read from disk like everything else: garbage there is one line naming the file, and
+    the originals are still looked for where config.json says."""
+    from crl_napari.runs import RunError
+
+    (native_run / "data_root.json").write_text('{"root": 5}')
+    with pytest.raises(RunError, match=r"data_root\.json: expected"):
+        RunFolder(native_run).moved_root  # noqa: B018
+    viewer = make_napari_viewer()
+    widget = _open(viewer, native_run)
+    assert any("data_root.json" in e for e in errors) and len(errors) == 1
+    assert widget.layer("image").data.shape == (H, W)  # found where the run was trained

@@ -4,7 +4,9 @@ the probability and uncertainty maps (hidden until asked for) and the saved edit
 Everything is laid out on the radiograph's own pixel grid: the masks are at the original size (the corrected one
 made by :func:`crl_napari.native.native_mask`, as the export writes it), and an array kept at training size (the
 maps; the image when the original cannot be read) carries a scale and translate (``case_cache.display_grid``),
-so napari coordinates are original pixels. The view is fitted when the image's size changes.
+so napari coordinates are original pixels. The view is fitted when the image's size changes. On large images
+(``case_cache.OUTLINE_PX``) the outlines come drawn into the masks by the read-ahead thread (2 = outline) and the
+layers colour only that label, because napari's own contour recomputes on every redraw (seconds at 3000 px).
 
 A row switch must stay fast (benchmarks/ui_latency.py): layers are reused and their arrays written in place,
 hidden maps are loaded only when shown, the layer-list thumbnails are redrawn once the reviewer pauses, and the

@@ -3,6 +3,7 @@
 Every file is written atomically, so a reader (the plugin while the command line still trains, say) always
 sees a whole file. Everything read is checked (checks.py, rows.py); every write resolves inside the run and
 refuses a symbolic link among the run's own entries (``corrected/`` pointing at the source masks, say).
+About 400 lines: one class that is the run's every file, kept together so that no other module spells one.
 """
 
 from __future__ import annotations
