@@ -216,6 +216,17 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
     (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
     (ranked over all) last. Memory holds one chunk. Flagging metrics when ``corrupted`` and every clean mask
     are known."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(run.train_config.n_threads)  # as training: one thread per core was 3-10x slower on a
+    try:  # busy machine
+        return _score_batches(run, models, n, read, corrupted)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None) -> dict:
     ids = [r.id for r in run.case_rows()]
     size = int(run.config["data"]["size"])
     chunk = max(16, SCORE_CHUNK_PIXELS // (size * size) // 16 * 16)
