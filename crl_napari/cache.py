@@ -7,7 +7,7 @@ size, z-scored when read) and masks ({0, 1}), one slot per pair of the data fold
 the data folder, size, mtime_ns), its original size, or the problems that made it unusable. The decode is
 data.decode_pair's, the one load_dataset uses. A slot whose files changed (or that was never finished) is
 decoded again; another training size rebuilds everything. The build is resumable: slots are written in
-chunks, and after the maps are flushed the index records them atomically, so a build killed at any point
+chunks, and after the files are fsynced the index records them atomically, so a build killed at any point
 resumes where its index stops and ends equal to an uninterrupted one. An index that cannot be read is
 rebuilt when building (a cache is derived data) and refused, in one line naming the file, when reading.
 """
@@ -73,7 +73,7 @@ class CacheProgress:
 
 @dataclass(frozen=True)
 class CachedCase:
-    """A usable pair of the cache: what cases.csv records of it, and its slot in the maps."""
+    """A usable pair of the cache: what cases.csv records of it, and its slot in the files."""
 
     id: str
     split: str | None
@@ -101,7 +101,7 @@ def _pair_key(root: Path, pair: Pair) -> list | None:
 
 
 class Cache:
-    """A built (or opened) cache: the index's entries and read-only access to the maps."""
+    """A built (or opened) cache: the index's entries and read-only access to the files."""
 
     def __init__(self, folder: Path, root: Path, size: int, entries: list[_Entry]) -> None:
         self.folder, self.root, self.size, self.entries = folder, root, size, entries
