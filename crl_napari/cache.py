@@ -1,13 +1,13 @@
 """The run's on-disk cache of its data: every pair decoded and resized once, so training and scoring stream
 it from disk instead of holding the data set in memory (100,000 images at 256 px are 26 GiB as float32).
 
-``RUN/cache/`` (names in runs/names.py) holds two uint8 memory maps, images (grey values * 255 at training
+``RUN/cache/`` (names in runs/names.py) holds two uint8 arrays in files (Slots), images (grey values * 255 at training
 size, z-scored when read) and masks ({0, 1}), one slot per pair of the data folder in id order, and an index
 (JSON) saying what each slot holds: the pair's id, split, the fingerprint of its two files (path relative to
 the data folder, size, mtime_ns), its original size, or the problems that made it unusable. The decode is
 data.decode_pair's, the one load_dataset uses. A slot whose files changed (or that was never finished) is
 decoded again; another training size rebuilds everything. The build is resumable: slots are written in
-chunks, and after the maps are flushed the index records them atomically, so a build killed at any point
+chunks, and after the files are fsynced the index records them atomically, so a build killed at any point
 resumes where its index stops and ends equal to an uninterrupted one. An index that cannot be read is
 rebuilt when building (a cache is derived data) and refused, in one line naming the file, when reading.
 """
@@ -15,6 +15,7 @@ rebuilt when building (a cache is derived data) and refused, in one line naming 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Generator
@@ -29,7 +30,8 @@ from .eta import format_seconds
 from .ids import is_safe_id
 from .runs import CACHE, CACHE_IMAGES, CACHE_INDEX, CACHE_MASKS, RunError, inside
 
-__all__ = ["FORMAT", "Cache", "CacheError", "CacheProgress", "CachedCase", "build", "build_cache", "open_cache"]
+__all__ = ["FORMAT", "Cache", "CacheError", "CacheProgress", "CachedCase", "Slots", "build", "build_cache",
+           "open_cache"]
 
 FORMAT = 1
 MAX_CASES = 10_000_000
@@ -71,7 +73,7 @@ class CacheProgress:
 
 @dataclass(frozen=True)
 class CachedCase:
-    """A usable pair of the cache: what cases.csv records of it, and its slot in the maps."""
+    """A usable pair of the cache: what cases.csv records of it, and its slot in the files."""
 
     id: str
     split: str | None
@@ -99,11 +101,11 @@ def _pair_key(root: Path, pair: Pair) -> list | None:
 
 
 class Cache:
-    """A built (or opened) cache: the index's entries and read-only access to the maps."""
+    """A built (or opened) cache: the index's entries and read-only access to the files."""
 
     def __init__(self, folder: Path, root: Path, size: int, entries: list[_Entry]) -> None:
         self.folder, self.root, self.size, self.entries = folder, root, size, entries
-        self._maps: dict[str, np.memmap] = {}
+        self._slots: dict[str, Slots] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -122,34 +124,83 @@ class Cache:
     def warnings(self) -> list[str]:
         return [w for e in self.entries for w in e[7]]
 
-    def map(self, name: str) -> np.memmap:
-        """The read-only memory map ``name`` (CACHE_IMAGES or CACHE_MASKS), shape (N, size, size)."""
-        if name not in self._maps:
-            self._maps[name] = _open_map(self.folder / name, len(self), self.size, "r")
-        return self._maps[name]
+    def slots(self, name: str) -> Slots:
+        """The read-only slots of ``name`` (CACHE_IMAGES or CACHE_MASKS), (N, size, size) uint8."""
+        if name not in self._slots:
+            self._slots[name] = Slots(self.folder / name, len(self), self.size)
+        return self._slots[name]
 
     def image(self, slot: int) -> np.ndarray:
         """The network input of ``slot``: float32 (size, size), z-scored."""
-        return zscore(self.map(CACHE_IMAGES)[slot].astype(np.float32) / 255)
+        return zscore(self.slots(CACHE_IMAGES)[slot].astype(np.float32) / 255)
 
     def mask(self, slot: int) -> np.ndarray:
-        return np.array(self.map(CACHE_MASKS)[slot])
+        return self.slots(CACHE_MASKS)[slot]
 
 
-def _open_map(path: Path, n: int, size: int, mode: str) -> np.memmap:
-    """A uint8 (n, size, size) map of ``path``; "r+" sizes the file to fit (created when missing)."""
-    nbytes = n * size * size
-    if mode == "r+":
-        with open(path, "ab") as fh:  # created when missing; never truncated here
-            pass
-        with open(path, "r+b") as fh:
-            fh.truncate(nbytes)
-    elif path.stat().st_size != nbytes:
-        raise CacheError(f"{path}: holds {path.stat().st_size} bytes, the index says {n} images of {size}x{size} "
-                         f"({nbytes} bytes); the cache is damaged: delete {path.parent} to rebuild it")
-    if n == 0:
-        return np.zeros((0, size, size), np.uint8)  # numpy cannot map an empty file
-    return np.memmap(path, np.uint8, mode, shape=(n, size, size))
+class Slots:
+    """A uint8 (n, size, size) array in a file, read and written one slot at a time (pread / pwrite): the pages
+    stay in the kernel's page cache, which the kernel may drop, instead of in the process, where a memory map's
+    pages would count as its own memory and grow with N. Indexing: an int, a slice or a list of slots."""
+
+    def __init__(self, path: Path | str, n: int, size: int, writable: bool = False) -> None:
+        self.path, self.n, self.size, self.writable = Path(path), int(n), int(size), writable
+        self.shape = (self.n, self.size, self.size)
+        self._fd: int | None = None
+        nbytes = self.n * self.size * self.size
+        if writable:
+            with open(self.path, "ab"):  # created when missing
+                pass
+            os.truncate(self.path, nbytes)
+        elif self.path.stat().st_size != nbytes:
+            raise CacheError(f"{self.path}: holds {self.path.stat().st_size} bytes, the index says {n} images of "
+                             f"{size}x{size} ({nbytes} bytes); the cache is damaged: delete {self.path.parent} to "
+                             "rebuild it")
+
+    def __getstate__(self) -> dict:  # a worker process opens the file itself
+        return {**self.__dict__, "_fd": None}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR if self.writable else os.O_RDONLY)
+        return self._fd
+
+    def _read(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.n:
+            raise IndexError(f"slot {i} of {self.n}")
+        nbytes = self.size * self.size
+        data = os.pread(self._file(), nbytes, i * nbytes)
+        if len(data) != nbytes:
+            raise CacheError(f"{self.path}: ends inside slot {i}; delete {self.path.parent} to rebuild the cache")
+        return np.frombuffer(data, np.uint8).reshape(self.size, self.size).copy()
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            key = range(*key.indices(self.n))
+        if np.ndim(key) == 0:
+            return self._read(int(key))
+        return np.stack([self._read(int(i)) for i in key]) if len(key) else np.zeros((0, self.size, self.size),
+                                                                                     np.uint8)
+
+    def __setitem__(self, i: int, value) -> None:
+        nbytes = self.size * self.size
+        data = np.ascontiguousarray(np.broadcast_to(np.asarray(value, np.uint8), (self.size, self.size)))
+        os.pwrite(self._file(), data.tobytes(), int(i) * nbytes)
+
+    def flush(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _check_entry(e: object, where: str) -> _Entry:
@@ -234,7 +285,7 @@ def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, c
     except CacheError:
         pass  # nothing to reuse: derived data, rebuilt
     n = len(listing.pairs)
-    maps = {name: _open_map(inside(run_dir, CACHE, name), n, size, "r+") for name in (CACHE_IMAGES, CACHE_MASKS)}
+    maps = {name: Slots(inside(run_dir, CACHE, name), n, size, writable=True) for name in (CACHE_IMAGES, CACHE_MASKS)}
     keys = [_pair_key(root, p) for p in listing.pairs]
     entries: list = [None] * n
     for i, key in enumerate(keys):
@@ -264,15 +315,15 @@ def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, c
         done = start + chunk >= len(todo)
         if done or clock() - last_save >= save_every:
             for m in maps.values():
-                if isinstance(m, np.memmap):
-                    m.flush()  # the pixels reach the disk before the index says they are there
+                m.flush()  # the pixels reach the disk before the index says they are there
             _write_index(folder, run_dir, root, size, entries)
             last_save = clock()
         left = max(0, len(todo) - start - chunk)
         yield CacheProgress(n - left, n, decoded, clock() - t0, left)
     if not todo:
         _write_index(folder, run_dir, root, size, entries)
-    del maps
+    for m in maps.values():
+        m.close()
     return Cache(folder, root, size, entries)
 
 
@@ -306,5 +357,5 @@ def open_cache(run_dir: Path | str) -> Cache:
             raise CacheError(f"{folder / name}: missing; delete {folder} to rebuild the cache")
     cache = Cache(folder, Path(idx["root"]), idx["size"], idx["entries"])
     for name in (CACHE_IMAGES, CACHE_MASKS):
-        cache.map(name)  # the sizes are checked now, not at the first batch
+        cache.slots(name)  # the sizes are checked now, not at the first batch
     return cache

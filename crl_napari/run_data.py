@@ -32,7 +32,7 @@ class RunData:
     train: list
     skipped: list[tuple[Path, str]]
     warnings: list[str]
-    given: np.ndarray
+    given: np.ndarray | _cache.Slots
     _cache: _cache.Cache | None = None
     _dataset: Dataset | None = None
 
@@ -58,14 +58,14 @@ class RunData:
 
     def flush(self) -> None:
         """Write the given masks through to the disk (a map; arrays need nothing)."""
-        if isinstance(self.given, np.memmap):
+        if isinstance(self.given, _cache.Slots):
             self.given.flush()
 
     def source(self) -> Source:
         """What training reads: the images and the given masks."""
         if self._cache is not None:
             self.flush()
-            given = self.given if not isinstance(self.given, np.memmap) else Path(self.given.filename)
+            given = self.given.path if isinstance(self.given, _cache.Slots) else self.given
             return CacheSource(self._cache.folder, len(self._cache), self.size, [c.slot for c in self.train], given)
         return ArraySource(self._dataset.images(), self.given)
 
@@ -94,12 +94,6 @@ def from_folder(run_dir: Path, root: Path | str, size: int, skip_bad: bool = Fal
     cases = built.cases()
     skipped = conclude(listing.root, problems, len(cases), "skip" if skip_bad else "raise")
     train = _train_part(cases)
-    path = inside(run_dir, CACHE, CACHE_GIVEN)
-    with open(path, "ab"):
-        pass
-    with open(path, "r+b") as fh:
-        fh.truncate(len(train) * size * size)
-    given = np.memmap(path, np.uint8, "r+", shape=(len(train), size, size)) if train else \
-        np.zeros((0, size, size), np.uint8)
+    given = _cache.Slots(inside(run_dir, CACHE, CACHE_GIVEN), len(train), size, writable=True)
     return RunData(listing.root, size, cases, train, skipped, list(listing.warnings) + built.warnings, given,
                    _cache=built)

@@ -4,8 +4,8 @@ A source answers ``batch(idx) -> (x float32 (B, 1, H, W), y int64 (B, H, W))`` f
 training loop keeps drawing its seeded order and cutting it into batches, and :func:`read` turns those very
 batches into tensors through a torch DataLoader (its batch sampler is the list of batches), in worker
 processes when asked and into pinned memory on CUDA. So the order, the augmentation draws and a resumed run
-are the same whichever source and however many workers. A CacheSource opens its memory maps lazily, in the
-process that reads them: a worker maps the files instead of receiving a copy of the data.
+are the same whichever source and however many workers. A CacheSource opens its files lazily, in the
+process that reads them: a worker opens the files instead of receiving a copy of the data.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cache import Slots
 from .data import zscore
 from .runs import CACHE_IMAGES
 
@@ -72,30 +73,15 @@ class CacheSource(Source):
         self.slots = np.asarray(slots, dtype=np.int64)
         self.n = len(self.slots)
         self.shape = (self.n, 1, self.size, self.size)
-        self._given_src = given
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __getstate__(self) -> dict:  # a worker maps the files itself
-        return {**self.__dict__, "_maps": None}
-
-    def _open(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._maps is None:
-            shape = (self.n_slots, self.size, self.size)
-            images = np.memmap(self.folder / CACHE_IMAGES, np.uint8, "r", shape=shape) if self.n_slots else \
-                np.zeros(shape, np.uint8)
-            given = self._given_src
-            if not isinstance(given, np.ndarray):
-                given = np.memmap(given, np.uint8, "r", shape=(self.n, self.size, self.size))
-            self._maps = (images, given)
-        return self._maps
+        self._images = Slots(self.folder / CACHE_IMAGES, self.n_slots, self.size)
+        self._given = given if isinstance(given, np.ndarray) else Slots(given, self.n, self.size)
 
     def images(self, idx: Sequence[int]) -> np.ndarray:
-        maps = self._open()[0]
-        raw = maps[self.slots[np.asarray(idx)]]
+        raw = self._images[self.slots[np.asarray(idx)]]
         return np.stack([zscore(r.astype(np.float32) / 255) for r in raw])[:, None]
 
     def labels(self, idx: Sequence[int]) -> np.ndarray:
-        return np.asarray(self._open()[1][np.asarray(idx)])
+        return np.asarray(self._given[np.asarray(idx)])
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -46,7 +46,7 @@ def test_the_cache_holds_what_load_dataset_decodes(folder, tmp_path):
         assert np.array_equal(cache.mask(c.slot), d.mask)
         # grey values are kept in 8 bits at training size; z-scored when read
         u8 = np.round(resize_image(read_image(d.image_path), SIZE) * 255).astype(np.uint8)
-        assert np.array_equal(cache.map(CACHE_IMAGES)[c.slot], u8)
+        assert np.array_equal(cache.slots(CACHE_IMAGES)[c.slot], u8)
         assert np.abs(cache.image(c.slot) - d.image).max() < 0.05
     assert open_cache(tmp_path).cases() == cases
 
@@ -86,7 +86,7 @@ def test_a_changed_file_is_decoded_again_alone(folder, tmp_path):
     seen = []
     cache = build_cache(tmp_path, scan_dataset(data), SIZE, progress=seen.append)
     assert seen[-1].decoded == 1
-    assert (cache.map(CACHE_IMAGES)[4] == 200).all()
+    assert (cache.slots(CACHE_IMAGES)[4] == 200).all()
     seen.clear()
     build_cache(tmp_path, scan_dataset(data), SIZE * 2, progress=seen.append)  # another size: all again
     assert seen[-1].decoded == 12

@@ -1,5 +1,6 @@
-"""benchmarks/scale.py end to end on a tiny set: every cell runs in its own process, the tables are written,
-marked PARTIAL until every cell asked for is there, and a second invocation resumes instead of measuring again."""
+"""benchmarks/scale.py end to end on 20 phantoms (two steps an epoch at batch 16): every cell runs in its own
+process, the tables are written, marked PARTIAL until every cell asked for is there, and a second invocation
+resumes instead of measuring again."""
 
 from __future__ import annotations
 
@@ -19,23 +20,23 @@ def _run(*args: str) -> str:
 
 
 def test_scale_runs_cell_by_cell_and_resumes(tmp_path):
-    common = ["--scratch", str(tmp_path / "scratch"), "--sizes", "32", "--n", "12", "--steps", "3",
+    common = ["--scratch", str(tmp_path / "scratch"), "--sizes", "32", "--n", "20", "--steps", "3",
               "--results", str(tmp_path / "results")]
     _run(*common, "--kinds", "build", "train")
     doc = json.loads((tmp_path / "results" / "scale.json").read_text())
-    assert set(doc["cells"]) == {"32 px | N=12 | build", "32 px | N=12 | train"} and not doc["missing"]
-    train = doc["cells"]["32 px | N=12 | train"]
+    assert set(doc["cells"]) == {"32 px | N=20 | build", "32 px | N=20 | train"} and not doc["missing"]
+    train = doc["cells"]["32 px | N=20 | train"]
     assert train["steps"] == 3 and train["cache_reused"] and train["ms_per_image_step"] > 0
-    assert train["peak_rss_mb"] > 50 and doc["cells"]["32 px | N=12 | build"]["pairs_per_s"] > 0
+    assert train["peak_rss_mb"] > 50 and doc["cells"]["32 px | N=20 | build"]["pairs_per_s"] > 0
     out = _run(*common)  # all kinds: the two done are kept, the other three measured
-    assert "measuring 32 px | N=12 | build" not in out and "measuring 32 px | N=12 | export" in out
+    assert "measuring 32 px | N=20 | build" not in out and "measuring 32 px | N=20 | export" in out
     doc = json.loads((tmp_path / "results" / "scale.json").read_text())
-    assert doc["cells"]["32 px | N=12 | train"] == train
-    assert doc["cells"]["32 px | N=12 | review"]["rows"] == 12
-    assert doc["cells"]["32 px | N=12 | score"]["images_per_s"] > 0
+    assert doc["cells"]["32 px | N=20 | train"] == train
+    assert doc["cells"]["32 px | N=20 | review"]["rows"] == 20
+    assert doc["cells"]["32 px | N=20 | score"]["images_per_s"] > 0
     md = (tmp_path / "results" / "scale.md").read_text()
-    assert "# Scale (complete)" in md and "| 32 | 12 |" in md
-    partial = _scale().markdown(doc | {"missing": ["32 px | N=13 | build"]})  # a run stopped before its end
+    assert "# Scale (complete)" in md and "| 32 | 20 |" in md
+    partial = _scale().markdown(doc | {"missing": ["32 px | N=21 | build"]})  # a run stopped before its end
     assert "PARTIAL: 1 cells missing" in partial and f"resume with `{doc['command']}`" in partial
 
 
