@@ -111,10 +111,11 @@ def _now() -> str:
 
 
 def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
-               should_stop: Callable[[], bool] | None = None) -> Iterator:
+               should_stop: Callable[[], bool] | None = None, threads: int | None = None) -> Iterator:
     """Train the next review round of a reviewed run and rescore it; yields RoundStarted, the training events
     and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with the settings
-    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply)."""
+    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply). ``threads`` (CPU
+    threads of torch, a runtime setting) overrides the run's own: napari trains with the viewer's count."""
     run_dir = Path(run_dir)
     if warm_epochs is not None and from_scratch:
         raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
@@ -123,7 +124,7 @@ def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scra
         raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
     RunFolder(run_dir)  # not a run folder: refused before the lock file is made
     with runs.writer_lock(run_dir, "next-round"):
-        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop)
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads)
 
 
 def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool) -> list:
@@ -155,7 +156,7 @@ def _mtime(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
-def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) -> Iterator:
+def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None) -> Iterator:
     rounds = runs.read_rounds(run_dir)
     resumed = bool(rounds) and rounds[-1].finished is None
     if not resumed:
@@ -174,7 +175,8 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) ->
     warm_from = None
     if this.warm_epochs is not None and plan.start_epoch == 0:
         warm_from = runs.round_dir(run_dir, this.number - 1) / runs.CHECKPOINT
-    events = cascade.train(images[trained], masks[trained], plan.config, run_dir=folder,
+    config = plan.config if threads is None else replace(plan.config, threads=threads)
+    events = cascade.train(images[trained], masks[trained], config, run_dir=folder,
                            resume=plan.start_epoch > 0, should_stop=should_stop, trusted=trusted[trained],
                            init_from=warm_from)
     models = None
