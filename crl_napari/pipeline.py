@@ -18,6 +18,7 @@ from .atomic import remove_stale_temps
 from .cache import CacheError, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
+from .review_file import ReviewError, read_statuses
 from .runs import RunError, RunFolder
 from .settings import check_size
 
@@ -257,9 +258,11 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
 def score_run(run_dir: Path | str) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
     the run's writer lock (a run still training is refused, naming the process). The images come from the
-    run's cache when it holds them, else from the original files or the run's display copies."""
+    run's cache when it holds them, else from the original files or the run's display copies. Corrections a
+    reviewer accepted (review.json) keep their maps, as a review round keeps them: the masks they saw."""
     run = RunFolder(run_dir)
     with runs.writer_lock(run.path, "score"):
+        keep = accepted_corrections(run)
         models = _load_models(run)
         rows = run.case_rows()
         size = run.config["data"]["size"]
@@ -271,7 +274,18 @@ def score_run(run_dir: Path | str) -> dict:
                     np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
                     _clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
 
-        return score_batches(run, models, len(rows), read, corrupted)
+        return score_batches(run, models, len(rows), read, corrupted, keep)
+
+
+def accepted_corrections(run: RunFolder) -> frozenset[str]:
+    """Ids whose correction a reviewer accepted in review.json and that is on disk: rescoring leaves those maps
+    alone. An unreadable review.json is refused, naming it, rather than rewriting what was accepted in it."""
+    try:
+        statuses = read_statuses(run.path)
+    except ReviewError as exc:
+        raise RunError(f"{exc}; fix or move it first: scoring would rewrite the corrections accepted in it") from None
+    return frozenset(i for i, s in statuses.items()
+                     if s == "accepted" and run.file(runs.CORRECTED, f"{i}.png").is_file())
 
 
 def _image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.ndarray]:

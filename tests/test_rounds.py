@@ -215,3 +215,31 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
     assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in info["rounds"]] == \
         [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
     assert info["epochs_done"] == 3 and info["scored"] and not info["scores_stale"]
+
+
+def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):
+    """`crl-napari score` after a round rescores with the round's nets, yet an accepted correction keeps the mask
+    the reviewer accepted (round 1's), as the round itself kept it; unreadable decisions stop it, naming them."""
+    s = ReviewSession.open(run)
+    accepted, pending = s.ids[0], s.ids[6]
+    seen = (run / "corrected" / f"{accepted}_prob16.png").read_bytes()
+    assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
+    assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == seen
+    round2 = (run / "corrected" / f"{pending}_prob16.png").read_bytes()
+    (run / "corrected" / f"{pending}_prob16.png").unlink()
+    capsys.readouterr()
+
+    assert cli.main(["score", str(run)]) == 0
+    assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == seen  # not round 2's
+    assert (run / "corrected" / f"{pending}_prob16.png").read_bytes() == round2  # rescored
+    (run / "corrected" / f"{accepted}.png").unlink()  # an accepted map that is gone is written again
+    assert cli.main(["score", str(run)]) == 0
+    assert (run / "corrected" / f"{accepted}.png").is_file()
+
+    (run / "review.json").write_text("{not json")
+    scores = (run / "scores.csv").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["score", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "review.json: not a readable review file" in err[0], err
+    assert (run / "review.json").read_text() == "{not json" and (run / "scores.csv").read_bytes() == scores
