@@ -15,7 +15,6 @@ import numpy as np
 
 from . import cascade, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
-from .cache import CacheError, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
 from .review_file import ReviewError, read_statuses
@@ -266,13 +265,13 @@ def score_run(run_dir: Path | str) -> dict:
         models = _load_models(run)
         rows = run.case_rows()
         size = run.config["data"]["size"]
-        image = _image_reader(run, rows, size)
+        image = run_data.image_reader(run, rows, size)
         corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
 
         def read(idx):
             return (np.stack([image(i) for i in idx])[:, None],
                     np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
-                    _clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
+                    run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
 
         return score_batches(run, models, len(rows), read, corrupted, keep)
 
@@ -288,55 +287,12 @@ def accepted_corrections(run: RunFolder) -> frozenset[str]:
                      if s == "accepted" and run.file(runs.CORRECTED, f"{i}.png").is_file())
 
 
-def _image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.ndarray]:
-    """Case i's network input: from the run's cache when it is whole and holds every case at this size (what
-    training read), else as :func:`_input_image` finds it."""
-    try:
-        cache = open_cache(run.path)
-        slots = {c.id: c.slot for c in cache.cases()}
-        if cache.size == size and all(r.id in slots for r in rows):
-            return lambda i: cache.image(slots[rows[i].id])
-    except CacheError:
-        pass  # derived data: the originals (or display copies) serve
-    return lambda i: _input_image(run, rows[i], size)
-
-
-def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:
-    """The original masks (from the run's data root only), for the flagging metrics; None when one is gone."""
-    from .data import DataError, read_mask, resize_mask
-
-    masks = []
-    for r in rows:
-        path, _ = run.original(r.mask_path, "masks")
-        if path is None:
-            return None
-        try:
-            masks.append(resize_mask(read_mask(path), size))
-        except DataError:
-            return None
-    return np.stack(masks).astype(np.uint8)
-
-
 def _load_models(run: RunFolder) -> list:
     """The run's nets; a checkpoint that belongs to other settings than config.json (copied from another
     run, say) is refused rather than scored or evaluated silently."""
     models, config = cascade.load_models(run.path)
     runs.check_belongs(run, config)
     return models
-
-
-def _input_image(run: RunFolder, row, size: int) -> np.ndarray:
-    """The network input as training saw it: from the original file (only inside the run's data root), or
-    from the run's display copy when the run folder moved to a machine without the data."""
-    from .data import DataError, read_image, resize_image, zscore
-
-    path, _ = run.original(row.image_path, "images")
-    if path is not None:
-        try:
-            return zscore(resize_image(read_image(path), size))
-        except (DataError, OSError):
-            pass
-    return zscore(run.image(row.id).astype(np.float32) / 255)
 
 
 def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test",

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, runs
+from . import cascade, run_data, runs
 from .data import DataError, read_mask, resize_mask
 from .events import Finished
-from .pipeline import ScoresReady, _clean_masks, _input_image, record_history, write_scores
+from .pipeline import ScoresReady, record_history, write_scores
 from .review import ReviewError, ReviewSession
 from .runs import RunError, RunFolder
 from .settings import TrainConfig, TrainingError
@@ -169,7 +169,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     masks, trusted, trained = training_masks(run, decisions)
     rows = run.case_rows()
     size = run.config["data"]["size"]
-    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    images = np.stack([run_data.input_image(run, r, size) for r in rows])[:, None]
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
                        this.from_scratch)
     warm_from = None
@@ -191,7 +191,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     run = RunFolder(run_dir)
     given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
     corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
-    clean = _clean_masks(run, rows, size) if corrupted is not None else None
+    clean = run_data.clean_masks(run, rows, size) if corrupted is not None else None
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
     accepted = frozenset(i for i, s in {**decisions, **_decisions_now(run_dir)}.items() if s == "accepted")
     metrics = write_scores(run, models, images, given, clean, corrupted, keep_maps=accepted)
