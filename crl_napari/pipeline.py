@@ -206,17 +206,6 @@ def _never_trained(out: Path) -> bool:
                for p in out.iterdir())
 
 
-def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
-                 corrupted: list | None = None, keep_maps: frozenset[str] = frozenset()) -> dict:
-    """Score every training image with the trained nets and write scores.csv and corrected/ (the maps of the
-    ids in ``keep_maps`` stay as they are: corrections a reviewer accepted in an earlier round)."""
-    def read(idx):
-        sl = slice(idx[0], idx[-1] + 1)
-        return images[sl], given[sl], clean[sl] if clean is not None else None
-
-    return score_batches(run, models, len(images), read, corrupted if clean is not None else None, keep_maps)
-
-
 SCORE_CHUNK_PIXELS = 1 << 22  # pixels of one scoring chunk (1,024 images at 64 px, 64 at 256 px)
 
 
@@ -262,18 +251,23 @@ def score_run(run_dir: Path | str) -> dict:
     run = RunFolder(run_dir)
     with runs.writer_lock(run.path, "score"):
         keep = accepted_corrections(run)
-        models = _load_models(run)
-        rows = run.case_rows()
-        size = run.config["data"]["size"]
-        image = run_data.image_reader(run, rows, size)
-        corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
+        return score_saved(run, _load_models(run), keep)
 
-        def read(idx):
-            return (np.stack([image(i) for i in idx])[:, None],
-                    np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
-                    run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
 
-        return score_batches(run, models, len(rows), read, corrupted, keep)
+def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()) -> dict:
+    """Score a run's training cases with ``models`` (score_batches), reading them as training did
+    (run_data.image_reader) with the given masks the run saved; the maps of ``keep_maps`` ids stay."""
+    rows = run.case_rows()
+    size = run.config["data"]["size"]
+    image = run_data.image_reader(run, rows, size)
+    corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
+
+    def read(idx):
+        return (np.stack([image(i) for i in idx])[:, None],
+                np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
+                run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
+
+    return score_batches(run, models, len(rows), read, corrupted, keep_maps)
 
 
 def accepted_corrections(run: RunFolder) -> frozenset[str]:

@@ -10,9 +10,11 @@ A trusted mask is always selected in stage 1 and never corrected in stage 2 (cas
 
 A round either warm-starts from the previous round's nets for a few epochs (continuing the cascade in stage 2,
 selection at full strength, the learning rate where the previous round left it) or trains from scratch with the
-first round's settings. It trains in ``rounds/<n>/``; once done its files become the run's top level and every
-image is rescored (runs.rounds keeps the files). Corrections accepted earlier keep their maps. The writer lock is
-held throughout; a round killed midway resumes when started again (never a round n+2, never a lost round n).
+first round's settings. It trains in ``rounds/<n>/``, streaming the images from the run's cache when that is
+whole (older run folders: read into memory from the originals or display copies, run_data.training_source);
+once done its files become the run's top level and every image is rescored (runs.rounds keeps the files).
+Corrections accepted earlier keep their maps. The writer lock is held throughout; a round killed midway resumes
+when started again (never a round n+2, never a lost round n).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from . import cascade, run_data, runs
 from .data import DataError, read_mask, resize_mask
 from .events import Finished
-from .pipeline import ScoresReady, record_history, write_scores
+from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved
 from .review import ReviewError, ReviewSession
 from .runs import RunError, RunFolder
 from .settings import TrainConfig, TrainingError
@@ -168,17 +170,17 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     decisions = runs.read_round_decisions(folder)
     masks, trusted, trained = training_masks(run, decisions)
     rows = run.case_rows()
-    size = run.config["data"]["size"]
-    images = np.stack([run_data.input_image(run, r, size) for r in rows])[:, None]
+    # streamed from the run's cache when it is whole, else read as before (run folders made before the cache)
+    source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t],
+                                      run.config["data"]["size"], masks[trained])
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
                        this.from_scratch)
     warm_from = None
     if this.warm_epochs is not None and plan.start_epoch == 0:
         warm_from = runs.round_dir(run_dir, this.number - 1) / runs.CHECKPOINT
     config = plan.config if threads is None else replace(plan.config, threads=threads)
-    events = cascade.train(images[trained], masks[trained], config, run_dir=folder,
-                           resume=plan.start_epoch > 0, should_stop=should_stop, trusted=trusted[trained],
-                           init_from=warm_from)
+    events = cascade.train_from(source, config, run_dir=folder, resume=plan.start_epoch > 0,
+                                should_stop=should_stop, trusted=trusted[trained], init_from=warm_from)
     models = None
     for event in record_history(events, plan.run, [h.as_dict() for h in plan.history]):
         if isinstance(event, Finished):
@@ -189,12 +191,9 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
         yield event
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
-    given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
-    corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
-    clean = run_data.clean_masks(run, rows, size) if corrupted is not None else None
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
-    accepted = frozenset(i for i, s in {**decisions, **_decisions_now(run_dir)}.items() if s == "accepted")
-    metrics = write_scores(run, models, images, given, clean, corrupted, keep_maps=accepted)
+    accepted = frozenset(i for i, s in decisions.items() if s == "accepted") | accepted_corrections(run)
+    metrics = score_saved(run, models, keep_maps=accepted)
     runs.keep_round_files(run_dir, this.number)
     runs.write_rounds(run_dir, [*rounds[:-1], replace(this, finished=_now())])
     yield ScoresReady(run.scores_path, {**metrics, "round": this.number})

@@ -62,13 +62,14 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     corrected_before = {i: (run / "corrected" / f"{i}.png").read_bytes() for i in s.ids}
     prob_before = {i: (run / "corrected" / f"{i}_prob16.png").read_bytes() for i in s.ids}
     seen = {}
-    real = cascade.train
+    real = cascade.train_from
 
-    def spy(images, masks, config, **kw):  # records what training was handed, then trains for real
-        seen.update(images=images, masks=masks, config=config, **kw)
-        return real(images, masks, config, **kw)
+    def spy(source, config, **kw):  # records what training was handed, then trains for real
+        every = range(len(source))
+        seen.update(source=source, images=source.images(every), masks=source.labels(every), config=config, **kw)
+        return real(source, config, **kw)
 
-    monkeypatch.setattr(cascade, "train", spy)
+    monkeypatch.setattr(cascade, "train_from", spy)
     events = list(next_round(run, warm_epochs=2))
     started = [e for e in events if isinstance(e, RoundStarted)]
     assert started == [RoundStarted(2, False, 3, 1, 2, False)]
@@ -171,6 +172,7 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
                                               for r in rows) + "\n")
     for p in (run / "corrected").glob("*_prob16.png"):
         p.unlink()
+    shutil.rmtree(run / runs.CACHE)  # nor an on-disk cache: the round reads the originals
     ids = [r.id for r in RunFolder(run).score_rows()]
     old = {"version": 1, "run": "old",
            "decisions": {ids[0]: {"status": "accepted", "reviewer": "ana", "time": "t", "edit": None},
@@ -185,6 +187,25 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
     assert _bytes(run / "rounds" / "1") == before
     assert json.loads((run / "review.json").read_text()) == old  # read, never rewritten
     assert ReviewSession.open(run).round == 2
+
+
+def test_a_round_of_a_cached_run_reads_the_cache(tmp_path):
+    """A run trained from a data folder streams its round from its cache, as training did: with the data folder
+    moved away and the run's display copies gone, the round still trains and rescores."""
+    data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=4)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), *TINY]) == 0
+    s = ReviewSession.open(run, reviewer="ana")
+    s.accept(s.ids[0])
+    s.keep(s.ids[1])
+    data.rename(tmp_path / "moved")
+    shutil.rmtree(run / runs.IMAGES)
+    events = list(next_round(run, warm_epochs=1))
+    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [2]
+    started = [e for e in events if isinstance(e, Started)]
+    assert len(started) == 1 and started[0].n_train == 9
+    assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
+    assert len(RunFolder(run).score_rows()) == 9 and not RunFolder(run).scores_stale
 
 
 def test_next_round_refuses_what_it_cannot_do(trained, tmp_path, capsys):
