@@ -199,6 +199,14 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     yield ScoresReady(run.scores_path, {**metrics, "round": this.number})
 
 
+def info(run_dir: Path | str) -> dict:
+    """What `info` says of the rounds: which round's nets scored the review queue (None before scoring; while
+    a round trains, the one before it) and every round (:func:`describe`)."""
+    run_dir = Path(run_dir)
+    return {"queue_scored_by_round": runs.current_round(run_dir) if RunFolder(run_dir).has_scores else None,
+            "rounds": describe(run_dir)}
+
+
 def describe(run_dir: Path | str) -> list[dict]:
     """The rounds of a run for `info`: number, started, decisions used, epochs trained, test Dice if evaluated."""
     run_dir = Path(run_dir)

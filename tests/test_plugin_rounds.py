@@ -23,6 +23,7 @@ from crl_napari import cli, runs  # noqa: E402
 from crl_napari._qt.train_worker import WORKER_NICE, gui_torch_threads  # noqa: E402
 from crl_napari.events import Started  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
+from crl_napari.rounds import RoundStarted  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 120_000
@@ -67,7 +68,9 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     widget.retrain.retrain_btn.click()
     assert widget.retrain.running and not widget.retrain.retrain_btn.isEnabled()
     # seen in the worker's own thread (a direct connection): it trains at lowered priority, the viewer's threads
-    in_worker = []
+    in_worker, said = [], []
+    widget.retrain.worker.yielded.connect(  # after the control's own handler: what it shows for the event
+        lambda ev: said.append(widget.retrain.status.text()) if isinstance(ev, RoundStarted) else None)
     widget.retrain.worker.yielded.connect(
         lambda ev: in_worker.append((ev.threads, _nice())) if isinstance(ev, Started) else None,
         Qt.ConnectionType.DirectConnection)
@@ -79,6 +82,8 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
     lowered = max(_nice(), WORKER_NICE) if sys.platform.startswith("linux") else _nice()  # nice only rises
     assert in_worker == [(gui_torch_threads(), lowered)]
+    assert len(said) == 1 and "Training round 2" in said[0], said
+    assert "the queue is round 1's, decisions made now count for round 3" in said[0]  # while round 2 trains
     assert "scored by round 2" in widget.retrain.status.text()
     assert widget.session.round == 2
     # re-ranked from the new scores: the table lists the new order, the same image is on screen

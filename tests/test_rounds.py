@@ -16,7 +16,7 @@ from crl_napari.events import CheckpointSaved, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
 from crl_napari.review import ReviewSession
-from crl_napari.rounds import RoundStarted, describe
+from crl_napari.rounds import RoundStarted, describe, info
 from crl_napari.runs import RunFolder
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
@@ -116,9 +116,9 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     s2.keep(pending)
     assert json.loads((run / "review.json").read_text())["decisions"][pending]["round"] == 2
 
-    info = describe(run)
-    assert [(r["round"], r["epochs"]) for r in info] == [(1, 3), (2, 2)]
-    assert info[1]["decisions"]["accepted"] == 1 and info[1]["warm_epochs"] == 2
+    listed = describe(run)
+    assert [(r["round"], r["epochs"]) for r in listed] == [(1, 3), (2, 2)]
+    assert listed[1]["decisions"]["accepted"] == 1 and listed[1]["warm_epochs"] == 2
 
 
 class Kill(Exception):
@@ -135,6 +135,7 @@ def test_a_killed_round_resumes_and_never_starts_another(run):
     assert [(r.number, r.finished) for r in rounds] == [(1, rounds[0].finished), (2, None)]
     assert _bytes(run) == before == _bytes(run / "rounds" / "1")  # the top level is still round 1's
     assert ReviewSession.open(run).round == 1
+    assert info(run)["queue_scored_by_round"] == 1  # round 2 is not done: round 1's scores are the queue's
 
     # stopped from outside (should_stop) at once: nothing more is trained, still round 2
     events = list(next_round(run, should_stop=lambda: True))
@@ -232,10 +233,11 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
     assert RunFolder(run).train_config == RunFolder(run / "rounds" / "1").train_config  # the first round's
     capsys.readouterr()
     assert cli.main(["info", str(run)]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in info["rounds"]] == \
+    shown = json.loads(capsys.readouterr().out)
+    assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in shown["rounds"]] == \
         [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
-    assert info["epochs_done"] == 3 and info["scored"] and not info["scores_stale"]
+    assert shown["epochs_done"] == 3 and shown["scored"] and not shown["scores_stale"]
+    assert shown["queue_scored_by_round"] == 3
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):

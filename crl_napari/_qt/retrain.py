@@ -142,8 +142,11 @@ class RetrainControl(QWidget):
         self._eta.update(ev)
         if isinstance(ev, RoundStarted):
             how = "from scratch" if ev.from_scratch else f"warm start, {ev.warm_epochs} epoch(s)"
+            session = self._review.session
+            shown = session.round if session is not None else ev.round - 1
             self._round_text = (f"{'Resuming' if ev.resumed else 'Training'} round {ev.round} ({how}; "
-                                f"{ev.trusted} trusted, {ev.excluded} left out)")
+                                f"{ev.trusted} trusted, {ev.excluded} left out); the queue is round {shown}'s, "
+                                f"decisions made now count for round {ev.round + 1}")
             self.status.setText(self._round_text + "…")
         elif isinstance(ev, Started):
             if self.pbar is not None:
