@@ -331,9 +331,9 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .pipeline import summary
-    from .rounds import describe
+    from .rounds import info
 
-    print(json.dumps({**summary(args.run), "rounds": describe(args.run)}, indent=2))
+    print(json.dumps({**summary(args.run), **info(args.run)}, indent=2))
     return 0
 
 

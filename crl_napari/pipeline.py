@@ -15,9 +15,10 @@ import numpy as np
 
 from . import cascade, distributed, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
-from .cache import CacheError, open_cache
+from .cache import open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset, load_dataset
+from .review_file import ReviewError, read_statuses
 from .runs import RunError, RunFolder
 from .settings import check_size
 from .sources import CacheSource
@@ -227,17 +228,6 @@ def _never_trained(out: Path) -> bool:
                for p in out.iterdir())
 
 
-def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
-                 corrupted: list | None = None, keep_maps: frozenset[str] = frozenset()) -> dict:
-    """Score every training image with the trained nets and write scores.csv and corrected/ (the maps of the
-    ids in ``keep_maps`` stay as they are: corrections a reviewer accepted in an earlier round)."""
-    def read(idx):
-        sl = slice(idx[0], idx[-1] + 1)
-        return images[sl], given[sl], clean[sl] if clean is not None else None
-
-    return score_batches(run, models, len(images), read, corrupted if clean is not None else None, keep_maps)
-
-
 SCORE_CHUNK_PIXELS = 1 << 22  # pixels of one scoring chunk (1,024 images at 64 px, 64 at 256 px)
 
 
@@ -293,34 +283,39 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
 def score_run(run_dir: Path | str) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
     the run's writer lock (a run still training is refused, naming the process). The images come from the
-    run's cache when it holds them, else from the original files or the run's display copies."""
+    run's cache when it holds them, else from the original files or the run's display copies. Corrections a
+    reviewer accepted (review.json) keep their maps, as a review round keeps them: the masks they saw."""
     run = RunFolder(run_dir)
     with distributed.writer_lock(run.path, "score"):
-        models = _load_models(run)
-        rows = run.case_rows()
-        size = run.config["data"]["size"]
-        image = _image_reader(run, rows, size)
-        corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
-
-        def read(idx):
-            return (np.stack([image(i) for i in idx])[:, None],
-                    np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
-                    _clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
-
-        return score_batches(run, models, len(rows), read, corrupted)
+        keep = accepted_corrections(run)
+        return score_saved(run, _load_models(run), keep)
 
 
-def _image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.ndarray]:
-    """Case i's network input: from the run's cache when it is whole and holds every case at this size (what
-    training read), else as :func:`_input_image` finds it."""
+def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()) -> dict:
+    """Score a run's training cases with ``models`` (score_batches), reading them as training did
+    (run_data.image_reader) with the given masks the run saved; the maps of ``keep_maps`` ids stay."""
+    rows = run.case_rows()
+    size = run.config["data"]["size"]
+    image = run_data.image_reader(run, rows, size)
+    corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
+
+    def read(idx):
+        return (np.stack([image(i) for i in idx])[:, None],
+                np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
+                run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
+
+    return score_batches(run, models, len(rows), read, corrupted, keep_maps)
+
+
+def accepted_corrections(run: RunFolder) -> frozenset[str]:
+    """Ids whose correction a reviewer accepted in review.json and that is on disk: rescoring leaves those maps
+    alone. An unreadable review.json is refused, naming it, rather than rewriting what was accepted in it."""
     try:
-        cache = open_cache(run.path)
-        slots = {c.id: c.slot for c in cache.cases()}
-        if cache.size == size and all(r.id in slots for r in rows):
-            return lambda i: cache.image(slots[rows[i].id])
-    except CacheError:
-        pass  # derived data: the originals (or display copies) serve
-    return lambda i: _input_image(run, rows[i], size)
+        statuses = read_statuses(run.path)
+    except ReviewError as exc:
+        raise RunError(f"{exc}; fix or move it first: scoring would rewrite the corrections accepted in it") from None
+    return frozenset(i for i, s in statuses.items()
+                     if s == "accepted" and run.file(runs.CORRECTED, f"{i}.png").is_file())
 
 
 def _follow_training(out: Path, should_stop) -> Iterator:
@@ -352,42 +347,12 @@ def _follow_training(out: Path, should_stop) -> Iterator:
     yield ScoresReady(run.scores_path, score_batches(run, models, len(rows), read, corrupted))
 
 
-def _clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:
-    """The original masks (from the run's data root only), for the flagging metrics; None when one is gone."""
-    from .data import DataError, read_mask, resize_mask
-
-    masks = []
-    for r in rows:
-        path, _ = run.original(r.mask_path, "masks")
-        if path is None:
-            return None
-        try:
-            masks.append(resize_mask(read_mask(path), size))
-        except DataError:
-            return None
-    return np.stack(masks).astype(np.uint8)
-
-
 def _load_models(run: RunFolder) -> list:
     """The run's nets; a checkpoint that belongs to other settings than config.json (copied from another
     run, say) is refused rather than scored or evaluated silently."""
     models, config = cascade.load_models(run.path)
     runs.check_belongs(run, config)
     return models
-
-
-def _input_image(run: RunFolder, row, size: int) -> np.ndarray:
-    """The network input as training saw it: from the original file (only inside the run's data root), or
-    from the run's display copy when the run folder moved to a machine without the data."""
-    from .data import DataError, read_image, resize_image, zscore
-
-    path, _ = run.original(row.image_path, "images")
-    if path is not None:
-        try:
-            return zscore(resize_image(read_image(path), size))
-        except (DataError, OSError):
-            pass
-    return zscore(run.image(row.id).astype(np.float32) / 255)
 
 
 def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test",

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import copy
 import getpass
-import json
 import os
 import secrets
 import threading
@@ -77,10 +76,9 @@ from .review_file import (  # noqa: F401  (re-exported: the statuses and ReviewE
     STATUSES,
     UNDO_DIR,
     ReviewError,
-    _check_comments,
     check_id,
-    validate,
 )
+from .review_file import read as read_review_file
 from .review_log import ChangeLog, now
 
 
@@ -169,12 +167,7 @@ class ReviewSession(ChangeLog):
         set_aside = False
         if path.exists():
             try:
-                try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
-                decisions, log = validate(data, path)
-                comments = _check_comments(data.get("comments"), path)
+                decisions, log, comments = read_review_file(path)
             except ReviewError as exc:
                 if not recover:
                     raise ReviewError(

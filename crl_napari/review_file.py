@@ -5,6 +5,7 @@ one ReviewError naming the file. The session that writes it is crl_napari.review
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,22 @@ def validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dic
             "batch": batch,
         })
     return decisions, log
+
+
+def read(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+    """(decisions, log, comments) of the review file ``path``, checked; ReviewError naming it otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
+    decisions, log = validate(data, path)
+    return decisions, log, _check_comments(data.get("comments"), path)
+
+
+def read_statuses(run_dir: Path | str) -> dict[str, str]:
+    """{id: status} of every decision in ``RUN/review.json`` ({} when there is none), checked as a session
+    opens it; needs no scores.csv (``crl-napari score`` rewrites that one)."""
+    path = Path(run_dir) / REVIEW_FILE
+    if not path.exists():
+        return {}
+    return {i: d["status"] for i, d in read(path)[0].items()}

@@ -10,9 +10,11 @@ A trusted mask is always selected in stage 1 and never corrected in stage 2 (cas
 
 A round either warm-starts from the previous round's nets for a few epochs (continuing the cascade in stage 2,
 selection at full strength, the learning rate where the previous round left it) or trains from scratch with the
-first round's settings. It trains in ``rounds/<n>/``; once done its files become the run's top level and every
-image is rescored (runs.rounds keeps the files). Corrections accepted earlier keep their maps. The writer lock is
-held throughout; a round killed midway resumes when started again (never a round n+2, never a lost round n).
+first round's settings. It trains in ``rounds/<n>/``, streaming the images from the run's cache when that is
+whole (older run folders: read into memory from the originals or display copies, run_data.training_source);
+once done its files become the run's top level and every image is rescored (runs.rounds keeps the files).
+Corrections accepted earlier keep their maps. The writer lock is held throughout; a round killed midway resumes
+when started again (never a round n+2, never a lost round n).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, runs
+from . import cascade, run_data, runs
 from .data import DataError, read_mask, resize_mask
 from .events import Finished
-from .pipeline import ScoresReady, _clean_masks, _input_image, record_history, write_scores
+from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved
 from .review import ReviewError, ReviewSession
 from .runs import RunError, RunFolder
 from .settings import TrainConfig, TrainingError
@@ -111,10 +113,11 @@ def _now() -> str:
 
 
 def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
-               should_stop: Callable[[], bool] | None = None) -> Iterator:
+               should_stop: Callable[[], bool] | None = None, threads: int | None = None) -> Iterator:
     """Train the next review round of a reviewed run and rescore it; yields RoundStarted, the training events
     and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with the settings
-    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply)."""
+    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply). ``threads`` (CPU
+    threads of torch, a runtime setting) overrides the run's own: napari trains with the viewer's count."""
     run_dir = Path(run_dir)
     if warm_epochs is not None and from_scratch:
         raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
@@ -123,7 +126,7 @@ def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scra
         raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
     RunFolder(run_dir)  # not a run folder: refused before the lock file is made
     with runs.writer_lock(run_dir, "next-round"):
-        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop)
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads)
 
 
 def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool) -> list:
@@ -155,7 +158,7 @@ def _mtime(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
-def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) -> Iterator:
+def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None) -> Iterator:
     rounds = runs.read_rounds(run_dir)
     resumed = bool(rounds) and rounds[-1].finished is None
     if not resumed:
@@ -167,16 +170,17 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) ->
     decisions = runs.read_round_decisions(folder)
     masks, trusted, trained = training_masks(run, decisions)
     rows = run.case_rows()
-    size = run.config["data"]["size"]
-    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    # streamed from the run's cache when it is whole, else read as before (run folders made before the cache)
+    source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t],
+                                      run.config["data"]["size"], masks[trained])
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
                        this.from_scratch)
     warm_from = None
     if this.warm_epochs is not None and plan.start_epoch == 0:
         warm_from = runs.round_dir(run_dir, this.number - 1) / runs.CHECKPOINT
-    events = cascade.train(images[trained], masks[trained], plan.config, run_dir=folder,
-                           resume=plan.start_epoch > 0, should_stop=should_stop, trusted=trusted[trained],
-                           init_from=warm_from)
+    config = plan.config if threads is None else replace(plan.config, threads=threads)
+    events = cascade.train_from(source, config, run_dir=folder, resume=plan.start_epoch > 0,
+                                should_stop=should_stop, trusted=trusted[trained], init_from=warm_from)
     models = None
     for event in record_history(events, plan.run, [h.as_dict() for h in plan.history]):
         if isinstance(event, Finished):
@@ -187,15 +191,20 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) ->
         yield event
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
-    given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
-    corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
-    clean = _clean_masks(run, rows, size) if corrupted is not None else None
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
-    accepted = frozenset(i for i, s in {**decisions, **_decisions_now(run_dir)}.items() if s == "accepted")
-    metrics = write_scores(run, models, images, given, clean, corrupted, keep_maps=accepted)
+    accepted = frozenset(i for i, s in decisions.items() if s == "accepted") | accepted_corrections(run)
+    metrics = score_saved(run, models, keep_maps=accepted)
     runs.keep_round_files(run_dir, this.number)
     runs.write_rounds(run_dir, [*rounds[:-1], replace(this, finished=_now())])
     yield ScoresReady(run.scores_path, {**metrics, "round": this.number})
+
+
+def info(run_dir: Path | str) -> dict:
+    """What `info` says of the rounds: which round's nets scored the review queue (None before scoring; while
+    a round trains, the one before it) and every round (:func:`describe`)."""
+    run_dir = Path(run_dir)
+    return {"queue_scored_by_round": runs.current_round(run_dir) if RunFolder(run_dir).has_scores else None,
+            "rounds": describe(run_dir)}
 
 
 def describe(run_dir: Path | str) -> list[dict]:

@@ -1,23 +1,26 @@
 """The training data of one run, case by case: from a data folder through the run's on-disk cache (cache.py),
 or from a Dataset already in memory (the plugin's layers, tests). The pipeline asks it for one case's image,
 clean mask and given mask at a time, so writing the run folder, simulating noise, training (sources.py)
-and scoring hold a batch at most, never the data set.
+and scoring hold a batch at most, never the data set. Once the run folder exists, :func:`image_reader`,
+:func:`training_source`, :func:`input_image` and :func:`clean_masks` read a trained run's cases again (to
+rescore it, train a review round) as training saw them: from the cache when it is whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import cache as _cache
-from .data import Dataset, conclude, scan_dataset
-from .runs import CACHE, CACHE_GIVEN, inside
+from .data import DataError, Dataset, conclude, read_image, read_mask, resize_image, resize_mask, scan_dataset, zscore
+from .runs import CACHE, CACHE_GIVEN, RunFolder, inside
 from .sources import ArraySource, CacheSource, Source
 
-__all__ = ["RunData", "from_dataset", "from_folder"]
+__all__ = ["RunData", "cached_slots", "clean_masks", "from_dataset", "from_folder", "image_reader", "input_image",
+           "training_source"]
 
 
 @dataclass
@@ -97,3 +100,63 @@ def from_folder(run_dir: Path, root: Path | str, size: int, skip_bad: bool = Fal
     given = _cache.Slots(inside(run_dir, CACHE, CACHE_GIVEN), len(train), size, writable=True)
     return RunData(listing.root, size, cases, train, skipped, list(listing.warnings) + built.warnings, given,
                    _cache=built)
+
+
+def cached_slots(run: RunFolder, rows: list, size: int) -> tuple[_cache.Cache, list[int]] | None:
+    """(the run's cache, the slot of each of ``rows``) when the cache is whole and holds every case at ``size``:
+    what training read. None otherwise: a run made before the cache, or a cache gone or broken (derived data)."""
+    try:
+        cache = _cache.open_cache(run.path)
+    except _cache.CacheError:
+        return None
+    slots = {c.id: c.slot for c in cache.cases()}
+    if cache.size != size or not all(r.id in slots for r in rows):
+        return None
+    return cache, [slots[r.id] for r in rows]
+
+
+def image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.ndarray]:
+    """Case i's network input (``rows[i]``): from the run's cache when it is whole (:func:`cached_slots`), else
+    as :func:`input_image` finds it."""
+    found = cached_slots(run, rows, size)
+    if found is not None:
+        cache, slots = found
+        return lambda i: cache.image(slots[i])
+    return lambda i: input_image(run, rows[i], size)
+
+
+def training_source(run: RunFolder, rows: list, size: int, masks: np.ndarray) -> Source:
+    """What a trained run's cases ``rows`` train on again (a review round), with ``masks`` (n, size, size)
+    uint8: streamed from the run's cache when it is whole, else read into memory as :func:`input_image` finds
+    them (run folders made before the cache)."""
+    found = cached_slots(run, rows, size)
+    if found is not None:
+        cache, slots = found
+        return CacheSource(cache.folder, len(cache), size, slots, masks)
+    return ArraySource(np.stack([input_image(run, r, size) for r in rows]).astype(np.float32)[:, None], masks)
+
+
+def input_image(run: RunFolder, row, size: int) -> np.ndarray:
+    """The network input as training saw it: from the original file (only inside the run's data root), or
+    from the run's display copy when the run folder moved to a machine without the data."""
+    path, _ = run.original(row.image_path, "images")
+    if path is not None:
+        try:
+            return zscore(resize_image(read_image(path), size))
+        except (DataError, OSError):
+            pass
+    return zscore(run.image(row.id).astype(np.float32) / 255)
+
+
+def clean_masks(run: RunFolder, rows: list, size: int) -> np.ndarray | None:
+    """The original masks (from the run's data root only), for the flagging metrics; None when one is gone."""
+    masks = []
+    for r in rows:
+        path, _ = run.original(r.mask_path, "masks")
+        if path is None:
+            return None
+        try:
+            masks.append(resize_mask(read_mask(path), size))
+        except DataError:
+            return None
+    return np.stack(masks).astype(np.uint8)

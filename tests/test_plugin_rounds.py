@@ -6,7 +6,10 @@ kept (the ones made during training too), the round shown."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -14,8 +17,13 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from qtpy.QtCore import Qt  # noqa: E402
+
 from crl_napari import cli, runs  # noqa: E402
+from crl_napari._qt.train_worker import WORKER_NICE, gui_torch_threads  # noqa: E402
+from crl_napari.events import Started  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
+from crl_napari.rounds import RoundStarted  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 120_000
@@ -28,7 +36,9 @@ def trained(tmp_path_factory):
     data = write_sample_set(root / "set", n=16, size=64, noise_ratio=0.0, seed=2)
     assert cli.main(["train", str(data), "--out", str(root / "run"), "--simulate-noise", "0.5", "--size", "64",
                      "--width", "8", "--depth", "3", "--epochs", "8", "--batch-size", "4", "--lr", "0.01",
-                     "--no-augment", "--device", "cpu", "--quiet"]) == 0
+                     "--no-augment", "--device", "cpu", "--quiet",
+                     # not the viewer's count: the round must train with the viewer's, whatever the run's
+                     "--threads", str(gui_torch_threads() + 1)]) == 0
     return root / "run"
 
 
@@ -57,12 +67,23 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     widget.retrain.warm_epochs.setValue(2)
     widget.retrain.retrain_btn.click()
     assert widget.retrain.running and not widget.retrain.retrain_btn.isEnabled()
+    # seen in the worker's own thread (a direct connection): it trains at lowered priority, the viewer's threads
+    in_worker, said = [], []
+    widget.retrain.worker.yielded.connect(  # after the control's own handler: what it shows for the event
+        lambda ev: said.append(widget.retrain.status.text()) if isinstance(ev, RoundStarted) else None)
+    widget.retrain.worker.yielded.connect(
+        lambda ev: in_worker.append((ev.threads, _nice())) if isinstance(ev, Started) else None,
+        Qt.ConnectionType.DirectConnection)
     widget.flag_btn.click()  # reviewing goes on while the round trains
     flagged = shown
     shown = widget.current_id
     qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
 
     assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    lowered = max(_nice(), WORKER_NICE) if sys.platform.startswith("linux") else _nice()  # nice only rises
+    assert in_worker == [(gui_torch_threads(), lowered)]
+    assert len(said) == 1 and "Training round 2" in said[0], said
+    assert "the queue is round 1's, decisions made now count for round 3" in said[0]  # while round 2 trains
     assert "scored by round 2" in widget.retrain.status.text()
     assert widget.session.round == 2
     # re-ranked from the new scores: the table lists the new order, the same image is on screen
@@ -81,3 +102,10 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     assert stored[shown]["round"] == 2
     assert [r.number for r in runs.read_rounds(run)] == [1, 2]
 
+
+
+def _nice() -> int | None:
+    """This thread's nice value (None where the platform has none)."""
+    if not hasattr(os, "getpriority"):
+        return None
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id() if sys.platform.startswith("linux") else 0)

@@ -16,7 +16,7 @@ from crl_napari.events import CheckpointSaved, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
 from crl_napari.review import ReviewSession
-from crl_napari.rounds import RoundStarted, describe
+from crl_napari.rounds import RoundStarted, describe, info
 from crl_napari.runs import RunFolder
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
@@ -62,13 +62,14 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     corrected_before = {i: (run / "corrected" / f"{i}.png").read_bytes() for i in s.ids}
     prob_before = {i: (run / "corrected" / f"{i}_prob16.png").read_bytes() for i in s.ids}
     seen = {}
-    real = cascade.train
+    real = cascade.train_from
 
-    def spy(images, masks, config, **kw):  # records what training was handed, then trains for real
-        seen.update(images=images, masks=masks, config=config, **kw)
-        return real(images, masks, config, **kw)
+    def spy(source, config, **kw):  # records what training was handed, then trains for real
+        every = range(len(source))
+        seen.update(source=source, images=source.images(every), masks=source.labels(every), config=config, **kw)
+        return real(source, config, **kw)
 
-    monkeypatch.setattr(cascade, "train", spy)
+    monkeypatch.setattr(cascade, "train_from", spy)
     events = list(next_round(run, warm_epochs=2))
     started = [e for e in events if isinstance(e, RoundStarted)]
     assert started == [RoundStarted(2, False, 3, 1, 2, False)]
@@ -115,9 +116,9 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     s2.keep(pending)
     assert json.loads((run / "review.json").read_text())["decisions"][pending]["round"] == 2
 
-    info = describe(run)
-    assert [(r["round"], r["epochs"]) for r in info] == [(1, 3), (2, 2)]
-    assert info[1]["decisions"]["accepted"] == 1 and info[1]["warm_epochs"] == 2
+    listed = describe(run)
+    assert [(r["round"], r["epochs"]) for r in listed] == [(1, 3), (2, 2)]
+    assert listed[1]["decisions"]["accepted"] == 1 and listed[1]["warm_epochs"] == 2
 
 
 class Kill(Exception):
@@ -134,6 +135,7 @@ def test_a_killed_round_resumes_and_never_starts_another(run):
     assert [(r.number, r.finished) for r in rounds] == [(1, rounds[0].finished), (2, None)]
     assert _bytes(run) == before == _bytes(run / "rounds" / "1")  # the top level is still round 1's
     assert ReviewSession.open(run).round == 1
+    assert info(run)["queue_scored_by_round"] == 1  # round 2 is not done: round 1's scores are the queue's
 
     # stopped from outside (should_stop) at once: nothing more is trained, still round 2
     events = list(next_round(run, should_stop=lambda: True))
@@ -171,6 +173,7 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
                                               for r in rows) + "\n")
     for p in (run / "corrected").glob("*_prob16.png"):
         p.unlink()
+    shutil.rmtree(run / runs.CACHE)  # nor an on-disk cache: the round reads the originals
     ids = [r.id for r in RunFolder(run).score_rows()]
     old = {"version": 1, "run": "old",
            "decisions": {ids[0]: {"status": "accepted", "reviewer": "ana", "time": "t", "edit": None},
@@ -185,6 +188,25 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
     assert _bytes(run / "rounds" / "1") == before
     assert json.loads((run / "review.json").read_text()) == old  # read, never rewritten
     assert ReviewSession.open(run).round == 2
+
+
+def test_a_round_of_a_cached_run_reads_the_cache(tmp_path):
+    """A run trained from a data folder streams its round from its cache, as training did: with the data folder
+    moved away and the run's display copies gone, the round still trains and rescores."""
+    data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=4)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), *TINY]) == 0
+    s = ReviewSession.open(run, reviewer="ana")
+    s.accept(s.ids[0])
+    s.keep(s.ids[1])
+    data.rename(tmp_path / "moved")
+    shutil.rmtree(run / runs.IMAGES)
+    events = list(next_round(run, warm_epochs=1))
+    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [2]
+    started = [e for e in events if isinstance(e, Started)]
+    assert len(started) == 1 and started[0].n_train == 9
+    assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
+    assert len(RunFolder(run).score_rows()) == 9 and not RunFolder(run).scores_stale
 
 
 def test_next_round_refuses_what_it_cannot_do(trained, tmp_path, capsys):
@@ -211,7 +233,36 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
     assert RunFolder(run).train_config == RunFolder(run / "rounds" / "1").train_config  # the first round's
     capsys.readouterr()
     assert cli.main(["info", str(run)]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in info["rounds"]] == \
+    shown = json.loads(capsys.readouterr().out)
+    assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in shown["rounds"]] == \
         [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
-    assert info["epochs_done"] == 3 and info["scored"] and not info["scores_stale"]
+    assert shown["epochs_done"] == 3 and shown["scored"] and not shown["scores_stale"]
+    assert shown["queue_scored_by_round"] == 3
+
+
+def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):
+    """`crl-napari score` after a round rescores with the round's nets, yet an accepted correction keeps the mask
+    the reviewer accepted (round 1's), as the round itself kept it; unreadable decisions stop it, naming them."""
+    s = ReviewSession.open(run)
+    accepted, pending = s.ids[0], s.ids[6]
+    seen = (run / "corrected" / f"{accepted}_prob16.png").read_bytes()
+    assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
+    assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == seen
+    round2 = (run / "corrected" / f"{pending}_prob16.png").read_bytes()
+    (run / "corrected" / f"{pending}_prob16.png").unlink()
+    capsys.readouterr()
+
+    assert cli.main(["score", str(run)]) == 0
+    assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == seen  # not round 2's
+    assert (run / "corrected" / f"{pending}_prob16.png").read_bytes() == round2  # rescored
+    (run / "corrected" / f"{accepted}.png").unlink()  # an accepted map that is gone is written again
+    assert cli.main(["score", str(run)]) == 0
+    assert (run / "corrected" / f"{accepted}.png").is_file()
+
+    (run / "review.json").write_text("{not json")
+    scores = (run / "scores.csv").read_bytes()
+    capsys.readouterr()
+    assert cli.main(["score", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "review.json: not a readable review file" in err[0], err
+    assert (run / "review.json").read_text() == "{not json" and (run / "scores.csv").read_bytes() == scores

@@ -48,10 +48,12 @@ def checkpoint_meta(run: RunFolder) -> tuple[int, TrainConfig]:
 
 
 def check_belongs(run: RunFolder, config: TrainConfig) -> None:
-    """RunError when a checkpoint's settings are not config.json's (copied in from another run, say)."""
-    if config != run.train_config:
+    """RunError when a checkpoint's settings are not config.json's (copied in from another run, say); runtime
+    settings (threads, workers) may differ: napari trains a review round with the viewer's thread count."""
+    diff = settings_diff(run.train_config, config)
+    if diff:
         raise RunError(f"{run.path / CHECKPOINT}: does not belong to this run; it was trained with other "
-                       f"settings than {CONFIG} says ({CONFIG}, checkpoint): {settings_diff(run.train_config, config)}")
+                       f"settings than {CONFIG} says ({CONFIG}, checkpoint): {diff}")
 
 
 def open_for_resume(path: Path | str, config: TrainConfig | dict | None = None,
