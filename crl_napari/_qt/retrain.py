@@ -24,17 +24,15 @@ from ..eta import Eta
 from ..events import Finished, Started, Step
 from ..rounds import RoundStarted, default_warm_epochs
 from ..runs import RunError, RunFolder
-from ._common import StopFlag, info, report_error
-from .train_worker import TrainRunner, background_priority, gui_torch_threads
+from ._common import StopFlag, info, report_error, start_generator
+from .train_widget import gui_torch_threads
 
 __all__ = ["RetrainControl", "round_job"]
 
 
 def round_job(run_dir: Path, warm_epochs: int | None, from_scratch: bool, should_stop: StopFlag,
               threads: int | None = None) -> Iterator:
-    """The worker's generator: the engine's next round, at the training thread's lower priority (the reviewer
-    goes on meanwhile); ``threads`` is set in the worker, where torch runs."""
-    background_priority()
+    """The worker's generator: the engine's next round (``threads`` is set in the worker, where torch runs)."""
     if threads is not None:
         torch.set_num_threads(threads)
     yield from pipeline.next_round(run_dir, warm_epochs=warm_epochs, from_scratch=from_scratch,
@@ -48,7 +46,8 @@ class RetrainControl(QWidget):
     def __init__(self, review) -> None:
         super().__init__()
         self._review = review
-        self.runner = TrainRunner(self)  # one worker; stopped when this control is destroyed
+        self.worker = None
+        self.stop_flag: StopFlag | None = None
         self.pbar: progress | None = None
         self.last_outcome: str | None = None  # finished | stopped | error
         self.rounds_done = 0
@@ -56,6 +55,7 @@ class RetrainControl(QWidget):
         self._run_dir: Path | None = None
         self._round_text = ""
         self._shown_at = 0.0
+        self._job: dict[str, Any] = {}  # what a destroyed control must stop (see _abandon); holds no widget
         self.retrain_btn = QPushButton("Retrain with my decisions")
         self.retrain_btn.setToolTip("Train the next round: accepted, kept and edited masks become trusted labels "
                                     "(never dropped nor corrected), excluded images are left out; then every "
@@ -83,6 +83,7 @@ class RetrainControl(QWidget):
         self.retrain_btn.clicked.connect(self.retrain)
         self.stop_btn.clicked.connect(self.stop)
         self.from_scratch.toggled.connect(lambda on: self.warm_epochs.setEnabled(not on))
+        self.destroyed.connect(partial(_abandon, self._job))
         self._update()
 
     # ------------------------------------------------------------------------------------- the run
@@ -101,11 +102,7 @@ class RetrainControl(QWidget):
 
     @property
     def running(self) -> bool:
-        return self.runner.worker is not None
-
-    @property
-    def worker(self):
-        return self.runner.worker
+        return self.worker is not None
 
     # ------------------------------------------------------------------------------------- actions
     def retrain(self) -> None:
@@ -116,19 +113,23 @@ class RetrainControl(QWidget):
         if not decided:
             self._say("Review some images first: the next round trains with your decisions.")
             return
+        self.stop_flag = StopFlag()
         self.last_outcome = None
         self._eta = Eta()
         self._run_dir = session.run_dir
         self.pbar = progress(total=0, desc="crl-napari: next review round")
         warm = None if self.from_scratch.isChecked() else int(self.warm_epochs.value())
-        self.runner.start(round_job, session.run_dir, warm, self.from_scratch.isChecked(), threads=gui_torch_threads(),
-                          on_event=self._on_event, on_error=self._on_error, on_done=self._on_done, closing=self.pbar)
+        self.worker = start_generator(round_job, session.run_dir, warm, self.from_scratch.isChecked(),
+                                      self.stop_flag, gui_torch_threads(),
+                                      on_yield=self._on_event, on_error=self._on_error, on_done=self._on_done)
+        self._job.update(stop_flag=self.stop_flag, worker=self.worker, pbar=self.pbar)
         self.status.setText(f"Training the next round with {decided} decision(s); keep reviewing meanwhile…")
         self._update()
 
     def stop(self) -> None:
         """Stop after the current step; Retrain later resumes the same round."""
-        self.runner.stop()
+        if self.stop_flag is not None:
+            self.stop_flag.set()
 
     # ------------------------------------------------------------------------------------- events
     def _on_event(self, ev: Any) -> None:
@@ -184,6 +185,8 @@ class RetrainControl(QWidget):
         if self.pbar is not None:
             self.pbar.close()
             self.pbar = None
+        self.worker = None
+        self._job.clear()
         if self.last_outcome is None:
             self.last_outcome = "stopped"
             self.status.setText("Stopped; press Retrain to resume this round.")
@@ -196,3 +199,19 @@ class RetrainControl(QWidget):
     def _say(self, text: str) -> None:
         self._review._message(text)
 
+
+def _abandon(state: dict, *_args) -> None:
+    """The control is gone while a round trains: stop the engine after its step, touch no deleted widget."""
+    flag, worker, pbar = state.get("stop_flag"), state.get("worker"), state.get("pbar")
+    if flag is not None:
+        flag.set()
+    if worker is not None:
+        for signal in (worker.yielded, worker.errored, worker.finished):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+        worker.quit()
+    if pbar is not None:
+        pbar.close()
+    state.clear()
