@@ -73,11 +73,16 @@ def train(
     resume: bool = False,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    trusted: np.ndarray | None = None,
+    init_from: Path | str | None = None,
 ) -> Iterator[Event]:
     """Train ``config.strategy`` on images (N, 1, H, W) float32 and given masks (N, H, W) {0, 1}.
 
     Yields events; the last one is ``Finished`` with the nets. ``should_stop`` is polled between steps.
-    With ``run_dir`` a checkpoint is saved after every epoch; ``resume=True`` continues from it. Torch uses
+    With ``run_dir`` a checkpoint is saved after every epoch; ``resume=True`` continues from it.
+    ``trusted`` (N,) bool marks masks a reviewer decided (review rounds): the strategies always select them and
+    never correct them (strategies.base.Stepper). ``init_from`` is a checkpoint file whose weights warm-start
+    the nets (same width, depth and number of nets; the optimisers start fresh); a resume ignores it. Torch uses
     ``config.n_threads`` CPU threads while the generator runs (the previous count is restored after).
 
     Running out of (GPU) memory anywhere in training, validation included, raises a TrainingError that
@@ -90,6 +95,11 @@ def train(
     masks = np.asarray(masks)
     if images.ndim != 4 or images.shape[1] != 1 or masks.shape != (images.shape[0], *images.shape[2:]):
         raise TrainingError(f"expected images (N, 1, H, W) and masks (N, H, W), got {images.shape} and {masks.shape}")
+    if trusted is not None:
+        trusted = np.asarray(trusted)
+        if trusted.dtype != bool or trusted.shape != (images.shape[0],):
+            raise TrainingError(f"trusted must be a bool array of shape ({images.shape[0]},), got "
+                                f"{trusted.dtype} {trusted.shape}")
     if images.shape[0] < 2:
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
     for side in sorted(set(images.shape[2:])):
@@ -102,7 +112,8 @@ def train(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.n_threads)
     try:
-        yield from _train_events(images, masks, config, device, run_dir, resume, val, should_stop)
+        yield from _train_events(images, masks, config, device, run_dir, resume, val, should_stop, trusted,
+                                 init_from)
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one, and so is MPS's out-of-memory error
         if isinstance(exc, TrainingError) or not is_oom(exc):
             raise
@@ -154,16 +165,32 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
     return int(ckpt["epoch"]) + 1
 
 
+def _warm_start(models, config: TrainConfig, path: Path) -> None:
+    """Load the weights of checkpoint ``path`` into the nets; its U-Nets must be the same shape."""
+    ckpt = read_checkpoint(path)
+    saved = TrainConfig.from_dict(ckpt["config"])
+    differ = [f"{name} ({a}, {b})" for name, a, b in (("width", saved.width, config.width),
+                                                      ("depth", saved.depth, config.depth),
+                                                      ("nets", saved.n_nets, config.n_nets)) if a != b]
+    if differ:
+        raise TrainingError(f"{path}: cannot warm-start from it, other nets (saved, asked): {', '.join(differ)}")
+    for m, sd in zip(models, ckpt["models"], strict=True):
+        m.load_state_dict(sd)
+
+
 def _train_events(images, masks, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
-                  val, should_stop) -> Iterator[Event]:
+                  val, should_stop, trusted=None, init_from=None) -> Iterator[Event]:
     models = build_models(config, device)
     optims = [SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
               for m in models]
+    if init_from is not None and not resume:
+        _warm_start(models, config, Path(init_from))
     start_epoch = _resume(models, optims, config, run_dir) if resume else 0
     stepper = make_stepper(config, models, optims, device, run_dir)
 
     x_all = torch.as_tensor(images).to(device)
     y_all = torch.as_tensor((masks > 0).astype(np.int64)).to(device)
+    t_all = torch.as_tensor(trusted).to(device) if trusted is not None else None
     n = x_all.shape[0]
     bs = min(config.batch_size, n)
     steps = n // bs if n % bs < 2 else n // bs + 1  # a trailing batch of one sample is dropped (BatchNorm)
@@ -196,7 +223,9 @@ def _train_events(images, masks, config: TrainConfig, device: torch.device, run_
             x, y = x_all[idx], y_all[idx]
             if config.augment:
                 x, y = augment(x, y, config, gen)
-            losses, frac = stepper(x, y, stage, drop, epoch, step)
+            # trusted is passed only when given: without it the call is the one it always was
+            extra = {} if t_all is None else {"trusted": t_all[idx]}
+            losses, frac = stepper(x, y, stage, drop, epoch, step, **extra)
             for i, v in enumerate(losses):
                 loss_sums[i] += v
             selected_sum += frac

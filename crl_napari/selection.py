@@ -28,7 +28,8 @@ def uncertainty(ce_peer1: torch.Tensor, ce_peer2: torch.Tensor) -> torch.Tensor:
 
 
 def select(
-    ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float = 0.5, drop_uncertain: float = 0.25
+    ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float = 0.5, drop_uncertain: float = 0.25,
+    trusted: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Indices of the samples a net learns from in stage 1, chosen by its two peers.
 
@@ -37,7 +38,15 @@ def select(
     2. among the rest, keep the ``round(keep_ratio * B)`` of smallest mean peer loss (CE_1 + CE_2) / 2.
     With the defaults (0.5, 0.25) the half the paper keeps is split evenly: a quarter of the batch goes for
     being uncertain, a quarter for being large-loss. At least one sample is always kept.
+    ``trusted`` (B,) bool: see :func:`with_trusted`.
     """
+    if _any(trusted):
+        return with_trusted(lambda a, b: _select(a, b, keep_ratio, drop_uncertain), trusted, ce_peer1, ce_peer2)
+    return _select(ce_peer1, ce_peer2, keep_ratio, drop_uncertain)
+
+
+def _select(ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float,
+            drop_uncertain: float) -> torch.Tensor:
     b = ce_peer1.numel()
     n_keep = max(1, min(b, round(keep_ratio * b)))
     n_drop = min(round(drop_uncertain * b), b - n_keep)
@@ -47,11 +56,45 @@ def select(
     return candidates[torch.argsort(loss, stable=True)[:n_keep]].sort().values
 
 
-def small_loss(ce: torch.Tensor, keep_ratio: float) -> torch.Tensor:
-    """Indices of the ``keep_ratio`` smallest-loss samples (co-teaching's selection)."""
+def small_loss(ce: torch.Tensor, keep_ratio: float, trusted: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of the ``keep_ratio`` smallest-loss samples (co-teaching's selection); ``trusted``: see
+    :func:`with_trusted`."""
+    if _any(trusted):
+        return with_trusted(lambda c: _small_loss(c, keep_ratio), trusted, ce)
+    return _small_loss(ce, keep_ratio)
+
+
+def _small_loss(ce: torch.Tensor, keep_ratio: float) -> torch.Tensor:
     b = ce.numel()
     n_keep = max(1, min(b, round(keep_ratio * b)))
     return torch.argsort(ce, stable=True)[:n_keep].sort().values
+
+
+def _any(trusted: torch.Tensor | None) -> bool:
+    return trusted is not None and bool(trusted.any())
+
+
+def with_trusted(pick, trusted: torch.Tensor, *ce: torch.Tensor) -> torch.Tensor:
+    """The one rule for masks a reviewer decided (review rounds): a trusted sample is always selected.
+
+    ``pick`` (a selection over per-sample losses ``ce``) runs on the untrusted rest only, so its budget is a
+    fraction of that rest and the trusted samples come on top of it; sorted indices into the batch.
+    """
+    rest = torch.nonzero(~trusted).flatten()
+    kept = torch.nonzero(trusted).flatten()
+    if len(rest):
+        kept = torch.cat([kept, rest[pick(*(c[rest] for c in ce))]])
+    return kept.sort().values
+
+
+def given_label_only(trusted: torch.Tensor | None, selected: torch.Tensor | None, b: int,
+                     device: torch.device) -> torch.Tensor:
+    """(B,) bool: the samples that keep plain CE on their given label in stage 2, never the corrected one:
+    the trusted ones (a reviewer decided their mask) and, with joint="unselected", the peers' picks."""
+    keep = torch.zeros(b, dtype=torch.bool, device=device) if trusted is None else trusted.clone()
+    if selected is not None:
+        keep[selected] = True
+    return keep
 
 
 def sharpen(q: torch.Tensor, T: float = 0.5, dim: int = 1) -> torch.Tensor:

@@ -32,8 +32,11 @@ def peers(i: int, n: int = 3) -> tuple[int, ...]:
 
 
 class Stepper:
-    """One mini-batch for every net of a strategy: ``stepper(x, y, stage, drop, epoch, step)`` returns
-    (loss per net, fraction of the batch trained on its given labels). Subclasses write ``train_step``."""
+    """One mini-batch for every net of a strategy: ``stepper(x, y, stage, drop, epoch, step, trusted=t)`` returns
+    (loss per net, fraction of the batch trained on its given labels). Subclasses write ``train_step``.
+
+    ``trusted`` (B,) bool marks masks a reviewer decided (review rounds): always selected in stage 1, plain CE on
+    the given mask in stage 2; the rule lives in selection.with_trusted and selection.given_label_only."""
 
     def __init__(self, config: TrainConfig, models, optims, device: torch.device,
                  run_dir: Path | None = None) -> None:
@@ -50,11 +53,12 @@ class Stepper:
         return self.amp_dtype is not None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float, epoch: int,
-                 step: int) -> tuple[list[float], float]:
+                 step: int, trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
         self.where = (epoch, step)
-        return self.train_step(x, y, stage, drop)
+        return self.train_step(x, y, stage, drop, trusted)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float) -> tuple[list[float], float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float,
+                   trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
         raise NotImplementedError
 
     # --- shared pieces -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Stage 2, for each net i with peers p, q:
 - corrected label  = sharpen(mean(softmax_p, softmax_q), T)            (selection.corrected_label)
 - joint loss       = alpha * CE(f_i(x), given) + (1 - alpha) * CE(f_i(x), corrected)   (selection.joint_loss)
 - on which samples = ``joint="all"``: every sample; ``"unselected"``: the samples the peers would select keep
-  plain CE on their given label, the rest get the joint loss.
+  plain CE on their given label, the rest get the joint loss. Trusted samples (a reviewer decided their mask)
+  keep plain CE on it under both modes (selection.given_label_only).
 The peers' signals are detached, so the three graphs are independent and one backward serves all three nets.
 """
 
@@ -19,12 +20,14 @@ from .ss import SampleSelection
 
 
 class CRL(SampleSelection):
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float) -> tuple[list[float], float]:
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float,
+                   trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
         if stage == 1:
-            return self.select_and_train(x, y, drop)
-        return self.correct_and_train(x, y)
+            return self.select_and_train(x, y, drop, trusted)
+        return self.correct_and_train(x, y, trusted)
 
-    def correct_and_train(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], float]:
+    def correct_and_train(self, x: torch.Tensor, y: torch.Tensor,
+                          trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
         cfg = self.config
         with self.autocast():
             logits = [m(x) for m in self.models]
@@ -37,14 +40,14 @@ class CRL(SampleSelection):
             p, q = peers(i)
             corrected = selection.corrected_label([probs[p], probs[q]], cfg.T)
             per_sample = selection.joint_loss(logits[i], y, corrected, cfg.alpha)
-            if cfg.joint == "all":
-                fracs.append(0.0)
-            else:
-                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain)
-                is_sel = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-                is_sel[chosen] = True
-                per_sample = torch.where(is_sel, selection.per_sample_ce(logits[i], y), per_sample)
-                fracs.append(len(chosen) / len(x))
+            chosen = None
+            if cfg.joint != "all":
+                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain, trusted=trusted)
+            given_only = selection.given_label_only(trusted, chosen, len(x), x.device)
+            n_given = int(given_only.sum())
+            if n_given:
+                per_sample = torch.where(given_only, selection.per_sample_ce(logits[i], y), per_sample)
+            fracs.append(n_given / len(x))
             loss = per_sample.mean()
             self.check_finite(loss)
             losses.append(loss.item())

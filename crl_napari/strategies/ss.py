@@ -14,10 +14,12 @@ from .base import Stepper, peers
 
 
 class SampleSelection(Stepper):
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float) -> tuple[list[float], float]:
-        return self.select_and_train(x, y, drop)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float,
+                   trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
+        return self.select_and_train(x, y, drop, trusted)
 
-    def select_and_train(self, x: torch.Tensor, y: torch.Tensor, drop: float) -> tuple[list[float], float]:
+    def select_and_train(self, x: torch.Tensor, y: torch.Tensor, drop: float,
+                         trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
         """Rank with no-grad forwards, then train each net on its peers' picks.
 
         Re-running a net on half the batch costs about 2.5x one net's full step for three nets, instead of
@@ -30,7 +32,7 @@ class SampleSelection(Stepper):
         losses, fracs = [], []
         for i in range(3):
             p, q = peers(i)
-            chosen = selection.select(ce[p], ce[q], 1 - drop, drop * share)
+            chosen = selection.select(ce[p], ce[q], 1 - drop, drop * share, trusted=trusted)
             losses.append(self.train_on(i, x, y, chosen))
             fracs.append(len(chosen) / len(x))
         return losses, float(np.mean(fracs))
