@@ -100,8 +100,8 @@ class Walk:
     def point(self, corrected: np.ndarray, suspicion: np.ndarray, threshold: float, test_dice: float) -> dict:
         """The exported set's quality now, under both policies for the images nobody reviewed."""
         out = {"reviewed": len(self.order), "threshold": float(threshold), "test_dice": float(test_dice)}
-        for c in ("accept", "keep", "redraw"):
-            out[c] = self.decisions.count(c)
+        for c, name in (("accept", "accepted"), ("keep", "kept"), ("redraw", "redraws")):
+            out[name] = self.decisions.count(c)
         accept = ~self.reviewed & (suspicion >= threshold)
         for policy, masks in (("keep", self.final), ("recommended", np.where(accept[:, None, None], corrected,
                                                                                self.final))):
@@ -297,7 +297,7 @@ def summarise(results: dict, seeds: list[int]) -> str:
                 row.append("—" if not pts else "{:.3f} / {:.3f} [{:.2f}] r{:.0f}".format(*(np.mean(
                     [p[a][b] if b else p[a] for p in pts]) for a, b in (
                         ("recommended", "mean_dice"), ("keep", "mean_dice"), ("recommended", "frac_good"),
-                        ("redraw", None)))))
+                        ("redraws", None)))))
             lines.append(f"| ({o}) {name} (n={len(got)}) | " + " | ".join(row) + " |")
         b = [c for c in mine if c["order"] == "b"]
         if b:
@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=table1.DATA)
     ap.add_argument("--results", type=Path, default=table1.RESULTS)
     ap.add_argument("--runs", type=Path, default=table1.RUNS, help="table1's run folders (the crl and vanilla runs)")
+    ap.add_argument("--table1-results", type=Path, default=None,
+                    help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     args = ap.parse_args(argv)
     out_json = args.results / "cleaning_curve.json"
@@ -377,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     results.update(profile=args.profile, settings=prof, batch=args.batch, round_epochs=ROUND_EPOCHS,
                    machine=f"{platform.processor() or platform.machine()}, {args.threads} threads, "
                    f"torch {torch.__version__}")
+    if args.table1_results is not None:
+        for key, run in json.loads(args.table1_results.read_text())["cells"].items():
+            if run["method"] in (CRL, VANILLA):
+                results.setdefault("runs", {}).setdefault(key, run)
     ds = load_dataset(args.data, size=prof["size"])
     train, test = ds.subset("train"), ds.subset("test")
     steps = budgets(len(train), args.batch)
