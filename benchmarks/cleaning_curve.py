@@ -23,13 +23,15 @@ benchmarks/results/cleaning_curve.json, also after every round of order b; the m
 incomplete) and a PNG of the curves are rewritten each time.
 
     python benchmarks/cleaning_curve.py --threads 1            # quick profile, seeds 0 1, 75 % then 50 %
+
+About 470 lines, over the house's 400: the reviewer, the four orders, the bookkeeping and the report of one
+benchmark, each short and only meaningful together (table1.py is the same shape).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import platform
 import shlex
@@ -310,7 +312,60 @@ def summarise(results: dict, seeds: list[int]) -> str:
                                                             if p.get("round_fraction_of_first") else "")
                         if "round_seconds" in p else "") for n in steps) + " |")
         lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + targets(results)) + "\n"
+
+
+def targets(results: dict) -> list[str]:
+    """Issue 14's targets, per seed, from the JSON (so the README's verdicts cannot drift); "open" until the
+    cells a target needs have finished."""
+    cells = results["cells"]
+    n_train, lines = results.get("n_train"), ["## Targets (issue 14)", ""]
+
+    def pts(order, ratio, seed):
+        c = cells.get(cell_key(order, ratio, seed))
+        return c["points"] if c and c.get("complete") else None
+
+    seeds = sorted({c["seed"] for c in cells.values()})
+    for seed in seeds:
+        a, b = pts("a", 0.75, seed), pts("b", 0.75, seed)
+        if b is None or a is None or not n_train:
+            lines.append(f"- seed {seed}, 75 %: Dice >= 0.97 within 25 % reviewed: open (orders a and b needed)")
+            continue
+        hit = next((p for p in b if p["recommended"]["mean_dice"] >= 0.97), None)
+        quarter = max(p["reviewed"] for p in b if p["reviewed"] <= 0.25 * n_train)
+        at = hit or _at(b, quarter)
+        ref = _at(a, at["reviewed"])
+        ok = hit is not None and hit["reviewed"] <= 0.25 * n_train and at["redraws"] <= ref["redraws"] / 2
+        lines.append(
+            f"- seed {seed}, 75 %: order b + recommended policy "
+            + (f"reaches {hit['recommended']['mean_dice']:.4f} after {hit['reviewed']} reviewed "
+               f"({hit['reviewed'] / n_train:.0%})" if hit else
+               f"stays below 0.97 (best {max(p['recommended']['mean_dice'] for p in b):.4f}; "
+               f"{at['recommended']['mean_dice']:.4f} at {quarter} = {quarter / n_train:.0%})")
+            + f"; redraws there {at['redraws']} vs order a's {ref['redraws']}: {'met' if ok else 'MISSED'}")
+    for ratio in NOISE:
+        for seed in seeds:
+            got = {o: pts(o, ratio, seed) for o in ("b", "a", "d", "c")}
+            have = [o for o, v in got.items() if v is not None]
+            if len(have) < 2:
+                continue
+            for policy in ("recommended", "keep"):
+                steps = [p["reviewed"] for p in got[have[0]]]
+                broken = [f"{n}: " + " / ".join(f"{o} {_at(got[o], n)[policy]['mean_dice']:.4f}" for o in have)
+                          for n in steps if n > 0 and any(
+                              _at(got[x], n)[policy]["mean_dice"] < _at(got[y], n)[policy]["mean_dice"]
+                              for x, y in zip(have, have[1:], strict=False))]
+                verdict = "open" if len(have) < 4 else "met" if not broken else "MISSED"
+                lines.append(f"- {int(ratio * 100)} %, seed {seed}, {policy}: {' >= '.join(have)} at every budget: "
+                             f"{verdict}" + (f" (out of order at {'; '.join(broken[:3])}"
+                                             f"{' …' if len(broken) > 3 else ''})" if broken else ""))
+    fr = [(c["seed"], c["noise"], p["round_fraction_of_first"]) for c in cells.values() if c["order"] == "b"
+          for p in c.get("points", []) if p.get("round_fraction_of_first")]
+    if fr:
+        worst = max(f for *_, f in fr)
+        lines.append(f"- a round after {results['batch']} decisions in under a fifth of the first round's time: "
+                     f"worst {worst:.2f} of it over {len(fr)} rounds: {'met' if worst < 0.2 else 'MISSED'}")
+    return lines + [""]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -375,16 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     command = "python benchmarks/cleaning_curve.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    ds = load_dataset(args.data, size=prof["size"])
+    train, test = ds.subset("train"), ds.subset("test")
     results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
-    results.update(profile=args.profile, settings=prof, batch=args.batch, round_epochs=ROUND_EPOCHS,
-                   machine=f"{platform.processor() or platform.machine()}, {args.threads} threads, "
-                   f"torch {torch.__version__}")
+    results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train),
+                   round_epochs=ROUND_EPOCHS, machine=f"{platform.processor() or platform.machine()}, "
+                   f"{args.threads} threads, torch {torch.__version__}")
     if args.table1_results is not None:
         for key, run in json.loads(args.table1_results.read_text())["cells"].items():
             if run["method"] in (CRL, VANILLA):
                 results.setdefault("runs", {}).setdefault(key, run)
-    ds = load_dataset(args.data, size=prof["size"])
-    train, test = ds.subset("train"), ds.subset("test")
     steps = budgets(len(train), args.batch)
     contexts: dict[tuple[float, int], Context] = {}
     for order, ratio, seed in plan(args.seeds, [r for r in NOISE if r in args.noise], args.orders):
@@ -398,10 +453,6 @@ def main(argv: list[str] | None = None) -> int:
         ctx = contexts[(ratio, seed)]
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order == "b":
-            if "trusted" not in inspect.signature(cascade.train).parameters:
-                print("order (b) needs cascade.train(trusted=, init_from=) (issue 14 item 1), skipped", flush=True)
-                results["cells"].pop(key)
-                continue
             run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
                        cell, lambda: save(results, args.results, args.seeds))
         else:
