@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=table1.DATA)
     ap.add_argument("--results", type=Path, default=table1.RESULTS)
     ap.add_argument("--runs", type=Path, default=table1.RUNS, help="table1's run folders (the crl and vanilla runs)")
-    ap.add_argument("--table1-results", type=Path, default=None,
+    ap.add_argument("--table1-results", type=Path, nargs="+", default=[],
                     help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     args = ap.parse_args(argv)
@@ -436,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train),
                    round_epochs=ROUND_EPOCHS, machine=f"{platform.processor() or platform.machine()}, "
                    f"{args.threads} threads, torch {torch.__version__}")
-    if args.table1_results is not None:
-        for key, run in json.loads(args.table1_results.read_text())["cells"].items():
+    for path in args.table1_results:
+        for key, run in json.loads(path.read_text())["cells"].items():
             if run["method"] in (CRL, VANILLA):
                 results.setdefault("runs", {}).setdefault(key, run)
     steps = budgets(len(train), args.batch)
