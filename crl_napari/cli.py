@@ -174,6 +174,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_next_round(args: argparse.Namespace) -> int:
+    from .pipeline import next_round
+    from .rounds import RoundStarted
+
+    def announce(events):
+        for ev in events:
+            if isinstance(ev, RoundStarted):
+                how = "from scratch" if ev.from_scratch else f"warm start, {ev.warm_epochs} epoch(s)"
+                print(f"{'resuming' if ev.resumed else 'starting'} review round {ev.round} ({how}): {ev.trusted} "
+                      f"mask(s) trusted, {ev.excluded} excluded image(s) left out", file=sys.stderr)
+            yield ev
+
+    events = next_round(args.run, warm_epochs=args.warm_epochs, from_scratch=args.from_scratch)
+    metrics = _consume(announce(events), args.quiet)
+    print(json.dumps(metrics, indent=2))
+    if "round" in metrics:
+        print(f"round {metrics['round']} scored: the review queue of {args.run} is re-ranked")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluation_data
     from .pipeline import evaluate_run
@@ -298,8 +318,9 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .pipeline import summary
+    from .rounds import describe
 
-    print(json.dumps(summary(args.run), indent=2))
+    print(json.dumps({**summary(args.run), "rounds": describe(args.run)}, indent=2))
     return 0
 
 
@@ -334,6 +355,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     _add_train_options(t)
     t.set_defaults(func=cmd_train)
+
+    n = sub.add_parser("next-round", allow_abbrev=False, help="train a reviewed run's next round with the review's "
+                       "decisions, then rescore it (a stopped round resumes)",
+                       description="Accepted corrections, edits and kept masks become trusted labels (always "
+                       "selected, never corrected); pending and flagged masks train as before; excluded images are "
+                       "left out. Round n's files stay in RUN/rounds/<n>/; every decision carries over.")
+    n.add_argument("run", type=Path)
+    how = n.add_mutually_exclusive_group()
+    how.add_argument("--warm-epochs", type=int, default=None, metavar="N",
+                     help="warm-start from the current nets for N epochs (default: a tenth of the first round's)")
+    how.add_argument("--from-scratch", action="store_true", help="train anew with the first round's settings")
+    n.add_argument("--quiet", action="store_true")
+    n.set_defaults(func=cmd_next_round)
 
     e = sub.add_parser("evaluate", allow_abbrev=False, help="Dice of a trained run against clean masks",
                        description="Dice of the run's prediction against clean masks: by default the data folder's "

@@ -130,9 +130,24 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
             run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
     models = None
-    pending = None  # the epoch's row waits for its checkpoint: history never runs ahead of the weights
-    for event in cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
-                               should_stop=should_stop):
+    for event in record_history(cascade.train(images, given, config, run_dir=out, resume=resume and not restart,
+                                              should_stop=should_stop), run, history):
+        if isinstance(event, Finished):
+            models = event.models
+            if event.stopped:
+                yield event
+                return
+        yield event
+    metrics = write_scores(run, models, images, given, clean if records is not None else None,
+                           [r.corrupted for r in records] if records is not None else None)
+    yield ScoresReady(run.scores_path, metrics)
+
+
+def record_history(events: Iterator, run: RunFolder, history: list[dict]) -> Iterator:
+    """Pass training events on, writing ``run``'s history.csv as epochs are checkpointed: an epoch's row waits
+    for its checkpoint, so history never runs ahead of the weights (``history``: the rows kept so far)."""
+    pending = None
+    for event in events:
         if isinstance(event, Started):
             history = [h for h in history if int(h["epoch"]) < event.start_epoch]
         elif isinstance(event, EpochEnd):
@@ -143,15 +158,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
             history.append(pending)
             run.write_history(history)
             pending = None
-        elif isinstance(event, Finished):
-            models = event.models
-            if event.stopped:
-                yield event
-                return
         yield event
-    metrics = write_scores(run, models, images, given, clean if records is not None else None,
-                           [r.corrupted for r in records] if records is not None else None)
-    yield ScoresReady(run.scores_path, metrics)
 
 
 def _case_row(case, default_split: str) -> dict:
@@ -182,12 +189,13 @@ def _never_trained(out: Path) -> bool:
 
 
 def write_scores(run: RunFolder, models, images: np.ndarray, given: np.ndarray, clean: np.ndarray | None = None,
-                 corrupted: list | None = None) -> dict:
-    """Score every training image with the trained nets and write scores.csv and corrected/."""
+                 corrupted: list | None = None, keep_maps: frozenset[str] = frozenset()) -> dict:
+    """Score every training image with the trained nets and write scores.csv and corrected/ (the maps of the
+    ids in ``keep_maps`` stay as they are: corrections a reviewer accepted in an earlier round)."""
     probs = cascade.peer_probs(models, images)
     scores = scoring.score_probs(probs, given, run.train_config.T)
     ids = [r.id for r in run.case_rows()]
-    run.write_scores(ids, scores, corrupted)
+    run.write_scores(ids, scores, corrupted, keep_maps)
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean())}
     if clean is not None and corrupted is not None:
         metrics.update(scoring.flagging_metrics(scores, clean, np.asarray(corrupted, dtype=bool)))
@@ -265,6 +273,14 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
               "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}
     run.write_evaluation(result)
     return result
+
+
+def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
+               should_stop: Callable[[], bool] | None = None) -> Iterator:
+    """Train a reviewed run's next round with the reviewer's decisions, then rescore it: crl_napari.rounds."""
+    from .rounds import next_round as _next_round
+
+    return _next_round(run_dir, warm_epochs=warm_epochs, from_scratch=from_scratch, should_stop=should_stop)
 
 
 def summary(run_dir: Path | str) -> dict:

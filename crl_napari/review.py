@@ -11,9 +11,11 @@ A :class:`ReviewSession` sits on a run folder (layout in docs/internals.md). Eac
   images get);
 * ``"excluded"`` - a bad radiograph: left out of the export and listed in its manifest as excluded.
 
-Each image may also carry a free-text comment (``"comments"`` in review.json; files without it load). Comments
-are notes, not decisions: they are saved at once but are not part of the undo log. A batch of decisions
-(:meth:`ReviewSession.decide_many`) is logged with one shared ``"batch"`` token and undone as one step.
+Each decision records the review ``"round"`` whose scores the reviewer saw (runs.current_round; absent in
+files written before rounds: round 1). Each image may also carry a free-text comment (``"comments"`` in
+review.json; files without it load). Comments are notes, not decisions: they are saved at once but are not
+part of the undo log. A batch of decisions (:meth:`ReviewSession.decide_many`) is logged with one shared
+``"batch"`` token and undone as one step.
 
 Every change is written at once to ``RUN/review.json`` with :func:`crl_napari.atomic.atomic_write_json`, so a
 crash, a killed process or a closed laptop never loses more than the change in flight and never leaves a
@@ -96,6 +98,13 @@ def _default_reviewer() -> str:
     return name or "unknown"
 
 
+def _current_round(run_dir: Path) -> int:
+    try:
+        return runs.current_round(run_dir)
+    except runs.RunError as exc:
+        raise ReviewError(str(exc)) from None
+
+
 def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of ``RUN/scores.csv`` sorted by rank: id (str), rank (int), the scores as floats (None if
     empty), corrupted as bool (None if absent/empty). Read and checked by the run folder gateway
@@ -123,8 +132,11 @@ class ReviewSession(ChangeLog):
         log: list[dict[str, Any]],
         reviewer: str,
         comments: dict[str, str] | None = None,
+        round: int = 1,
     ) -> None:
         self.run_dir = run_dir
+        #: the review round whose nets scored the queue; every decision made records it (``"round"``)
+        self.round = round
         self.path = run_dir / REVIEW_FILE
         self._rows = rows
         self._by_id = {r["id"]: r for r in rows}
@@ -171,7 +183,7 @@ class ReviewSession(ChangeLog):
                 cls._set_aside(path)
                 decisions, log, comments, set_aside = {}, [], {}, True
         name = reviewer if reviewer is not None else _default_reviewer()
-        session = cls(run_dir, rows, decisions, log, name, comments)
+        session = cls(run_dir, rows, decisions, log, name, comments, _current_round(run_dir))
         if set_aside:
             session._save()  # the fresh start is explicit on disk
         return session
@@ -187,6 +199,17 @@ class ReviewSession(ChangeLog):
         os.replace(path, backup)
         fsync_dir(path.parent)
         return backup
+
+    def refresh_scores(self) -> None:
+        """Re-read scores.csv and the round after a review round rescored the run: the queue is re-ranked, every
+        decision and comment stays. The images must be the same ones (a round never adds or drops a case)."""
+        rows = read_scores(self.run_dir)
+        round_ = _current_round(self.run_dir)
+        with self._lock:
+            if {r["id"] for r in rows} != set(self._ids):
+                raise ReviewError(f"{self.run_dir / SCORES_FILE}: now lists other images than the review opened with")
+            self._rows, self._by_id, self._ids = rows, {r["id"]: r for r in rows}, [r["id"] for r in rows]
+            self.round = round_
 
     # --------------------------------------------------------------------------------------- reading
     @property

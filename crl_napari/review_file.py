@@ -22,6 +22,7 @@ _DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
 #: The statuses a batch (decide_many) may set: every decision but "edited" (an edit needs a drawing).
 BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
 MAX_COMMENT = 2000  # characters; a comment is a note, not a report
+MAX_ROUND = 10_000  # review rounds (runs.rounds.MAX_ROUNDS)
 _BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
 _BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
 
@@ -57,7 +58,10 @@ def _check_decision(d: Any, image_id: str, path: Path, where: str) -> dict[str, 
         raise ReviewError(f"{path}: {where}: an edited decision must point to {expected!r}, found {edit!r}")
     if status != "edited" and edit is not None:
         raise ReviewError(f"{path}: {where}: only edited decisions have an edit file, found {edit!r}")
-    return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit}
+    made_in = d.get("round", 1)  # the review round whose scores the reviewer saw; absent in older files: 1
+    if isinstance(made_in, bool) or not isinstance(made_in, int) or not 1 <= made_in <= MAX_ROUND:
+        raise ReviewError(f"{path}: {where}: 'round' must be a round number (1-{MAX_ROUND}), got {made_in!r}")
+    return {"status": status, "reviewer": d["reviewer"], "time": d["time"], "edit": edit, "round": made_in}
 
 
 def _check_comments(raw: Any, path: Path) -> dict[str, str]:

@@ -96,7 +96,7 @@ class ChangeLog:
         after = None
         if status is not None:
             edit = f"{EDITS_DIR}/{image_id}.png" if status == "edited" else None
-            after = {"status": status, "reviewer": self.reviewer, "time": time, "edit": edit}
+            after = {"status": status, "reviewer": self.reviewer, "time": time, "edit": edit, "round": self.round}
         self._set(image_id, after)
         self._log.append({
             "id": image_id,

@@ -27,6 +27,7 @@ from ._common import report_error, run_link, scroll_area
 from ._plots import ScoreHistogram
 from .edit_controller import EditController
 from .export_form import ExportForm
+from .retrain import RetrainControl
 from .review_actions import ReviewActions
 from .review_controls import BatchRow, DecisionPanel, FilterRow, InfoPanel, RunRow, legend
 from .review_keys import KEYS, TableKeys, bind_keys, describe_keys, unbind_keys
@@ -88,6 +89,8 @@ class ReviewWidget(ReviewActions, QWidget):
         outer.addLayout(self.info)
         outer.addLayout(self.decisions)
         outer.addWidget(legend())
+        self.retrain = RetrainControl(self)  # the next review round, trained with these decisions
+        outer.addWidget(self.retrain)
         outer.addWidget(self.histogram)
         for title, content in (("Accept many", self.batch), ("Export", self.export_widget.native)):
             box = QCollapsible(title)
@@ -167,6 +170,7 @@ class ReviewWidget(ReviewActions, QWidget):
         if link.path is None or Path(link.path).resolve() != path.resolve():
             link.set(path)
         self.run_row.opened(path)
+        self.retrain.set_run(path)
         self._message(f"Opened {path.name}: {len(session.ids)} images, worst first")
         return True
 

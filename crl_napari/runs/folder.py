@@ -207,13 +207,17 @@ class RunFolder:
     def remove_history(self) -> None:
         self.file(HISTORY).unlink(missing_ok=True)
 
-    def write_scores(self, ids: list[str], scores, corrupted: list | None = None) -> None:
+    def write_scores(self, ids: list[str], scores, corrupted: list | None = None,
+                     keep_maps: frozenset[str] = frozenset()) -> None:
         """The corrected masks, probability and uncertainty maps, then scores.csv (sorted by rank) last, so
-        a scores.csv always describes maps that are there."""
+        a scores.csv always describes maps that are there. The maps of ``keep_maps`` ids are left as they are
+        (a review round keeps the corrections a reviewer accepted)."""
         corr_dir = self.file(CORRECTED)
         corr_dir.mkdir(exist_ok=True)
         for i, id_ in enumerate(ids):
             check_id(id_, self.path / CASES)
+            if id_ in keep_maps:
+                continue
             atomic_write_png(self.file(CORRECTED, f"{id_}.png"), _to_uint8(scores.corrected[i]))
             atomic_write_png(self.file(CORRECTED, f"{id_}_prob.png"), _to_uint8(scores.prob[i].astype(np.float32)))
             atomic_write_png(self.file(CORRECTED, f"{id_}{PROB16}"), encode_prob(scores.prob[i]))

@@ -20,6 +20,10 @@ __all__ = [
     "CASE_FIELDS",
     "HELD_OUT_FIELDS",
     "BEFORE_TRAINING",
+    "ROUNDS",
+    "ROUNDS_DIR",
+    "ROUND_DECISIONS",
+    "ROUND_FILES",
 ]
 
 CONFIG = "config.json"
@@ -37,6 +41,11 @@ CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
 EDITS = "edits"  # the reviewer's own masks
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
+
+ROUNDS = "rounds.json"  # review rounds: the current round, when each started, from which decisions
+ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the current round also at the top)
+ROUND_DECISIONS = "decisions.json"  # in rounds/<n>/: the decisions round n trained with ({id: status})
+ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, EVALUATION)  # what a round keeps of its own
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",

@@ -1,0 +1,217 @@
+"""The Review dock's "Retrain with my decisions": the next review round (crl_napari.rounds) in a thread worker.
+
+The reviewer goes on reviewing while the round trains (the round reads the decisions when it starts; later ones
+count for the next round). When the round is scored, the queue is re-ranked from the new scores, the image on
+screen stays selected and every decision stays; the line under the button says which round scored the queue.
+Progress and pace are shown as the Train widget shows them (a napari progress bar, the engine's ETA).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from napari.utils import progress
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+
+from .. import pipeline, runs
+from ..eta import Eta
+from ..events import Finished, Started, Step
+from ..rounds import RoundStarted, default_warm_epochs
+from ..runs import RunError, RunFolder
+from ._common import StopFlag, info, report_error, start_generator
+from .train_widget import gui_torch_threads
+
+__all__ = ["RetrainControl", "round_job"]
+
+
+def round_job(run_dir: Path, warm_epochs: int | None, from_scratch: bool, should_stop: StopFlag,
+              threads: int | None = None) -> Iterator:
+    """The worker's generator: the engine's next round (``threads`` is set in the worker, where torch runs)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    yield from pipeline.next_round(run_dir, warm_epochs=warm_epochs, from_scratch=from_scratch,
+                                   should_stop=should_stop)
+
+
+class RetrainControl(QWidget):
+    """Retrain / Stop, the warm-start epochs (or from scratch) and a status line, for the Review widget
+    ``review`` (anything with ``session``, ``current_id``, ``model``, ``open_run`` and ``_message``)."""
+
+    def __init__(self, review) -> None:
+        super().__init__()
+        self._review = review
+        self.worker = None
+        self.stop_flag: StopFlag | None = None
+        self.pbar: progress | None = None
+        self.last_outcome: str | None = None  # finished | stopped | error
+        self.rounds_done = 0
+        self._eta = Eta()
+        self._run_dir: Path | None = None
+        self._round_text = ""
+        self._shown_at = 0.0
+        self._job: dict[str, Any] = {}  # what a destroyed control must stop (see _abandon); holds no widget
+        self.retrain_btn = QPushButton("Retrain with my decisions")
+        self.retrain_btn.setToolTip("Train the next round: accepted, kept and edited masks become trusted labels "
+                                    "(never dropped nor corrected), excluded images are left out; then every "
+                                    "image is scored again and the queue re-ranked. Keep reviewing meanwhile.")
+        self.stop_btn = QPushButton("Stop")
+        self.warm_epochs = QSpinBox()
+        self.warm_epochs.setRange(1, 10_000)
+        self.warm_epochs.setPrefix("warm start, epochs: ")
+        self.warm_epochs.setToolTip("continue from the current nets for this many epochs")
+        self.from_scratch = QCheckBox("from scratch")
+        self.from_scratch.setToolTip("train anew with the first round's settings (slower)")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        for w in (self.retrain_btn, self.stop_btn):
+            row.addWidget(w)
+        options = QHBoxLayout()
+        options.addWidget(self.warm_epochs)
+        options.addWidget(self.from_scratch)
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addLayout(row)
+        box.addLayout(options)
+        box.addWidget(self.status)
+        self.retrain_btn.clicked.connect(self.retrain)
+        self.stop_btn.clicked.connect(self.stop)
+        self.from_scratch.toggled.connect(lambda on: self.warm_epochs.setEnabled(not on))
+        self.destroyed.connect(partial(_abandon, self._job))
+        self._update()
+
+    # ------------------------------------------------------------------------------------- the run
+    def set_run(self, run_dir: Path | str | None) -> None:
+        """A run was opened in the review: say which round scored its queue."""
+        self._run_dir = None if run_dir is None else Path(run_dir)
+        if self._run_dir is not None and not self.running:
+            try:
+                first = runs.read_rounds(self._run_dir)
+                config = RunFolder(runs.round_dir(self._run_dir, 1) if first else self._run_dir).train_config
+                self.warm_epochs.setValue(default_warm_epochs(config))
+                self.status.setText(f"Queue scored by round {runs.current_round(self._run_dir)}")
+            except RunError as exc:
+                self.status.setText(str(exc))
+        self._update()
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    # ------------------------------------------------------------------------------------- actions
+    def retrain(self) -> None:
+        session = self._review.session
+        if session is None or self.running:
+            return
+        decided = session.counts()["reviewed"]
+        if not decided:
+            self._say("Review some images first: the next round trains with your decisions.")
+            return
+        self.stop_flag = StopFlag()
+        self.last_outcome = None
+        self._eta = Eta()
+        self._run_dir = session.run_dir
+        self.pbar = progress(total=0, desc="crl-napari: next review round")
+        warm = None if self.from_scratch.isChecked() else int(self.warm_epochs.value())
+        self.worker = start_generator(round_job, session.run_dir, warm, self.from_scratch.isChecked(),
+                                      self.stop_flag, gui_torch_threads(),
+                                      on_yield=self._on_event, on_error=self._on_error, on_done=self._on_done)
+        self._job.update(stop_flag=self.stop_flag, worker=self.worker, pbar=self.pbar)
+        self.status.setText(f"Training the next round with {decided} decision(s); keep reviewing meanwhile…")
+        self._update()
+
+    def stop(self) -> None:
+        """Stop after the current step; Retrain later resumes the same round."""
+        if self.stop_flag is not None:
+            self.stop_flag.set()
+
+    # ------------------------------------------------------------------------------------- events
+    def _on_event(self, ev: Any) -> None:
+        self._eta.update(ev)
+        if isinstance(ev, RoundStarted):
+            how = "from scratch" if ev.from_scratch else f"warm start, {ev.warm_epochs} epoch(s)"
+            self._round_text = (f"{'Resuming' if ev.resumed else 'Training'} round {ev.round} ({how}; "
+                                f"{ev.trusted} trusted, {ev.excluded} left out)")
+            self.status.setText(self._round_text + "…")
+        elif isinstance(ev, Started):
+            if self.pbar is not None:
+                self.pbar.total = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+            self._shown_at = 0.0
+        elif isinstance(ev, Step):
+            if self.pbar is not None:
+                self.pbar.update(1)
+            if time.monotonic() - self._shown_at > 1.0:  # a label update per step would cost the viewer time
+                self._shown_at = time.monotonic()
+                self.status.setText(" · ".join(p for p in (self._round_text, self._eta.text()) if p))
+        elif isinstance(ev, Finished):
+            if ev.stopped:
+                self.last_outcome = "stopped"
+                self.status.setText("Stopped; press Retrain to resume this round (the last epoch is kept).")
+            else:
+                self.status.setText("Round trained; scoring every image…")
+        elif isinstance(ev, pipeline.ScoresReady):
+            self.last_outcome = "finished"
+            self.rounds_done += 1
+            self._refresh(ev.metrics.get("round"))
+
+    def _refresh(self, number: int | None) -> None:
+        """Re-rank the queue from the new scores; the image on screen stays, so do the decisions. An open
+        drawing is left alone: the refresh waits until it is saved or discarded."""
+        review = self._review
+        if review.model is not None and review.model.editing is not None:
+            QTimer.singleShot(500, partial(self._refresh, number))
+            return
+        current = review.current_id
+        if self._run_dir is not None and review.open_run(self._run_dir):
+            if current is not None and current in review.model.ids:
+                review.model.select(current)
+        text = f"Queue re-ranked: scored by round {number}"
+        self.status.setText(text)
+        self._say(text)
+        info(f"crl-napari: {text}")
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.last_outcome = "error"
+        text = report_error(exc, "retraining")
+        self.status.setText(text)
+
+    def _on_done(self) -> None:
+        if self.pbar is not None:
+            self.pbar.close()
+            self.pbar = None
+        self.worker = None
+        self._job.clear()
+        if self.last_outcome is None:
+            self.last_outcome = "stopped"
+            self.status.setText("Stopped; press Retrain to resume this round.")
+        self._update()
+
+    def _update(self) -> None:
+        self.retrain_btn.setEnabled(not self.running and self._review.session is not None)
+        self.stop_btn.setEnabled(self.running)
+
+    def _say(self, text: str) -> None:
+        self._review._message(text)
+
+
+def _abandon(state: dict, *_args) -> None:
+    """The control is gone while a round trains: stop the engine after its step, touch no deleted widget."""
+    flag, worker, pbar = state.get("stop_flag"), state.get("worker"), state.get("pbar")
+    if flag is not None:
+        flag.set()
+    if worker is not None:
+        for signal in (worker.yielded, worker.errored, worker.finished):
+            try:
+                signal.disconnect()
+            except (TypeError, RuntimeError):
+                pass
+        worker.quit()
+    if pbar is not None:
+        pbar.close()
+    state.clear()

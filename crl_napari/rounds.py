@@ -1,0 +1,224 @@
+"""Review rounds: a reviewed run trains its next round with the radiologist's decisions, then rescores.
+
+What a decision means for training (the masks at training size):
+* accepted -> the correction the reviewer accepted (``corrected/<id>.png``), trusted;
+* edited   -> the reviewer's drawing, resized to training size, trusted;
+* kept     -> the given mask, trusted;
+* flagged, pending -> the given mask, not trusted (the cascade selects and corrects it as before);
+* excluded -> left out of training (still scored, so its decision stays attached to a listed image).
+A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
+
+A round either warm-starts from the previous round's nets for a few epochs (continuing the cascade in stage 2,
+selection at full strength, the learning rate where the previous round left it) or trains from scratch with the
+first round's settings. It trains in ``rounds/<n>/``; once done its files become the run's top level and every
+image is rescored (runs.rounds keeps the files). Corrections accepted earlier keep their maps. The writer lock is
+held throughout; a round killed midway resumes when started again (never a round n+2, never a lost round n).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import cascade, runs
+from .data import DataError, read_mask, resize_mask
+from .events import Finished
+from .pipeline import ScoresReady, _clean_masks, _input_image, record_history, write_scores
+from .review import ReviewError, ReviewSession
+from .runs import RunError, RunFolder
+from .settings import TrainConfig, TrainingError
+
+#: a warm round trains this fraction of the first round's epochs unless told otherwise (at least one)
+WARM_FRACTION = 0.1
+TRUSTED_STATUSES = ("accepted", "edited", "kept")
+
+
+@dataclass(frozen=True)
+class RoundStarted:
+    """A review round begins (or resumes): its number, how many masks it trusts and leaves out, how it trains."""
+
+    round: int
+    resumed: bool
+    trusted: int
+    excluded: int
+    warm_epochs: int | None
+    from_scratch: bool
+
+
+def default_warm_epochs(first: TrainConfig) -> int:
+    """Epochs of a warm round when none are asked: WARM_FRACTION of the first round's, at least one."""
+    return max(1, round(first.epochs * WARM_FRACTION))
+
+
+def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | None, from_scratch: bool) -> TrainConfig:
+    """The settings of the next round: the first round's from scratch; else the previous round's nets go on for
+    ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full strength (the nets can already
+    tell), the learning rate where the previous round's decay left it."""
+    if from_scratch:
+        return first
+    return replace(previous, epochs=warm_epochs, k=0 if previous.strategy == "crl" else None, ramp=0.0,
+                   lr=previous.lr * previous.lr_decay**previous.epochs)
+
+
+def decisions_of(run_dir: Path) -> dict[str, str]:
+    """{id: status} of every decided image in review.json (checked by ReviewSession)."""
+    session = ReviewSession.open(run_dir, reviewer="crl-napari")
+    return {i: session.status(i) for i in session.ids if session.status(i) != "pending"}
+
+
+def _decisions_now(run_dir: Path) -> dict[str, str]:
+    try:
+        return decisions_of(run_dir)
+    except ReviewError as exc:
+        raise RunError(str(exc)) from None
+
+
+def training_masks(run: RunFolder, decisions: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(masks (N, S, S) uint8, trusted (N,) bool, trained (N,) bool) for the run's training cases in cases.csv
+    order, from the decisions (see the module docstring)."""
+    size = run.config["data"]["size"]
+    masks, trusted, trained = [], [], []
+    for row in run.case_rows():
+        status = decisions.get(row.id, "pending")
+        if status == "accepted":
+            mask = run.corrected(row.id)
+        elif status == "edited":
+            mask = _edit(run, row.id, size)
+        else:
+            mask = run.given(row.id)
+        masks.append(np.asarray(mask) > 0)
+        trusted.append(status in TRUSTED_STATUSES)
+        trained.append(status != "excluded")
+    return np.stack(masks).astype(np.uint8), np.array(trusted), np.array(trained)
+
+
+def _edit(run: RunFolder, image_id: str, size: int) -> np.ndarray:
+    """The reviewer's drawing at training size (drawn at any size)."""
+    path = run.edit_path(image_id)
+    try:
+        mask = read_mask(path)
+    except (DataError, OSError) as exc:
+        raise RunError(f"{path}: the edited mask of {image_id!r} cannot be read ({exc})") from None
+    return mask if mask.shape == (size, size) else resize_mask(mask, size)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
+               should_stop: Callable[[], bool] | None = None) -> Iterator:
+    """Train the next review round of a reviewed run and rescore it; yields RoundStarted, the training events
+    and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with the settings
+    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply)."""
+    run_dir = Path(run_dir)
+    if warm_epochs is not None and from_scratch:
+        raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
+    if warm_epochs is not None and (isinstance(warm_epochs, bool) or not isinstance(warm_epochs, int)
+                                    or warm_epochs < 1):
+        raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
+    RunFolder(run_dir)  # not a run folder: refused before the lock file is made
+    with runs.writer_lock(run_dir, "next-round"):
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop)
+
+
+def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool) -> list:
+    """Keep the current round's files, make the next round's folder, record it in rounds.json."""
+    run = RunFolder(run_dir)
+    if not run.has_scores or not run.has_checkpoint:
+        raise RunError(f"{run.scores_path}: the run is not trained and scored yet; a review round starts from one")
+    if run.scores_stale:
+        raise RunError(f"{run.scores_path}: older than the checkpoint; score the run first (crl-napari score)")
+    decisions = _decisions_now(run_dir)
+    if not decisions:
+        raise RunError(f"{run.review_path}: no decisions yet; review some images before training a round with them")
+    if not rounds:  # a run made before rounds (or never retrained): it was round 1
+        created = run.config.get("created")
+        rounds = [runs.Round(1, created if isinstance(created, str) else "", _mtime(run.scores_path))]
+    current = rounds[-1].number
+    runs.keep_round_files(run_dir, current)
+    first = RunFolder(runs.round_dir(run_dir, 1)).train_config
+    warm = None if from_scratch else (warm_epochs or default_warm_epochs(first))
+    config = round_config(run.train_config, first, warm, from_scratch)
+    runs.write_round_start(run, current + 1, config, decisions)
+    counts = {s: sum(v == s for v in decisions.values()) for s in sorted(set(decisions.values()))}
+    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts)]
+    runs.write_rounds(run_dir, rounds)
+    return rounds
+
+
+def _mtime(path: Path) -> str:
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
+def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop) -> Iterator:
+    rounds = runs.read_rounds(run_dir)
+    resumed = bool(rounds) and rounds[-1].finished is None
+    if not resumed:
+        rounds = _start(run_dir, rounds, warm_epochs, from_scratch)
+    this = rounds[-1]
+    folder = runs.round_dir(run_dir, this.number)
+    plan = runs.open_for_resume(folder)  # the round's own folder: its checkpoint, if any, and history
+    run = RunFolder(run_dir)
+    decisions = runs.read_round_decisions(folder)
+    masks, trusted, trained = training_masks(run, decisions)
+    rows = run.case_rows()
+    size = run.config["data"]["size"]
+    images = np.stack([_input_image(run, r, size) for r in rows])[:, None]
+    yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
+                       this.from_scratch)
+    warm_from = None
+    if this.warm_epochs is not None and plan.start_epoch == 0:
+        warm_from = runs.round_dir(run_dir, this.number - 1) / runs.CHECKPOINT
+    events = cascade.train(images[trained], masks[trained], plan.config, run_dir=folder,
+                           resume=plan.start_epoch > 0, should_stop=should_stop, trusted=trusted[trained],
+                           init_from=warm_from)
+    models = None
+    for event in record_history(events, plan.run, [h.as_dict() for h in plan.history]):
+        if isinstance(event, Finished):
+            models = event.models
+            if event.stopped:
+                yield event
+                return
+        yield event
+    runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
+    run = RunFolder(run_dir)
+    given = np.stack([run.given(r.id) for r in rows]).astype(np.uint8)
+    corrupted = [bool(r.corrupted) for r in rows] if rows and rows[0].corrupted is not None else None
+    clean = _clean_masks(run, rows, size) if corrupted is not None else None
+    # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
+    accepted = frozenset(i for i, s in {**decisions, **_decisions_now(run_dir)}.items() if s == "accepted")
+    metrics = write_scores(run, models, images, given, clean, corrupted, keep_maps=accepted)
+    runs.keep_round_files(run_dir, this.number)
+    runs.write_rounds(run_dir, [*rounds[:-1], replace(this, finished=_now())])
+    yield ScoresReady(run.scores_path, {**metrics, "round": this.number})
+
+
+def describe(run_dir: Path | str) -> list[dict]:
+    """The rounds of a run for `info`: number, started, decisions used, epochs trained, test Dice if evaluated."""
+    run_dir = Path(run_dir)
+    rounds = runs.read_rounds(run_dir)
+    if not rounds:
+        run = RunFolder(run_dir)
+        created = run.config.get("created")
+        rounds = [runs.Round(1, created if isinstance(created, str) else "",
+                             _mtime(run.scores_path) if run.has_scores else None)]
+    out = []
+    for r in rounds:
+        folder = runs.round_dir(run_dir, r.number)
+        where = folder if (folder / runs.CONFIG).is_file() else run_dir
+        try:
+            epochs = len(RunFolder(where).history_rows())
+        except (RunError, TrainingError):
+            epochs = None
+        test = runs.round_test_dice(folder) if where is folder else None
+        if r is rounds[-1] and r.finished is not None:
+            test = runs.round_test_dice(run_dir) or test  # evaluated since it became the top level
+        out.append({"round": r.number, "started": r.started, "finished": r.finished, "decisions": r.decisions,
+                    "warm_epochs": r.warm_epochs, "from_scratch": r.from_scratch, "epochs": epochs,
+                    "test_dice": test})
+    return out

@@ -1,0 +1,83 @@
+"""The Review widget's "Retrain with my decisions", as a reviewer uses it: open a run in the Review dock of a
+viewer that already holds other layers, decide a few images with the buttons, press Retrain, keep
+reviewing while the round trains, and find the queue re-ranked with the same image on screen and every decision
+kept (the ones made during training too), the round shown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from crl_napari import cli, runs  # noqa: E402
+from crl_napari.phantoms import write_sample_set  # noqa: E402
+
+pytestmark = pytest.mark.gui
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plugin-rounds")
+    """A crl run that learns something in a few CPU seconds (as test_plugin_review's), so scores differ."""
+    data = write_sample_set(root / "set", n=16, size=64, noise_ratio=0.0, seed=2)
+    assert cli.main(["train", str(data), "--out", str(root / "run"), "--simulate-noise", "0.5", "--size", "64",
+                     "--width", "8", "--depth", "3", "--epochs", "8", "--batch-size", "4", "--lr", "0.01",
+                     "--no-augment", "--device", "cpu", "--quiet"]) == 0
+    return root / "run"
+
+
+def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napari_viewer, qtbot, trained,
+                                                                       tmp_path):
+    run = shutil.copytree(trained, tmp_path / "run")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="someone else's labels")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")  # Plugins > Review masks
+    widget.run_edit.setText(str(run))
+    widget.open_btn.click()
+    assert widget.model is not None, widget.last_message
+    assert "Queue scored by round 1" in widget.retrain.status.text()
+    before_order = widget.model.ids
+    before_scores = [r["suspicion"] for r in widget.session.rows]
+    assert len(set(before_scores)) > 1  # a run that ranks
+    # the reviewer decides the first three images with the buttons, moving on to the next each time
+    for button in (widget.accept_btn, widget.keep_btn, widget.accept_btn):
+        button.click()
+    decided = {i: widget.session.status(i) for i in before_order if widget.session.status(i) != "pending"}
+    assert sorted(decided.values()) == ["accepted", "accepted", "kept"]
+    shown = widget.current_id
+    assert shown not in decided
+
+    widget.retrain.warm_epochs.setValue(2)
+    widget.retrain.retrain_btn.click()
+    assert widget.retrain.running and not widget.retrain.retrain_btn.isEnabled()
+    widget.flag_btn.click()  # reviewing goes on while the round trains
+    flagged = shown
+    shown = widget.current_id
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    assert "scored by round 2" in widget.retrain.status.text()
+    assert widget.session.round == 2
+    # re-ranked from the new scores: the table lists the new order, the same image is on screen
+    new_order = [r.id for r in runs.read_score_rows(run)]
+    assert widget.model.ids == new_order and new_order != before_order
+    table = widget.table.model()
+    listed = [table.index(r, 1).data() for r in range(table.rowCount())]
+    assert [i for i in listed if i in new_order] == new_order  # the table's rows, in the new rank order
+    assert widget.current_id == shown
+    # every decision intact, the one made during training too, tagged with the round whose scores were shown
+    stored = json.loads((run / "review.json").read_text())["decisions"]
+    assert {i: d["status"] for i, d in stored.items()} == {**decided, flagged: "flagged"}
+    assert {d["round"] for d in stored.values()} == {1}
+    widget.keep_btn.click()
+    stored = json.loads((run / "review.json").read_text())["decisions"]
+    assert stored[shown]["round"] == 2
+    assert [r.number for r in runs.read_rounds(run)] == [1, 2]
+

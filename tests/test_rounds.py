@@ -1,0 +1,217 @@
+"""Review rounds on real run folders (tiny phantoms, trained by the command line): the bookkeeping, the trusted
+set handed to training, resuming a killed round, a run folder of the previous release, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from crl_napari import cascade, cli, runs
+from crl_napari.events import CheckpointSaved, Finished, Started
+from crl_napari.phantoms import write_sample_set
+from crl_napari.pipeline import ScoresReady, next_round
+from crl_napari.review import ReviewSession
+from crl_napari.rounds import RoundStarted, describe
+from crl_napari.runs import RunFolder
+
+TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
+        "--quiet"]
+KEPT_FILES = ("config.json", "history.csv", "checkpoint.pt", "scores.csv")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A crl run on 12 phantoms (9 train) with half the training masks corrupted."""
+    root = tmp_path_factory.mktemp("rounds")
+    data = write_sample_set(root / "set", n=12, size=32, noise_ratio=0.0, seed=3)
+    assert cli.main(["train", str(data), "--out", str(root / "run"), "--simulate-noise", "0.5", *TINY]) == 0
+    return root / "run"
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    """A copy of the trained run, reviewed: the five most suspicious images accepted, kept, edited, excluded,
+    flagged (in rank order)."""
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    s = ReviewSession.open(out, reviewer="ana")
+    a, k, e, x, f = s.ids[:5]
+    s.accept(a)
+    s.keep(k)
+    drawn = np.zeros((32, 32), bool)
+    drawn[8:24, 4:14] = drawn[8:24, 18:28] = True
+    s.edit(e, drawn)
+    s.exclude(x)
+    s.flag(f)
+    return out
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {n: (folder / n).read_bytes() for n in KEPT_FILES}
+
+
+def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monkeypatch):
+    before, review_before = _bytes(run), json.loads((run / "review.json").read_text())
+    s = ReviewSession.open(run)
+    accepted, kept, edited, excluded, flagged = s.ids[:5]
+    corrected_before = {i: (run / "corrected" / f"{i}.png").read_bytes() for i in s.ids}
+    prob_before = {i: (run / "corrected" / f"{i}_prob16.png").read_bytes() for i in s.ids}
+    seen = {}
+    real = cascade.train
+
+    def spy(images, masks, config, **kw):  # records what training was handed, then trains for real
+        seen.update(images=images, masks=masks, config=config, **kw)
+        return real(images, masks, config, **kw)
+
+    monkeypatch.setattr(cascade, "train", spy)
+    events = list(next_round(run, warm_epochs=2))
+    started = [e for e in events if isinstance(e, RoundStarted)]
+    assert started == [RoundStarted(2, False, 3, 1, 2, False)]
+    assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
+
+    # what training saw: the excluded image left out, the trusted ones flagged, each with the mask decided
+    ids = [r.id for r in RunFolder(run).case_rows()]
+    order = [i for i in ids if i != excluded]
+    assert len(seen["images"]) == len(order) == 8
+    trusted = dict(zip(order, seen["trusted"], strict=True))
+    assert {i for i, t in trusted.items() if t} == {accepted, kept, edited}
+    masks = dict(zip(order, seen["masks"], strict=True))
+    old = RunFolder(run / "rounds" / "1")
+    assert np.array_equal(masks[accepted], iio.imread(corrected_before[accepted]) > 127)  # the one accepted
+    assert masks[edited][8:24, 4:14].all() and masks[edited].sum() == 2 * 16 * 10
+    for i in (kept, flagged):
+        assert np.array_equal(masks[i], RunFolder(run).given(i))
+    assert seen["init_from"] == run / "rounds" / "1" / "checkpoint.pt" and seen["resume"] is False
+    assert seen["config"].epochs == 2 and seen["config"].k == 0 and seen["config"].ramp == 0.0
+    assert old.train_config.epochs == 3
+
+    # round 1 kept byte for byte; round 2 at the top level and in rounds/2
+    assert _bytes(run / "rounds" / "1") == before
+    top = _bytes(run)
+    assert top["scores.csv"] != before["scores.csv"] and top["checkpoint.pt"] != before["checkpoint.pt"]
+    assert _bytes(run / "rounds" / "2") == top
+    assert RunFolder(run).train_config.epochs == 2 and len(RunFolder(run).history_rows()) == 2
+    assert not RunFolder(run).scores_stale
+    rounds = runs.read_rounds(run)
+    assert [r.number for r in rounds] == [1, 2] and all(r.finished for r in rounds)
+    assert rounds[1].decisions == {"accepted": 1, "edited": 1, "excluded": 1, "flagged": 1, "kept": 1}
+    # the accepted correction keeps the mask the reviewer accepted; the others were rescored
+    assert (run / "corrected" / f"{accepted}.png").read_bytes() == corrected_before[accepted]
+    assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == prob_before[accepted]
+    assert all((run / "corrected" / f"{i}_prob16.png").read_bytes() != prob_before[i] for i in s.ids[5:])
+
+    # every decision carries over untouched, tagged with round 1; new ones are tagged with round 2
+    assert json.loads((run / "review.json").read_text()) == review_before
+    s2 = ReviewSession.open(run, reviewer="ben")
+    assert s2.round == 2 and sorted(s2.ids) == sorted(s.ids)
+    assert [s2.decision(i)["round"] for i in s.ids[:5]] == [1] * 5
+    assert [s2.status(i) for i in s.ids[:5]] == ["accepted", "kept", "edited", "excluded", "flagged"]
+    pending = s2.next_pending()
+    s2.keep(pending)
+    assert json.loads((run / "review.json").read_text())["decisions"][pending]["round"] == 2
+
+    info = describe(run)
+    assert [(r["round"], r["epochs"]) for r in info] == [(1, 3), (2, 2)]
+    assert info[1]["decisions"]["accepted"] == 1 and info[1]["warm_epochs"] == 2
+
+
+class Kill(Exception):
+    pass
+
+
+def test_a_killed_round_resumes_and_never_starts_another(run):
+    before = _bytes(run)
+    with pytest.raises(Kill):  # the consumer dies after the round's first checkpoint
+        for ev in next_round(run, warm_epochs=3):
+            if isinstance(ev, CheckpointSaved):
+                raise Kill
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.finished) for r in rounds] == [(1, rounds[0].finished), (2, None)]
+    assert _bytes(run) == before == _bytes(run / "rounds" / "1")  # the top level is still round 1's
+    assert ReviewSession.open(run).round == 1
+
+    # stopped from outside (should_stop) at once: nothing more is trained, still round 2
+    events = list(next_round(run, should_stop=lambda: True))
+    assert isinstance(events[-1], Finished) and events[-1].stopped
+    assert len(runs.read_rounds(run)) == 2
+
+    events = list(next_round(run, warm_epochs=9))  # the round's own settings win on resume
+    assert [e for e in events if isinstance(e, RoundStarted)][0].resumed
+    assert [e.start_epoch for e in events if isinstance(e, Started)] == [1]
+    rounds = runs.read_rounds(run)
+    assert [r.number for r in rounds] == [1, 2] and rounds[1].finished and rounds[1].warm_epochs == 3
+    assert [h.epoch for h in RunFolder(run).history_rows()] == [0, 1, 2]
+    assert _bytes(run / "rounds" / "1") == before
+
+
+def test_a_round_killed_before_training_resumes_the_same_round(run):
+    with pytest.raises(Kill):
+        for ev in next_round(run, warm_epochs=1):
+            if isinstance(ev, RoundStarted):
+                raise Kill
+    events = list(next_round(run))
+    assert [e.round for e in events if isinstance(e, RoundStarted)] == [2]
+    assert [r.number for r in runs.read_rounds(run)] == [1, 2]
+
+
+def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
+    """What the release before rounds wrote: no rounds/, no rounds.json, decisions without a round, scores.csv
+    without extra_pieces, no 16-bit probability maps."""
+    run = tmp_path / "old"
+    shutil.copytree(trained, run)
+    rows = (run / "scores.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    cut = header.index("extra_pieces")
+    (run / "scores.csv").write_text("\n".join(",".join(c for j, c in enumerate(r.split(",")) if j != cut)
+                                              for r in rows) + "\n")
+    for p in (run / "corrected").glob("*_prob16.png"):
+        p.unlink()
+    ids = [r.id for r in RunFolder(run).score_rows()]
+    old = {"version": 1, "run": "old",
+           "decisions": {ids[0]: {"status": "accepted", "reviewer": "ana", "time": "t", "edit": None},
+                         ids[1]: {"status": "kept", "reviewer": "ana", "time": "t", "edit": None}},
+           "log": []}
+    (run / "review.json").write_text(json.dumps(old))
+    assert ReviewSession.open(run).decision(ids[0])["round"] == 1
+    assert [r["round"] for r in describe(run)] == [1]
+    before = _bytes(run)
+    events = list(next_round(run, warm_epochs=1))
+    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [2]
+    assert _bytes(run / "rounds" / "1") == before
+    assert json.loads((run / "review.json").read_text()) == old  # read, never rewritten
+    assert ReviewSession.open(run).round == 2
+
+
+def test_next_round_refuses_what_it_cannot_do(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert cli.main(["next-round", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "review.json: no decisions yet" in err[0] and "Traceback" not in err[0]
+    assert not (run / "rounds").exists() and not (run / "rounds.json").exists()
+    with pytest.raises(SystemExit):
+        cli.main(["next-round", str(run), "--warm-epochs", "2", "--from-scratch"])
+    ReviewSession.open(run, reviewer="ana").keep(RunFolder(run).score_rows()[0].id)
+    with runs.writer_lock(run, "train"):
+        assert cli.main(["next-round", str(run), "--quiet"]) == 2
+    assert "in use by pid" in capsys.readouterr().err
+
+
+def test_cli_next_round_and_info_end_to_end(run, capsys):
+    assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "starting review round 2 (warm start, 1 epoch(s)): 3 mask(s) trusted, 1 excluded" in out.err
+    assert "round 2 scored" in out.out
+    assert cli.main(["next-round", str(run), "--from-scratch", "--quiet"]) == 0
+    assert RunFolder(run).train_config == RunFolder(run / "rounds" / "1").train_config  # the first round's
+    capsys.readouterr()
+    assert cli.main(["info", str(run)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [(r["round"], r["epochs"], r["warm_epochs"], r["from_scratch"]) for r in info["rounds"]] == \
+        [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
+    assert info["epochs_done"] == 3 and info["scored"] and not info["scores_stale"]
