@@ -11,7 +11,9 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
 
     a  the tool's score (rank of the crl run's suspicion), no retraining
     b  the tool's score with a round after every batch: the reviewed masks trusted (never dropped nor
-       corrected), ROUND_EPOCHS warm-start epochs from the previous round, the rest of the queue re-ranked
+       corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
+       first round's: 2 in the quick profile) with the tool's round settings (rounds.round_config), the rest of
+       the queue re-ranked
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)
@@ -31,7 +33,7 @@ benchmark, each short and only meaningful together (table1.py is the same shape)
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import fcntl
 import json
 import platform
 import shlex
@@ -47,7 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import table1  # noqa: E402  (puts the repository root on sys.path too)
 
-from crl_napari import cascade, noise, scoring  # noqa: E402
+from crl_napari import cascade, noise, rounds, scoring  # noqa: E402
 from crl_napari.atomic import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
 from crl_napari.data import load_dataset  # noqa: E402
 
@@ -57,7 +59,6 @@ PLAN_ORDERS = ("a", "c", "d", "b")  # b last: it alone trains more
 NOISE = (0.75, 0.5)
 BATCH = 20
 BUDGET = 0.4  # review at least this fraction of the training set
-ROUND_EPOCHS = 2  # warm-start epochs of a round of order b: a tenth of the quick profile's 20
 KEEP_TOL = 0.01
 GOOD = 0.95
 CRL, VANILLA = "crl k=50%", "vanilla"
@@ -198,17 +199,10 @@ def run_static(ctx: Context, order: str, steps: list[int]) -> dict | None:
     return {"points": points}
 
 
-def round_config(cfg: cascade.TrainConfig, threads: int) -> cascade.TrainConfig:
-    """A round's settings: ROUND_EPOCHS epochs, all in stage 2 (the warm nets have been through stage 1),
-    the learning rate going on from where the first round's decay left it."""
-    return dataclasses.replace(cfg, epochs=ROUND_EPOCHS, k=0, lr=cfg.lr * cfg.lr_decay ** (cfg.epochs - 1),
-                               threads=threads)
-
-
 def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save) -> dict:
     """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round."""
     walk = Walk(ctx.given, ctx.truth)
-    cfg = round_config(ctx.crl_cfg, ctx.threads)
+    cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
     prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
     scores, test_dice = ctx.scores, ctx.test_dice
     points = cell.setdefault("points", [])
@@ -217,7 +211,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save)
         state = json.loads((cell_dir / f"round_{done}" / "state.json").read_text())
         walk.restore(state, np.load(cell_dir / f"round_{done}" / "final.npy"))
         prev = cell_dir / f"round_{done}" / cascade.CHECKPOINT
-        models, _ = cascade.load_models(prev.parent)
+        models, cfg = cascade.load_models(prev.parent)
         scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
         print(f"[{_now()}] resumed after round {done} ({len(walk.order)} reviewed)", flush=True)
     else:
@@ -232,6 +226,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save)
         shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
         t0 = time.perf_counter()
         models = None
+        cfg = rounds.round_config(cfg, ctx.crl_cfg, rounds.default_warm_epochs(ctx.crl_cfg), from_scratch=False)
+        cfg.threads = ctx.threads
         for ev in cascade.train(ctx.images, walk.final, cfg, run_dir=round_dir, trusted=walk.reviewed.copy(),
                                 init_from=prev):
             if isinstance(ev, cascade.Finished):
@@ -278,7 +274,7 @@ def summarise(results: dict, seeds: list[int]) -> str:
     lines = ["# Cleaning curve (issue 14)", "",
              f"Status: **{status}**. Commands: {'; '.join(f'`{c}`' for c in results['commands'])}. "
              f"Machine: {results['machine']}. Profile `{results['profile']}` (table1.py), "
-             f"batches of {results['batch']}, order b: {ROUND_EPOCHS} warm-start epochs per round.",
+             f"batches of {results['batch']}, order b: {results['round_epochs']} warm-start epochs per round.",
              "", "Exported-set mean Dice vs truth over all training cases, unreviewed images under the recommended "
              "policy / kept; [fraction with Dice >= 0.95 under the recommended policy]; redraws so far. "
              "Mean over the seeds that finished (n).", ""]
@@ -394,11 +390,22 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def save(results: dict, out_dir: Path, seeds: list[int]) -> None:
-    results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    atomic_write_json(out_dir / "cleaning_curve.json", results)
-    atomic_write_text(out_dir / "cleaning_curve.md", summarise(results, seeds))
-    plot(results, out_dir / "cleaning_curve.png")
+def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = frozenset()) -> None:
+    """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
+    worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
+    seeds or orders share one results file without losing each other's cells."""
+    out_json = out_dir / "cleaning_curve.json"
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+        mine = {k: c for k, c in results["cells"].items() if k in touched or k not in disk["cells"]}
+        results["cells"] = {**disk["cells"], **mine}
+        results["runs"] = {**disk.get("runs", {}), **results.get("runs", {})}
+        results["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(out_json, results)
+        atomic_write_text(out_dir / "cleaning_curve.md", summarise(results, seeds))
+        plot(results, out_dir / "cleaning_curve.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -433,8 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     ds = load_dataset(args.data, size=prof["size"])
     train, test = ds.subset("train"), ds.subset("test")
     results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
-    results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train),
-                   round_epochs=ROUND_EPOCHS, machine=f"{platform.processor() or platform.machine()}, "
+    warm = rounds.default_warm_epochs(cascade.TrainConfig(epochs=prof["epochs"]))
+    results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train), round_epochs=warm,
+                   machine=f"{platform.processor() or platform.machine()}, "
                    f"{args.threads} threads, torch {torch.__version__}")
     for path in args.table1_results:
         for key, run in json.loads(path.read_text())["cells"].items():
@@ -442,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault("runs", {}).setdefault(key, run)
     steps = budgets(len(train), args.batch)
     contexts: dict[tuple[float, int], Context] = {}
+    touched: set[str] = set()
     for order, ratio, seed in plan(args.seeds, [r for r in NOISE if r in args.noise], args.orders):
         key = cell_key(order, ratio, seed)
         if results["cells"].get(key, {}).get("complete"):
@@ -451,18 +460,19 @@ def main(argv: list[str] | None = None) -> int:
             contexts.clear()  # one (seed, noise) in memory at a time
             contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
         ctx = contexts[(ratio, seed)]
+        touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order == "b":
             run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
-                       cell, lambda: save(results, args.results, args.seeds))
+                       cell, lambda: save(results, args.results, args.seeds, touched))
         else:
             got = run_static(ctx, order, steps)
             if got is None:
                 results["cells"].pop(key)
                 continue
             cell.update(got, complete=True)
-        save(results, args.results, args.seeds)
-    save(results, args.results, args.seeds)
+        save(results, args.results, args.seeds, touched)
+    save(results, args.results, args.seeds, touched)
     return 0
 
 

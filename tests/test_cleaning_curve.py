@@ -75,6 +75,25 @@ def test_recommended_threshold_splits_two_groups_of_scores_and_never_goes_under_
     assert recommended_threshold(np.r_[low, high], floor=0.5) == 0.5
 
 
+def test_two_invocations_share_the_results_file_without_losing_cells(cc, tmp_path):
+    pt = {"reviewed": 0, "threshold": 0.1, "test_dice": 0.9, "accepted": 0, "kept": 0, "redraws": 0,
+          "keep": {"mean_dice": 0.8, "frac_good": 0.2}, "recommended": {"mean_dice": 0.85, "frac_good": 0.3}}
+    base = {"machine": "m", "profile": "quick", "batch": 20, "round_epochs": 2, "n_train": 385}
+    a0, b1 = "order=a | noise=75% | seed=0", "order=b | noise=75% | seed=1"
+    first = {**base, "commands": ["one"], "cells": {a0: {"order": "a", "noise": 0.75, "seed": 0, "points": [pt]}}}
+    second = {**base, "commands": ["two"], "cells": {b1: {"order": "b", "noise": 0.75, "seed": 1, "points": [pt]}}}
+    cc.save(first, tmp_path, [0, 1], {a0})
+    cc.save(second, tmp_path, [0, 1], {b1})  # never saw a0
+    stale = json.loads((tmp_path / "cleaning_curve.json").read_text())  # a third loads b1 at one point
+    second["cells"][b1]["points"].append(pt | {"reviewed": 20})  # a round later
+    cc.save(second, tmp_path, [0, 1], {b1})
+    cc.save(stale, tmp_path, [0, 1], {a0})  # its old copy of b1 is not its own: the disk's stays
+    disk = json.loads((tmp_path / "cleaning_curve.json").read_text())
+    assert set(disk["cells"]) == {a0, b1} and len(disk["cells"][b1]["points"]) == 2
+    assert disk["commands"] == ["one", "two"]
+    assert "| (a) tool's score (n=1) |" in (tmp_path / "cleaning_curve.md").read_text()
+
+
 def _run(cc, tmp_path, capsys, *extra):
     assert cc.main(["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"),
                     "--runs", str(tmp_path / "runs"), "--batch", "2", "--seeds", "0", "--noise", "0.75", *extra]) == 0
