@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -56,6 +57,18 @@ def test_walk_measures_the_exported_set_under_both_policies(cc):
     assert pt["keep"]["mean_dice"] == pytest.approx((1 + 32 / 52 + 1 + 1) / 4, abs=1e-5)
     assert pt["keep"]["frac_good"] == 0.75
     assert pt["recommended"] == {"mean_dice": pytest.approx(1.0, abs=1e-5), "frac_good": 1.0}
+
+
+def test_the_random_order_does_not_follow_the_noise(cc):
+    """noise.simulate picks the corrupted cases from default_rng(seed): a random order drawn from the same stream
+    would review exactly the corrupted masks first."""
+    truth = np.zeros((40, 16, 16), np.uint8)
+    truth[:, 4:12, 4:12] = 1
+    given, records = cc.noise.simulate(truth, [str(i) for i in range(40)], 0.75, seed=0, reference_size=16)
+    queue = cc.static_queue(SimpleNamespace(seed=0, given=given), "c")
+    assert sorted(queue) == list(range(40))
+    corrupted = np.array([r.corrupted for r in records])
+    assert not corrupted[queue[:30]].all()  # 10 clean masks among 40: some come before the 30th place
 
 
 def test_budgets_reach_the_fraction_in_whole_batches(cc):
