@@ -387,6 +387,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set(title=f"{int(ratio * 100)} % noise", xlabel="images reviewed", ylabel="exported-set mean Dice")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)
