@@ -116,3 +116,28 @@ def flagging_from(suspicion: np.ndarray, uncertainty: np.ndarray, d_corr: np.nda
     if corrupted.any():
         out["corrected_dice_corrupted"] = float(d_corr[corrupted].mean())
     return out
+
+
+def recommended_threshold(suspicion: np.ndarray, floor: float = 0.05, bins: int = 256) -> float:
+    """The suspicion above which the tool recommends accepting corrections of images nobody reviewed.
+
+    Why Otsu: with noisy labels the scores are bimodal (masks the nets agree with, and masks they would
+    redraw by a tenth or more), and Otsu's split maximises the variance between those two groups from the
+    scores alone: the rule never sees a true mask, so a user can apply it to their own data. The ``floor``
+    keeps a near-clean set (one mode only) from having half its masks replaced: a correction that changes under
+    5 % of a mask is within the nets' own boundary disagreement at the training size. NaN scores are ignored;
+    with fewer than two distinct scores the floor is returned.
+    """
+    s = np.asarray(suspicion, dtype=np.float64).ravel()
+    s = s[np.isfinite(s)]
+    if s.size < 2 or s.min() == s.max():
+        return float(floor)
+    counts, edges = np.histogram(s, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)  # below each candidate cut (between bin i and i + 1)
+    w1 = s.size - w0
+    m0 = np.cumsum(counts * centres)[:-1] / np.maximum(w0, 1)
+    m1 = ((counts * centres).sum() - np.cumsum(counts * centres)[:-1]) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    cut = float(edges[1:-1][int(np.argmax(between))])
+    return max(cut, float(floor))

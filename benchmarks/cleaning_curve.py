@@ -1,0 +1,484 @@
+"""The product's headline curve (issue 14): how many images must a radiologist look at, and how many must they
+redraw, before a noisy training set is clean?
+
+On Shenzhen's training split with simulated noise (crl_napari.noise, the project's footprint), a simulated
+reviewer works through a queue in batches of 20. Per image it accepts the correction when the correction is
+closer to the truth than the given mask (Dice), keeps the given mask when that is within 0.01 Dice of the truth,
+and otherwise redraws (the truth; counted apart: a redraw costs a radiologist minutes). After each batch the
+exported set is measured against the truth over ALL training cases (mean Dice, fraction with Dice >= 0.95)
+under two policies for the images nobody reviewed: "keep" them, or the tool's recommended "accept corrections
+above a score" (scoring.recommended_threshold, which never sees the truth). Orders of the queue:
+
+    a  the tool's score (rank of the crl run's suspicion), no retraining
+    b  the tool's score with a round after every batch: the reviewed masks trusted (never dropped nor
+       corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
+       first round's: 2 in the quick profile) with the tool's round settings (rounds.round_config), the rest of
+       the queue re-ranked
+    c  random (seeded)
+    d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
+       by crl_napari; skipped with a message when not installed)
+
+Every order shows the reviewer the crl run's corrections (order b: the current round's), so only the order
+differs. The crl and vanilla runs are table1.py's cells ("crl k=50%", "vanilla"), trained or resumed in its
+run folders with its profile. Resumable cell by cell (seed x noise x order) into
+benchmarks/results/cleaning_curve.json, also after every round of order b; the markdown table (PARTIAL while
+incomplete) and a PNG of the curves are rewritten each time.
+
+    python benchmarks/cleaning_curve.py --threads 1            # quick profile, seeds 0 1, 75 % then 50 %
+
+About 490 lines, over the house's 400: the reviewer, the four orders, the bookkeeping and the report of one
+benchmark, each short and only meaningful together (table1.py is the same shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import platform
+import shlex
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import table1  # noqa: E402  (puts the repository root on sys.path too)
+
+from crl_napari import cascade, noise, rounds, scoring  # noqa: E402
+from crl_napari.atomic import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
+from crl_napari.data import load_dataset  # noqa: E402
+
+ROOT = table1.ROOT
+ORDERS = {"a": "tool's score", "b": "tool's score + a round per batch", "c": "random", "d": "cleanlab"}
+PLAN_ORDERS = ("a", "c", "d", "b")  # b last: it alone trains more
+NOISE = (0.75, 0.5)
+BATCH = 20
+BUDGET = 0.4  # review at least this fraction of the training set
+KEEP_TOL = 0.01
+GOOD = 0.95
+CRL, VANILLA = "crl k=50%", "vanilla"
+
+
+# ----------------------------------------------------------------------------------------- the reviewer
+
+def decide(given_dice: float, corrected_dice: float, tol: float = KEEP_TOL) -> str:
+    """The simulated radiologist: "accept" a correction closer to the truth than the given mask, "keep" a
+    given mask within ``tol`` Dice of the truth, else "redraw" (draw the truth by hand)."""
+    if corrected_dice > given_dice:
+        return "accept"
+    if given_dice >= 1 - tol:
+        return "keep"
+    return "redraw"
+
+
+def dice(masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return cascade.dice_score(np.asarray(masks, np.float32), truth)
+
+
+class Walk:
+    """A reviewer's progress through one queue: which images were decided, how, and the masks chosen."""
+
+    def __init__(self, given: np.ndarray, truth: np.ndarray):
+        self.given, self.truth = given, truth
+        self.given_dice = dice(given, truth)
+        self.final = given.copy()
+        self.reviewed = np.zeros(len(given), bool)
+        self.order: list[int] = []
+        self.decisions: list[str] = []
+
+    def review(self, idx, corrected: np.ndarray) -> None:
+        corr_dice = dice(corrected[idx], self.truth[idx])
+        for i, d in zip(idx, corr_dice, strict=True):
+            choice = decide(float(self.given_dice[i]), float(d))
+            self.final[i] = {"accept": corrected[i], "keep": self.given[i], "redraw": self.truth[i]}[choice]
+            self.reviewed[i] = True
+            self.order.append(int(i))
+            self.decisions.append(choice)
+
+    def point(self, corrected: np.ndarray, suspicion: np.ndarray, threshold: float, test_dice: float) -> dict:
+        """The exported set's quality now, under both policies for the images nobody reviewed."""
+        out = {"reviewed": len(self.order), "threshold": float(threshold), "test_dice": float(test_dice)}
+        for c, name in (("accept", "accepted"), ("keep", "kept"), ("redraw", "redraws")):
+            out[name] = self.decisions.count(c)
+        accept = ~self.reviewed & (suspicion >= threshold)
+        for policy, masks in (("keep", self.final), ("recommended", np.where(accept[:, None, None], corrected,
+                                                                               self.final))):
+            d = dice(masks, self.truth)
+            out[policy] = {"mean_dice": float(d.mean()), "frac_good": float((d >= GOOD).mean())}
+        return out
+
+    def state(self) -> dict:
+        return {"order": self.order, "decisions": self.decisions}
+
+    def restore(self, state: dict, final: np.ndarray) -> None:
+        self.order, self.decisions = list(state["order"]), list(state["decisions"])
+        self.reviewed[self.order] = True
+        self.final = final.copy()
+
+
+def budgets(n: int, batch: int = BATCH, budget: float = BUDGET) -> list[int]:
+    """0, batch, 2 batch, ... up to at least ``budget`` of the ``n`` images (never past n)."""
+    last = min(n, int(np.ceil(budget * n / batch)) * batch)
+    return list(range(0, last, batch)) + [last]
+
+
+# ----------------------------------------------------------------------------------------- the runs
+
+class Context:
+    """What every order of one (seed, noise) shares: the data, the noise, and the crl run's scores."""
+
+    def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
+                 results: dict):
+        self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
+        self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
+        self.images, self.truth = train.images(), train.masks()
+        self.given, _ = noise.simulate(self.truth, train.ids, ratio, seed=seed)
+        models, self.crl_cfg = self.models(CRL)
+        self.scores = scoring.score_probs(cascade.peer_probs(models, self.images), self.given, self.crl_cfg.T)
+        self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
+
+    def models(self, method: str):
+        """The nets of a table1 cell, trained (or resumed) first if its run folder has no finished checkpoint."""
+        key = table1.cell_key(method, self.ratio, self.seed)
+        run_dir = table1.cell_dir(self.prof_name, key)
+        if not _finished(run_dir, self.prof["epochs"]):
+            print(f"[{_now()}] training {key}", flush=True)
+            self.results.setdefault("runs", {})[key] = table1.run_cell(
+                self.train, self.test, self.prof_name, self.prof, method, self.ratio, self.seed, self.threads)
+        return cascade.load_models(run_dir)
+
+    def first_round_seconds(self) -> float | None:
+        run = self.results.get("runs", {}).get(table1.cell_key(CRL, self.ratio, self.seed), {})
+        return None if not run.get("sec_per_epoch") else run["sec_per_epoch"] * self.prof["epochs"]
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    path = run_dir / cascade.CHECKPOINT
+    return path.is_file() and int(cascade.read_checkpoint(path)["epoch"]) + 1 >= epochs
+
+
+def _now() -> str:
+    return f"{datetime.now(timezone.utc):%H:%M:%S}"
+
+
+# ----------------------------------------------------------------------------------------- the orders
+
+def static_queue(ctx: Context, order: str) -> np.ndarray | None:
+    """The queue of orders a, c, d (None: order d without cleanlab)."""
+    if order == "a":
+        return np.argsort(ctx.scores.rank)
+    if order == "c":
+        # not default_rng(seed): noise.simulate draws the corrupted cases first from that very stream, so its
+        # permutation would put exactly the corrupted masks first (an oracle, not a random order)
+        return np.random.default_rng([ctx.seed, 14]).permutation(len(ctx.given))
+    try:
+        from cleanlab.segmentation.rank import get_label_quality_scores
+    except ImportError:
+        print("cleanlab not installed, order (d) skipped (pip install '.[bench]')", flush=True)
+        return None
+    models, _ = ctx.models(VANILLA)
+    fg = cascade.peer_probs(models, ctx.images)[0]
+    quality, _ = get_label_quality_scores(ctx.given.astype(np.int64), np.stack([1 - fg, fg], axis=1),
+                                          verbose=False)
+    return np.argsort(quality, kind="stable")  # lowest quality first
+
+
+def run_static(ctx: Context, order: str, steps: list[int]) -> dict | None:
+    queue = static_queue(ctx, order)
+    if queue is None:
+        return None
+    walk = Walk(ctx.given, ctx.truth)
+    threshold = scoring.recommended_threshold(ctx.scores.suspicion)
+    points = []
+    for lo, hi in zip([0] + steps, steps, strict=False):  # steps start at 0: the set as given comes first
+        walk.review(queue[lo:hi], ctx.scores.corrected)
+        points.append(walk.point(ctx.scores.corrected, ctx.scores.suspicion, threshold, ctx.test_dice))
+    return {"points": points}
+
+
+def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save) -> dict:
+    """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round."""
+    walk = Walk(ctx.given, ctx.truth)
+    cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
+    prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
+    scores, test_dice = ctx.scores, ctx.test_dice
+    points = cell.setdefault("points", [])
+    if points:  # resume after the last finished round
+        done = len(points) - 1
+        state = json.loads((cell_dir / f"round_{done}" / "state.json").read_text())
+        walk.restore(state, np.load(cell_dir / f"round_{done}" / "final.npy"))
+        prev = cell_dir / f"round_{done}" / cascade.CHECKPOINT
+        models, cfg = cascade.load_models(prev.parent)
+        scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
+        print(f"[{_now()}] resumed after round {done} ({len(walk.order)} reviewed)", flush=True)
+    else:
+        points.append(walk.point(scores.corrected, scores.suspicion,
+                                 scoring.recommended_threshold(scores.suspicion), test_dice))
+    first = ctx.first_round_seconds()
+    for r in range(len(points), len(steps)):
+        pending = np.flatnonzero(~walk.reviewed)
+        batch = pending[np.argsort(scores.rank[pending], kind="stable")][: steps[r] - steps[r - 1]]
+        walk.review(batch, scores.corrected)
+        round_dir = cell_dir / f"round_{r}"
+        shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
+        t0 = time.perf_counter()
+        models = None
+        cfg = rounds.round_config(cfg, ctx.crl_cfg, rounds.default_warm_epochs(ctx.crl_cfg), from_scratch=False)
+        cfg.threads = ctx.threads
+        for ev in cascade.train(ctx.images, walk.final, cfg, run_dir=round_dir, trusted=walk.reviewed.copy(),
+                                init_from=prev):
+            if isinstance(ev, cascade.Finished):
+                models = ev.models
+        scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
+        seconds = time.perf_counter() - t0
+        test_dice = float(cascade.dice_score(cascade.predict(models, ctx.test.images()), ctx.test.masks()).mean())
+        pt = walk.point(scores.corrected, scores.suspicion, scoring.recommended_threshold(scores.suspicion),
+                        test_dice)
+        pt["round_seconds"] = seconds
+        pt["round_fraction_of_first"] = None if first is None else seconds / first
+        points.append(pt)
+        atomic_write(round_dir / "final.npy", lambda fh: np.save(fh, walk.final))
+        atomic_write_json(round_dir / "state.json", walk.state())
+        prev = round_dir / cascade.CHECKPOINT
+        print(f"[{_now()}]   round {r}: {len(walk.order)} reviewed, exported Dice "
+              f"{pt['recommended']['mean_dice']:.4f} (recommended) / {pt['keep']['mean_dice']:.4f} (keep), "
+              f"test {test_dice:.4f}, {seconds:.0f} s", flush=True)
+        save()
+    cell["complete"] = True
+    return cell
+
+
+# ----------------------------------------------------------------------------------------- results
+
+def cell_key(order: str, ratio: float, seed: int) -> str:
+    return f"order={order} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def plan(seeds: list[int], ratios=NOISE, orders=PLAN_ORDERS) -> list[tuple[str, float, int]]:
+    """75 % first, then per noise level the seeds, then the orders (b last)."""
+    return [(o, r, s) for r in ratios for s in seeds for o in orders]
+
+
+def _at(points: list[dict], n: int) -> dict | None:
+    return next((p for p in points if p["reviewed"] == n), None)
+
+
+def summarise(results: dict, seeds: list[int]) -> str:
+    cells = results["cells"]
+    total = len(plan(seeds))
+    done = sum(bool(c.get("complete")) for c in cells.values())
+    status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
+    lines = ["# Cleaning curve (issue 14)", "",
+             f"Status: **{status}**. Commands: {'; '.join(f'`{c}`' for c in results['commands'])}. "
+             f"Machine: {results['machine']}. Profile `{results['profile']}` (table1.py), "
+             f"batches of {results['batch']}, order b: {results['round_epochs']} warm-start epochs per round.",
+             "", "Exported-set mean Dice vs truth over all training cases, unreviewed images under the recommended "
+             "policy / kept; [fraction with Dice >= 0.95 under the recommended policy]; redraws so far. "
+             "Mean over the seeds that finished (n).", ""]
+    for ratio in NOISE:
+        mine = [c for c in cells.values() if c["noise"] == ratio and c.get("points")]
+        if not mine:
+            continue
+        steps = sorted({p["reviewed"] for c in mine for p in c["points"]})
+        lines += [f"## {int(ratio * 100)} % noise", "",
+                  "| order | " + " | ".join(str(n) for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+        for o, name in ORDERS.items():
+            got = [c for c in mine if c["order"] == o]
+            if not got:
+                continue
+            row = []
+            for n in steps:
+                pts = [p for c in got if (p := _at(c["points"], n))]
+                row.append("—" if not pts else "{:.3f} / {:.3f} [{:.2f}] r{:g}".format(*(np.mean(
+                    [p[a][b] if b else p[a] for p in pts]) for a, b in (
+                        ("recommended", "mean_dice"), ("keep", "mean_dice"), ("recommended", "frac_good"),
+                        ("redraws", None)))))
+            lines.append(f"| ({o}) {name} (n={len(got)}) | " + " | ".join(row) + " |")
+        b = [c for c in mine if c["order"] == "b"]
+        if b:
+            lines += ["", "Order b: test Dice of the current nets / round seconds (fraction of the first round):", "",
+                      "| seed | " + " | ".join(str(n) for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+            for c in b:
+                lines.append(f"| {c['seed']} | " + " | ".join(
+                    "—" if not (p := _at(c["points"], n)) else f"{p['test_dice']:.4f}" + (
+                        f" / {p['round_seconds']:.0f} s" + (f" ({p['round_fraction_of_first']:.2f})"
+                                                            if p.get("round_fraction_of_first") else "")
+                        if "round_seconds" in p else "") for n in steps) + " |")
+        lines.append("")
+    return "\n".join(lines + targets(results)) + "\n"
+
+
+def targets(results: dict) -> list[str]:
+    """Issue 14's targets, per seed, from the JSON (so the README's verdicts cannot drift); "open" until the
+    cells a target needs have finished."""
+    cells = results["cells"]
+    n_train, lines = results.get("n_train"), ["## Targets (issue 14)", ""]
+
+    def pts(order, ratio, seed):
+        c = cells.get(cell_key(order, ratio, seed))
+        return c["points"] if c and c.get("complete") else None
+
+    seeds = sorted({c["seed"] for c in cells.values()})
+    for seed in seeds:
+        a, b = pts("a", 0.75, seed), pts("b", 0.75, seed)
+        if b is None or a is None or not n_train:
+            lines.append(f"- seed {seed}, 75 %: Dice >= 0.97 within 25 % reviewed: open (orders a and b needed)")
+            continue
+        hit = next((p for p in b if p["recommended"]["mean_dice"] >= 0.97), None)
+        quarter = max(p["reviewed"] for p in b if p["reviewed"] <= 0.25 * n_train)
+        at = hit or _at(b, quarter)
+        ref = _at(a, at["reviewed"])
+        ok = hit is not None and hit["reviewed"] <= 0.25 * n_train and at["redraws"] <= ref["redraws"] / 2
+        lines.append(
+            f"- seed {seed}, 75 %: order b + recommended policy "
+            + (f"reaches {hit['recommended']['mean_dice']:.4f} after {hit['reviewed']} reviewed "
+               f"({hit['reviewed'] / n_train:.0%})" if hit else
+               f"stays below 0.97 (best {max(p['recommended']['mean_dice'] for p in b):.4f}; "
+               f"{at['recommended']['mean_dice']:.4f} at {quarter} = {quarter / n_train:.0%})")
+            + f"; redraws there {at['redraws']} vs order a's {ref['redraws']}: {'met' if ok else 'MISSED'}")
+    for ratio in NOISE:
+        for seed in seeds:
+            got = {o: pts(o, ratio, seed) for o in ("b", "a", "d", "c")}
+            have = [o for o, v in got.items() if v is not None]
+            if len(have) < 2:
+                continue
+            for policy in ("recommended", "keep"):
+                steps = [p["reviewed"] for p in got[have[0]]]
+                broken = [f"{n}: " + " / ".join(f"{o} {_at(got[o], n)[policy]['mean_dice']:.4f}" for o in have)
+                          for n in steps if n > 0 and any(
+                              _at(got[x], n)[policy]["mean_dice"] < _at(got[y], n)[policy]["mean_dice"]
+                              for x, y in zip(have, have[1:], strict=False))]
+                verdict = "open" if len(have) < 4 else "met" if not broken else "MISSED"
+                lines.append(f"- {int(ratio * 100)} %, seed {seed}, {policy}: {' >= '.join(have)} at every budget: "
+                             f"{verdict}" + (f" (out of order at {'; '.join(broken[:3])}"
+                                             f"{' …' if len(broken) > 3 else ''})" if broken else ""))
+    fr = [(c["seed"], c["noise"], p["round_fraction_of_first"]) for c in cells.values() if c["order"] == "b"
+          for p in c.get("points", []) if p.get("round_fraction_of_first")]
+    if fr:
+        worst = max(f for *_, f in fr)
+        lines.append(f"- a round after {results['batch']} decisions in under a fifth of the first round's time: "
+                     f"worst {worst:.2f} of it over {len(fr)} rounds: {'met' if worst < 0.2 else 'MISSED'}")
+    return lines + [""]
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
+    for ax, ratio in zip(axes[0], NOISE, strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2"), strict=True):
+            got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
+            if not got:
+                continue
+            steps = sorted({p["reviewed"] for c in got for p in c["points"]})
+            for policy, style in (("recommended", "-"), ("keep", ":")):
+                ys = [np.mean([p[policy]["mean_dice"] for c in got if (p := _at(c["points"], n))]) for n in steps]
+                ax.plot(steps, ys, style, color=colour, marker="o" if policy == "recommended" else None, ms=3,
+                        label=f"({o}) {ORDERS[o]}" + (" — keep" if policy == "keep" else ""))
+        ax.axhline(0.97, color="k", lw=0.5)
+        ax.set(title=f"{int(ratio * 100)} % noise", xlabel="images reviewed", ylabel="exported-set mean Dice")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
+def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = frozenset()) -> None:
+    """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
+    worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
+    seeds or orders share one results file without losing each other's cells."""
+    out_json = out_dir / "cleaning_curve.json"
+    with open(out_json.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+        mine = {k: c for k, c in results["cells"].items() if k in touched or k not in disk["cells"]}
+        results["cells"] = {**disk["cells"], **mine}
+        results["runs"] = {**disk.get("runs", {}), **results.get("runs", {})}
+        results["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        atomic_write_json(out_json, results)
+        atomic_write_text(out_dir / "cleaning_curve.md", summarise(results, seeds))
+        plot(results, out_dir / "cleaning_curve.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", choices=sorted(table1.PROFILES), default="quick")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--noise", type=float, nargs="+", default=list(NOISE))
+    ap.add_argument("--orders", nargs="+", choices=list(ORDERS), default=list(PLAN_ORDERS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=BATCH, help="images reviewed between two points (and rounds)")
+    ap.add_argument("--data", type=Path, default=table1.DATA)
+    ap.add_argument("--results", type=Path, default=table1.RESULTS)
+    ap.add_argument("--runs", type=Path, default=table1.RUNS, help="table1's run folders (the crl and vanilla runs)")
+    ap.add_argument("--table1-results", type=Path, nargs="+", default=[],
+                    help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
+    ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
+    args = ap.parse_args(argv)
+    out_json = args.results / "cleaning_curve.json"
+    if args.summary_only:
+        save(json.loads(out_json.read_text()), args.results, args.seeds)
+        return 0
+    if not args.data.is_dir():
+        print(f"SKIPPED: the Shenzhen data set is not at {args.data.resolve()}; nothing was measured.")
+        return 0
+    table1.RUNS = args.runs
+    torch.set_num_threads(args.threads)
+    prof = table1.PROFILES[args.profile]
+    args.results.mkdir(parents=True, exist_ok=True)
+    results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
+    command = "python benchmarks/cleaning_curve.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    ds = load_dataset(args.data, size=prof["size"])
+    train, test = ds.subset("train"), ds.subset("test")
+    results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
+    warm = rounds.default_warm_epochs(cascade.TrainConfig(epochs=prof["epochs"]))
+    results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train), round_epochs=warm,
+                   machine=f"{platform.processor() or platform.machine()}, "
+                   f"{args.threads} threads, torch {torch.__version__}")
+    for path in args.table1_results:
+        for key, run in json.loads(path.read_text())["cells"].items():
+            if run["method"] in (CRL, VANILLA):
+                results.setdefault("runs", {}).setdefault(key, run)
+    steps = budgets(len(train), args.batch)
+    contexts: dict[tuple[float, int], Context] = {}
+    touched: set[str] = set()
+    for order, ratio, seed in plan(args.seeds, [r for r in NOISE if r in args.noise], args.orders):
+        key = cell_key(order, ratio, seed)
+        if results["cells"].get(key, {}).get("complete"):
+            continue
+        print(f"[{_now()}] {key}", flush=True)
+        if (ratio, seed) not in contexts:
+            contexts.clear()  # one (seed, noise) in memory at a time
+            contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
+        ctx = contexts[(ratio, seed)]
+        touched.add(key)
+        cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
+        if order == "b":
+            run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
+                       cell, lambda: save(results, args.results, args.seeds, touched))
+        else:
+            got = run_static(ctx, order, steps)
+            if got is None:
+                results["cells"].pop(key)
+                continue
+            cell.update(got, complete=True)
+        save(results, args.results, args.seeds, touched)
+    save(results, args.results, args.seeds, touched)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

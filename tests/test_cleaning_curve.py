@@ -1,0 +1,154 @@
+"""benchmarks/cleaning_curve.py: the simulated reviewer, the recommended threshold, and the script end to end on
+a few phantoms (table1's smoke profile), resumed after a kill."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from crl_napari.phantoms import write_sample_set
+from crl_napari.scoring import recommended_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cc():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("cleaning_curve", ROOT / "benchmarks" / "cleaning_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["cleaning_curve"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_reviewer_accepts_better_corrections_keeps_good_masks_and_redraws_the_rest(cc):
+    assert cc.decide(0.80, 0.95) == "accept"
+    assert cc.decide(0.995, 0.97) == "keep"  # within 0.01 of the truth: the correction is not better
+    assert cc.decide(0.99, 0.98) == "keep"
+    assert cc.decide(0.98, 0.97) == "redraw"  # neither is good enough
+    assert cc.decide(0.90, 0.90) == "redraw"  # a tie is not closer
+
+
+def test_walk_measures_the_exported_set_under_both_policies(cc):
+    truth = np.zeros((4, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 1
+    given = truth.copy()
+    given[0] = 0
+    given[0, 3:5, 3:5] = 1  # eroded: Dice 0.4
+    given[1, 1:7, 1:7] = 1  # dilated: Dice 16*2/(16+36) = 0.615
+    given[2, 2:6, 2:5] = 1  # a column short: Dice 24/28 = 0.857
+    given[2, :, 5] = 0
+    corrected = truth.copy()
+    corrected[2] = given[2]  # the nets agree with the short mask: not closer, so a redraw
+    walk = cc.Walk(given, truth)
+    walk.review(np.array([2, 0]), corrected)
+    assert walk.decisions == ["redraw", "accept"] and walk.reviewed.tolist() == [True, False, True, False]
+    suspicion = np.array([0.9, 0.8, 0.2, 0.0])
+    pt = walk.point(corrected, suspicion, threshold=0.5, test_dice=0.9)
+    assert (pt["reviewed"], pt["accepted"], pt["kept"], pt["redraws"]) == (2, 1, 0, 1)
+    # keep: image 1 stays dilated; recommended: its suspicion 0.8 >= 0.5, so its correction (the truth) is taken
+    assert pt["keep"]["mean_dice"] == pytest.approx((1 + 32 / 52 + 1 + 1) / 4, abs=1e-5)
+    assert pt["keep"]["frac_good"] == 0.75
+    assert pt["recommended"] == {"mean_dice": pytest.approx(1.0, abs=1e-5), "frac_good": 1.0}
+
+
+def test_the_random_order_does_not_follow_the_noise(cc):
+    """noise.simulate picks the corrupted cases from default_rng(seed): a random order drawn from the same stream
+    would review exactly the corrupted masks first."""
+    truth = np.zeros((40, 16, 16), np.uint8)
+    truth[:, 4:12, 4:12] = 1
+    given, records = cc.noise.simulate(truth, [str(i) for i in range(40)], 0.75, seed=0, reference_size=16)
+    queue = cc.static_queue(SimpleNamespace(seed=0, given=given), "c")
+    assert sorted(queue) == list(range(40))
+    corrupted = np.array([r.corrupted for r in records])
+    assert not corrupted[queue[:30]].all()  # 10 clean masks among 40: some come before the 30th place
+
+
+def test_budgets_reach_the_fraction_in_whole_batches(cc):
+    assert cc.budgets(385) == [0, 20, 40, 60, 80, 100, 120, 140, 160]  # 160 / 385 = 41.6 % >= 40 %
+    assert cc.budgets(12, 2) == [0, 2, 4, 6]
+    assert cc.budgets(5, 20) == [0, 5]
+
+
+def test_recommended_threshold_splits_two_groups_of_scores_and_never_goes_under_its_floor():
+    rng = np.random.default_rng(0)
+    low, high = rng.normal(0.04, 0.01, 100), rng.normal(0.30, 0.03, 300)
+    t = recommended_threshold(np.r_[low, high])
+    assert low.max() < t < high.min()
+    assert recommended_threshold(rng.normal(0.02, 0.005, 300)) == 0.05  # one group: nothing worth replacing
+    assert recommended_threshold(np.r_[low, high, np.nan]) == t  # a NaN score is ignored
+    assert recommended_threshold([0.3, 0.3]) == 0.05 and recommended_threshold([]) == 0.05
+    assert recommended_threshold(np.r_[low, high], floor=0.5) == 0.5
+
+
+def test_two_invocations_share_the_results_file_without_losing_cells(cc, tmp_path):
+    pt = {"reviewed": 0, "threshold": 0.1, "test_dice": 0.9, "accepted": 0, "kept": 0, "redraws": 0,
+          "keep": {"mean_dice": 0.8, "frac_good": 0.2}, "recommended": {"mean_dice": 0.85, "frac_good": 0.3}}
+    base = {"machine": "m", "profile": "quick", "batch": 20, "round_epochs": 2, "n_train": 385}
+    a0, b1 = "order=a | noise=75% | seed=0", "order=b | noise=75% | seed=1"
+    first = {**base, "commands": ["one"], "cells": {a0: {"order": "a", "noise": 0.75, "seed": 0, "points": [pt]}}}
+    second = {**base, "commands": ["two"], "cells": {b1: {"order": "b", "noise": 0.75, "seed": 1, "points": [pt]}}}
+    cc.save(first, tmp_path, [0, 1], {a0})
+    cc.save(second, tmp_path, [0, 1], {b1})  # never saw a0
+    stale = json.loads((tmp_path / "cleaning_curve.json").read_text())  # a third loads b1 at one point
+    second["cells"][b1]["points"].append(pt | {"reviewed": 20})  # a round later
+    cc.save(second, tmp_path, [0, 1], {b1})
+    cc.save(stale, tmp_path, [0, 1], {a0})  # its old copy of b1 is not its own: the disk's stays
+    disk = json.loads((tmp_path / "cleaning_curve.json").read_text())
+    assert set(disk["cells"]) == {a0, b1} and len(disk["cells"][b1]["points"]) == 2
+    assert disk["commands"] == ["one", "two"]
+    assert "| (a) tool's score (n=1) |" in (tmp_path / "cleaning_curve.md").read_text()
+
+
+def _run(cc, tmp_path, capsys, *extra):
+    assert cc.main(["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"),
+                    "--runs", str(tmp_path / "runs"), "--batch", "2", "--seeds", "0", "--noise", "0.75", *extra]) == 0
+    return capsys.readouterr().out, json.loads((tmp_path / "res" / "cleaning_curve.json").read_text())
+
+
+def test_the_script_runs_end_to_end_on_phantoms(cc, tmp_path, capsys):
+    write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.0, seed=1)  # 12 train / 4 test, clean masks
+    out, res = _run(cc, tmp_path, capsys, "--orders", "a", "c", "d")
+    cells = res["cells"]
+    for o in ("a", "c"):
+        c = cells[f"order={o} | noise=75% | seed=0"]
+        assert c["complete"] and [p["reviewed"] for p in c["points"]] == [0, 2, 4, 6]
+        for p in c["points"]:
+            assert p["accepted"] + p["kept"] + p["redraws"] == p["reviewed"]
+            assert 0 <= p["keep"]["mean_dice"] <= 1 and 0 <= p["recommended"]["frac_good"] <= 1
+    first = [cells[f"order={o} | noise=75% | seed=0"]["points"][0] for o in ("a", "c")]
+    assert first[0] == first[1]  # nothing reviewed: the same set, whatever the order
+    assert first[0]["keep"]["mean_dice"] < 0.95  # 9 of the 12 training masks were corrupted
+    if importlib.util.find_spec("cleanlab") is None:
+        assert "cleanlab not installed, order (d) skipped" in out and "order=d | noise=75% | seed=0" not in cells
+    else:
+        assert [p["reviewed"] for p in cells["order=d | noise=75% | seed=0"]["points"]] == [0, 2, 4, 6]
+    md = (tmp_path / "res" / "cleaning_curve.md").read_text()
+    assert "PARTIAL" in md and "| (a) tool's score (n=1) |" in md  # order b (and 50 %) still to do
+    assert (tmp_path / "res" / "cleaning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    # a rerun finds every cell done and trains nothing
+    out, again = _run(cc, tmp_path, capsys, "--orders", "a", "c", "d")
+    assert "training" not in out and again["cells"] == cells
+    # order b: a round after every batch, the reviewed masks trusted; killed after round 2, it resumes there
+    out, res = _run(cc, tmp_path, capsys, "--orders", "b")
+    b = res["cells"]["order=b | noise=75% | seed=0"]
+    assert b["complete"] and [p["reviewed"] for p in b["points"]] == [0, 2, 4, 6]
+    assert b["points"][0] == first[0]  # before any review: the crl run itself, as order a
+    assert all(p["round_seconds"] > 0 and p["round_fraction_of_first"] > 0 for p in b["points"][1:])
+    n_done = 4 if importlib.util.find_spec("cleanlab") else 3  # of the grid's 8: 50 % noise was not asked
+    assert f"PARTIAL: {n_done} of 8 cells finished" in (tmp_path / "res" / "cleaning_curve.md").read_text()
+    killed = json.loads((tmp_path / "res" / "cleaning_curve.json").read_text())
+    cell = killed["cells"]["order=b | noise=75% | seed=0"]
+    del cell["complete"], cell["points"][-1]
+    (tmp_path / "res" / "cleaning_curve.json").write_text(json.dumps(killed))
+    out, res = _run(cc, tmp_path, capsys, "--orders", "b")
+    assert "resumed after round 2 (4 reviewed)" in out and "round 3: 6 reviewed" in out and "round 1" not in out
+    again = res["cells"]["order=b | noise=75% | seed=0"]
+    assert again["complete"] and again["points"][:3] == b["points"][:3] and len(again["points"]) == 4
