@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.cell:  # the child: one cell, its result as the last line of stdout
-        print(json.dumps(run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps)), flush=True)
+        result = run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps)
+        result["load_1min"] = round(os.getloadavg()[0], 1)  # the machine is shared: what else ran, at the end
+        print(json.dumps(result), flush=True)
         return 0
     path = args.results / f"{args.name}.json"
     doc = load(path)
