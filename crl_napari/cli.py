@@ -149,17 +149,14 @@ def _consume(events, quiet: bool = False) -> dict:
 
 
 ETA_STEPS = 5  # steps timed before the whole run's time is estimated
-LONG_RUN = 3600.0  # seconds: a run longer than this gets a cheaper suggestion
 
 
 def _announce_eta(eta: Eta, write) -> None:
     """Say once, after a few measured steps, how long the whole run will take; warn when it is hours."""
-    total = eta.total()
-    write(f"measured {eta.text()}: the whole run takes about {format_seconds(total)}", file=sys.stderr)
-    if total > LONG_RUN:
-        write(f"warning: about {format_seconds(total)} on {eta.started.device}. For a first look, a cheaper run: "
-              "--size 128 --width 16 --epochs 20 (about 20x less work; see the README's quick profile), "
-              "or a GPU machine.", file=sys.stderr)
+    write(f"measured {eta.text()}: the whole run takes about {format_seconds(eta.total())}", file=sys.stderr)
+    warning = eta.long_run_warning()
+    if warning:
+        write(warning, file=sys.stderr)
 
 
 def _pixels(megapixels: float) -> int:

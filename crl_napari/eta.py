@@ -87,9 +87,21 @@ class Eta:
         rest = self.remaining()
         return None if rest is None else self.elapsed() + rest
 
+    def long_run_warning(self, cheaper: str = "--size 128 --width 16 --epochs 20") -> str | None:
+        """A warning with a cheaper suggestion when the measured run would take longer than LONG_RUN; None
+        otherwise (or before a pace is measured). The CLI prints it once; the Train widget shows it."""
+        total = self.total()
+        if total is None or total <= LONG_RUN:
+            return None
+        return (f"warning: about {format_seconds(total)} on {self.started.device}. For a first look, a cheaper run: "
+                f"{cheaper} (about 20x less work; see the README's quick profile), or a GPU machine.")
+
     def _stage(self, epoch: int) -> int:
         k = self.started.config.stage2_epoch if self.started else None
         return 2 if k is not None and epoch >= k else 1
+
+
+LONG_RUN = 3600.0  # seconds: a run longer than this gets a cheaper suggestion
 
 
 def format_seconds(seconds: float) -> str:

@@ -71,3 +71,16 @@ def test_eta_follows_a_real_run():
 
 def test_format_seconds():
     assert [format_seconds(s) for s in (42, 185, 3720)] == ["42 s", "3 min 05 s", "1 h 02 min"]
+
+
+def test_a_run_of_hours_gets_a_cheaper_suggestion_and_a_short_one_none():
+    clock = Clock()
+    short, long_ = Eta(clock), Eta(clock)
+    for eta, per_step in ((short, 0.5), (long_, 30.0)):
+        feed(eta, clock, Started(TrainConfig(strategy="crl", epochs=100), "cpu", 385, 13, 0))
+        feed(eta, clock, Step(0, 0, 13, 1.0), per_step)
+        feed(eta, clock, Step(0, 1, 13, 1.0), per_step)
+    assert short.long_run_warning() is None  # 1,300 steps at 0.5 s: about 11 min
+    warning = long_.long_run_warning()  # 1,300 steps at 30 s: about 11 h
+    assert warning.startswith("warning: about 10 h") and "on cpu" in warning and "--size 128" in warning
+    assert Eta(clock).long_run_warning() is None  # nothing measured yet

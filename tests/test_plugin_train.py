@@ -340,3 +340,25 @@ def test_the_training_thread_yields_the_cpu_to_the_viewer():
     t.join()
     assert seen["nice"] == max(WORKER_NICE, base)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # this thread is untouched
+
+
+def test_the_train_status_line_warns_when_the_measured_run_takes_hours(qtbot):
+    """The widget's status line carries the same warning and cheaper suggestion as the CLI (eta.long_run_warning),
+    named in the form's own words, once a pace is measured; a short run gets none."""
+    from crl_napari._qt.train_progress import TrainProgress
+    from crl_napari.events import EpochEnd, Started, Step
+    from crl_napari.settings import TrainConfig
+
+    for per_step, warned in ((0.5, False), (30.0, True)):
+        t = [100.0]
+        progress = TrainProgress(clock=lambda t=t: t[0])
+        progress.begin(resume=False)
+        progress.show(Started(TrainConfig(strategy="crl", epochs=100), "cpu", 385, 13, 0))
+        for step in range(13):
+            t[0] += per_step
+            progress.show(Step(0, step, 13, 1.0))
+        progress.show(EpochEnd(0, 100, 1, (1.0, 1.0, 1.0), 1.0, 0.001, 13 * per_step, None))
+        text = progress.status.value
+        assert "s/step" in text
+        assert ("warning: about" in text and "Image size 128, width 16, 20 epochs" in text) == warned, text
+        progress.pbar.close()

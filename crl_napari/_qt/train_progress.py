@@ -7,6 +7,7 @@ Display only: what a run's end means (finished, stopped, an error) is the widget
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 from magicgui.widgets import Label
@@ -28,13 +29,13 @@ STATUS_EVERY_S = 1.0  # the status line is redrawn at most this often between ep
 class TrainProgress:
     """The status line, the progress bar and the plot of one training at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
         self.plot = LossPlot()
         self.pbar: progress | None = None
         self.live = False  # the pace is shown while training (not once a stop was asked)
-        self._eta = Eta()  # the engine's ETA, fed every training event
+        self._eta = Eta(clock)  # the engine's ETA, fed every training event
         self._text = ""  # the status line's part that the pace is appended to
         self._shown_at = 0.0
 
@@ -112,4 +113,5 @@ class TrainProgress:
         if not self.live or (not now and t - self._shown_at < STATUS_EVERY_S):
             return
         self._shown_at = t
-        self.status.value = " · ".join(part for part in (self._text, self._eta.text()) if part)
+        warning = self._eta.long_run_warning("Image size 128, width 16, 20 epochs")
+        self.status.value = " · ".join(part for part in (self._text, self._eta.text(), warning) if part)
