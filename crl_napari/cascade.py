@@ -98,11 +98,6 @@ def train(
     masks = np.asarray(masks)
     if images.ndim != 4 or images.shape[1] != 1 or masks.shape != (images.shape[0], *images.shape[2:]):
         raise TrainingError(f"expected images (N, 1, H, W) and masks (N, H, W), got {images.shape} and {masks.shape}")
-    if trusted is not None:
-        trusted = np.asarray(trusted)
-        if trusted.dtype != bool or trusted.shape != (images.shape[0],):
-            raise TrainingError(f"trusted must be a bool array of shape ({images.shape[0]},), got "
-                                f"{trusted.dtype} {trusted.shape}")
     if images.shape[0] < 2:
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
     for side in sorted(set(images.shape[2:])):

@@ -7,7 +7,7 @@ folder, yielding the training events (plus ``ScoresReady``) so each face shows p
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -159,18 +159,13 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
         if held_out:
             run.write_held_out([_case_row(c, "test") for c in held_out])
         history = []
-    models = None
     if lead is not None:  # under torchrun: the run folder is ready, the other ranks may start
         lead.tell({"resume": resume and not restart, "config": asdict(config)})
-    for event in record_history(cascade.train_from(rd.source(), config, run_dir=out,
-                                                   resume=resume and not restart, should_stop=should_stop),
-                                run, history):
-        if isinstance(event, Finished):
-            models = event.models
-            if event.stopped:
-                yield event
-                return
-        yield event
+    events = cascade.train_from(rd.source(), config, run_dir=out, resume=resume and not restart,
+                                should_stop=should_stop)
+    models = yield from trained_models(record_history(events, run, history))
+    if models is None:
+        return
 
     def read(idx):
         return (rd.images(idx), np.asarray(rd.given[idx[0]:idx[-1] + 1]),
@@ -178,6 +173,16 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
 
     metrics = score_batches(run, models, n_train, read, [r.corrupted for r in records] if records is not None else None)
     yield ScoresReady(run.scores_path, metrics)
+
+
+def trained_models(events: Iterator) -> Generator[object, None, list | None]:
+    """Pass training events on; the trained nets (``models = yield from trained_models(events)``), or None
+    when training was stopped (its Finished event passed on first)."""
+    for event in events:
+        yield event
+        if isinstance(event, Finished):
+            return None if event.stopped else event.models
+    return None
 
 
 def record_history(events: Iterator, run: RunFolder, history: list[dict]) -> Iterator:
@@ -328,15 +333,11 @@ def _follow_training(out: Path, should_stop) -> Iterator:
     slots = {c.id: c.slot for c in cache.cases()}
     source = CacheSource(cache.folder, len(cache), cache.size, [slots[r.id] for r in rows],
                          cache.folder / runs.CACHE_GIVEN)
-    models = None
-    for event in cascade.train_from(source, TrainConfig.from_dict(plan["config"]), run_dir=out,
-                                    resume=plan["resume"], should_stop=should_stop):
-        if isinstance(event, Finished):
-            models = event.models
-            if event.stopped:
-                yield event
-                return
-        yield event
+    events = cascade.train_from(source, TrainConfig.from_dict(plan["config"]), run_dir=out, resume=plan["resume"],
+                                should_stop=should_stop)
+    models = yield from trained_models(events)
+    if models is None:
+        return
     noisy = rows[0].corrupted is not None if rows else False
 
     def read(idx):

@@ -28,8 +28,7 @@ import numpy as np
 
 from . import cascade, run_data, runs
 from .data import DataError, read_mask, resize_mask
-from .events import Finished
-from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved
+from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved, trained_models
 from .review import ReviewError, ReviewSession
 from .runs import RunError, RunFolder
 from .settings import TrainConfig, TrainingError
@@ -181,14 +180,9 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     config = plan.config if threads is None else replace(plan.config, threads=threads)
     events = cascade.train_from(source, config, run_dir=folder, resume=plan.start_epoch > 0,
                                 should_stop=should_stop, trusted=trusted[trained], init_from=warm_from)
-    models = None
-    for event in record_history(events, plan.run, [h.as_dict() for h in plan.history]):
-        if isinstance(event, Finished):
-            models = event.models
-            if event.stopped:
-                yield event
-                return
-        yield event
+    models = yield from trained_models(record_history(events, plan.run, [h.as_dict() for h in plan.history]))
+    if models is None:
+        return
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
