@@ -26,6 +26,7 @@ from ..settings import TrainConfig
 from . import rows as _rows
 from .checks import check_data, check_train
 from .errors import RunError
+from .json_file import read_json
 from .names import (
     CASE_FIELDS,
     CASES,
@@ -100,14 +101,7 @@ class RunFolder:
         cfg_path = self.path / CONFIG
         if not cfg_path.is_file():
             raise RunError(f"{self.path}: not a run folder ({CONFIG} missing)")
-        try:
-            if cfg_path.stat().st_size > MAX_CONFIG_BYTES:
-                raise RunError(f"{cfg_path}: invalid run configuration (larger than any run writes)")
-            config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            if isinstance(exc, RunError):
-                raise
-            raise RunError(f"{cfg_path}: invalid run configuration ({exc})") from exc
+        config = read_json(cfg_path, MAX_CONFIG_BYTES, "invalid run configuration")
         if not isinstance(config, dict):
             raise RunError(f"{cfg_path}: invalid run configuration (expected a JSON object)")
         self.train_config = check_train(config.get("train"), cfg_path)
@@ -173,12 +167,7 @@ class RunFolder:
         path = self.path / DATA_ROOT
         if not path.is_file():
             return None
-        try:
-            if path.stat().st_size > MAX_CONFIG_BYTES:
-                raise ValueError("larger than any run writes")
-            obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise RunError(f"{path}: unreadable data folder setting ({exc})") from None
+        obj = read_json(path, MAX_CONFIG_BYTES, "unreadable data folder setting")
         if not isinstance(obj, dict) or not isinstance(obj.get("root"), str) or not obj["root"].strip():
             raise RunError(f"{path}: expected {{\"root\": \"<data folder>\"}}")
         return Path(obj["root"])

@@ -23,6 +23,7 @@ from ..settings import TrainConfig
 from .checks import check_train
 from .errors import RunError
 from .folder import RunFolder, inside
+from .json_file import read_json
 from .names import CHECKPOINT, CONFIG, EVALUATION, HISTORY, ROUND_DECISIONS, ROUND_FILES, ROUNDS, ROUNDS_DIR
 
 ROUNDS_VERSION = 1
@@ -73,14 +74,7 @@ def read_rounds(run_dir: Path | str) -> list[Round]:
     path = Path(run_dir) / ROUNDS
     if not path.is_file():
         return []
-    try:
-        if path.stat().st_size > _MAX_BYTES:
-            raise RunError(f"{path}: larger than any rounds file a run writes")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, RunError):
-            raise
-        raise RunError(f"{path}: not a readable rounds file ({exc})") from None
+    data = read_json(path, _MAX_BYTES, "not a readable rounds file")
     if not isinstance(data, dict) or data.get("version") != ROUNDS_VERSION or not isinstance(data.get("rounds"), list):
         raise RunError(f"{path}: not a rounds file of this version (expected version {ROUNDS_VERSION} and a list "
                        "of rounds)")
@@ -176,14 +170,7 @@ def round_test_dice(folder: Path) -> float | None:
 
 def read_round_decisions(folder: Path) -> dict[str, str]:
     path = folder / ROUND_DECISIONS
-    try:
-        if path.stat().st_size > 64 << 20:
-            raise RunError(f"{path}: larger than any decisions file a round writes")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, RunError):
-            raise
-        raise RunError(f"{path}: not a readable decisions file ({exc})") from None
+    data = read_json(path, 64 << 20, "not a readable decisions file")
     if not isinstance(data, dict) or any(v not in _STATUSES for v in data.values()):
         raise RunError(f"{path}: expected an object mapping image ids to statuses ({', '.join(_STATUSES)})")
     try:
