@@ -31,8 +31,8 @@ TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("plugin-rounds")
     """A crl run that learns something in a few CPU seconds (as test_plugin_review's), so scores differ."""
+    root = tmp_path_factory.mktemp("plugin-rounds")
     data = write_sample_set(root / "set", n=16, size=64, noise_ratio=0.0, seed=2)
     assert cli.main(["train", str(data), "--out", str(root / "run"), "--simulate-noise", "0.5", "--size", "64",
                      "--width", "8", "--depth", "3", "--epochs", "8", "--batch-size", "4", "--lr", "0.01",

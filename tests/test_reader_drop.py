@@ -112,16 +112,22 @@ def test_a_plain_png_opens_with_napari_and_no_dialog(make_napari_viewer, qtbot, 
     assert len(viewer.layers) == 3
 
 
+def _drop_and_wait(viewer, qtbot, folder, n_layers: int) -> list[dict]:
+    """Drop ``folder`` on the canvas, answer napari's dialog as a person pressing OK would, wait until the
+    viewer holds ``n_layers`` layers; the dialogs seen."""
+    watcher = DialogWatcher()
+    try:
+        _drop(viewer, folder)
+        qtbot.waitUntil(lambda: len(viewer.layers) == n_layers, timeout=20_000)
+    finally:
+        watcher.stop()
+    return watcher.seen
+
+
 def test_a_dropped_run_folder_opens_as_this_plugins_layers(make_napari_viewer, qtbot, folders):
     _, run_dir = folders
     viewer = _viewer_with_a_layer(make_napari_viewer)
-    watcher = DialogWatcher()
-    try:
-        _drop(viewer, run_dir)
-        qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=20_000)
-    finally:
-        watcher.stop()
-    (dialog,) = watcher.seen
+    (dialog,) = _drop_and_wait(viewer, qtbot, run_dir, n_layers=4)
     # the two readers that accept folders; ours first (sorted by name) and so preselected
     assert dialog["title"] == "Choose reader" and dialog["readers"] == [OURS, "napari builtins"]
     assert dialog["checked"] == [OURS]
@@ -139,13 +145,8 @@ def test_a_dropped_run_folder_opens_as_this_plugins_layers(make_napari_viewer, q
 def test_a_dropped_data_folder_opens_as_stacks(make_napari_viewer, qtbot, folders):
     data, _ = folders
     viewer = _viewer_with_a_layer(make_napari_viewer)
-    watcher = DialogWatcher()
-    try:
-        _drop(viewer, data)
-        qtbot.waitUntil(lambda: len(viewer.layers) == 3, timeout=20_000)
-    finally:
-        watcher.stop()
-    assert len(watcher.seen) == 1 and watcher.seen[0]["checked"] == [OURS]
+    seen = _drop_and_wait(viewer, qtbot, data, n_layers=3)
+    assert len(seen) == 1 and seen[0]["checked"] == [OURS]
     image, masks = viewer.layers["set images"], viewer.layers["set masks"]
     assert image.data.shape == masks.data.shape == (10, 32, 32)
     assert image.metadata["crl_ids"] == [f"phantom_{i:03d}" for i in range(10)]
