@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -44,10 +45,10 @@ from .unet import UNet, build_models
 
 __all__ = [
     "CHECKPOINT", "CHECKPOINT_FORMAT", "JOINT_MODES", "N_NETS", "SETTING_HELP", "STRATEGIES", "CheckpointSaved",
-    "EpochEnd", "Event", "Finished", "StageChanged", "Started", "Step", "TrainConfig", "TrainingError", "UNet",
-    "augment", "available_devices", "build_models", "check_size", "dice_score", "expected_state", "load_models",
-    "learning_rate", "peer_probs", "pick_device", "predict", "read_checkpoint", "save_checkpoint", "train",
-    "train_from",
+    "EpochEnd", "Event", "Finished", "StageChanged", "Started", "Step", "TrainConfig", "TrainOptions",
+    "TrainingError", "UNet", "augment", "available_devices", "build_models", "check_size", "dice_score",
+    "expected_state", "load_models", "learning_rate", "peer_probs", "pick_device", "predict", "read_checkpoint",
+    "save_checkpoint", "train", "train_from",
 ]
 
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
@@ -68,25 +69,28 @@ def learning_rate(config: TrainConfig, epoch: int) -> float:
     return config.lr * config.lr_decay**epoch
 
 
-def train(
-    images: np.ndarray,
-    masks: np.ndarray,
-    config: TrainConfig,
-    run_dir: Path | str | None = None,
-    resume: bool = False,
-    val: tuple[np.ndarray, np.ndarray] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    trusted: np.ndarray | None = None,
-    init_from: Path | str | None = None,
-) -> Iterator[Event]:
+class TrainOptions(TypedDict, total=False):
+    """What :func:`train` and :func:`train_from` take besides the data and the settings: keywords, all optional."""
+
+    run_dir: Path | str | None  # the run folder: a checkpoint is saved there after every epoch
+    resume: bool  # continue from run_dir's checkpoint
+    val: tuple[np.ndarray, np.ndarray] | None  # (images, masks) scored after every epoch (EpochEnd.val_dice)
+    should_stop: Callable[[], bool] | None  # polled between steps
+    trusted: np.ndarray | None  # (N,) bool: masks a reviewer decided
+    init_from: Path | str | None  # a checkpoint file whose weights warm-start the nets
+
+
+def train(images: np.ndarray, masks: np.ndarray, config: TrainConfig,
+          **options: Unpack[TrainOptions]) -> Iterator[Event]:
     """Train ``config.strategy`` on images (N, 1, H, W) float32 and given masks (N, H, W) {0, 1}.
 
-    Yields events; the last one is ``Finished`` with the nets. ``should_stop`` is polled between steps.
-    With ``run_dir`` a checkpoint is saved after every epoch; ``resume=True`` continues from it.
-    ``trusted`` (N,) bool marks masks a reviewer decided (review rounds): the strategies always select them and
-    never correct them (strategies.base.Stepper). ``init_from`` is a checkpoint file whose weights warm-start
-    the nets (same width, depth and number of nets; the optimisers start fresh); a resume ignores it. Torch uses
-    ``config.n_threads`` CPU threads while the generator runs (the previous count is restored after).
+    Yields events; the last one is ``Finished`` with the nets. ``options`` (TrainOptions, by keyword):
+    ``should_stop`` is polled between steps. With ``run_dir`` a checkpoint is saved after every epoch;
+    ``resume=True`` continues from it. ``trusted`` (N,) bool marks masks a reviewer decided (review rounds): the
+    strategies always select them and never correct them (strategies.base.Stepper). ``init_from`` is a
+    checkpoint file whose weights warm-start the nets (same width, depth and number of nets; the optimisers
+    start fresh); a resume ignores it. Torch uses ``config.n_threads`` CPU threads while the generator runs (the
+    previous count is restored after).
 
     Running out of (GPU) memory anywhere in training, validation included, raises a TrainingError that
     suggests a smaller batch; the nets and tensors of the failed run are released first (and the CUDA cache
@@ -102,32 +106,27 @@ def train(
         raise TrainingError(f"need at least 2 training images, got {images.shape[0]}")
     for side in sorted(set(images.shape[2:])):
         check_size(config, side)
-    yield from train_from(ArraySource(images, masks), config, run_dir, resume, val, should_stop, trusted, init_from)
+    yield from train_from(ArraySource(images, masks), config, **options)
 
 
-def train_from(
-    source: Source,
-    config: TrainConfig,
-    run_dir: Path | str | None = None,
-    resume: bool = False,
-    val: tuple[np.ndarray, np.ndarray] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    trusted: np.ndarray | None = None,
-    init_from: Path | str | None = None,
-) -> Iterator[Event]:
+def train_from(source: Source, config: TrainConfig, **options: Unpack[TrainOptions]) -> Iterator[Event]:
     """:func:`train` on a data source (sources.py: arrays, or the run's on-disk cache), read in
     ``config.workers`` processes."""
+    unknown = sorted(set(options) - TrainOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"train got unexpected keyword arguments: {', '.join(unknown)}")
     config.validate()
     if len(source) < 2:
         raise TrainingError(f"need at least 2 training images, got {len(source)}")
     distributed.check_shards(len(source), config.batch_size)
+    trusted = options.get("trusted")
     if trusted is not None:
         trusted = np.asarray(trusted)
         if trusted.dtype != bool or trusted.shape != (len(source),):
             raise TrainingError(f"trusted must be a bool array of shape ({len(source)},), got "
                                 f"{trusted.dtype} {trusted.shape}")
     check_size(config, source.size)
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run_dir = Path(options["run_dir"]) if options.get("run_dir") is not None else None
     if run_dir is not None and distributed.is_writer():
         run_dir.mkdir(parents=True, exist_ok=True)
     device = distributed.local_device(pick_device(config.device))
@@ -136,7 +135,7 @@ def train_from(
     threads_before = torch.get_num_threads()
     torch.set_num_threads(config.n_threads)
     try:
-        yield from _train_events(source, config, device, run_dir, resume, val, should_stop, trusted, init_from)
+        yield from _train_events(source, config, device, {**options, "run_dir": run_dir, "trusted": trusted})
     except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one, and so is MPS's out-of-memory error
         if isinstance(exc, TrainingError) or not is_oom(exc):
             raise
@@ -201,8 +200,10 @@ def _warm_start(models, config: TrainConfig, path: Path) -> None:
         m.load_state_dict(sd)
 
 
-def _train_events(source: Source, config: TrainConfig, device: torch.device, run_dir: Path | None, resume: bool,
-                  val, should_stop, trusted=None, init_from=None) -> Iterator[Event]:
+def _train_events(source: Source, config: TrainConfig, device: torch.device,
+                  options: TrainOptions) -> Iterator[Event]:
+    run_dir, resume, val = options.get("run_dir"), options.get("resume", False), options.get("val")
+    should_stop, trusted, init_from = options.get("should_stop"), options.get("trusted"), options.get("init_from")
     models = build_models(config, device)
     optims = [SGD(m.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
               for m in models]
@@ -267,7 +268,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
         _check_weights(models, epoch, run_dir)
         if run_dir is not None and distributed.is_writer():
             path = save_checkpoint(run_dir, models, optims, config, epoch)
-            yield CheckpointSaved(path, epoch)
+            yield CheckpointSaved(epoch, path)
     for m in models:
         m.eval()
     yield Finished(models, config.epochs, stopped=False)

@@ -18,29 +18,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import __version__, distributed
-from .atomic import DiskFullError
 from .cache import CacheProgress
 from .data import MAX_PIXELS, DataError
 from .eta import Eta, format_seconds
 from .events import CheckpointSaved, EpochEnd, Finished, Started, Step
-from .ids import UnsafeIdError
 from .noise import FOOTPRINTS
 from .runs import CONFIG, RunError, RunFolder, open_for_resume
 from .settings import JOINT_MODES, SETTING_HELP, STRATEGIES, TrainConfig, TrainingError
-
-# RunLocked (a second writer on a run) is a RunError; a full disk is the one OSError a user fixes
-USER_ERRORS: tuple[type[Exception], ...] = (DataError, TrainingError, RunError, UnsafeIdError, DiskFullError,
-                                            FileNotFoundError)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    errors = list(USER_ERRORS)
-    for mod, name in (("export", "ExportError"), ("review", "ReviewError")):
-        try:
-            errors.append(getattr(__import__(f"crl_napari.{mod}", fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+from .user_errors import USER_ERRORS
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -464,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _under_torchrun(args):
             return args.func(args)
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         rank = os.environ.get("RANK", "0") if distributed.launched() else "0"
         who = "" if rank == "0" else f" (rank {rank})"
         print(f"crl-napari {args.command}{who}: error: {exc}", file=sys.stderr)

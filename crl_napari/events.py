@@ -1,7 +1,8 @@
 """The typed records training yields (DESIGN.md, "one stream of events").
 
 A command line and the napari worker consume the same stream, so what either shows is computed once, in the
-engine. Each record is small and frozen; ``Event`` is their union.
+engine. Each record is small and frozen; ``Event`` is their union. The records of one epoch (a step, a stage
+change, its end, its checkpoint) share the epoch's number through ``InEpoch``.
 """
 
 from __future__ import annotations
@@ -26,28 +27,32 @@ class Started:
 
 
 @dataclass(frozen=True)
-class Step:
-    """One optimisation step done; ``loss`` is the mean over the nets (for a progress bar)."""
+class InEpoch:
+    """A record of one epoch; ``epoch`` counts from 0 (a resumed run's first is ``Started.start_epoch``)."""
 
     epoch: int
+
+
+@dataclass(frozen=True)
+class Step(InEpoch):
+    """One optimisation step done; ``loss`` is the mean over the nets (for a progress bar)."""
+
     step: int
     steps: int
     loss: float
 
 
 @dataclass(frozen=True)
-class StageChanged:
+class StageChanged(InEpoch):
     """crl entered stage 2 (label correction) at ``epoch``."""
 
-    epoch: int
     stage: int
 
 
 @dataclass(frozen=True)
-class EpochEnd:
+class EpochEnd(InEpoch):
     """An epoch finished: per-net losses, the fraction trained on given labels, its time and validation Dice."""
 
-    epoch: int
     epochs: int
     stage: int
     losses: tuple[float, ...]
@@ -58,11 +63,10 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
-class CheckpointSaved:
+class CheckpointSaved(InEpoch):
     """The checkpoint of ``epoch`` is on disk at ``path`` (a stop now keeps this epoch)."""
 
     path: Path
-    epoch: int
 
 
 @dataclass(frozen=True)

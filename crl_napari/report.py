@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import RunFolder
+from .runs import SUMMARY, RunFolder
 
 
 def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images: int = 6,
@@ -21,7 +21,7 @@ def summary_figure(run_dir: Path | str, out: Path | str | None = None, n_images:
     suspicion threshold (corrections accepted at or above it), marked on the histogram.
     """
     run = RunFolder(run_dir)
-    out = Path(out) if out is not None else run.path / "summary.png"
+    out = Path(out) if out is not None else run.path / SUMMARY
     summary_plot(run, n_images, corrupted, threshold).savefig(out)
     return out
 

@@ -16,7 +16,7 @@ REVIEW_FILE = runs.REVIEW
 REVIEW_VERSION = 1
 SCORES_FILE = runs.SCORES
 EDITS_DIR = runs.EDITS
-UNDO_DIR = ".undo"  # inside edits/: the drawings an edit replaced, for undo
+UNDO_DIR = runs.UNDO  # inside edits/: the drawings an edit replaced, for undo
 #: Every status an image can have; "pending" is the absence of a decision.
 STATUSES = ("pending", "accepted", "kept", "edited", "flagged", "excluded")
 _DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
@@ -24,7 +24,7 @@ _DECIDED = ("accepted", "kept", "edited", "flagged", "excluded")
 BATCH_STATUSES = ("accepted", "kept", "flagged", "excluded")
 MAX_COMMENT = 2000  # characters; a comment is a note, not a report
 MAX_ROUND = 10_000  # review rounds (runs.rounds.MAX_ROUNDS)
-_BACKUP_RE = re.compile(r"^edits/\.undo/[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
+_BACKUP_RE = re.compile(rf"^{re.escape(f'{EDITS_DIR}/{UNDO_DIR}/')}[A-Za-z0-9._-]+\.[0-9a-f]+\.png$")
 _BATCH_RE = re.compile(r"^[0-9a-f]{1,32}$")
 
 

@@ -93,6 +93,14 @@ def test_should_stop_ends_between_steps():
     assert len([e for e in events if isinstance(e, cascade.Step)]) == 2
 
 
+def test_a_misspelt_option_is_refused_not_ignored(tmp_path):
+    """train's options are keywords (cascade.TrainOptions); one it does not know must not pass silently."""
+    x, y = disks()
+    with pytest.raises(TypeError, match="unexpected keyword arguments: resmue"):
+        run(TrainConfig(strategy="vanilla", **TINY), x, y, run_dir=tmp_path, resmue=True)
+    assert not tmp_path.joinpath(cascade.CHECKPOINT).exists()
+
+
 def test_resume_gives_the_same_result(tmp_path):
     x, y = disks()
     cfg = TrainConfig(strategy="crl", k=1, **TINY)

@@ -22,9 +22,7 @@ from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QDockWidget, QFrame, QMainWindow, QScrollArea, QWidget
 from superqt.utils import FunctionWorker, GeneratorWorker
 
-from ..cascade import TrainingError
-from ..data import DataError
-from ..runs import RunError
+from .. import user_errors
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +122,9 @@ def _refit(viewer, layer) -> None:
         pass
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for the user (engine errors name the file and say what to do)."""
-    from ..export import ExportError
-    from ..review import ReviewError
-
-    return (DataError, RunError, TrainingError, ReviewError, ExportError, ValueError, OSError, KeyError)
-
-
 def is_user_error(exc: BaseException) -> bool:
-    return isinstance(exc, user_error_types())
+    """A message for the person at the viewer (user_errors.INTERACTIVE_ERRORS), not a bug's traceback."""
+    return user_errors.is_user_error(exc, interactive=True)
 
 
 def error_message(exc: BaseException) -> str:

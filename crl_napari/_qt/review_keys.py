@@ -13,23 +13,27 @@ from collections.abc import Callable
 
 from qtpy.QtCore import QEvent, QObject, Qt
 
-__all__ = ["KEYS", "bind_keys", "unbind_keys", "TableKeys", "describe_keys"]
+__all__ = ["KEYS", "KEY_GROUPS", "bind_keys", "unbind_keys", "TableKeys", "describe_keys"]
 
-#: key -> (method of the widget, description)
-KEYS = {
-    "A": ("accept", "accept the correction"),
-    "K": ("keep", "keep the original mask"),
-    "Q": ("flag", "flag for a second opinion"),
-    "Shift-X": ("exclude", "exclude the radiograph from the export"),
-    "D": ("start_edit", "edit (draw) the mask"),
-    "S": ("save_edit", "save the edit"),
-    "N": ("next", "next image"),
-    "Shift-N": ("previous", "previous image"),
-    "U": ("undo", "undo the last decision (or batch)"),
-    "H": ("toggle_uncertainty", "show / hide where the nets disagree (uncertainty map)"),
-    "J": ("flip_masks", "flip between the original and the corrected mask"),
-    "G": ("zoom_to_disagreement", "zoom to where the original and the corrected mask differ"),
+#: the keys by what they do: group -> {key: (method of the widget, description)}
+KEY_GROUPS = {
+    "decide": {
+        "A": ("accept", "accept the correction"),
+        "K": ("keep", "keep the original mask"),
+        "Q": ("flag", "flag for a second opinion"),
+        "Shift-X": ("exclude", "exclude the radiograph from the export"),
+        "U": ("undo", "undo the last decision (or batch)"),
+    },
+    "draw": {"D": ("start_edit", "edit (draw) the mask"), "S": ("save_edit", "save the edit")},
+    "move": {"N": ("next", "next image"), "Shift-N": ("previous", "previous image")},
+    "look": {
+        "H": ("toggle_uncertainty", "show / hide where the nets disagree (uncertainty map)"),
+        "J": ("flip_masks", "flip between the original and the corrected mask"),
+        "G": ("zoom_to_disagreement", "zoom to where the original and the corrected mask differ"),
+    },
 }
+#: key -> (method of the widget, description), every group in one table
+KEYS = {key: entry for group in KEY_GROUPS.values() for key, entry in group.items()}
 
 
 def _handler(widget_ref: Callable, method: str, doc: str) -> Callable:
@@ -100,5 +104,6 @@ class TableKeys(QObject):
 
 
 def describe_keys() -> str:
-    """The review keys as text (for help and the docs)."""
-    return "\n".join(f"{k:8s} {doc}" for k, (_m, doc) in KEYS.items())
+    """The review keys as text, group by group (for help and the docs)."""
+    return "\n".join(f"{group}:\n" + "\n".join(f"  {k:8s} {doc}" for k, (_m, doc) in keys.items())
+                     for group, keys in KEY_GROUPS.items())

@@ -32,6 +32,8 @@ __all__ = [
     "CACHE_GIVEN",
     "SCORE_PART",
     "SCORE_PARTS",
+    "SUMMARY",
+    "UNDO",
 ]
 
 CONFIG = "config.json"
@@ -47,6 +49,8 @@ IMAGES = "images"  # display copies of the training images (uint8, training size
 GIVEN = "given"  # the masks training saw
 CORRECTED = "corrected"  # corrected masks, probability and uncertainty maps
 EDITS = "edits"  # the reviewer's own masks (at the original size; older runs: training size)
+UNDO = ".undo"  # in edits/: the drawings an edit replaced, kept for undo (<id>.<token>.png)
+SUMMARY = "summary.png"  # the summary figure (crl_napari.report; `crl-napari report`)
 DATA_ROOT = "data_root.json"  # {"root": folder}: where the originals are now, when the data moved (set in review)
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
