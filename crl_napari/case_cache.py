@@ -14,6 +14,7 @@ own training-size copies).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,18 +22,24 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .case_process import read_in_helper, warm_helper
 from .data import DataError, read_image, read_mask
 from .export import upsample_nearest  # masks kept only at training size (simulated noise, older edits)
 from .native import native_mask
 from .runs import IMAGES, CaseRow, RunError, RunFolder
 
 __all__ = ["Case", "CaseCache", "NativeCases", "run_copies", "display_uint8", "display_grid", "outline_width",
-           "outline_coded", "outlined"]
+           "outline_coded", "outlined", "is_large", "LARGE_PX", "OUTLINE_PX"]
 
 AHEAD = 6  # cases read around the one shown once the budget is full (the next ones and the previous one)
 #: From this longer side on, the masks' outlines are drawn here, in the read-ahead thread, and coded into the masks
 #: (:func:`outlined`): napari's own Labels contour filters the whole mask on every redraw, seconds at 3000 px.
 OUTLINE_PX = 1024
+#: From this longer side on, a case is slow to read (a second or more at 3000 px): :class:`NativeCases` reads it in
+#: the helper process (:mod:`crl_napari.case_process`), and the Review widget shows the run's training-size copy
+#: until it is read.
+LARGE_PX = 1024
+_keys = itertools.count(1)
 
 
 class Case(NamedTuple):
@@ -94,6 +101,11 @@ def display_grid(shape: tuple[int, int], native: tuple[int, int]) -> tuple[tuple
     return scale, ((scale[0] - 1) / 2, (scale[1] - 1) / 2)
 
 
+def is_large(shape: tuple[int, ...]) -> bool:
+    """Whether a case of original ``shape`` is slow to read (:data:`LARGE_PX`)."""
+    return max(shape) >= LARGE_PX
+
+
 def _px(shape: tuple[int, ...]) -> str:
     return f"{shape[0]} x {shape[1]} px"
 
@@ -121,12 +133,18 @@ class NativeCases:
     original is the training size, the run's copies are the original's pixels and are used as they are.
     """
 
-    def __init__(self, run: RunFolder, cleanup: bool = True) -> None:
+    def __init__(self, run: RunFolder, cleanup: bool = True, helper: bool = True) -> None:
         self.run = run
         self.cleanup = cleanup
         self.rows: dict[str, CaseRow] = {r.id: r for r in run.case_rows()} if run.has_cases else {}
         self.simulated = float(run.config["data"].get("simulate_noise") or 0) > 0
         self.notes: dict[str, str] = {}  # id -> why the training-size image is shown
+        # large cases are read in the helper process (crl_napari.case_process); it is started now, while the
+        # reviewer looks at the first training-size copy
+        self.helper = helper and any(is_large((r.orig_h, r.orig_w)) for r in self.rows.values())
+        self._key = next(_keys)  # this reader, to the helper (a new one reads the run's settings again)
+        if self.helper:
+            warm_helper()
 
     def shape(self, id_: str, fallback: tuple[int, int]) -> tuple[int, int]:
         row = self.rows.get(id_)
@@ -136,7 +154,21 @@ class NativeCases:
         """Why ``id_`` shows the training-size copy ("" when it shows the original)."""
         return self.notes.get(id_, "")
 
+    def large(self, id_: str) -> bool:
+        """Whether ``id_`` is slow to read (:func:`is_large` of its original size)."""
+        row = self.rows.get(id_)
+        return row is not None and is_large((row.orig_h, row.orig_w))
+
     def __call__(self, id_: str) -> Case:
+        if self.helper and self.large(id_):
+            read = read_in_helper(str(self.run.path), self.cleanup, self._key, id_)
+            if read is not None:
+                arrays, note = read
+                if note:
+                    self.notes[id_] = note
+                else:
+                    self.notes.pop(id_, None)
+                return Case(*arrays)
         case = self._read(id_)
         if not outline_coded(case.corrected.shape):
             return case
@@ -204,6 +236,8 @@ class CaseCache:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._todo: tuple[list[str], bool] | None = None
+        self._wanted: tuple[str, Case | None] | None = None  # asked for by request(): held even over the budget
+        self._errors: dict[str, Exception] = {}  # what the thread could not read, for peek() to say
         self._generation = 0
         self._read_ahead = read_ahead
         if read_ahead and order:
@@ -254,9 +288,14 @@ class CaseCache:
                 with self._lock:
                     self._reading = id_
                 try:
-                    self._keep(id_, self._read(id_), protect)
-                except Exception:  # noqa: BLE001 - get() reports it when the case is asked for
-                    pass
+                    case = self._read(id_)
+                    with self._lock:
+                        if self._wanted is not None and self._wanted[0] == id_:
+                            self._wanted = (id_, case)
+                    self._keep(id_, case, protect)
+                except Exception as exc:  # noqa: BLE001 - get() and peek() report it when the case is asked for
+                    with self._lock:
+                        self._errors[id_] = exc
                 finally:
                     with self._lock:
                         self._reading = None
@@ -275,15 +314,51 @@ class CaseCache:
         with self._lock:
             if self._reading == id_:  # the thread is at it already (the first image, say): wait, not read it twice
                 self._read_done.wait_for(lambda: self._reading != id_, timeout=60)
-            case = self._cases.get(id_)
-            if case is not None:
-                self._cases.move_to_end(id_)
+            case = self._held(id_)
         around = self._around(id_)
         if case is None:
             case = self._read(id_)
             self._keep(id_, case, protect={id_, *around})
+        self._read_around(around)
+        return case
+
+    def _held(self, id_: str) -> Case | None:
+        """The case if it is held (under the lock): in the cache, or the one :meth:`request` asked for."""
+        case = self._cases.get(id_)
+        if case is not None:
+            self._cases.move_to_end(id_)
+        elif self._wanted is not None and self._wanted[0] == id_:
+            case = self._wanted[1]
+        return case
+
+    def _read_around(self, around: list[str]) -> None:
         if self._read_ahead and not self._stop.is_set() and any(i not in self._cases for i in around):
             self._start(around, evict=True)
+
+    def request(self, id_: str) -> Case | None:
+        """The case ``id_`` if it is held; else None at once, and the thread reads it before anything else
+        (:meth:`peek` says when it is there). Without read-ahead, :meth:`get`."""
+        if not self._read_ahead:
+            return self.get(id_)
+        with self._lock:
+            case = self._held(id_)
+            if case is None:
+                self._wanted = (id_, None)
+                self._errors.pop(id_, None)
+        around = self._around(id_)
+        if case is not None:
+            self._read_around(around)
+            return case
+        self._start([id_, *around], evict=True)
+        return None
+
+    def peek(self, id_: str) -> Case | None:
+        """The case ``id_`` if it is held, else None (never reads); raises what stopped the thread reading it."""
+        with self._lock:
+            error = self._errors.pop(id_, None)
+            case = self._held(id_)
+        if case is None and error is not None:
+            raise error
         return case
 
     @property
@@ -306,3 +381,4 @@ class CaseCache:
         with self._lock:
             self._cases.clear()
             self._bytes = 0
+            self._wanted = None

@@ -308,3 +308,69 @@ def test_a_bad_data_folder_setting_is_one_line_naming_it(make_napari_viewer, nat
     widget = _open(viewer, native_run)
     assert any("data_root.json" in e for e in errors) and len(errors) == 1
     assert widget.layer("image").data.shape == (H, W)  # found where the run was trained
+
+
+def test_a_large_case_read_in_the_helper_process_is_the_one_read_here(native_run, monkeypatch):
+    """Large originals (case_cache.LARGE_PX, lowered to 256 here) are read in the helper process so the viewer's
+    GIL stays free: the arrays and the note are those a read in this process gives, and a reader's error comes
+    back as itself, naming the file."""
+    from crl_napari import case_cache, case_process
+    from crl_napari.runs import RunError
+
+    monkeypatch.setattr(case_cache, "LARGE_PX", 256)
+    run = RunFolder(native_run)
+    ids = [r.id for r in run.case_rows()]
+    here = case_cache.NativeCases(run, helper=False)
+    helped = case_cache.NativeCases(run)
+    assert helped.helper and helped.large(ids[0]) and case_process.helper_running()
+    for id_ in ids[:2]:
+        for mine, theirs in zip(helped(id_), here(id_), strict=True):
+            assert mine.dtype == theirs.dtype
+            np.testing.assert_array_equal(mine, theirs)
+        assert helped.note(id_) == "" and helped(id_).corrected.shape == (H, W)
+    (native_run / "corrected" / f"{ids[2]}_prob16.png").unlink()
+    (native_run / "corrected" / f"{ids[2]}_prob.png").unlink(missing_ok=True)
+    with pytest.raises(RunError, match=ids[2]):
+        helped(ids[2])
+    small = case_cache.NativeCases(run)  # originals under LARGE_PX: read here, no helper asked
+    monkeypatch.setattr(case_cache, "LARGE_PX", 1024)
+    assert not case_cache.NativeCases(run).helper and not small.large(ids[0])
+
+
+def test_a_large_radiograph_shows_its_training_size_copy_first_and_is_edited_only_at_its_own_size(
+        make_napari_viewer, qtbot, native_run, monkeypatch):
+    """Issue 11: a 3000 px original takes seconds to read. The run's training-size copy is shown at once, laid
+    over the original grid, and swapped for the original when the helper has read it; Edit stays off until then
+    (a key press is refused too), so nothing is ever drawn on the stand-in."""
+    from qtpy.QtCore import Qt
+
+    from crl_napari import case_cache, case_process
+
+    monkeypatch.setattr(case_cache, "LARGE_PX", 256)
+    case_process.stop_helper()  # a cold helper (its start takes seconds): the first image is not read yet
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((50, 70)), name="someone's image")
+    viewer.add_labels(np.zeros((50, 70), np.uint8), name="someone's labels")
+    widget = _open(viewer, native_run)
+    run = RunFolder(native_run)
+    image_id = widget.current_id
+    for role in ("image", "original", "corrected"):  # the stand-in: training size, on the original grid
+        layer = widget.layer(role)
+        assert layer.data.shape == (SIZE, SIZE), role
+        np.testing.assert_allclose(_world_box(layer), [[-0.5, -0.5], [H - 0.5, W - 0.5]])
+    np.testing.assert_array_equal(widget.layer("image").data, run.image(image_id))
+    assert widget.layers.standin == image_id and "loading" in widget.run_row.originals_label.text()
+    assert not widget.edit_btn.isEnabled() and widget.accept_btn.isEnabled()
+    qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_D)  # the edit key: refused, said why
+    assert widget.layer("edit") is None and widget.model.editing is None
+    assert "still loading" in widget.last_message
+
+    qtbot.waitUntil(lambda: widget.layers.standin is None, timeout=60_000)  # the helper has read it: swapped
+    for role in ("image", "original", "corrected"):
+        layer = widget.layer(role)
+        assert layer.data.shape == (H, W) and tuple(layer.scale) == (1, 1), role
+    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(image_id), (H, W)))
+    assert widget.run_row.originals_label.text() == "at their own size" and widget.edit_btn.isEnabled()
+    assert len(viewer.layers) == 2 + 5
+    widget.edit_btn.click()
+    assert widget.layer("edit").data.shape == (H, W) and widget.model.editing == image_id

@@ -72,6 +72,9 @@ class ReviewActions:
         """Edit the mask of the image shown in an editable labels layer (paint mode)."""
         if self.model is not None and self.model.editing == self.model.current:
             return
+        if self.model is not None and self.model.current is not None and self.layers.standin == self.model.current:
+            self._message("The original radiograph is still loading: edit once it is shown")
+            return  # never drawn on the training-size stand-in
         seed = "original" if self.seed_combo.currentIndex() == 1 else "corrected"
         image_id = self._guard(lambda: self.edits.start(seed), "edit", need_image=True)
         if image_id is not None:

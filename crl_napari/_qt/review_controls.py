@@ -33,6 +33,10 @@ EDIT_HINT = ("Drawing in original pixels: paint (P), erase (E), fill (F), brush 
              "S saves, N moves on (a changed drawing is saved)")
 
 
+LOADING = "loading the original… (training-size copy shown)"
+LOADING_TIP = "the radiograph is read at its own size in the background; Edit is on once it is shown"
+
+
 def _score_box(prefix: str, value: float = 0.0) -> QDoubleSpinBox:
     box = QDoubleSpinBox()
     box.setRange(0.0, 1.0)
@@ -95,11 +99,12 @@ class RunRow(QFormLayout):
         if path:
             locate_data(path)
 
-    def show_originals(self, note: str | None) -> None:
-        """Say where the image shown comes from: None (no run), "" (the original file), else why not."""
-        self.originals_label.setText("" if note is None else "at their own size" if not note
+    def show_originals(self, note: str | None, loading: bool = False) -> None:
+        """Say where the image shown comes from: None (no run), "" (the original file), else why not;
+        ``loading``: its training-size copy is shown while the original is read."""
+        self.originals_label.setText(LOADING if loading else "" if note is None else "at their own size" if not note
                                      else "not found: training-size copies shown")
-        self.originals_label.setToolTip(note or "")
+        self.originals_label.setToolTip(LOADING_TIP if loading else note or "")
 
     def opened(self, path: Path) -> None:
         """A run was opened: show it, and offer it first among the recent runs."""
@@ -173,11 +178,13 @@ class DecisionPanel(QGridLayout):
                             ("undo_btn", "undo")):
             getattr(self, btn).clicked.connect(getattr(widget, method))
 
-    def enable(self, has_image: bool, editing: bool) -> None:
+    def enable(self, has_image: bool, editing: bool, can_edit: bool = True) -> None:
+        """``can_edit`` False: the image is shown by its training-size stand-in (nothing may be drawn on it)."""
         for b in (self.accept_btn, self.keep_btn, self.flag_btn, self.exclude_btn, self.prev_btn, self.next_btn,
                   self.undo_btn, self.comment_edit):
             b.setEnabled(has_image)
-        self.edit_btn.setEnabled(has_image and not editing)
+        self.edit_btn.setEnabled(has_image and not editing and can_edit)
+        self.edit_btn.setToolTip("" if can_edit or not has_image else LOADING_TIP)
         self.save_btn.setEnabled(editing)
         self.cancel_edit_btn.setEnabled(editing)
         self.edit_hint.setVisible(editing)

@@ -8,6 +8,12 @@ so napari coordinates are original pixels. The view is fitted when the image's s
 (``case_cache.OUTLINE_PX``) the outlines come drawn into the masks by the read-ahead thread (2 = outline) and the
 layers colour only that label, because napari's own contour recomputes on every redraw (seconds at 3000 px).
 
+A large radiograph (``case_cache.LARGE_PX``, read in the helper process in about a second) that is not read yet is
+shown at once by its stand-in, the run's training-size copy laid over the original grid; when the original is
+read, ``on_native(image_id, None)`` is called (``on_native(image_id, error)`` when it cannot be) and the widget
+shows the image again, now at its own size. Nothing is drawn on a stand-in: the widget keeps Edit off while
+:attr:`LayerPresenter.standin` names the image on screen.
+
 A row switch must stay fast (benchmarks/ui_latency.py): layers are reused and their arrays written in place,
 hidden maps are loaded only when shown, the layer-list thumbnails are redrawn once the reviewer pauses, and the
 cases are read ahead in a background thread (:class:`crl_napari.case_cache.CaseCache`).
@@ -21,7 +27,7 @@ import numpy as np
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 
-from ..case_cache import CaseCache, NativeCases, display_grid, outline_coded, outline_width, outlined
+from ..case_cache import CaseCache, NativeCases, display_grid, outline_coded, outline_width, outlined, run_copies
 from ..runs import RunFolder
 
 __all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width", "disagreement_box", "map_limits"]
@@ -37,6 +43,7 @@ LAYERS = {
 }
 COLORS = {"original": "#ff3b30", "corrected": "#00e5ff", "edit": "#ffd60a"}
 THUMBNAIL_DELAY_MS = 150  # layer-list thumbnails are redrawn once the reviewer has paused this long
+NATIVE_POLL_MS = 25  # how often a stand-in asks whether its original has been read
 
 
 def map_limits(data: np.ndarray) -> tuple[float, float]:
@@ -79,8 +86,10 @@ def _outline_kwargs(mask: np.ndarray) -> dict:
 class LayerPresenter:
     """Creates and updates the review layers of one viewer; ``parent`` owns the thumbnail timer."""
 
-    def __init__(self, viewer, parent) -> None:
+    def __init__(self, viewer, parent, on_native=None) -> None:
         self.viewer = viewer
+        self.on_native = on_native  # (image_id, error or None): the original of the stand-in on screen is read
+        self.standin: str | None = None  # the image shown by its training-size copy while its original is read
         self.run: RunFolder | None = None
         self._layers: dict[str, object] = {}
         self._stale_maps: dict[str, tuple] = {}  # hidden map layers not yet showing the current image
@@ -93,6 +102,9 @@ class LayerPresenter:
         self._timer.setSingleShot(True)
         self._timer.setInterval(THUMBNAIL_DELAY_MS)
         self._timer.timeout.connect(self._update_thumbnails)
+        self._poll = QTimer(parent)
+        self._poll.setInterval(NATIVE_POLL_MS)
+        self._poll.timeout.connect(self._check_native)
 
     def open(self, run: RunFolder, ids: list[str]) -> None:
         """A new run: read its cases ahead, worst first."""
@@ -102,6 +114,8 @@ class LayerPresenter:
 
     def close(self) -> None:
         self._timer.stop()
+        self._poll.stop()
+        self.standin = None
         if self._cases is not None:
             self._cases.close()
             self._cases = None
@@ -119,17 +133,32 @@ class LayerPresenter:
         """Why ``image_id`` shows the training-size copy of its radiograph ("" when it shows the original)."""
         return "" if self._reader is None else self._reader.note(image_id)
 
+    def _case(self, image_id: str, editing: bool):
+        """(case, is a stand-in): a large original not read yet is asked for, and its training-size copy given
+        meanwhile; anything else is read now if it must be (while editing, always the original)."""
+        if editing or not self._reader.large(image_id):
+            return self._cases.get(image_id), False
+        case = self._cases.request(image_id)
+        return (case, False) if case is not None else (run_copies(self.run)(image_id), True)
+
     def show(self, image_id: str, edit_file: Path | None, editing: bool) -> None:
         """The layers of ``image_id``; ``edit_file`` is its saved drawing (None: no edit layer), left alone while
-        ``editing`` (the drawing in progress is on screen)."""
-        image, given, corrected = self._cases.get(image_id)
-        grid = corrected.shape
+        ``editing`` (the drawing in progress is on screen). A large original not read yet shows its stand-in."""
+        (image, given, corrected), standin = self._case(image_id, editing)
+        grid = self._reader.shape(image_id, corrected.shape) if standin else corrected.shape
+        self.standin = image_id if standin else None
+        if standin:
+            self._poll.start()
+        else:
+            self._poll.stop()
         self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255),
                        grid=display_grid(image.shape, grid))
         self._map_layer("probability", image_id, self.run.prob, grid, colormap="inferno", opacity=0.5)
         self._map_layer("uncertainty", image_id, self.run.uncertainty, grid, colormap="magma", opacity=0.6)
-        self.set_layer("original", "labels", given, opacity=1.0, **_outline_kwargs(given))
-        self.set_layer("corrected", "labels", corrected, opacity=1.0, **_outline_kwargs(corrected))
+        for role, mask in (("original", given), ("corrected", corrected)):
+            mask = mask.astype(np.uint8, copy=False)
+            self.set_layer(role, "labels", mask, opacity=1.0, grid=display_grid(mask.shape, grid),
+                           **_outline_kwargs(mask))
         if not editing:
             if edit_file is not None and edit_file.is_file():
                 from ..data import read_mask
@@ -149,6 +178,24 @@ class LayerPresenter:
             self.viewer.reset_view()
         if not editing:
             self.activate_image()
+
+    def _check_native(self) -> None:
+        """Has the original of the stand-in on screen been read? Then say so (``on_native``)."""
+        image_id = self.standin
+        if image_id is None or self._cases is None:
+            self._poll.stop()
+            return
+        try:
+            case = self._cases.peek(image_id)
+        except Exception as exc:  # noqa: BLE001 - the widget reports it (a RunError names the file)
+            self._poll.stop()
+            if self.on_native is not None:
+                self.on_native(image_id, exc)
+            return
+        if case is not None:
+            self._poll.stop()
+            if self.on_native is not None:
+                self.on_native(image_id, None)
 
     def activate_image(self) -> None:
         image = self.layer("image")

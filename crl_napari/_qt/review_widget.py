@@ -55,7 +55,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self.run: RunFolder | None = None
         self.closed = self._was_docked = self._said_fallback = False
         self.last_message = ""
-        self.layers = LayerPresenter(viewer, self)
+        self.layers = LayerPresenter(viewer, self, on_native=self._on_native)
         self.edits = EditController(lambda: self.model, self.layers)
         self._table = ReviewTable(self)
         self.table = self._table.view
@@ -250,11 +250,7 @@ class ReviewWidget(ReviewActions, QWidget):
         model, image_id = self.model, self.model.current
         self._table.select(image_id)
         status = model.status(image_id)
-        try:
-            edit_file = model.session.edit_path(image_id) if status == "edited" else None
-            self.layers.show(image_id, edit_file, editing=model.editing == image_id)
-        except Exception as exc:
-            self._message(report_error(exc, f"showing {image_id}"))
+        self._show_layers(image_id)
         self._say_originals(image_id)
         r = model.row(image_id)
         self.info.show_image(r, len(model.ids), status)
@@ -262,9 +258,32 @@ class ReviewWidget(ReviewActions, QWidget):
         self.histogram.mark(r["suspicion"], self.min_score.value())
         self._update_enabled()
 
+    def _show_layers(self, image_id: str) -> None:
+        model = self.model
+        try:
+            edit_file = model.session.edit_path(image_id) if model.status(image_id) == "edited" else None
+            self.layers.show(image_id, edit_file, editing=model.editing == image_id)
+        except Exception as exc:
+            self._message(report_error(exc, f"showing {image_id}"))
+
+    def _on_native(self, image_id: str, error: Exception | None) -> None:
+        """The original of the image shown by its stand-in is read (or cannot be): show it at its own size, and
+        allow editing. Only the layers change (a comment being typed stays)."""
+        if self.closed or self.model is None or self.model.current != image_id:
+            return
+        if error is not None:
+            self._message(report_error(error, f"showing {image_id}"))
+            return
+        self._show_layers(image_id)
+        self._say_originals(image_id)
+        self._update_enabled()
+
     def _say_originals(self, image_id: str) -> None:
         """Where the image shown comes from; the first time an original cannot be read, one status line says why
         and what to do."""
+        if self.layers.standin == image_id:
+            self.run_row.show_originals(None, loading=True)
+            return
         note = self.layers.note(image_id)
         self.run_row.show_originals(note)
         if note and not self._said_fallback:
@@ -288,7 +307,8 @@ class ReviewWidget(ReviewActions, QWidget):
 
     def _update_enabled(self) -> None:
         has = self.model is not None and self.model.current is not None
-        self.decisions.enable(has, has and self.model.editing == self.model.current)
+        loading = has and self.layers.standin == self.model.current  # nothing is drawn on a stand-in
+        self.decisions.enable(has, has and self.model.editing == self.model.current, can_edit=not loading)
         self.preview_btn.setEnabled(has)
 
     def _message(self, text: str) -> None:
