@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from .sgd import SGD
 from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated (PEP 563)
+    from typing import Unpack
 
 __all__ = [
     "CHECKPOINT", "CHECKPOINT_FORMAT", "JOINT_MODES", "N_NETS", "SETTING_HELP", "STRATEGIES", "CheckpointSaved",
