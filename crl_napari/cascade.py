@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypedDict, Unpack
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
 from .events import CheckpointSaved, EpochEnd, Event, Finished, StageChanged, Started, Step
 from .inference import dice_score, peer_probs, predict
-from .runs import CHECKPOINT
+from .runs import CHECKPOINT, epoch_line
 from .settings import (
     CHECKPOINT_FORMAT,
     JOINT_MODES,
@@ -43,6 +43,9 @@ from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
 
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated (PEP 563)
+    from typing import Unpack
+
 __all__ = [
     "CHECKPOINT", "CHECKPOINT_FORMAT", "JOINT_MODES", "N_NETS", "SETTING_HELP", "STRATEGIES", "CheckpointSaved",
     "EpochEnd", "Event", "Finished", "StageChanged", "Started", "Step", "TrainConfig", "TrainOptions",
@@ -54,9 +57,10 @@ __all__ = [
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
 
 
-def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int) -> Path:
+def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int,
+                    line: dict | None = None) -> Path:
     """The run folder's checkpoint (runs.CHECKPOINT), written atomically: checkpoint.save_checkpoint."""
-    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch)
+    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch, line)
 
 
 def load_models(run_dir: Path | str, device: torch.device | str | None = None) -> tuple[list, TrainConfig]:
@@ -261,13 +265,12 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
             val_dice = float(dice_score(predict(models, val[0]), val[1]).mean())
             for m in models:
                 m.train()
-        yield EpochEnd(
-            epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr, seconds,
-            val_dice,
-        )
+        end = EpochEnd(epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr,
+                       seconds, val_dice)
+        yield end
         _check_weights(models, epoch, run_dir)
         if run_dir is not None and distributed.is_writer():
-            path = save_checkpoint(run_dir, models, optims, config, epoch)
+            path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end))
             yield CheckpointSaved(epoch, path)
     for m in models:
         m.eval()

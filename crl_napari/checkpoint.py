@@ -21,9 +21,13 @@ from .settings import CHECKPOINT_FORMAT, TrainConfig, TrainingError
 from .unet import UNet, build_models
 
 
-def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: int) -> Path:
+def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: int,
+                    line: dict | None = None) -> Path:
     """state_dicts only, so the file loads with ``torch.load(weights_only=True)``; written atomically to the
-    file ``path`` (its name in a run folder is runs.CHECKPOINT: cascade.save_checkpoint takes the folder)."""
+    file ``path`` (its name in a run folder is runs.CHECKPOINT: cascade.save_checkpoint takes the folder).
+
+    ``line``: the epoch's history.csv line (runs.epoch_line), kept here too because history.csv is written
+    after this file: a kill between the two leaves it here for the resume (runs.open_for_resume)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -31,6 +35,8 @@ def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: 
         "models": [{k: v.detach().cpu() for k, v in m.state_dict().items()} for m in models],
         "optimizers": [o.state_dict() for o in optimizers],
     }
+    if line is not None:
+        state["history_line"] = dict(line)
     path = Path(path)
     # streamed into the temp file, not built in memory first: a quarter faster, and the interpreter lock is
     # held for shorter spells (the viewer stays smoother while the plugin trains)
@@ -42,17 +48,37 @@ def read_checkpoint(path: Path) -> dict:
     """A checked checkpoint: ``weights_only=True`` refuses pickled code, then everything in it is validated
     (see the module's docstring). ``ckpt["config"]`` stays the dict; ``TrainConfig.from_dict`` of it is valid."""
     path = Path(path)
+    ckpt = _load(path, mmap=False)
+    problem = _problem(ckpt)
+    if problem:
+        raise TrainingError(f"{path}: {problem}")
+    return ckpt
+
+
+def read_meta(path: Path) -> dict:
+    """What a checkpoint says besides its tensors: ``{"epoch", "config" (a dict), "history_line" (or None)}``,
+    checked as :func:`read_checkpoint` checks them. The file is mapped, not read, so this costs milliseconds at
+    any width: the resume path asks it (runs.open_for_resume) and the weights are read and checked once, where
+    they are loaded into the nets."""
+    path = Path(path)
+    ckpt = _load(path, mmap=True)
+    problem = _meta_problem(ckpt)
+    if problem:
+        raise TrainingError(f"{path}: {problem}")
+    return {"epoch": ckpt["epoch"], "config": ckpt["config"], "history_line": ckpt.get("history_line")}
+
+
+def _load(path: Path, mmap: bool) -> dict:
+    """``torch.load(weights_only=True)`` (pickled code is refused) of a file in our format; ``mmap``: tensors
+    are mapped from the file, not read."""
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint here")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # UnpicklingError for code, RuntimeError for truncated files
         raise TrainingError(f"{path}: not a loadable crl-napari checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or type(ckpt.get("format")) is not int or ckpt["format"] != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: unknown checkpoint format (expected format {CHECKPOINT_FORMAT})")
-    problem = _problem(ckpt)
-    if problem:
-        raise TrainingError(f"{path}: {problem}")
     return ckpt
 
 
@@ -75,8 +101,8 @@ def expected_state(config: TrainConfig) -> dict[str, tuple[tuple[int, ...], torc
     return {k: (tuple(v.shape), v.dtype) for k, v in net.state_dict().items()}
 
 
-def _problem(ckpt: dict) -> str | None:
-    """What is wrong with a loaded checkpoint dict, or None."""
+def _meta_problem(ckpt: dict) -> str | None:
+    """What is wrong with a loaded checkpoint's epoch, settings and history line, or None."""
     missing = [k for k in ("epoch", "config", "models") if k not in ckpt]
     if missing:
         return f"the checkpoint has no {', '.join(missing)}"
@@ -87,6 +113,19 @@ def _problem(ckpt: dict) -> str | None:
     epoch = ckpt["epoch"]
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < config.epochs:
         return f"epoch {epoch!r} is not an epoch of a {config.epochs}-epoch run"
+    line = ckpt.get("history_line")
+    if line is not None and not (isinstance(line, dict) and len(line) <= 16 and all(
+            isinstance(k, str) and (v is None or isinstance(v, int | float)) for k, v in line.items())):
+        return "its history line is not a row of numbers"  # its values are checked where it is used
+    return None
+
+
+def _problem(ckpt: dict) -> str | None:
+    """What is wrong with a loaded checkpoint dict, or None."""
+    problem = _meta_problem(ckpt)
+    if problem:
+        return problem
+    config = TrainConfig.from_dict(ckpt["config"])
     nets = ckpt["models"]
     if not isinstance(nets, list | tuple) or len(nets) != config.n_nets:
         count = len(nets) if isinstance(nets, list | tuple) else type(nets).__name__

@@ -193,9 +193,7 @@ def record_history(events: Iterator, run: RunFolder, history: list[dict]) -> Ite
         if isinstance(event, Started):
             history = [h for h in history if int(h["epoch"]) < event.start_epoch]
         elif isinstance(event, EpochEnd):
-            pending = {"epoch": event.epoch, "stage": event.stage, "selected": round(event.selected, 4),
-                       "lr": event.lr, "seconds": round(event.seconds, 3), "val_dice": event.val_dice}
-            pending.update({f"loss_{i}": round(v, 6) for i, v in enumerate(event.losses)})
+            pending = runs.epoch_line(event)
         elif isinstance(event, CheckpointSaved) and pending is not None:
             history.append(pending)
             run.write_history(history)

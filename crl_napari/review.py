@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from . import ids, runs
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_png, fsync_dir
+from .atomic import atomic_write_json, fsync_dir
 
 __all__ = [
     "REVIEW_FILE",
@@ -65,6 +65,7 @@ __all__ = [
     "read_scores",
 ]
 
+from .review_edits import EditFiles
 from .review_file import (  # noqa: F401  (re-exported: the statuses and ReviewError are review's API)
     _DECIDED,
     BATCH_STATUSES,
@@ -80,12 +81,6 @@ from .review_file import (  # noqa: F401  (re-exported: the statuses and ReviewE
 )
 from .review_file import read as read_review_file
 from .review_log import ChangeLog, now
-
-
-def _mkdir_durable(folder: Path) -> None:
-    if not folder.is_dir():
-        folder.mkdir(exist_ok=True)
-        fsync_dir(folder.parent)
 
 
 def _default_reviewer() -> str:
@@ -143,7 +138,7 @@ class ReviewSession(ChangeLog):
         self._log = log
         self._comments = dict(comments or {})
         self._lock = threading.RLock()
-        self._native_shapes: dict[str, tuple[int, int]] | None = None  # read from cases.csv at the first edit
+        self._edits = EditFiles(run_dir)
         self._reviewer = ""
         self.reviewer = reviewer
 
@@ -242,10 +237,7 @@ class ReviewSession(ChangeLog):
 
     def edit_path(self, image_id: str) -> Path:
         """Where the edited mask of ``image_id`` lives (whether or not it exists)."""
-        try:
-            return runs.inside(self.run_dir, EDITS_DIR, f"{self._check(image_id)}.png")
-        except runs.RunError as exc:
-            raise ReviewError(str(exc)) from None
+        return self._edits.path(self._check(image_id))
 
     def counts(self) -> dict[str, int]:
         """Number of images per status, plus "total" and "reviewed" (= total - pending)."""
@@ -351,72 +343,15 @@ class ReviewSession(ChangeLog):
         The drawing it replaces, if any, is kept for undo.
         """
         with self._lock:
-            self._check(image_id)
-            arr = np.asarray(mask)
-            if arr.dtype == bool:
-                binary = arr
-            elif np.issubdtype(arr.dtype, np.number):
-                if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-                    raise ValueError(f"edited mask for {image_id!r} contains NaN or infinite values")
-                binary = arr > 0
-            else:
-                raise TypeError(f"edited mask for {image_id!r}: expected bool or numbers, not {arr.dtype}")
-            native, training = self._native_shape(image_id), self._mask_shape(image_id)
-            if binary.shape not in (native, training):
-                expected = f"{native} (the original image's size)" if native else f"{training} (the given mask's)"
-                also = f", or {training} (the training size)" if native and native != training else ""
-                raise ValueError(f"edited mask for {image_id!r} has shape {binary.shape}, expected {expected}{also}")
-            target = self.edit_path(image_id)
-            _mkdir_durable(target.parent)
-            backup_rel = None
-            if target.exists():
-                _mkdir_durable(target.parent / UNDO_DIR)
-                backup_rel = f"{EDITS_DIR}/{UNDO_DIR}/{image_id}.{secrets.token_hex(6)}.png"
-                atomic_write_bytes(self._inside(backup_rel), target.read_bytes())
-            atomic_write_png(target, binary.astype(np.uint8) * 255)
+            binary = self._edits.binary(self._check(image_id), mask)
+            backup = self._edits.write(image_id, binary)
             try:
-                return self._apply(image_id, "edited", edit_backup=backup_rel)
+                return self._apply(image_id, "edited", edit_backup=backup)
             except BaseException:  # review.json not updated: put the previous drawing back
-                if backup_rel is not None:
-                    atomic_write_bytes(target, (self.run_dir / backup_rel).read_bytes())
-                    os.unlink(self.run_dir / backup_rel)
-                else:
-                    os.unlink(target)
+                self._edits.roll_back(image_id, backup)
                 raise
 
     # ------------------------------------------------------------------------------------- internals
-    def _inside(self, relative: str) -> Path:
-        """A path inside the run for writing, refusing links out of it (see crl_napari.runs.inside)."""
-        try:
-            return runs.inside(self.run_dir, *relative.split("/"))
-        except runs.RunError as exc:
-            raise ReviewError(str(exc)) from None
-
-    def _native_shape(self, image_id: str) -> tuple[int, int] | None:
-        """The original image's (H, W) from cases.csv, or None where the run has none (a folder of scores)."""
-        if self._native_shapes is None:
-            try:
-                has = all((self.run_dir / f).is_file() for f in (runs.CONFIG, runs.CASES))
-                rows = runs.RunFolder(self.run_dir).case_rows() if has else []
-            except (runs.RunError, ids.UnsafeIdError) as exc:
-                raise ReviewError(str(exc)) from None
-            self._native_shapes = {r.id: (r.orig_h, r.orig_w) for r in rows}
-        return self._native_shapes.get(image_id)
-
-    def _mask_shape(self, image_id: str) -> tuple[int, ...]:
-        import imageio.v3 as iio
-
-        for sub in (runs.GIVEN, runs.CORRECTED):
-            p = self.run_dir / sub / f"{image_id}.png"
-            if p.is_file():
-                try:
-                    arr = np.asarray(iio.imread(p))
-                except Exception as exc:
-                    raise ReviewError(f"{p}: unreadable mask ({exc})") from exc
-                return tuple(arr.shape[:2])
-        given = self.run_dir / runs.GIVEN / f"{image_id}.png"
-        raise ReviewError(f"{given}: missing (needed to check the size of the edited mask)")
-
     def _decide(self, image_id: str, status: str) -> dict[str, Any]:
         with self._lock:
             current = self._decisions.get(self._check(image_id))

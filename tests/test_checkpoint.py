@@ -133,3 +133,66 @@ def test_saved_and_read_back_is_the_same(tmp_path):
     assert ckpt["epoch"] == 1 and ckpt["config"] == asdict(CFG)
     for m, sd in zip(models, ckpt["models"], strict=True):
         assert all(torch.equal(v, sd[k]) for k, v in m.state_dict().items())
+
+
+@pytest.fixture
+def stopped_run(tmp_path):
+    """A real run (pipeline.train_run on the phantom set) stopped after its second epoch's checkpoint."""
+    from crl_napari import pipeline
+    from crl_napari.phantoms import write_sample_set
+
+    data = write_sample_set(tmp_path / "data", n=8, size=32, noise_ratio=0.5, seed=1)
+    cfg = TrainConfig(strategy="crl", epochs=4, batch_size=4, width=4, depth=2, lr=0.05, device="cpu", threads=1)
+    saved = []
+
+    def stop() -> bool:
+        return len(saved) >= 2
+
+    for ev in pipeline.train_run(data, tmp_path / "run", cfg, size=32, should_stop=stop):
+        if isinstance(ev, cascade.CheckpointSaved):
+            saved.append(ev.epoch)
+    return data, tmp_path / "run"
+
+
+def test_a_resume_reads_the_weights_once_and_a_line_lost_to_a_kill_comes_back(stopped_run, monkeypatch):
+    """A kill between the checkpoint and history.csv (the history follows its checkpoint) leaves the epoch's
+    line only in the checkpoint: the resume puts it back. The worker's path (runs.open_for_resume, then the
+    pipeline's own under the lock, then the loop) reads the tensors of the checkpoint once; the checks before
+    only map the file."""
+    from crl_napari import pipeline, runs
+
+    data, run = stopped_run
+    full = runs.RunFolder(run).history()
+    assert [int(h["epoch"]) for h in full] == [0, 1]
+    lines = (run / runs.HISTORY).read_text().splitlines(keepends=True)
+    (run / runs.HISTORY).write_text("".join(lines[:-1]))  # as a kill after the checkpoint of epoch 2 leaves it
+
+    loads = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        loads.append("mapped" if kwargs.get("mmap") else "read")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    plan = runs.open_for_resume(run)
+    assert plan.start_epoch == 2 and [h.as_dict() for h in plan.history] == full
+    for _ in pipeline.train_run(data, run, resume=True):
+        pass
+    assert loads.count("read") == 1 and loads.count("mapped") >= 2, loads
+    history = runs.RunFolder(run).history()
+    assert [int(h["epoch"]) for h in history] == [0, 1, 2, 3] and history[:2] == full
+
+
+def test_a_history_line_that_is_not_numbers_is_refused_naming_the_file(stopped_run):
+    from crl_napari import runs
+
+    _data, run = stopped_run
+    ckpt = read_checkpoint(run / CHECKPOINT)
+    torch.save({**ckpt, "history_line": {"epoch": "1; rm -rf"}}, run / CHECKPOINT)
+    with pytest.raises(TrainingError, match=f"{run / CHECKPOINT}: its history line is not a row of numbers"):
+        runs.open_for_resume(run)
+    torch.save({**ckpt, "history_line": {**ckpt["history_line"], "epoch": 0}}, run / CHECKPOINT)
+    (run / runs.HISTORY).write_text("epoch,stage,selected\n")
+    with pytest.raises(runs.RunError, match="its history line is of epoch 0, not of its own epoch 1"):
+        runs.open_for_resume(run)

@@ -24,11 +24,11 @@ from .rounds import (
     write_round_start,
     write_rounds,
 )
-from .rows import CaseRow, HistoryRow, ScoreRow, csv_text
+from .rows import CaseRow, HistoryRow, ScoreRow, csv_text, epoch_line
 
 __all__ = [*_names.__all__,
     "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked",
-    "ScoreRow", "check_belongs", "checkpoint_meta", "csv_text", "data_diff", "inside", "is_locked",
+    "ScoreRow", "check_belongs", "checkpoint_meta", "csv_text", "data_diff", "epoch_line", "inside", "is_locked",
     "open_for_resume", "read_score_rows", "settings_diff", "versions", "writer_lock",
     "Round", "current_round", "keep_round_files", "promote", "read_round_decisions", "read_rounds", "round_dir",
     "round_test_dice", "write_round_start", "write_rounds",

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import read_checkpoint
+from ..checkpoint import read_meta
 from ..settings import TrainConfig, TrainingError, settings_diff
 from .errors import RunError
 from .folder import RunFolder
 from .names import CHECKPOINT, CONFIG
-from .rows import HistoryRow
+from .rows import HistoryRow, history_row
 
 
 def data_diff(saved: dict, asked: dict) -> dict:
@@ -33,18 +33,24 @@ class Resume:
 
 def checkpoint_meta(run: RunFolder) -> tuple[int, TrainConfig]:
     """(last finished epoch, settings) from the checkpoint's metadata, checked against config.json: a
-    checkpoint from another run, or one claiming an epoch beyond the run's, is refused naming the file."""
+    checkpoint from another run, or one claiming an epoch beyond the run's, is refused naming the file. Its
+    tensors are not read (checkpoint.read_meta): the training that resumes reads and checks them, once."""
+    epoch, config, _line = _meta(run)
+    return epoch, config
+
+
+def _meta(run: RunFolder) -> tuple[int, TrainConfig, dict | None]:
     path = run.path / CHECKPOINT
-    ckpt = read_checkpoint(path)
+    meta = read_meta(path)
     try:
-        config = TrainConfig.from_dict(ckpt["config"])
-        epoch = ckpt["epoch"]
+        config = TrainConfig.from_dict(meta["config"])
+        epoch = meta["epoch"]
     except (KeyError, TypeError, ValueError, TrainingError) as exc:
         raise RunError(f"{path}: not a crl-napari checkpoint of this version ({exc})") from exc
     check_belongs(run, config)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < run.train_config.epochs:
         raise RunError(f"{path}: epoch {epoch!r} is not one of the run's {run.train_config.epochs} epochs")
-    return epoch, config
+    return epoch, config, meta["history_line"]
 
 
 def check_belongs(run: RunFolder, config: TrainConfig) -> None:
@@ -76,8 +82,15 @@ def open_for_resume(path: Path | str, config: TrainConfig | dict | None = None,
                                 f"its own (saved, asked): {diff}")
     if run.has_cases:
         run.case_rows(held_out=True)  # a tampered case list is refused now, not after the last epoch
-    start = 0
+    start, line = 0, None
     if run.has_checkpoint:
-        start = checkpoint_meta(run)[0] + 1
+        epoch, _config, line = _meta(run)
+        start = epoch + 1
     history = [h for h in run.history_rows() if h.epoch < start]
+    if start and (not history or history[-1].epoch < start - 1) and line is not None:
+        # killed after the checkpoint was saved, before history.csv had its line: the checkpoint kept it
+        history.append(history_row(line, f"{path / CHECKPOINT}: history line", run.train_config.epochs))
+        if history[-1].epoch != start - 1:
+            raise RunError(f"{path / CHECKPOINT}: its history line is of epoch {history[-1].epoch}, not of its own "
+                           f"epoch {start - 1}")
     return Resume(run, run.train_config, run.data_settings, start, history)

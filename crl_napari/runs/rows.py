@@ -11,10 +11,13 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..ids import check_id
 from .errors import RunError
+
+if TYPE_CHECKING:
+    from ..events import EpochEnd
 
 MAX_TABLE_BYTES = 64 << 20  # 64 MiB: a million cases; a bigger table is not one this package wrote
 MAX_SIDE = 100_000  # pixels of one side of an original image
@@ -178,17 +181,38 @@ def history_rows(path: Path, epochs: int) -> list[HistoryRow]:
     """history.csv; epochs in [0, ``epochs``) and strictly increasing."""
     out: list[HistoryRow] = []
     for line, r in read_table(path, ("epoch", "stage", "selected")):
-        where = f"{path}: line {line}"
-        epoch = _int(r["epoch"], where, "epoch", 0, max(epochs - 1, 0))
-        if out and epoch <= out[-1].epoch:
-            raise RunError(f"{where}: epoch {epoch} does not follow epoch {out[-1].epoch}")
-        losses = tuple(v for c in ("loss_0", "loss_1", "loss_2") if (v := _float(r.get(c, ""), where, c)) is not None)
-        out.append(HistoryRow(epoch, _int(r["stage"], where, "stage", 1, 2), losses,
-                              _float(r["selected"], where, "selected", optional=False),
-                              _float(r.get("lr", ""), where, "lr") or 0.0, _float(r.get("seconds", ""), where,
-                                                                                  "seconds") or 0.0,
-                              _float(r.get("val_dice", ""), where, "val_dice"), raw=r))
+        row = history_row(r, f"{path}: line {line}", epochs)
+        if out and row.epoch <= out[-1].epoch:
+            raise RunError(f"{path}: line {line}: epoch {row.epoch} does not follow epoch {out[-1].epoch}")
+        out.append(row)
     return out
+
+
+def history_row(r: dict[str, Any], where: str, epochs: int) -> HistoryRow:
+    """One checked history line (``r``: the file's text, or an :func:`epoch_line` kept in a checkpoint)."""
+    if not isinstance(r, dict) or not all(isinstance(k, str) for k in r):
+        raise RunError(f"{where}: not a history row")
+    r = {k: "" if v is None else v.strip() if isinstance(v, str) else str(v) for k, v in r.items()}
+    for column in ("epoch", "stage", "selected"):
+        if column not in r:
+            raise RunError(f"{where}: no {column}")
+    losses = tuple(v for c in ("loss_0", "loss_1", "loss_2") if (v := _float(r.get(c, ""), where, c)) is not None)
+    return HistoryRow(_int(r["epoch"], where, "epoch", 0, max(epochs - 1, 0)),
+                      _int(r["stage"], where, "stage", 1, 2), losses,
+                      _float(r["selected"], where, "selected", optional=False),
+                      _float(r.get("lr", ""), where, "lr") or 0.0,
+                      _float(r.get("seconds", ""), where, "seconds") or 0.0,
+                      _float(r.get("val_dice", ""), where, "val_dice"), raw=r)
+
+
+def epoch_line(end: EpochEnd) -> dict[str, Any]:
+    """The history.csv line of one finished epoch, rounded as the file keeps it: written by the pipeline after
+    the epoch's checkpoint, and kept inside that checkpoint too, so a kill between the two files loses no line
+    (runs.open_for_resume puts it back)."""
+    line = {"epoch": end.epoch, "stage": end.stage, "selected": round(end.selected, 4), "lr": end.lr,
+            "seconds": round(end.seconds, 3), "val_dice": end.val_dice}
+    line.update({f"loss_{i}": round(v, 6) for i, v in enumerate(end.losses)})
+    return line
 
 
 def csv_text(rows: list[dict], fields: list[str]) -> str:
