@@ -8,6 +8,10 @@ the temporary file is removed and the previous content under the final name is u
 
 A later run may sweep such leftovers with :func:`remove_stale_temps` (only those of processes that are gone).
 
+Many small files (a scoring chunk's maps, a run's case images) go through :class:`AtomicBatch`: the same
+promise per file, but the fsyncs are issued together from a few threads, so the file system's journal commits
+them in a handful of transactions instead of one each (3.7 ms -> 0.07 ms per file on this machine's ext4).
+
 The parent directory must exist: creating folders is the caller's decision (the run folder layout lives in
 ``runs.py``). The temporary file is created with mode 0o666 minus the umask, like a normal ``open``.
 """
@@ -19,14 +23,17 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
 __all__ = [
+    "AtomicBatch",
     "atomic_write_bytes",
+    "atomic_write_files",
     "atomic_write_json",
     "atomic_write_png",
     "atomic_write_text",
@@ -36,6 +43,7 @@ __all__ = [
     "fsync_dir",
     "pid_alive",
     "remove_stale_temps",
+    "sync_files",
 ]
 
 _TEMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -74,8 +82,9 @@ def _flush_to_disk(fh: BinaryIO, path: Path) -> None:
     os.fsync(fh.fileno())
 
 
-def write_new(path: str | Path, data: bytes) -> None:
-    """Create a new file (never over an existing one) and make it durable; a failed write removes it."""
+def write_new(path: str | Path, data: bytes, sync: bool = True) -> None:
+    """Create a new file (never over an existing one) and make it durable; a failed write removes it.
+    ``sync=False`` leaves the fsync to the caller (:func:`sync_files` over many files at once)."""
     path = Path(path)
     try:
         fh = open(path, "xb")
@@ -84,10 +93,106 @@ def write_new(path: str | Path, data: bytes) -> None:
     try:
         with fh:
             fh.write(data)
-            _flush_to_disk(fh, path)
+            if sync:
+                _flush_to_disk(fh, path)
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise _disk_full(path, exc) from exc
+
+
+SYNC_THREADS = 8  # fsyncs in flight at once: enough for the journal to commit them together
+
+
+def sync_files(files: Iterable[tuple[Path, Path]]) -> None:
+    """fsync every ``(file, name)`` (``name``: what errors call it) from a few threads at once; the first
+    failure is raised (a full disk as DiskFullError naming ``name``) after the others have finished."""
+    files = list(files)
+
+    def sync(item: tuple[Path, Path]) -> None:
+        file, name = item
+        try:
+            with open(file, "r+b") as fh:
+                _flush_to_disk(fh, name)
+        except OSError as exc:
+            raise _disk_full(name, exc) from exc
+
+    if len(files) <= 1:
+        for item in files:
+            sync(item)
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(files))) as pool:
+        for _ in pool.map(sync, files):
+            pass
+
+
+def _temp_for(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+class AtomicBatch:
+    """Many files, each with :func:`atomic_write_bytes`' promise, made durable together: :meth:`add` writes
+    a file under a temporary name beside its target (no fsync), :meth:`commit` fsyncs them all at once
+    (:func:`sync_files`), renames each over its name and fsyncs each folder once. Until the commit no final
+    name changes; a kill leaves only temporary files (:func:`remove_stale_temps`); :meth:`discard` removes
+    them. As a context manager it commits on success and discards on an error."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (temporary file, final name)
+
+    def __len__(self) -> int:
+        return len(self._staged)
+
+    def add(self, path: str | Path, data: bytes) -> None:
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: folder does not exist (cannot write {path.name})")
+        tmp = _temp_for(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        self._staged.append((tmp, path))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            self.discard()
+            raise _disk_full(path, exc) from exc
+
+    def commit(self) -> None:
+        staged, self._staged = self._staged, []
+        try:
+            sync_files(staged)
+            for tmp, path in staged:
+                os.replace(tmp, path)
+        except BaseException:
+            self._staged = staged
+            self.discard()
+            raise
+        for parent in dict.fromkeys(path.parent for _, path in staged):
+            fsync_dir(parent)
+
+    def discard(self) -> None:
+        """Remove the temporary files not committed yet."""
+        for tmp, _ in self._staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        self._staged = []
+
+    def __enter__(self) -> AtomicBatch:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def atomic_write_files(files: Iterable[tuple[str | Path, bytes]]) -> None:
+    """Write every ``(path, data)`` atomically and durably, in one :class:`AtomicBatch`."""
+    with AtomicBatch() as batch:
+        for path, data in files:
+            batch.add(path, data)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -102,7 +207,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     parent = path.parent
     if not parent.is_dir():
         raise FileNotFoundError(f"{parent}: folder does not exist (cannot write {path.name})")
-    tmp = parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    tmp = _temp_for(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_json, atomic_write_png, atomic_write_text
+from ..atomic import AtomicBatch, atomic_write_json, atomic_write_text, encode_png
 from ..data import IMAGE_EXTENSIONS, MAX_PIXELS
 from ..ids import check_id
 from ..native import decode_prob, encode_prob
@@ -49,6 +49,7 @@ from .names import (
 )
 
 MAX_CONFIG_BYTES = 4 << 20
+CASE_BATCH = 256  # cases whose two files write_case_files makes durable together (atomic.AtomicBatch)
 
 
 def versions() -> dict:
@@ -108,6 +109,7 @@ class RunFolder:
         config["data"] = check_data(config.get("data"), cfg_path, self.train_config.depth)
         self.config = config
         self._moved_root: Path | None | bool = False  # not read yet (see moved_root)
+        self._case_files = AtomicBatch()  # case files written but not renamed yet: write_case_table commits
 
     # --- what a face asks of a bare path ---------------------------------------------------------------
     @staticmethod
@@ -222,15 +224,20 @@ class RunFolder:
         self.write_case_table(rows)
 
     def write_case_files(self, id_: str, image: np.ndarray, given: np.ndarray) -> None:
-        """One case's display image (from the z-scored training image) and given mask."""
+        """One case's display image (from the z-scored training image) and given mask. They are made durable
+        and take their names in batches of CASE_BATCH cases, the last batch by :meth:`write_case_table` (each
+        file still appears whole or not at all; a kill leaves temporary files, swept when the run restarts)."""
         id_ = check_id(id_, self.path / CASES)
         lo, hi = np.percentile(image, [0.5, 99.5])
         disp = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
-        atomic_write_png(self.file(IMAGES, f"{id_}.png"), _to_uint8(disp.astype(np.float32)))
-        atomic_write_png(self.file(GIVEN, f"{id_}.png"), _to_uint8(given > 0))
+        self._case_files.add(self.file(IMAGES, f"{id_}.png"), encode_png(_to_uint8(disp.astype(np.float32))))
+        self._case_files.add(self.file(GIVEN, f"{id_}.png"), encode_png(_to_uint8(given > 0)))
+        if len(self._case_files) >= 2 * CASE_BATCH:
+            self._case_files.commit()
 
     def write_case_table(self, rows: list[dict]) -> None:
-        """cases.csv, after every case's files (write_case_files)."""
+        """cases.csv, after every case's files (write_case_files, whose last batch is committed first)."""
+        self._case_files.commit()
         atomic_write_text(self.file(CASES), _rows.csv_text(rows, CASE_FIELDS))
 
     def write_held_out(self, rows: list[dict]) -> None:
@@ -256,18 +263,20 @@ class RunFolder:
 
     def write_score_maps(self, ids: list[str], scores, keep_maps: frozenset[str] = frozenset()) -> list[int]:
         """The maps of ``scores`` (ImageScores of these ``ids``, a batch or all), except those of ``keep_maps``
-        ids; the extra pieces of each corrected mask, for :meth:`write_score_table`."""
+        ids; the extra pieces of each corrected mask, for :meth:`write_score_table`. Written as one
+        atomic.AtomicBatch: each file whole or not at all, a few fsync transactions for the whole batch."""
         corr_dir = self.file(CORRECTED)
         corr_dir.mkdir(exist_ok=True)
-        for i, id_ in enumerate(ids):
-            check_id(id_, self.path / CASES)
-            if id_ in keep_maps:
-                continue
-            atomic_write_png(self.file(CORRECTED, f"{id_}.png"), _to_uint8(scores.corrected[i]))
-            atomic_write_png(self.file(CORRECTED, f"{id_}_prob.png"), _to_uint8(scores.prob[i].astype(np.float32)))
-            atomic_write_png(self.file(CORRECTED, f"{id_}{PROB16}"), encode_prob(scores.prob[i]))
-            atomic_write_png(self.file(CORRECTED, f"{id_}_unc.png"),
-                             _to_uint8(scores.pixel_uncertainty[i].astype(np.float32)))
+        with AtomicBatch() as batch:
+            for i, id_ in enumerate(ids):
+                check_id(id_, self.path / CASES)
+                if id_ in keep_maps:
+                    continue
+                prob, unc = scores.prob[i].astype(np.float32), scores.pixel_uncertainty[i].astype(np.float32)
+                batch.add(self.file(CORRECTED, f"{id_}.png"), encode_png(_to_uint8(scores.corrected[i])))
+                batch.add(self.file(CORRECTED, f"{id_}_prob.png"), encode_png(_to_uint8(prob)))
+                batch.add(self.file(CORRECTED, f"{id_}{PROB16}"), encode_png(encode_prob(scores.prob[i])))
+                batch.add(self.file(CORRECTED, f"{id_}_unc.png"), encode_png(_to_uint8(unc)))
         return [extra_pieces(clean_mask(scores.corrected[i])) for i in range(len(ids))]
 
     def write_score_table(self, ids: list[str], scores, corrupted: list | None, extra: list[int]) -> None:
