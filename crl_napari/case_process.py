@@ -19,9 +19,11 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
@@ -89,18 +91,39 @@ def _collect(name: str, layout: list) -> list[np.ndarray]:
         block.unlink()
 
 
-def _get_pool() -> ProcessPoolExecutor:
+@contextmanager
+def _main_hidden():
+    """While the helper starts, the viewer's ``__main__`` is not named to it: ``spawn`` would run the user's
+    script (napari's, a notebook's, a script without a ``__name__`` guard) again in the helper. The helper needs
+    only this package."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        for k in saved:
+            if k == "__spec__":
+                main.__spec__ = None
+            else:
+                del main.__dict__[k]
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
+def _submit(fn, *args):
+    """``fn(*args)`` in the helper, started first if none runs (ProcessPoolExecutor starts it in ``submit``)."""
     global _pool
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_helper)
-        return _pool
+        with _main_hidden():
+            return _pool.submit(fn, *args)
 
 
 def warm_helper() -> None:
     """Start the helper now (its imports take seconds), so the first large case does not wait for them."""
     try:
-        _get_pool().submit(_ready)
+        _submit(_ready)
     except (OSError, RuntimeError, BrokenProcessPool):
         stop_helper()
 
@@ -115,7 +138,7 @@ def read_in_helper(run_dir: str, cleanup, key: int, id_: str) -> tuple[list[np.n
     helper cannot run (the caller reads it itself). ``key`` names the caller's reader (a new one, after the data
     moved, makes the helper read the run's settings again)."""
     try:
-        future = _get_pool().submit(_read, run_dir, cleanup, key, id_)
+        future = _submit(_read, run_dir, cleanup, key, id_)
         name, layout, note = future.result()  # the reader's own error (a missing file) is raised here
         return _collect(name, layout), note
     except (BrokenProcessPool, OSError):  # the helper could not start or died, no shared memory: read here

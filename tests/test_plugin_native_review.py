@@ -310,13 +310,22 @@ def test_a_bad_data_folder_setting_is_one_line_naming_it(make_napari_viewer, nat
     assert widget.layer("image").data.shape == (H, W)  # found where the run was trained
 
 
-def test_a_large_case_read_in_the_helper_process_is_the_one_read_here(native_run, monkeypatch):
+def test_a_large_case_read_in_the_helper_process_is_the_one_read_here(native_run, monkeypatch, tmp_path):
     """Large originals (case_cache.LARGE_PX, lowered to 256 here) are read in the helper process so the viewer's
     GIL stays free: the arrays and the note are those a read in this process gives, and a reader's error comes
-    back as itself, naming the file."""
+    back as itself, naming the file. The helper never runs the viewer's own script again (spawn would)."""
+    import sys
+    import types
+
     from crl_napari import case_cache, case_process
     from crl_napari.runs import RunError
 
+    script = tmp_path / "users_script.py"  # a napari script without a __name__ guard
+    script.write_text(f"open({str(tmp_path / 'ran-again')!r}, 'w').close()\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    case_process.stop_helper()
     monkeypatch.setattr(case_cache, "LARGE_PX", 256)
     run = RunFolder(native_run)
     ids = [r.id for r in run.case_rows()]
@@ -332,6 +341,7 @@ def test_a_large_case_read_in_the_helper_process_is_the_one_read_here(native_run
     (native_run / "corrected" / f"{ids[2]}_prob.png").unlink(missing_ok=True)
     with pytest.raises(RunError, match=ids[2]):
         helped(ids[2])
+    assert not (tmp_path / "ran-again").exists() and main.__file__ == str(script)
     small = case_cache.NativeCases(run)  # originals under LARGE_PX: read here, no helper asked
     monkeypatch.setattr(case_cache, "LARGE_PX", 1024)
     assert not case_cache.NativeCases(run).helper and not small.large(ids[0])

@@ -530,3 +530,60 @@ def test_signals_explained_uncertainty_flip_and_zoom(make_napari_viewer, qtbot, 
     header = widget.table.model()
     tips = [header.headerData(c, Qt.Orientation.Horizontal, Qt.ItemDataRole.ToolTipRole) for c in range(6)]
     assert all(tips) and "1 - Dice" in tips[2] and "1 - score" in tips[3]
+
+
+def test_a_clean_looking_image_takes_a_second_press_to_accept_and_a_flagged_one_takes_one(make_napari_viewer,
+                                                                                           qtbot, run_dir):
+    """Issue 11's policy: at 75 % noise a correction of a clean mask is worse than the mask (Dice 0.93 against
+    0.975). An image scored under the run's recommended threshold (scoring.recommended_threshold, computed once)
+    is marked "looks clean" and its Accept needs a second press in a row; a flagged image is accepted with one;
+    "accept many" starts at the recommended score and says when lowering it takes in clean-looking images."""
+    from qtpy.QtCore import Qt
+
+    from crl_napari.scoring import recommended_threshold
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((80, 90)), name="someone else's image")
+    widget = _review(viewer)
+    qtbot.keyClicks(widget.run_edit, str(run_dir))
+    qtbot.keyClick(widget.run_edit, Qt.Key.Key_Return)
+    assert widget.session is not None, widget.last_message
+    score = {r["id"]: r["suspicion"] for r in RunFolder(run_dir).scores()}
+    ids = widget.session.ids
+    t = recommended_threshold(np.array([score[i] for i in ids]))
+    assert widget.clean_below == t
+    assert widget.threshold.value() == pytest.approx(t, abs=5e-4)  # the batch's default score
+    assert widget.export_widget.threshold.value == pytest.approx(t, abs=5e-4)
+    clean = [i for i in ids if score[i] < t]
+    flagged = [i for i in ids if score[i] >= t]
+    assert len(clean) >= 2 and len(flagged) >= 2
+
+    widget.table.selectRow(widget._rows[flagged[0]])  # a flagged image: no mark, one press accepts
+    assert widget.current_id == flagged[0] and widget.clean_label.text() == ""
+    _press(viewer, qtbot, "A")
+    assert _decisions(run_dir)[flagged[0]]["status"] == "accepted"
+
+    widget.table.selectRow(widget._rows[clean[0]])  # a clean-looking one: marked; the first press only says so
+    assert "looks clean: the given mask is likely better" in widget.clean_label.text()
+    _press(viewer, qtbot, "A")
+    assert clean[0] not in _decisions(run_dir) and widget.current_id == clean[0]
+    assert "looks clean" in widget.last_message and "again" in widget.last_message
+    _press(viewer, qtbot, "A")  # the second press in a row accepts
+    assert _decisions(run_dir)[clean[0]]["status"] == "accepted"
+
+    widget.table.selectRow(widget._rows[clean[1]])  # a press, then another image: the press does not carry over
+    widget.accept_btn.click()
+    widget.table.selectRow(widget._rows[flagged[1]])
+    widget.table.selectRow(widget._rows[clean[1]])
+    widget.accept_btn.click()
+    assert clean[1] not in _decisions(run_dir)
+    widget.accept_btn.click()  # the button is the key: the second press accepts
+    assert _decisions(run_dir)[clean[1]]["status"] == "accepted"
+
+    widget.undo()  # clean[1] pending again
+    widget.preview_btn.click()  # at the recommended score no clean-looking image is in the batch
+    assert widget.preview.text().startswith(f"{len(flagged) - 1} pending image(s)")
+    assert "look clean" not in widget.preview.text()
+    widget.threshold.setValue(0.0)
+    widget.preview_btn.click()  # lowered: the preview says how many clean-looking ones it would take in
+    assert f"— {len(clean) - 1} of them look clean" in widget.preview.text()

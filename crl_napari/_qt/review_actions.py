@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..review_model import ReviewModelError
+from ..scoring import recommended_threshold
 from ._common import report_error, warn
 from .review_layers import disagreement_box
 
@@ -25,6 +26,36 @@ def _decision(status: str, doc: str):
 
 class ReviewActions:
     """The review's verbs (each key of :data:`.review_keys.KEYS` names one of these methods)."""
+
+    #: the run's recommended threshold (scoring.recommended_threshold of its scores, computed when it is opened):
+    #: below it a correction is likely worse than the given mask (at 75 % noise, corrections of clean masks
+    #: reached Dice 0.93 against 0.975 for the masks themselves)
+    clean_below: float | None = None
+    _accept_armed: str | None = None  # a clean-looking image whose Accept was pressed once
+
+    def set_policy(self, scores) -> float:
+        """The run was opened: its recommended threshold, once (``clean_below``), also the batch's default."""
+        self.clean_below = recommended_threshold(scores)
+        self._accept_armed = None
+        return self.clean_below
+
+    def looks_clean(self, image_id: str) -> bool:
+        """Whether ``image_id``'s suspicion is below the run's recommended threshold: its given mask is likely
+        better than the correction."""
+        return self.clean_below is not None and self.model.score(image_id) < self.clean_below
+
+    def accept(self) -> None:
+        """Accept the corrected mask for the image shown. On an image that looks clean (:meth:`looks_clean`) the
+        first press only says so and the second press in a row accepts; a flagged image takes one press."""
+        image_id = None if self.model is None else self.model.current
+        if image_id is not None and self.looks_clean(image_id) and self.model.status(image_id) != "accepted" \
+                and self._accept_armed != image_id:
+            self._accept_armed = image_id
+            self._message(f"{image_id} looks clean: its given mask is likely better than the correction. Press "
+                          "Accept (A) again to accept the correction anyway, or K to keep the mask")
+            return
+        self._accept_armed = None
+        self._decide("accepted")
 
     def _guard(self, action, context: str, need_image: bool = False):
         """Run a model action; a refusal is a status line, anything else a notification. None on failure."""
@@ -50,7 +81,6 @@ class ReviewActions:
         if image_id is not None:
             self._message(f"{image_id}: {self.model.status(image_id)}")
 
-    accept = _decision("accepted", "Accept the corrected mask for the image shown.")
     keep = _decision("kept", "Keep the original mask for the image shown.")
     flag = _decision("flagged", "Flag the image shown for a second opinion (exported as if unreviewed).")
     exclude = _decision("excluded", "Exclude the radiograph shown from the export (listed in its manifest).")

@@ -33,6 +33,11 @@ EDIT_HINT = ("Drawing in original pixels: paint (P), erase (E), fill (F), brush 
              "S saves, N moves on (a changed drawing is saved)")
 
 
+CLEAN_MARK = "looks clean: the given mask is likely better"
+CLEAN_COLOR = "#2e7d32"
+CLEAN_TIP = ("This image's score is below the run's recommended threshold (Otsu's split of its scores). There the "
+             "nets' correction is usually worse than the given mask: at 75 % noise, corrections of clean masks "
+             "had Dice 0.93 against 0.975 for the masks themselves. Keep it (K) unless you see a real error.")
 LOADING = "loading the original… (training-size copy shown)"
 LOADING_TIP = "the radiograph is read at its own size in the background; Edit is on once it is shown"
 
@@ -201,8 +206,14 @@ class InfoPanel(QVBoxLayout):
         # whole dock on every row switch
         self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 10)
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # the policy's mark on an image whose correction is likely worse than its mask; a fixed one-line height and
+        # always there (empty on flagged images), so a row switch re-lays out nothing
+        self.clean_label = QLabel("")
+        self.clean_label.setFixedHeight(self.clean_label.fontMetrics().lineSpacing() + 4)
+        self.clean_label.setStyleSheet(f"color: {CLEAN_COLOR}; font-weight: bold")
         self.counts_label = QLabel("")
         self.addWidget(self.info_label)
+        self.addWidget(self.clean_label)
         self.addWidget(self.counts_label)
 
     def show_image(self, row: dict, total: int, status: str) -> None:
@@ -210,6 +221,15 @@ class InfoPanel(QVBoxLayout):
         self.info_label.setText(
             f"<b>{row['id']}</b> · rank {row['rank']} of {total} · score {row['suspicion']:.3f}"
             + ("" if dice is None else f" · Dice(original, corrected) {dice:.3f}") + f" · <i>{status}</i>")
+
+    def show_clean(self, threshold: float | None, score: float) -> None:
+        """The mark of an image that looks clean (``threshold``: the run's recommended one it is under), or none."""
+        if threshold is None:
+            self.clean_label.setText("")
+            self.clean_label.setToolTip("")
+            return
+        self.clean_label.setText(f"✓ {CLEAN_MARK} (score {score:.3f} < {threshold:.3f}): Accept needs a second press")
+        self.clean_label.setToolTip(CLEAN_TIP)
 
     def show_counts(self, c: dict[str, int]) -> None:
         self.counts_label.setText(
@@ -230,7 +250,8 @@ class BatchRow(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         row = QHBoxLayout()
-        self.threshold = _score_box("score ≥ ", 0.5)
+        self.threshold = _score_box("score ≥ ", 0.5)  # the run's recommended threshold once one is open
+        self.recommended: float | None = None
         self.preview_btn = QPushButton("Accept corrections…")
         self.preview_btn.setToolTip("lists the pending images at or above the score first")
         self.apply_btn = QPushButton("Accept these")
@@ -253,7 +274,10 @@ class BatchRow(QWidget):
             return self._message("Open a run folder first")
         ids = self._ids = model.batch_candidates(self.threshold.value())
         more = f" … and {len(ids) - _BATCH_LISTED} more" if len(ids) > _BATCH_LISTED else ""
-        self.preview.setText(f"{len(ids)} pending image(s) with score ≥ {self.threshold.value():.3f}"
+        clean = 0 if self.recommended is None else sum(model.score(i) < self.recommended for i in ids)
+        warn = (f" — {clean} of them look clean (score under the recommended {self.recommended:.3f}): their given "
+                "masks are likely better" if clean else "")
+        self.preview.setText(f"{len(ids)} pending image(s) with score ≥ {self.threshold.value():.3f}{warn}"
                              + (f": {', '.join(ids[:_BATCH_LISTED])}{more}" if ids else ""))
         self.apply_btn.setEnabled(bool(ids))
 
@@ -264,6 +288,14 @@ class BatchRow(QWidget):
         changed = self._guard(lambda: self._model().accept_batch(ids), "accept many") if ids else None
         if changed is not None:
             self._message(f"Accepted {len(changed)} correction(s); U undoes them together")
+
+    def set_recommended(self, threshold: float) -> None:
+        """A run was opened: its recommended threshold (scoring.recommended_threshold) is the default score."""
+        self.recommended = threshold
+        self.threshold.setValue(threshold)
+        self.threshold.setToolTip(f"recommended for this run: {threshold:.3f} (Otsu's split of its scores); below it "
+                                  "a correction is likely worse than the given mask")
+        self.clear()
 
     def clear(self, *_args) -> None:
         self._ids = []

@@ -166,7 +166,11 @@ class ReviewWidget(ReviewActions, QWidget):
         self.run, self.model = run, model
         self.layers.open(run, session.ids)
         self._table.set_review(model)
-        self.histogram.set_scores([r["suspicion"] for r in session.rows])
+        scores = [r["suspicion"] for r in session.rows]
+        self.histogram.set_scores(scores)
+        recommended = self.set_policy(scores)  # once per run: the mark, the second press, the batch's default
+        self.batch.set_recommended(recommended)
+        self.export_widget.threshold.value = round(recommended, 3)  # "accept above a score" in the export too
         self.info.show_counts(self.model.counts())
         model.subscribe(self._on_model)
         if model.current is not None:
@@ -249,11 +253,14 @@ class ReviewWidget(ReviewActions, QWidget):
         """The current image: its row selected, its layers, its line of facts. All a row switch does."""
         model, image_id = self.model, self.model.current
         self._table.select(image_id)
+        if self._accept_armed != image_id:
+            self._accept_armed = None  # a second press counts only on the image it was meant for
         status = model.status(image_id)
         self._show_layers(image_id)
         self._say_originals(image_id)
         r = model.row(image_id)
         self.info.show_image(r, len(model.ids), status)
+        self.info.show_clean(self.clean_below if self.looks_clean(image_id) else None, r["suspicion"])
         self.comment_edit.setText(model.session.comment(image_id))
         self.histogram.mark(r["suspicion"], self.min_score.value())
         self._update_enabled()
