@@ -74,7 +74,13 @@ def _load(path: Path, mmap: bool) -> dict:
     if not path.is_file():
         raise TrainingError(f"{path}: no checkpoint here")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:
+            if not mmap:
+                raise
+            # a file system that cannot map it, or an older serialisation: read it as a whole instead
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for code, RuntimeError for truncated files
         raise TrainingError(f"{path}: not a loadable crl-napari checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or type(ckpt.get("format")) is not int or ckpt["format"] != CHECKPOINT_FORMAT:

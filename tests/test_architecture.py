@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "crl_napari"
 GROUND = {"", "ids", "atomic", "settings", "selection", "unet", "sgd", "device", "noise", "postprocess", "image_files",
           "phantom_drawing", "runs.names", "runs.errors"}
 GATEWAY = {"data", "data_folder", "native", "events", "checkpoint", "runs"}  # runs: the package and all of it
-FACES = {"cli", "__main__", "_qt", "_sample_data", "user_errors"}  # _qt: all of it
+FACES = {"cli", "__main__", "_qt", "_sample_data", "user_errors"}  # a package here: all of it
 FLOORS = ("ground", "gateway", "engine", "faces")
 
 
@@ -30,7 +30,7 @@ def _floor(module: str) -> str:
         return "ground"
     if module in GATEWAY or top == "runs":
         return "gateway"
-    if module in FACES or top == "_qt":
+    if module in FACES or top in FACES:
         return "faces"
     return "engine"
 

@@ -196,3 +196,19 @@ def test_a_history_line_that_is_not_numbers_is_refused_naming_the_file(stopped_r
     (run / runs.HISTORY).write_text("epoch,stage,selected\n")
     with pytest.raises(runs.RunError, match="its history line is of epoch 0, not of its own epoch 1"):
         runs.open_for_resume(run)
+
+
+def test_read_meta_maps_the_file_and_reads_one_it_cannot_map(saved, tmp_path):
+    """read_meta checks what read_checkpoint checks but the tensors; a file torch cannot map (the legacy
+    serialisation) is read as a whole instead of being refused."""
+    from crl_napari.checkpoint import read_meta
+
+    torch.save(saved, tmp_path / "zip.pt")
+    torch.save(saved, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        meta = read_meta(tmp_path / name)
+        assert meta["epoch"] == saved["epoch"] == 0 and meta["config"] == saved["config"]
+        assert meta["history_line"] == saved["history_line"] and meta["history_line"]["epoch"] == 0
+    torch.save({**saved, "epoch": 7}, tmp_path / "late.pt")
+    with pytest.raises(TrainingError, match=r"late\.pt: epoch 7 is not an epoch of a 2-epoch run"):
+        read_meta(tmp_path / "late.pt")
