@@ -41,6 +41,7 @@ from .sgd import SGD
 from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
+from .weight_average import WeightAverage
 
 __all__ = [
     "CHECKPOINT", "CHECKPOINT_FORMAT", "JOINT_MODES", "N_NETS", "SETTING_HELP", "STRATEGIES", "CheckpointSaved",
@@ -53,9 +54,10 @@ __all__ = [
 _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ through this name
 
 
-def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int) -> Path:
+def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int,
+                    average: dict | None = None) -> Path:
     """The run folder's checkpoint (runs.CHECKPOINT), written atomically: checkpoint.save_checkpoint."""
-    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch)
+    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch, average)
 
 
 def load_models(run_dir: Path | str, device: torch.device | str | None = None) -> tuple[list, TrainConfig]:
@@ -172,8 +174,9 @@ def _check_weights(models, epoch: int, run_dir: Path | None) -> None:
                 )
 
 
-def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
-    """Load the run's checkpoint into the nets and optimisers; the first epoch still to train."""
+def _resume(models, optims, config: TrainConfig, run_dir: Path | None,
+            average: WeightAverage | None = None) -> int:
+    """Load the run's checkpoint into the nets, optimisers and weight average; the first epoch still to train."""
     if run_dir is None:
         raise TrainingError("resume needs a run folder")
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
@@ -185,6 +188,9 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
         m.load_state_dict(sd)
     for o, sd in zip(optims, ckpt.get("optimizers", []), strict=True):
         o.load_state_dict(sd)
+    if average is not None and "average" in ckpt:
+        resumed = WeightAverage.from_state(ckpt["average"])
+        average.count, average.nets = resumed.count, resumed.nets
     return int(ckpt["epoch"]) + 1
 
 
@@ -208,7 +214,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
               for m in models]
     if init_from is not None and not resume:
         _warm_start(models, config, Path(init_from))
-    start_epoch = _resume(models, optims, config, run_dir) if resume else 0
+    average = WeightAverage()  # TrainConfig.average_last (ours): built over the last epochs, the nets at the end
+    start_epoch = _resume(models, optims, config, run_dir, average) if resume else 0
     stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
     rank, world = distributed.rank(), distributed.world_size()
 
@@ -265,8 +272,13 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
             val_dice,
         )
         _check_weights(models, epoch, run_dir)
+        if epoch >= config.epochs - config.average_last:
+            average.add(models)
+            if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
+                average.load_into(models)
         if run_dir is not None and distributed.is_writer():
-            path = save_checkpoint(run_dir, models, optims, config, epoch)
+            path = save_checkpoint(run_dir, models, optims, config, epoch,
+                                   average.state() if config.average_last else None)
             yield CheckpointSaved(path, epoch)
     for m in models:
         m.eval()
