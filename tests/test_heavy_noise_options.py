@@ -11,6 +11,7 @@ import torch
 
 from crl_napari import cascade, cli, pipeline, selection
 from crl_napari.checkpoint import read_checkpoint
+from crl_napari.data import load_dataset
 from crl_napari.phantoms import write_sample_set
 from crl_napari.runs import CONFIG, RunFolder
 from crl_napari.settings import SETTING_HELP, TrainConfig, TrainingError
@@ -174,7 +175,7 @@ def test_a_damaged_weight_average_in_a_checkpoint_is_one_clear_error(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["average"]["nets"] = ckpt["average"]["nets"][:2]
     torch.save(ckpt, path)
-    with pytest.raises(TrainingError, match=r"checkpoint.pt: its weight average does not hold one set of weights per net"):
+    with pytest.raises(TrainingError, match=r"checkpoint.pt: its weight average does not hold one set of weights"):
         cascade.load_models(tmp_path / "run")
 
 
@@ -206,3 +207,22 @@ def test_a_run_folder_from_before_these_settings_resumes(dataset, tmp_path):
     run = RunFolder(out)
     assert [int(h["epoch"]) for h in run.history()] == [0, 1, 2] and run.has_scores
     assert (run.train_config.tta, run.train_config.average_last, run.train_config.balance_area) == (0, 0, 0)
+
+
+def test_the_command_line_trains_with_the_options_and_scores_and_evaluates_with_flips(dataset, tmp_path):
+    """--tta 1 --average-last 2 --balance-area 1 from the settings' help; evaluate and score predict with flips."""
+    out = tmp_path / "run"
+    assert cli.main(["train", str(dataset), "--out", str(out), "--strategy", "crl", "--k", "3", "--epochs", "6",
+                     "--size", "32", "--width", "8", "--depth", "2", "--batch-size", "4", "--lr", "0.2",
+                     "--simulate-noise", "0.5", "--tta", "1", "--average-last", "2", "--balance-area", "1",
+                     "--quiet"]) == 0
+    run = RunFolder(out)
+    assert (run.train_config.tta, run.train_config.average_last, run.train_config.balance_area) == (1, 2, 1)
+    assert read_checkpoint(out / cascade.CHECKPOINT)["average"]["count"] == 2
+    models, _ = cascade.load_models(out)
+    test = load_dataset(dataset, size=32).subset("test")
+    result = pipeline.evaluate_run(out)
+    with_flips = cascade.dice_score(cascade.predict(models, test.images(), tta=1), test.masks())
+    without = cascade.dice_score(cascade.predict(models, test.images()), test.masks())
+    assert result["dice_mean"] == pytest.approx(float(with_flips.mean()), abs=1e-6)
+    assert not np.allclose(with_flips, without)
