@@ -6,13 +6,21 @@ simulated noise at 25/50/75 % (seeds 0 1 2). Its corrected labels of the trainin
 ORIGINAL 256 px by each way below and compared with the clean 256 px masks: Dice on the corrupted and on the
 clean training cases, and the symmetric mean boundary distance in original pixels; islands below 1 % of the
 mask's area and masks with more than two pieces are counted in each. A small-set profile trains crl and
-vanilla on 110 training images (drawn with the seed) at 75 % noise and reports their test Dice.
+vanilla on 110 training images (drawn with the seed) at 75 % noise and reports their test Dice, beside vanilla on
+the same 110 images' clean masks (the reference the small-set 75 % gap is stated against).
+
+Options of ours, not the paper's (issue 11 item 4), with --options, at 75 then 50 % on seeds 0 1: from the same
+training as "crl", test-time flips (TrainConfig.tta), the weights averaged over the last AVERAGE_LAST epochs
+(TrainConfig.average_last: the epochs' checkpoints are kept and averaged with crl_napari.weight_average, the
+engine's own average) and both; and "crl+balance", trained with the area-balanced selection
+(TrainConfig.balance_area). Each is measured as the paper's variant is: corrected Dice at 64 and 256 px, test Dice.
 
 Resumable cell by cell: the JSON (and markdown) is rewritten after each cell, finished cells are skipped, and a
 cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/native_res/.
 
     nice -n 5 python benchmarks/native_res.py                  # everything, in priority order
     python benchmarks/native_res.py --summary-only             # rewrite the markdown from the JSON
+    nice -n 10 python benchmarks/native_res.py --threads 1 --options   # the options' cells (run it twice: 2 cores)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import fcntl
 import json
 import platform
 import shlex
+import shutil
 import sys
 import time
 from datetime import datetime, timezone
@@ -39,16 +48,25 @@ import table1  # noqa: E402
 
 from crl_napari import cascade, native, noise, scoring  # noqa: E402
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from crl_napari.checkpoint import read_checkpoint  # noqa: E402
 from crl_napari.data import load_dataset  # noqa: E402
 from crl_napari.export import upsample_nearest  # noqa: E402
 from crl_napari.postprocess import clean_mask, extra_pieces, small_islands  # noqa: E402
+from crl_napari.weight_average import WeightAverage  # noqa: E402
 
 PROFILE = dict(table1.PROFILES["quick"])  # --profile smoke swaps in table1's plumbing check (results elsewhere)
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
-METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla"}  # Table 1's method definitions
+METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%"}  # Table 1's method definitions
+#: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition
+OPTIONS_OF = {"crl+balance": {"balance_area": 1}}
+AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
+#: variant -> (average the last epochs' weights, test-time flips): all measured from one training
+VARIANTS = {"paper": (False, 0), "tta": (False, 1), "average": (True, 0), "average+tta": (True, 1)}
+OPTION_NOISE = [0.75, 0.5]
+OPTION_SEEDS = [0, 1]
 
 
 def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -81,8 +99,21 @@ def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
 def plan(seeds: list[int], small_seeds: list[int]) -> list[tuple[str, str, float, int]]:
     """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile."""
     cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
-    cells += [("small110", m, 0.75, s) for s in small_seeds for m in ("crl", "vanilla")]
+    cells += [("small110", m, r, s) for s in small_seeds for m, r in (("crl", 0.75), ("vanilla", 0.75),
+                                                                       ("vanilla", 0.0))]
     return cells
+
+
+def option_plan() -> list[tuple[str, str, float, int]]:
+    """--options: the clean small-set reference first (cheap), then crl (for its variants) and crl+balance at
+    75 % on each seed, then at 50 %."""
+    cells = [("small110", "vanilla", 0.0, 0)]
+    return cells + [("full", m, r, s) for r in OPTION_NOISE for s in OPTION_SEEDS for m in ("crl", "crl+balance")]
+
+
+def done(cell: tuple, got: dict | None, options: bool) -> bool:
+    """Whether a cell is finished; with --options a crl cell also needs its variants."""
+    return got is not None and (not options or cell[0] != "full" or bool(got.get("variants")))
 
 
 def config(method: str, seed: int) -> cascade.TrainConfig:
@@ -91,17 +122,26 @@ def config(method: str, seed: int) -> cascade.TrainConfig:
     return cascade.TrainConfig(
         strategy=strategy, epochs=epochs, batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
         lr_decay=PROFILE["lr_decay"], width=PROFILE["width"], depth=PROFILE["depth"],
-        k=None if kfrac is None else round(kfrac * epochs), joint=joint, seed=seed,
+        k=None if kfrac is None else round(kfrac * epochs), joint=joint, seed=seed, **OPTIONS_OF.get(method, {}),
     )
 
 
+def epoch_file(run_dir: Path, epoch: int) -> Path:
+    return run_dir / f"epoch{epoch:03d}.pt"
+
+
 def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig, run_dir: Path):
-    """Train (or resume, or just reload a finished checkpoint) and return (models, seconds per epoch)."""
+    """Train (or resume, or just reload a finished checkpoint) and return (models, seconds per epoch). The
+    checkpoints of the last AVERAGE_LAST epochs are kept (epochNNN.pt) for the "average" variant."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = (run_dir / cascade.CHECKPOINT).is_file()
     seconds, models = [], None
     for ev in cascade.train(images, given, cfg, run_dir=run_dir, resume=resume):
-        if isinstance(ev, cascade.EpochEnd):
+        if isinstance(ev, cascade.CheckpointSaved) and ev.epoch >= cfg.epochs - min(AVERAGE_LAST, cfg.epochs):
+            tmp = epoch_file(run_dir, ev.epoch).with_suffix(".tmp")
+            shutil.copyfile(ev.path, tmp)
+            tmp.replace(epoch_file(run_dir, ev.epoch))
+        elif isinstance(ev, cascade.EpochEnd):
             seconds.append(ev.seconds)
             print(f"  epoch {ev.epoch + 1}/{cfg.epochs} stage {ev.stage} loss {np.mean(ev.losses):.4f} "
                   f"selected {ev.selected:.2f} {ev.seconds:.1f}s", flush=True)
@@ -116,6 +156,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean, or None for no values (no corrupted case at 0 % noise; JSON has no NaN)."""
+    return float(values.mean()) if len(values) else None
+
+
 def measure(masks: list[np.ndarray], truth: np.ndarray, corrupted: np.ndarray) -> dict:
     """Dice and boundary distance against the clean original masks (on corrupted / clean cases), islands."""
     dice = np.array([_dice(m, t) for m, t in zip(masks, truth, strict=True)])
@@ -126,7 +171,49 @@ def measure(masks: list[np.ndarray], truth: np.ndarray, corrupted: np.ndarray) -
     for name, sel in (("corrupted", corrupted), ("clean", ~corrupted)):
         if sel.any():
             out[f"dice_{name}"] = float(dice[sel].mean())
-            out[f"boundary_px_{name}"] = float(np.nanmean(dist[sel]))
+            out[f"boundary_px_{name}"] = _mean_or_none(dist[sel][~np.isnan(dist[sel])])  # nan: an empty mask
+    return out
+
+
+def averaged_models(models, cfg: cascade.TrainConfig, run_dir: Path):
+    """Copies of ``models`` with each net's weights averaged over the kept last epochs (None if any is missing:
+    a cell trained before the epochs were kept)."""
+    import copy
+
+    files = [epoch_file(run_dir, e) for e in range(cfg.epochs - min(AVERAGE_LAST, cfg.epochs), cfg.epochs)]
+    if not all(f.is_file() for f in files):
+        return None
+    avg = WeightAverage()
+    for f in files:
+        avg.add(read_checkpoint(f)["models"])
+    out = [copy.deepcopy(m) for m in models]
+    avg.load_into(out)
+    return [m.eval() for m in out]
+
+
+def variants(models, cfg, run_dir: Path, train: dict, corrupted: np.ndarray, test: dict) -> dict:
+    """Each VARIANT's corrected Dice (64 px, and 256 px bilinear logit + clean-up) and test Dice."""
+    averaged = averaged_models(models, cfg, run_dir)
+    if averaged is None:
+        return {}
+    shape = train["truth"].shape[1:]
+    out = {}
+    for name, (use_average, tta) in VARIANTS.items():
+        nets = averaged if use_average else models
+        sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T)
+        d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
+        d256 = np.array([_dice(native.native_mask(p, shape, cleanup=ISLANDS, order=1), t)
+                         for p, t in zip(sc.prob, train["truth"], strict=True)])
+        prob = cascade.predict(nets, test["images"], tta=tta)
+        out[name] = {
+            "corrected_dice_corrupted_train_size": float(d64[corrupted].mean()),
+            "corrected_dice_clean_train_size": float(d64[~corrupted].mean()),
+            "dice_corrupted": float(d256[corrupted].mean()), "dice_clean": float(d256[~corrupted].mean()),
+            "test_dice": float(cascade.dice_score(prob, test["clean"]).mean()),
+            "test_dice_native_smooth": float(np.mean([
+                _dice(native.native_mask(p, shape, cleanup=ISLANDS, order=1), t)
+                for p, t in zip(prob, test["truth"], strict=True)])),
+        }
     return out
 
 
@@ -137,8 +224,8 @@ def evaluate(models, cfg, train: dict, corrupted: np.ndarray, test: dict) -> dic
     shape = truth.shape[1:]
     sc = scoring.score_probs(cascade.peer_probs(models, train["images"]), train["given"], cfg.T)
     d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
-    out = {"corrected_dice_corrupted_train_size": float(d64[corrupted].mean()),
-           "corrected_dice_clean_train_size": float(d64[~corrupted].mean()), "ways": {}}
+    out = {"corrected_dice_corrupted_train_size": _mean_or_none(d64[corrupted]),
+           "corrected_dice_clean_train_size": _mean_or_none(d64[~corrupted]), "ways": {}}
     t0 = time.time()
     for name, way in WAYS.items():
         masks = [way(b, p, shape) for b, p in zip(sc.corrected, sc.prob, strict=True)]
@@ -175,6 +262,8 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     out = {"profile": profile, "method": method, "noise": ratio, "seed": seed, "n_train": len(train["ids"]),
            "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch}
     out.update(evaluate(models, cfg, train, corrupted, test))
+    if profile == "full":
+        out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test)
     out["wall_seconds"] = time.time() - t0
     return out
 
@@ -228,7 +317,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
              "ran with the first clean_mask (islands dropped before holes were filled, commit 8302720); filling "
              "first (9e23ea4) weighs the pieces against the filled area, which differs only for a piece right at "
              "the 1 % bar.", ""]
-    full = [c for c in cells.values() if c["profile"] == "full"]
+    full = [c for c in cells.values() if c["profile"] == "full" and c["method"] == "crl"]
     for r in NOISE:
         got = [c for c in full if c["noise"] == r]
         if not got:
@@ -254,25 +343,77 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                   f"{_mean(got, lambda c: c['test_dice_native_nearest'])} nearest from binary, "
                   f"{_mean(got, lambda c: c['test_dice_native_smooth'])} bilinear logit + clean-up.", ""]
     small = [c for c in cells.values() if c["profile"] == "small110"]
-    lines += [f"## Small set: {SMALL_N} training images (drawn with the seed), 75 % noise, same test split", ""]
+    lines += [f"## Small set: {SMALL_N} training images (drawn with the seed), same test split", ""]
     if small:
-        lines += ["| method | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
-                  "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|"]
-        for m in ("vanilla", "crl"):
-            got = [c for c in small if c["method"] == m]
+        lines += ["| method | noise | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
+                  "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|---|"]
+        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75)):
+            got = [c for c in small if c["method"] == m and c["noise"] == r]
             if got:
                 nn = _mean(got, lambda c: c["ways"][NEAREST].get("dice_corrupted"))
                 sm = _mean(got, lambda c: c["ways"][SMOOTH].get("dice_corrupted"))
                 seeds_got = ", ".join(str(c["seed"]) for c in got)
-                lines.append(f"| {m} | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
+                lines.append(f"| {m} | {int(r * 100)} % | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
                              f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
+        gap = _small_gap(small)
+        if gap:
+            lines += ["", gap]
     else:
         lines.append("Not run yet.")
+    lines += option_summary(cells)
     if t := results.get("timing"):
         lines += ["", f"## Time to the original size (64 px probability, best of 3, {results.get('timing_threads')} "
                   "torch threads, on the machine above while other work shared it)", "", "| what | seconds |",
                   "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in t.items()]
     return "\n".join(lines) + "\n"
+
+
+def _small_gap(small: list[dict]) -> str:
+    """The small-set 75 % gap of crl's test Dice to clean-label vanilla, on the seeds both have."""
+    ref = {c["seed"]: c["test_dice"] for c in small if c["method"] == "vanilla" and c["noise"] == 0.0}
+    gaps = [ref[c["seed"]] - c["test_dice"] for c in small if c["method"] == "crl" and c["noise"] == 0.75
+            and c["seed"] in ref]
+    if not gaps:
+        return ""
+    return (f"Small-set gap at 75 % noise, clean-label vanilla minus crl, test Dice at 64 px: {np.mean(gaps):+.4f} "
+            f"(seeds {', '.join(str(s) for s in sorted(ref))}; target within 0.020).")
+
+
+def option_summary(cells: dict) -> list[str]:
+    """The options' table: every variant and crl+balance beside the paper's crl of the same training/seed."""
+    lines = ["", "## Options of ours, not the paper's (issue 11 item 4)", "",
+             f"From one crl training each: `tta` = test-time flips (TrainConfig.tta = 1), `average` = each net's "
+             f"weights averaged over the last {AVERAGE_LAST} epochs (TrainConfig.average_last = {AVERAGE_LAST}), "
+             "both; `crl+balance` = trained with the area-balanced selection (TrainConfig.balance_area = 1), its "
+             "paper variant. Corrected Dice at 256 px is bilinear logit + clean-up (the export's way). Mean ± std "
+             "over the seeds; 'wins' counts the seeds on which the row beats the paper's crl of the same seed on "
+             "corrected Dice corrupted AND clean AND test Dice.", ""]
+    rows = []
+    for r in OPTION_NOISE:
+        base = {c["seed"]: c["variants"]["paper"] for c in cells.values() if c["profile"] == "full"
+                and c["method"] == "crl" and c["noise"] == r and c.get("variants")}
+        cands = [(f"crl {v}", {s: c["variants"][v] for s, c in _by_seed(cells, "crl", r).items()}) for v in VARIANTS]
+        cands.append(("crl+balance paper", {s: c["variants"]["paper"] for s, c in _by_seed(cells, "crl+balance",
+                                                                                              r).items()}))
+        for name, got in cands:
+            if not got:
+                continue
+            keys = ("dice_corrupted", "dice_clean", "corrected_dice_corrupted_train_size", "test_dice",
+                    "test_dice_native_smooth")
+            vals = [_mean(list(got.values()), lambda c, k=k: c[k]) for k in keys]
+            wins = sum(all(got[s][k] > base[s][k] for k in ("dice_corrupted", "dice_clean", "test_dice"))
+                       for s in got if s in base)
+            rows.append(f"| {int(r * 100)} % | {name} | {', '.join(str(s) for s in sorted(got))} | "
+                        + " | ".join(vals) + f" | {wins} of {sum(s in base for s in got)} |")
+    if not rows:
+        return lines + ["Not run yet."]
+    return lines + ["| noise | variant | seeds | Dice corrupted 256 | Dice clean 256 | Dice corrupted 64 | "
+                    "test Dice 64 | test Dice 256 | wins |", "|---|---|---|---|---|---|---|---|---|"] + rows
+
+
+def _by_seed(cells: dict, method: str, ratio: float) -> dict:
+    return {c["seed"]: c for c in cells.values() if c["profile"] == "full" and c["method"] == method
+            and c["noise"] == ratio and c.get("variants")}
 
 
 def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> dict:
@@ -299,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--small-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--small-only", action="store_true", help="run only the small-set profile's cells")
+    ap.add_argument("--options", action="store_true",
+                    help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -335,10 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     test = _arrays(ds64.subset("test"), ds256.subset("test"))
     print(f"data: {len(train['ids'])} train / {len(test['ids'])} test", flush=True)
     new = 0
-    for cell in plan([] if args.small_only else args.seeds, args.small_seeds):
+    cells = option_plan() if args.options else plan([] if args.small_only else args.seeds, args.small_seeds)
+    for cell in cells:
         key = cell_key(*cell)
-        done = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
-        if (key in results["cells"] or key in done) and not args.reevaluate:
+        on_disk = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
+        finished = done(cell, results["cells"].get(key), args.options) or done(cell, on_disk.get(key), args.options)
+        if finished and not args.reevaluate:
             continue
         if args.reevaluate and key not in results["cells"]:
             continue

@@ -42,6 +42,7 @@ from .sgd import SGD
 from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
+from .weight_average import WeightAverage
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated (PEP 563)
     from typing import Unpack
@@ -58,9 +59,9 @@ _Stepper = Stepper  # tests/test_reliability.py wraps every stepper's __call__ t
 
 
 def save_checkpoint(run_dir: Path | str, models, optimizers, config: TrainConfig, epoch: int,
-                    line: dict | None = None) -> Path:
+                    line: dict | None = None, average: dict | None = None) -> Path:
     """The run folder's checkpoint (runs.CHECKPOINT), written atomically: checkpoint.save_checkpoint."""
-    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch, line)
+    return _checkpoint.save_checkpoint(Path(run_dir) / CHECKPOINT, models, optimizers, config, epoch, line, average)
 
 
 def load_models(run_dir: Path | str, device: torch.device | str | None = None) -> tuple[list, TrainConfig]:
@@ -175,8 +176,9 @@ def _check_weights(models, epoch: int, run_dir: Path | None) -> None:
                 )
 
 
-def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
-    """Load the run's checkpoint into the nets and optimisers; the first epoch still to train."""
+def _resume(models, optims, config: TrainConfig, run_dir: Path | None,
+            average: WeightAverage | None = None) -> int:
+    """Load the run's checkpoint into the nets, optimisers and weight average; the first epoch still to train."""
     if run_dir is None:
         raise TrainingError("resume needs a run folder")
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
@@ -188,6 +190,9 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None) -> int:
         m.load_state_dict(sd)
     for o, sd in zip(optims, ckpt.get("optimizers", []), strict=True):
         o.load_state_dict(sd)
+    if average is not None and "average" in ckpt:
+        resumed = WeightAverage.from_state(ckpt["average"])
+        average.count, average.nets = resumed.count, resumed.nets
     return int(ckpt["epoch"]) + 1
 
 
@@ -213,7 +218,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
               for m in models]
     if init_from is not None and not resume:
         _warm_start(models, config, Path(init_from))
-    start_epoch = _resume(models, optims, config, run_dir) if resume else 0
+    average = WeightAverage()  # TrainConfig.average_last (ours): built over the last epochs, the nets at the end
+    start_epoch = _resume(models, optims, config, run_dir, average) if resume else 0
     stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
     rank, world = distributed.rank(), distributed.world_size()
 
@@ -269,8 +275,13 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
                        seconds, val_dice)
         yield end
         _check_weights(models, epoch, run_dir)
+        if epoch >= config.epochs - config.average_last:
+            average.add(models)
+            if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
+                average.load_into(models)
         if run_dir is not None and distributed.is_writer():
-            path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end))
+            path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end),
+                                   average=average.state() if config.average_last else None)
             yield CheckpointSaved(epoch, path)
     for m in models:
         m.eval()

@@ -22,12 +22,13 @@ from .unet import UNet, build_models
 
 
 def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: int,
-                    line: dict | None = None) -> Path:
+                    line: dict | None = None, average: dict | None = None) -> Path:
     """state_dicts only, so the file loads with ``torch.load(weights_only=True)``; written atomically to the
     file ``path`` (its name in a run folder is runs.CHECKPOINT: cascade.save_checkpoint takes the folder).
 
     ``line``: the epoch's history.csv line (runs.epoch_line), kept here too because history.csv is written
-    after this file: a kill between the two leaves it here for the resume (runs.open_for_resume)."""
+    after this file: a kill between the two leaves it here for the resume (runs.open_for_resume).
+    ``average``: the weight average being built (TrainConfig.average_last, WeightAverage.state()), for a resume."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -37,6 +38,8 @@ def save_checkpoint(path: Path, models, optimizers, config: TrainConfig, epoch: 
     }
     if line is not None:
         state["history_line"] = dict(line)
+    if average is not None:
+        state["average"] = average
     path = Path(path)
     # streamed into the temp file, not built in memory first: a quarter faster, and the interpreter lock is
     # held for shorter spells (the viewer stays smoother while the plugin trains)
@@ -141,8 +144,27 @@ def _problem(ckpt: dict) -> str | None:
         problem = _state_problem(sd, expected, config)
         if problem:
             return f"net {i + 1}: {problem}"
+    if "average" in ckpt:
+        problem = _average_problem(ckpt["average"], expected, config)
+        if problem:
+            return problem
     if "optimizers" in ckpt:
         return _optimizers_problem(ckpt["optimizers"], config)
+    return None
+
+
+def _average_problem(average, expected: dict, config: TrainConfig) -> str | None:
+    """The weight average (TrainConfig.average_last) must be a count and one state_dict per net."""
+    count = average.get("count") if isinstance(average, dict) else None
+    nets = average.get("nets") if isinstance(average, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= config.epochs:
+        return f"its weight average has a count of {count!r}"
+    if not isinstance(nets, list | tuple) or len(nets) != (config.n_nets if count else 0):
+        return "its weight average does not hold one set of weights per net"
+    for i, sd in enumerate(nets):
+        problem = _state_problem(sd, expected, config)
+        if problem:
+            return f"the weight average of net {i + 1}: {problem}"
     return None
 
 

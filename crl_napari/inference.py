@@ -1,7 +1,9 @@
 """What trained nets say about images: every net's probability, the framework's prediction, and Dice.
 
 Scoring, the benchmarks and validation during training all predict through here, so "the prediction" means
-one thing: the mean of the nets' softmax.
+one thing: the mean of the nets' softmax. With ``tta=1`` (TrainConfig.tta, ours, not the paper's) each net's
+softmax is first averaged over the image and its horizontal flip: training already flips at random, so both views
+are ones the nets know, and their mean smooths the errors either makes alone.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from . import selection
 
 
 @torch.no_grad()
-def peer_probs(models, images: np.ndarray | torch.Tensor, batch_size: int = 16) -> np.ndarray:
-    """Every net's foreground probability, (M, N, H, W) float32."""
+def peer_probs(models, images: np.ndarray | torch.Tensor, batch_size: int = 16, tta: int = 0) -> np.ndarray:
+    """Every net's foreground probability, (M, N, H, W) float32; ``tta=1``: averaged with the flipped view's."""
     device = next(models[0].parameters()).device
     x_all = torch.as_tensor(images, dtype=torch.float32)
     out = np.empty((len(models), x_all.shape[0], *x_all.shape[-2:]), dtype=np.float32)
@@ -23,13 +25,16 @@ def peer_probs(models, images: np.ndarray | torch.Tensor, batch_size: int = 16) 
     for s in range(0, x_all.shape[0], batch_size):
         x = x_all[s : s + batch_size].to(device)
         for i, m in enumerate(models):
-            out[i, s : s + len(x)] = torch.softmax(m(x).float(), dim=1)[:, 1].cpu().numpy()
+            fg = torch.softmax(m(x).float(), dim=1)[:, 1]
+            if tta:
+                fg = (fg + torch.softmax(m(x.flip(-1)).float(), dim=1)[:, 1].flip(-1)) / 2
+            out[i, s : s + len(x)] = fg.cpu().numpy()
     return out
 
 
-def predict(models, images: np.ndarray | torch.Tensor, batch_size: int = 16) -> np.ndarray:
+def predict(models, images: np.ndarray | torch.Tensor, batch_size: int = 16, tta: int = 0) -> np.ndarray:
     """The framework's prediction: the mean of the nets' softmax, foreground probability (N, H, W)."""
-    return peer_probs(models, images, batch_size).mean(axis=0)
+    return peer_probs(models, images, batch_size, tta).mean(axis=0)
 
 
 def dice_score(prob: np.ndarray, masks: np.ndarray) -> np.ndarray:

@@ -264,7 +264,8 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     for start in range(first, end, chunk):
         idx = list(range(start, min(end, start + chunk)))
         images, given, clean = read(idx)
-        sc = scoring.score_probs(cascade.peer_probs(models, images), given, run.train_config.T)
+        probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+        sc = scoring.score_probs(probs, given, run.train_config.T)
         parts["extra_pieces"].append(np.asarray(run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)))
         for k in keys:
             parts[k].append(getattr(sc, k))
@@ -366,7 +367,7 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, 
     ds = _resolve_data(root, run.config["data"]["size"], skip_bad=False)
     has_split = any(c.split == split for c in ds)
     sub = ds.subset(split) if has_split else ds
-    prob = cascade.predict(models, sub.images())
+    prob = cascade.predict(models, sub.images(), tta=run.train_config.tta)
     dice = cascade.dice_score(prob, sub.masks())
     result = {"split": split if has_split else "all", "n": len(sub), "masks": masks, "dice_mean": float(dice.mean()),
               "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}

@@ -29,7 +29,7 @@ def uncertainty(ce_peer1: torch.Tensor, ce_peer2: torch.Tensor) -> torch.Tensor:
 
 def select(
     ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float = 0.5, drop_uncertain: float = 0.25,
-    trusted: torch.Tensor | None = None,
+    trusted: torch.Tensor | None = None, larger: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Indices of the samples a net learns from in stage 1, chosen by its two peers.
 
@@ -38,22 +38,59 @@ def select(
     2. among the rest, keep the ``round(keep_ratio * B)`` of smallest mean peer loss (CE_1 + CE_2) / 2.
     With the defaults (0.5, 0.25) the half the paper keeps is split evenly: a quarter of the batch goes for
     being uncertain, a quarter for being large-loss. At least one sample is always kept.
-    ``trusted`` (B,) bool: see :func:`with_trusted`.
+    ``trusted`` (B,) bool: see :func:`with_trusted`. ``larger`` (B,) bool (ours, the ``balance_area`` setting):
+    step 2 keeps the smallest losses within each side of it in proportion to the side's share of the
+    candidates (:func:`balanced_smallest`); None is the paper's selection.
     """
     if _any(trusted):
-        return with_trusted(lambda a, b: _select(a, b, keep_ratio, drop_uncertain), trusted, ce_peer1, ce_peer2)
-    return _select(ce_peer1, ce_peer2, keep_ratio, drop_uncertain)
+        pick = (lambda a, b: _select(a, b, keep_ratio, drop_uncertain)) if larger is None else (
+            lambda a, b, g: _select(a, b, keep_ratio, drop_uncertain, g > 0))
+        extra = () if larger is None else (larger.to(ce_peer1.dtype),)
+        return with_trusted(pick, trusted, ce_peer1, ce_peer2, *extra)
+    return _select(ce_peer1, ce_peer2, keep_ratio, drop_uncertain, larger)
 
 
 def _select(ce_peer1: torch.Tensor, ce_peer2: torch.Tensor, keep_ratio: float,
-            drop_uncertain: float) -> torch.Tensor:
+            drop_uncertain: float, larger: torch.Tensor | None = None) -> torch.Tensor:
     b = ce_peer1.numel()
     n_keep = max(1, min(b, round(keep_ratio * b)))
     n_drop = min(round(drop_uncertain * b), b - n_keep)
     u = uncertainty(ce_peer1, ce_peer2)
     candidates = torch.argsort(u, stable=True)[: b - n_drop]
     loss = (ce_peer1 + ce_peer2)[candidates] / 2
+    if larger is not None:
+        return candidates[balanced_smallest(loss, larger[candidates], n_keep)].sort().values
     return candidates[torch.argsort(loss, stable=True)[:n_keep]].sort().values
+
+
+def balanced_smallest(loss: torch.Tensor, larger: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Indices of ``n_keep`` small-loss samples, taken from each side of ``larger`` (B,) bool in proportion to
+    its size (ours, not the paper's).
+
+    Small loss alone is not blind to the kind of error: when eroded and dilated masks have different losses, the
+    kept set holds mostly one kind and the nets learn a biased lung area. ``larger`` marks given masks larger than
+    the peers' predicted area (:func:`larger_than_predicted`): it needs no ground truth.
+    """
+    n = loss.numel()
+    n_larger = int(larger.sum())
+    k_larger = min(n_larger, max(0, round(n_keep * n_larger / n))) if n else 0
+    k_larger = max(k_larger, n_keep - (n - n_larger))  # the other side may be too small to fill its share
+    picks = []
+    for side, k in ((larger, k_larger), (~larger, n_keep - k_larger)):
+        idx = torch.nonzero(side).flatten()
+        picks.append(idx[torch.argsort(loss[idx], stable=True)[:k]])
+    return torch.cat(picks)
+
+
+def predicted_area(probs: torch.Tensor) -> torch.Tensor:
+    """(B,) the expected foreground pixels of a net's softmax (B, C, H, W): the sum of its class-1 map."""
+    return probs[:, 1].float().flatten(1).sum(1)
+
+
+def larger_than_predicted(given: torch.Tensor, peer_areas: list[torch.Tensor]) -> torch.Tensor:
+    """(B,) bool: the given mask (B, H, W) covers more pixels than the peers' mean :func:`predicted_area`, i.e.
+    it errs like a dilated mask rather than an eroded one."""
+    return given.flatten(1).float().sum(1) > torch.stack(peer_areas).float().mean(0)
 
 
 def small_loss(ce: torch.Tensor, keep_ratio: float, trusted: torch.Tensor | None = None) -> torch.Tensor:

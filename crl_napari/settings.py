@@ -72,6 +72,11 @@ class TrainConfig:
     threads: int | None = None  # CPU threads of torch; None -> default_threads()
     workers: int = 0  # DataLoader worker processes reading the batches; 0: in the training process
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over every rank's shard (CUDA only)
+    # ours, not the paper's (issue 11 item 4; docs/paper.md): each off by default, the paper's method unchanged.
+    # Integers, not bools, so that the command line (--tta 1) and the Train widget (a spin box) take them as they are
+    tta: int = 0  # 1: every net's probability is the mean over the image and its horizontal flip
+    average_last: int = 0  # N > 0: the nets after training are each net's weights averaged over the last N epochs
+    balance_area: int = 0  # 1: selection keeps given masks larger and smaller than the peers' prediction evenly
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
@@ -149,7 +154,7 @@ def _range_problems(c: TrainConfig) -> list[str]:
         "epochs": (1, 1_000_000, ">= 1"), "batch_size": (2, 65_536, ">= 2"), "width": (1, MAX_WIDTH, None),
         "depth": (1, MAX_DEPTH, None), "seed": (0, MAX_SEED, None), "lr_decay": (0, 1, None),
         "momentum": (0, 1, None), "weight_decay": (0, 1, None), "ramp": (0, 1, None), "alpha": (0, 1, None),
-        "rotation": (0, 180, None),
+        "rotation": (0, 180, None), "tta": (0, 1, None), "balance_area": (0, 1, None),
     }
     for name, (lo, hi, text) in ranges.items():
         value = getattr(c, name)
@@ -166,6 +171,8 @@ def _range_problems(c: TrainConfig) -> list[str]:
         problems.append(f"threads must be in [1, {MAX_THREADS}] or None (automatic), got {c.threads!r}")
     if not 0 <= c.workers <= MAX_WORKERS:
         problems.append(f"workers must be in [0, {MAX_WORKERS}], got {c.workers!r}")
+    if not 0 <= c.average_last <= c.epochs:
+        problems.append(f"average_last must be in [0, epochs = {c.epochs}], got {c.average_last!r}")
     if c.k is not None and not 0 <= c.k <= c.epochs:
         problems.append(f"k must be in [0, epochs = {c.epochs}], got {c.k!r}")
     elif c.strategy == "crl" and c.k is not None and c.k >= c.epochs:
@@ -232,6 +239,14 @@ SETTING_HELP = {
     "process's shard (docs/scaling.md)",
     "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
     "busy machine)",
+    "tta": "ours, not the paper's: 1 = every net's probability (corrected labels, scores, prediction) is the mean "
+    "over the image and its horizontal flip; 0 = the image only (the paper)",
+    "average_last": "ours, not the paper's: N > 0 = after training each net's weights are averaged over the end of "
+    "its last N epochs (SWA; BatchNorm statistics averaged too) and the averaged nets correct, score and predict; "
+    "training itself is unchanged; 0 = the last epoch's weights (the paper)",
+    "balance_area": "ours, not the paper's: 1 = sample selection keeps the small-loss samples from the masks larger "
+    "and those smaller than the peers' prediction in proportion to how many each batch holds, so neither dilated "
+    "nor eroded errors dominate what the nets learn; 0 = small loss alone (the paper)",
     "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "
     "training process (right for small data sets and for the plugin)",
 }

@@ -72,6 +72,23 @@ class Stepper:
         with torch.no_grad(), self.autocast():
             return [selection.per_sample_ce(unwrap(m)(x), y) for m in self.models]
 
+    def signals_without_grad(self, x: torch.Tensor,
+                             y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """:meth:`losses_without_grad`, and with ``balance_area`` each net's predicted area (else None) from the
+        same forward pass."""
+        if not self.config.balance_area:
+            return self.losses_without_grad(x, y), None
+        with torch.no_grad(), self.autocast():
+            logits = [unwrap(m)(x) for m in self.models]
+            return ([selection.per_sample_ce(lg, y) for lg in logits],
+                    [selection.predicted_area(torch.softmax(lg.float(), dim=1)) for lg in logits])
+
+    def larger(self, i: int, y: torch.Tensor, areas: list[torch.Tensor] | None) -> torch.Tensor | None:
+        """For net ``i``'s selection under ``balance_area``: which given masks are larger than its peers predict."""
+        if areas is None:
+            return None
+        return selection.larger_than_predicted(y, [areas[j] for j in peers(i, len(areas))])
+
     def train_on(self, i: int, x: torch.Tensor, y: torch.Tensor, chosen: torch.Tensor) -> float:
         """One update of net ``i`` on the ``chosen`` samples' given labels; its loss."""
         with self.autocast():

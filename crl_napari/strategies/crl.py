@@ -34,6 +34,7 @@ class CRL(SampleSelection):
         with torch.no_grad():
             probs = [torch.softmax(lg.detach().float(), dim=1) for lg in logits]
             ce = [selection.per_sample_ce(lg.detach(), y) for lg in logits]
+            areas = [selection.predicted_area(p) for p in probs] if cfg.balance_area else None
         total = 0.0
         losses, fracs = [], []
         for i in range(3):
@@ -42,7 +43,8 @@ class CRL(SampleSelection):
             per_sample = selection.joint_loss(logits[i], y, corrected, cfg.alpha)
             chosen = None
             if cfg.joint != "all":
-                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain, trusted=trusted)
+                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain, trusted=trusted,
+                                          larger=self.larger(i, y, areas))
             given_only = selection.given_label_only(trusted, chosen, len(x), x.device)
             n_given = int(given_only.sum())
             if n_given:

@@ -28,11 +28,12 @@ class SampleSelection(Stepper):
         cfg = self.config
         # the dropped part is split between the uncertainty step and the loss step as in the full setting
         share = cfg.drop_uncertain / (1 - cfg.keep_ratio) if cfg.keep_ratio < 1 else 0.0
-        ce = self.losses_without_grad(x, y)
+        ce, areas = self.signals_without_grad(x, y)
         losses, fracs = [], []
         for i in range(3):
             p, q = peers(i)
-            chosen = selection.select(ce[p], ce[q], 1 - drop, drop * share, trusted=trusted)
+            chosen = selection.select(ce[p], ce[q], 1 - drop, drop * share, trusted=trusted,
+                                      larger=self.larger(i, y, areas))
             losses.append(self.train_on(i, x, y, chosen))
             fracs.append(len(chosen) / len(x))
         return losses, float(np.mean(fracs))
