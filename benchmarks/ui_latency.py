@@ -678,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True, title="crl-napari ui latency")
     command = "python benchmarks/ui_latency.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.native_only:
+        torch.set_num_threads(threads[0])  # the runs it trains first (a thread count for the shared machine)
         try:
             native = run_native(viewer, args.native_sizes, prof["switches"], command,
                                 tuple(args.native_modes))

@@ -250,7 +250,7 @@ class CaseCache:
         """Hold ``case`` if it fits; with ``protect``, first let go of the least recently used cases not in it."""
         size = sum(a.nbytes for a in case)
         with self._lock:
-            if id_ in self._cases:
+            if id_ in self._cases or self._stop.is_set():  # closed while the case was read: let it go
                 return
             if protect is not None:
                 for old in [k for k in self._cases if k not in protect]:

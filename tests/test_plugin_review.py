@@ -565,6 +565,10 @@ def test_a_clean_looking_image_takes_a_second_press_to_accept_and_a_flagged_one_
 
     widget.table.selectRow(widget._rows[clean[0]])  # a clean-looking one: marked; the first press only says so
     assert "looks clean: the given mask is likely better" in widget.clean_label.text()
+    score_cell = widget.table.model().index(widget._rows[clean[0]], 2)  # the table marks it too
+    assert score_cell.data(Qt.ItemDataRole.ForegroundRole).color().name() == "#00796b"
+    assert "looks clean" in score_cell.data(Qt.ItemDataRole.ToolTipRole)
+    assert widget.table.model().index(widget._rows[flagged[1]], 2).data(Qt.ItemDataRole.ForegroundRole) is None
     _press(viewer, qtbot, "A")
     assert clean[0] not in _decisions(run_dir) and widget.current_id == clean[0]
     assert "looks clean" in widget.last_message and "again" in widget.last_message

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..review import _default_reviewer as default_reviewer
 from .review_layers import COLORS
 from .review_settings import ReviewSettings
+from .review_table import CLEAN_COLOR
 
 __all__ = ["RunRow", "FilterRow", "DecisionPanel", "InfoPanel", "BatchRow", "legend"]
 _BATCH_LISTED = 30  # ids shown in the batch preview before "… and n more"
@@ -34,7 +35,6 @@ EDIT_HINT = ("Drawing in original pixels: paint (P), erase (E), fill (F), brush 
 
 
 CLEAN_MARK = "looks clean: the given mask is likely better"
-CLEAN_COLOR = "#2e7d32"
 CLEAN_TIP = ("This image's score is below the run's recommended threshold (Otsu's split of its scores). There the "
              "nets' correction is usually worse than the given mask: at 75 % noise, corrections of clean masks "
              "had Dice 0.93 against 0.975 for the masks themselves. Keep it (K) unless you see a real error.")
@@ -206,14 +206,14 @@ class InfoPanel(QVBoxLayout):
         # whole dock on every row switch
         self.info_label.setFixedHeight(2 * self.info_label.fontMetrics().lineSpacing() + 10)
         self.info_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        # the policy's mark on an image whose correction is likely worse than its mask; a fixed one-line height and
-        # always there (empty on flagged images), so a row switch re-lays out nothing
+        # the policy's mark on an image whose correction is likely worse than its mask: placed by the widget beside
+        # the legend (no line of its own: the dock must not grow), always there (empty on flagged images) with a
+        # fixed height, so a row switch re-lays out nothing
         self.clean_label = QLabel("")
         self.clean_label.setFixedHeight(self.clean_label.fontMetrics().lineSpacing() + 4)
         self.clean_label.setStyleSheet(f"color: {CLEAN_COLOR}; font-weight: bold")
         self.counts_label = QLabel("")
         self.addWidget(self.info_label)
-        self.addWidget(self.clean_label)
         self.addWidget(self.counts_label)
 
     def show_image(self, row: dict, total: int, status: str) -> None:
@@ -228,8 +228,9 @@ class InfoPanel(QVBoxLayout):
             self.clean_label.setText("")
             self.clean_label.setToolTip("")
             return
-        self.clean_label.setText(f"✓ {CLEAN_MARK} (score {score:.3f} < {threshold:.3f}): Accept needs a second press")
-        self.clean_label.setToolTip(CLEAN_TIP)
+        self.clean_label.setText(f"✓ {CLEAN_MARK}")
+        self.clean_label.setToolTip(f"score {score:.3f} < {threshold:.3f}, the run's recommended threshold. "
+                                    f"{CLEAN_TIP} Accept (A) needs a second press.")
 
     def show_counts(self, c: dict[str, int]) -> None:
         self.counts_label.setText(

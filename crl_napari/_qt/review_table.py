@@ -13,12 +13,14 @@ __all__ = ["ReviewTable", "ReviewTableModel", "COLUMNS", "COLUMN_TIPS", "STATUS_
 
 COLUMNS = ("#", "ID", "Score", "Dice", "Decision", "Note")
 WARN_COLOR = "#ff9800"  # the ID's mark for a correction in more pieces than two lungs
+CLEAN_COLOR = "#00796b"  # the score of an image that looks clean (under the run's recommended threshold)
 #: what each column means (the header's tooltip)
 COLUMN_TIPS = (
     "rank: 1 = the image most likely to have a wrong mask",
     "image id (its file name); an orange mark: the correction is in more pieces than two lungs, look before "
     "accepting",
-    "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table",
+    "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table; "
+    "green: under the run's recommended threshold, the image looks clean (its given mask is likely better)",
     "Dice between the original and the corrected mask (1 - score): 1 = the nets agree with the mask",
     "your decision: accepted, kept, edited, flagged, excluded; empty = pending",
     "your comment on the image",
@@ -42,6 +44,7 @@ class ReviewTableModel(QAbstractTableModel):
         self.ids: list[str] = []  # the listed ids, top to bottom
         self.row_of: dict[str, int] = {}
         self._rows: dict[str, dict] = {}
+        self.clean_below: float | None = None  # the run's recommended threshold: scores under it are marked
 
     def set_review(self, review: ReviewModel | None) -> None:
         self.review = review
@@ -88,6 +91,12 @@ class ReviewTableModel(QAbstractTableModel):
                     n = self._rows[image_id]["extra_pieces"]
                     return (f"the correction is in {n} more piece(s) than two lungs even after clean-up: look at it "
                             "before accepting")
+            if col == 2 and self.clean_below is not None and self._rows[image_id]["suspicion"] < self.clean_below:
+                if role == _FG:
+                    return QBrush(QColor(CLEAN_COLOR))
+                if role == _TIP:
+                    return (f"under the recommended {self.clean_below:.3f}: looks clean, the given mask is likely "
+                            "better than the correction (Accept needs a second press)")
             return _RIGHT if role == _ALIGN and col != 1 else None
         session = self.review.session
         if col == 5:

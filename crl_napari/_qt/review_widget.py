@@ -16,7 +16,7 @@ from pathlib import Path
 
 import napari
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from ..review import ReviewSession
@@ -88,7 +88,11 @@ class ReviewWidget(ReviewActions, QWidget):
         outer.addWidget(self.table, stretch=1)
         outer.addLayout(self.info)
         outer.addLayout(self.decisions)
-        outer.addWidget(legend())
+        marks = QHBoxLayout()  # the legend, and the policy's mark of a clean-looking image on the same line
+        marks.addWidget(legend())
+        marks.addStretch(1)
+        marks.addWidget(self.clean_label)
+        outer.addLayout(marks)
         self.retrain = RetrainControl(self)  # the next review round, trained with these decisions
         outer.addWidget(self.retrain)
         outer.addWidget(self.histogram)
@@ -170,6 +174,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self.histogram.set_scores(scores)
         recommended = self.set_policy(scores)  # once per run: the mark, the second press, the batch's default
         self.batch.set_recommended(recommended)
+        self._table.source.clean_below = recommended
         self.export_widget.threshold.value = round(recommended, 3)  # "accept above a score" in the export too
         self.info.show_counts(self.model.counts())
         model.subscribe(self._on_model)
