@@ -36,43 +36,34 @@ Safety, because this is the step that produces the data people train on next:
   mid-export (SIGKILL, power cut) leaves that hidden folder behind, and the next export to the same ``dest``
   removes it (when no process with that id runs any more on this machine);
 * originals are only ever opened for reading.
+
+The work is split in three: export_plan.py decides every image's files, export_files.py writes them (``workers``
+threads; the same bytes however many), and this module checks the destination and puts the folder in place.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from . import runs
-from .atomic import encode_png, fsync_dir, pid_alive, write_new
-from .data import DataError, read_image, read_mask
-from .ids import UnsafeIdError
-from .native import native_mask
-from .postprocess import extra_pieces
+from .atomic import fsync_dir, pid_alive
+from .export_files import MANIFEST_FIELDS, MAX_WORKERS, ExportError, ExportProgress, default_workers, upsample_nearest
+from .export_files import build as _build
+from .export_plan import open_run as _open_run
+from .export_plan import plan as _plan
 from .review import ReviewError, ReviewSession
 
-__all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportReport", "export", "upsample_nearest"]
+__all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportProgress", "ExportReport", "export",
+           "upsample_nearest"]
 
 #: Values of the manifest's ``mask_source`` column.
 MASK_SOURCES = ("original", "corrected", "edited", "corrected_by_policy")
-MANIFEST_FIELDS = [
-    "id", "split", "mask_source", "suspicion", "status", "reviewer", "time", "image_file", "mask_file", "comment",
-]
 _POLICIES = ("keep", "accept_above")
-_SAFE_EXT = re.compile(r"^[A-Za-z0-9._-]*$")
-
-
-class ExportError(ValueError):
-    """The export cannot be done safely or the run is incomplete; the message says which file or folder."""
 
 
 @dataclass(frozen=True)
@@ -97,65 +88,6 @@ class ExportReport:
         return f"exported {self.n_images} images to {self.dest} ({parts}{left_out}{pieces})"
 
 
-@dataclass
-class _Item:
-    id: str
-    split: str
-    image_src: Path
-    image_name: str
-    mask_source: str
-    mask_src: Path  # the original mask file, or the run's training-size mask
-    orig_mask: Path
-    orig_shape: tuple[int, int]
-    status: str = ""
-    suspicion: float | None = None
-    reviewer: str = ""
-    time: str = ""
-    comment: str = ""
-
-
-def upsample_nearest(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Resize a 2-D mask to ``shape`` by nearest neighbour (pixel centres), keeping it strictly binary.
-
-    Equivalent to ``skimage.transform.resize(order=0)`` without anti-aliasing; exact integer factors give a
-    block copy (each training pixel becomes a k x k block).
-    """
-    h, w = mask.shape
-    out_h, out_w = shape
-    if (h, w) == (out_h, out_w):
-        return mask.copy()
-    rows = np.minimum(((np.arange(out_h) + 0.5) * h / out_h).astype(np.int64), h - 1)
-    cols = np.minimum(((np.arange(out_w) + 0.5) * w / out_w).astype(np.int64), w - 1)
-    return mask[rows[:, None], cols[None, :]]
-
-
-# ---------------------------------------------------------------------------------------- the run's files
-
-
-def _open_run(run_dir: Path) -> tuple[runs.RunFolder, list[dict[str, Any]]]:
-    """The run and its cases (cases.csv, then held_out.csv) through the gateway, which checks config.json and
-    every case line; its errors become ExportError."""
-    try:
-        run = runs.RunFolder(run_dir)
-        return run, [_case_dict(c) for c in run.case_rows(held_out=True)]
-    except (runs.RunError, UnsafeIdError) as exc:
-        raise ExportError(str(exc)) from None
-
-
-def _case_dict(c: runs.CaseRow) -> dict[str, Any]:
-    return {"id": c.id, "split": c.split, "image_path": c.image_path, "mask_path": c.mask_path,
-            "orig_shape": (c.orig_h, c.orig_w)}
-
-
-def _image_name(image_id: str, src: Path) -> str:
-    """``<id><ext>`` keeping the original extension (also multi-dot ones, and none for bare DICOM names)."""
-    name = src.name
-    ext = name[len(image_id):] if name.startswith(image_id) else src.suffix
-    if not _SAFE_EXT.match(ext):
-        ext = src.suffix if _SAFE_EXT.match(src.suffix) else ""
-    return f"{image_id}{ext}"
-
-
 # ------------------------------------------------------------------------------------------ the safety
 
 
@@ -177,52 +109,6 @@ def _check_dest(dest: Path, protected: list[tuple[Path, str]]) -> None:
         raise ExportError(f"{dest}: exists and is not empty; choose a new or an empty folder")
 
 
-# ------------------------------------------------------------------------------------------- writing
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """Create a new file (never overwrite) and make it durable; a full disk is one line (DiskFullError)."""
-    write_new(path, data)
-
-
-def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as fh:  # originals: read-only, always
-        return fh.read()
-
-
-def _csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if r.get(k) is None else r[k]) for k in fields})
-    return buf.getvalue()
-
-
-def _mask(item: _Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
-    """The exported mask at the radiograph's own size: a correction is the run's training-size probability
-    resampled smoothly and thresholded, then cleaned up (crl_napari.native), never a binary mask blown up in
-    blocks; an edit drawn at the original size is written unchanged (one drawn at training size by an older
-    version is upsampled by nearest neighbour; any other size is refused); an original is as it is."""
-    try:
-        if item.mask_source in ("corrected", "corrected_by_policy"):
-            try:
-                return native_mask(run.prob(item.id), item.orig_shape, cleanup=cleanup)
-            except runs.RunError as exc:
-                raise ExportError(f"cannot export the correction of {item.id!r}: {exc}") from exc
-        mask = read_mask(item.mask_src)
-    except DataError as exc:
-        raise ExportError(f"cannot export the mask of {item.id!r}: {exc}") from exc
-    if item.mask_source == "original" or mask.shape == tuple(item.orig_shape):
-        return mask
-    size = run.config["data"]["size"]
-    if mask.shape != (size, size):
-        raise ExportError(f"{item.mask_src}: the edit of {item.id!r} is {mask.shape[0]} x {mask.shape[1]} px; "
-                          f"expected the original size {item.orig_shape[0]} x {item.orig_shape[1]} "
-                          f"(or the training size {size} x {size})")
-    return upsample_nearest(mask, item.orig_shape)
-
-
 # -------------------------------------------------------------------------------------------- export
 
 
@@ -233,6 +119,8 @@ def export(
     threshold: float | None = None,
     data_root: str | Path | None = None,
     cleanup: bool = True,
+    workers: int | None = None,
+    progress: Callable[[ExportProgress], object] | None = None,
 ) -> ExportReport:
     """Write the cleaned dataset of ``run_dir`` to the new folder ``dest``; see the module docstring.
 
@@ -243,6 +131,10 @@ def export(
     suspicion >= ``threshold``). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
     longer where cases.csv says (the run moved machines); files are then found by name. Raises ExportError
     before writing anything when the export would be unsafe or the run is incomplete.
+
+    ``workers`` threads write the images' files (None: export_files.default_workers, one per core up to 4 for
+    a large export; 1: this process); the output is the same whatever the number. ``progress`` is called with an
+    ExportProgress as images are written.
     """
     run_dir = Path(run_dir).expanduser()
     dest = Path(dest).expanduser()
@@ -254,6 +146,8 @@ def export(
         threshold = float(threshold)
     elif threshold is not None:
         raise ExportError("threshold only applies with unreviewed='accept_above'")
+    if workers is not None and (type(workers) is not int or not 1 <= workers <= MAX_WORKERS):
+        raise ExportError(f"workers must be a whole number in [1, {MAX_WORKERS}], got {workers!r}")
     if not run_dir.is_dir():
         raise ExportError(f"{run_dir}: run folder does not exist")
     data_root = Path(data_root).expanduser() if data_root is not None else None
@@ -298,7 +192,8 @@ def export(
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        extra = _build(tmp, items, run, cleanup)
+        n_files = sum(it.status != "excluded" for it in items)
+        extra = _build(tmp, items, run, cleanup, default_workers(n_files) if workers is None else workers, progress)
         try:
             if dest.is_dir():
                 dest.rmdir()  # an empty folder the user made for us (non-empty was refused above)
@@ -332,98 +227,3 @@ def _remove_stale_partials(dest: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _plan(
-    run: runs.RunFolder,
-    session: ReviewSession,
-    cases: list[dict[str, Any]],
-    unreviewed: str,
-    threshold: float | None,
-    data_root: Path | None,
-) -> tuple[list[_Item], list[str]]:
-    """Decide every image's files before writing anything; collects every missing file at once."""
-    problems: list[str] = []
-    scored = set(session.ids)
-    order = session.ids + [c["id"] for c in cases if c["id"] not in scored]
-    by_id = {c["id"]: c for c in cases}
-    items: list[_Item] = []
-    names: dict[str, str] = {}
-    for image_id in order:
-        case = by_id[image_id]
-        image_src, why_image = run.original(case["image_path"], runs.IMAGES, data_root)
-        orig_mask, why_mask = run.original(case["mask_path"], "masks", data_root)
-        if image_src is None:
-            problems.append(f"{why_image} (original image of {image_id!r})")
-        if orig_mask is None:
-            problems.append(f"{why_mask} (original mask of {image_id!r})")
-        split = case["split"] or ("train" if image_id in scored else "test")
-        if image_id in scored and session.status(image_id) == "excluded":  # listed in the manifest, no files
-            d = session.decision(image_id)
-            items.append(_Item(id=image_id, split=split, image_src=Path(), image_name="", mask_source="",
-                               mask_src=Path(), orig_mask=Path(), orig_shape=case["orig_shape"], status="excluded",
-                               suspicion=session.row(image_id)["suspicion"], reviewer=d["reviewer"],
-                               time=d["time"], comment=session.comment(image_id)))
-            continue
-        status, suspicion, reviewer, time = "", None, "", ""
-        source, mask_src = "original", orig_mask
-        if image_id in scored:
-            status = session.status(image_id)
-            suspicion = session.row(image_id)["suspicion"]
-            decision = session.decision(image_id) or {}
-            reviewer, time = decision.get("reviewer", ""), decision.get("time", "")
-            if status == "accepted":
-                source, mask_src = "corrected", run.corrected_path(image_id)
-            elif status == "edited":
-                source, mask_src = "edited", session.edit_path(image_id)
-            elif status in ("pending", "flagged") and unreviewed == "accept_above" and suspicion >= threshold:
-                source, mask_src = "corrected_by_policy", run.corrected_path(image_id)
-            if source != "original" and not mask_src.is_file():
-                problems.append(f"{mask_src}: {source} mask of {image_id!r} missing")
-        if image_src is None or orig_mask is None or mask_src is None:
-            continue
-        image_name = _image_name(image_id, image_src)
-        if image_name in names:
-            problems.append(f"{image_src}: exported name {image_name!r} clashes with {names[image_name]!r}")
-            continue
-        names[image_name] = image_id
-        items.append(_Item(id=image_id, split=split, image_src=image_src, image_name=image_name,
-                           mask_source=source, mask_src=mask_src, orig_mask=orig_mask,
-                           orig_shape=case["orig_shape"], status=status, suspicion=suspicion,
-                           reviewer=reviewer, time=time,
-                           comment=session.comment(image_id) if image_id in scored else ""))
-    return items, problems
-
-
-def _build(tmp: Path, items: list[_Item], run: runs.RunFolder, cleanup: bool) -> int:
-    """Write every file into the temporary folder ``tmp`` and make it durable; return how many exported
-    corrections have more than two pieces."""
-    extra = 0
-    (tmp / "images").mkdir()
-    (tmp / "masks").mkdir()
-    manifest, splits = [], []
-    for it in items:
-        if it.status == "excluded":
-            manifest.append({"id": it.id, "split": it.split, "mask_source": "", "status": it.status,
-                             "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)),
-                             "reviewer": it.reviewer, "time": it.time, "image_file": "", "mask_file": "",
-                             "comment": it.comment})
-            continue
-        try:  # an original must be an image (a tampered cases.csv may name any readable file)
-            read_image(it.image_src)
-        except DataError as exc:
-            raise ExportError(f"cannot export the image of {it.id!r}: {exc}") from exc
-        _write_file(tmp / "images" / it.image_name, _read_bytes(it.image_src))
-        mask = _mask(it, run, cleanup)
-        extra += it.mask_source.startswith("corrected") and extra_pieces(mask) > 0
-        _write_file(tmp / "masks" / f"{it.id}.png", encode_png(mask.astype(np.uint8) * 255))
-        manifest.append({
-            "id": it.id, "split": it.split, "mask_source": it.mask_source,
-            "suspicion": "" if it.suspicion is None else repr(float(it.suspicion)), "status": it.status,
-            "reviewer": it.reviewer, "time": it.time, "image_file": f"images/{it.image_name}",
-            "mask_file": f"masks/{it.id}.png", "comment": it.comment,
-        })
-        splits.append({"id": it.id, "split": it.split})
-    _write_file(tmp / "manifest.csv", _csv_text(manifest, MANIFEST_FIELDS).encode("utf-8"))
-    _write_file(tmp / "split.csv", _csv_text(splits, ["id", "split"]).encode("utf-8"))
-    for folder in (tmp / "images", tmp / "masks", tmp):
-        fsync_dir(folder)
-    return extra

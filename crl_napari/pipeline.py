@@ -17,7 +17,8 @@ from . import cascade, distributed, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
 from .cache import open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
-from .data import Dataset, load_dataset
+from .data import Dataset
+from .evaluation import EvalCases, evaluate, split_cases
 from .review_file import ReviewError, read_statuses
 from .runs import RunError, RunFolder
 from .settings import check_size
@@ -28,12 +29,6 @@ from .sources import CacheSource
 class ScoresReady:
     path: Path
     metrics: dict
-
-
-def _resolve_data(data: Path | str | Dataset, size: int, skip_bad: bool, max_pixels: int | None = None) -> Dataset:
-    if isinstance(data, Dataset):
-        return data
-    return load_dataset(data, size=size, on_error="skip" if skip_bad else "raise", max_pixels=max_pixels)
 
 
 def train_run(
@@ -355,22 +350,18 @@ def _load_models(run: RunFolder) -> list:
     return models
 
 
-def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | None = None, split: str = "test",
+def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | EvalCases | None = None, split: str = "test",
                  masks: str | None = None) -> dict:
     """Dice of the ensemble prediction against the masks of ``data``, on ``split`` when the data has one (all
-    cases otherwise). ``masks`` says which masks those are (recorded). Writes RUN/evaluation.json."""
+    cases otherwise), decoded chunk by chunk (evaluation.py). ``masks`` says which masks those are (recorded).
+    Writes RUN/evaluation.json."""
     run = RunFolder(run_dir)
     models = _load_models(run)
     root = data if data is not None else run.config["data"]["root"]
     if root is None:
         raise RunError(f"{run.path / runs.CONFIG}: no data folder recorded; pass --data")
-    ds = _resolve_data(root, run.config["data"]["size"], skip_bad=False)
-    has_split = any(c.split == split for c in ds)
-    sub = ds.subset(split) if has_split else ds
-    prob = cascade.predict(models, sub.images(), tta=run.train_config.tta)
-    dice = cascade.dice_score(prob, sub.masks())
-    result = {"split": split if has_split else "all", "n": len(sub), "masks": masks, "dice_mean": float(dice.mean()),
-              "dice_std": float(dice.std()), "per_image": dict(zip(sub.ids, map(float, dice), strict=True))}
+    cases = root if isinstance(root, EvalCases) else split_cases(root, run.config["data"]["size"], split)
+    result = evaluate(models, cases, masks, tta=run.train_config.tta)
     run.write_evaluation(result)
     return result
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_review import ORIG, RANKED, SIZE, SUSPICION, TEST_IDS, TRAIN_IDS, make_run
 
-from crl_napari import export as export_mod
+from crl_napari import export_files
 from crl_napari.data import load_dataset
 from crl_napari.export import ExportError, export, upsample_nearest
 from crl_napari.native import native_mask
@@ -182,7 +182,7 @@ def test_unsafe_id_is_refused_and_nothing_is_written(rf, tmp_path, csv_name):
 def test_crash_mid_export_leaves_no_dest_and_no_partial_folder(rf, tmp_path, monkeypatch):
     _decide(rf.run)
     before_src, before_run = _tree(rf.src), _tree(rf.run)
-    real = export_mod._write_file
+    real = export_files._write_file
     calls = []
 
     def flaky(path: Path, data: bytes) -> None:
@@ -191,7 +191,7 @@ def test_crash_mid_export_leaves_no_dest_and_no_partial_folder(rf, tmp_path, mon
             raise OSError("No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(export_mod, "_write_file", flaky)
+    monkeypatch.setattr(export_files, "_write_file", flaky)
     dest = tmp_path / "clean"
     with pytest.raises(OSError, match="No space left"):
         export(rf.run, dest)
@@ -199,7 +199,7 @@ def test_crash_mid_export_leaves_no_dest_and_no_partial_folder(rf, tmp_path, mon
     assert not dest.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".clean.partial-")]
     assert _tree(rf.src) == before_src and _tree(rf.run) == before_run
-    monkeypatch.setattr(export_mod, "_write_file", real)
+    monkeypatch.setattr(export_files, "_write_file", real)
     assert export(rf.run, dest).n_images == 8  # a retry just works
 
 
@@ -246,3 +246,27 @@ def test_an_exported_correction_is_smooth_not_blocks_and_has_no_islands(rf, tmp_
     assert not got[:8, :8].any() and not got[:8, -8:].any() and report.extra_pieces == 0  # the islands are gone
     raw = export(rf.run, tmp_path / "raw", cleanup=False)
     assert _mask(tmp_path / "raw", "case00")[:8, :8].any() and raw.extra_pieces == 1
+
+
+def test_worker_processes_write_the_same_files_as_one_process_with_progress(rf, tmp_path):
+    _decide(rf.run)
+    ReviewSession.open(rf.run, reviewer="ana").exclude("case05")
+    seen = {1: [], 3: []}
+    for workers in seen:
+        report = export(rf.run, tmp_path / f"w{workers}", workers=workers, progress=seen[workers].append)
+        assert report.n_images == 7 and report.excluded == 1
+    assert _tree(tmp_path / "w1") == _tree(tmp_path / "w3")
+    assert _manifest(tmp_path / "w3")["case05"]["status"] == "excluded"
+    for events in seen.values():
+        assert (events[-1].done, events[-1].total) == (7, 7) and "exporting 7/7 images" in events[-1].text()
+
+
+def test_a_failure_in_a_worker_is_one_error_and_leaves_nothing(rf, tmp_path):
+    rf.image_paths["case03"].write_bytes(b"not an image at all")
+    dest = tmp_path / "clean"
+    with pytest.raises(ExportError, match="cannot export the image of 'case03'"):
+        export(rf.run, dest, workers=2)
+    assert sorted(p.name for p in tmp_path.iterdir() if "clean" in p.name) == []
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ExportError, match="workers must be a whole number"):
+            export(rf.run, dest, workers=bad)
