@@ -29,6 +29,7 @@ import argparse
 import fcntl
 import json
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -191,14 +192,17 @@ def averaged_models(models, cfg: cascade.TrainConfig, run_dir: Path):
     return [m.eval() for m in out]
 
 
-def variants(models, cfg, run_dir: Path, train: dict, corrupted: np.ndarray, test: dict) -> dict:
-    """Each VARIANT's corrected Dice (64 px, and 256 px bilinear logit + clean-up) and test Dice."""
-    averaged = averaged_models(models, cfg, run_dir)
-    if averaged is None:
+def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarray, test: dict) -> dict:
+    """Each VARIANT's corrected Dice (64 px, and 256 px bilinear logit + clean-up) and test Dice; without a
+    ``run_dir`` (a finished run's checkpoint alone: --rescore) only those that need no averaged weights."""
+    averaged = averaged_models(models, cfg, run_dir) if run_dir is not None else None
+    if averaged is None and run_dir is not None:
         return {}
     shape = train["truth"].shape[1:]
     out = {}
     for name, (use_average, tta) in VARIANTS.items():
+        if use_average and averaged is None:
+            continue
         nets = averaged if use_average else models
         sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T)
         d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
@@ -244,6 +248,21 @@ def evaluate(models, cfg, train: dict, corrupted: np.ndarray, test: dict) -> dic
     return out
 
 
+def rescore(run_dir: Path, train: dict, test: dict) -> dict:
+    """The variants without averaging (paper, tta) of a finished table1.py quick crl run, re-scored from its
+    checkpoint: its noise ratio and seed are read from the folder's name (table1.cell_dir)."""
+    m = re.search(r"noise=(\d+)pct_seed=(\d+)$", run_dir.name)
+    if m is None:
+        raise SystemExit(f"{run_dir}: not a table1.py cell folder (…noise=NNpct_seed=N)")
+    ratio, seed = int(m.group(1)) / 100, int(m.group(2))
+    models, cfg = cascade.load_models(run_dir, "cpu")
+    given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
+    corrupted = np.array([r.corrupted for r in records])
+    out = {"noise": ratio, "seed": seed, "strategy": cfg.strategy, "k": cfg.k, "epochs": cfg.epochs}
+    out["variants"] = variants(models, cfg, None, {**train, "given": given}, corrupted, test)
+    return out
+
+
 def cell_dir(key: str) -> Path:
     return RUNS / key.replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
@@ -265,6 +284,7 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     if profile == "full":
         out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test)
     out["wall_seconds"] = time.time() - t0
+    out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
 
 
@@ -360,7 +380,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
             lines += ["", gap]
     else:
         lines.append("Not run yet.")
-    lines += option_summary(cells)
+    lines += option_summary(cells, results.get("rescored", {}))
     if t := results.get("timing"):
         lines += ["", f"## Time to the original size (64 px probability, best of 3, {results.get('timing_threads')} "
                   "torch threads, on the machine above while other work shared it)", "", "| what | seconds |",
@@ -379,7 +399,7 @@ def _small_gap(small: list[dict]) -> str:
             f"(seeds {', '.join(str(s) for s in sorted(ref))}; target within 0.020).")
 
 
-def option_summary(cells: dict) -> list[str]:
+def option_summary(cells: dict, rescored: dict) -> list[str]:
     """The options' table: every variant and crl+balance beside the paper's crl of the same training/seed."""
     lines = ["", "## Options of ours, not the paper's (issue 11 item 4)", "",
              f"From one crl training each: `tta` = test-time flips (TrainConfig.tta = 1), `average` = each net's "
@@ -405,6 +425,15 @@ def option_summary(cells: dict) -> list[str]:
                        for s in got if s in base)
             rows.append(f"| {int(r * 100)} % | {name} | {', '.join(str(s) for s in sorted(got))} | "
                         + " | ".join(vals) + f" | {wins} of {sum(s in base for s in got)} |")
+    for name, got in rescored.items():
+        v = got["variants"]
+        for variant in v:
+            vals = [f"{v[variant][k]:.4f}" for k in (
+                "dice_corrupted", "dice_clean", "corrected_dice_corrupted_train_size", "test_dice",
+                "test_dice_native_smooth")]
+            win = all(v[variant][k] > v["paper"][k] for k in ("dice_corrupted", "dice_clean", "test_dice"))
+            rows.append(f"| {int(got['noise'] * 100)} % | {variant}, re-scored {name} | {got['seed']} | "
+                        + " | ".join(vals) + f" | {'—' if variant == 'paper' else f'{int(win)} of 1'} |")
     if not rows:
         return lines + ["Not run yet."]
     return lines + ["| noise | variant | seeds | Dice corrupted 256 | Dice clean 256 | Dice corrupted 64 | "
@@ -416,13 +445,23 @@ def _by_seed(cells: dict, method: str, ratio: float) -> dict:
             and c["noise"] == ratio and c.get("variants")}
 
 
+def _newer_cells(disk: dict, mine: dict) -> dict:
+    """Per cell, the newer of the two versions: one with the options' variants over one without, then the later
+    finish (another invocation may have re-run a cell this one still holds in its first version)."""
+    def rank(c: dict) -> tuple:
+        return bool(c.get("variants")), c.get("finished", "")
+    return {k: (mine[k] if k in mine and (k not in disk or rank(mine[k]) >= rank(disk[k])) else disk[k])
+            for k in {**disk, **mine}}
+
+
 def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]) -> dict:
     """Merge ``results`` into the JSON on disk under a lock (two invocations may share the grid, each
     claiming its cells as table1.py does) and rewrite JSON and markdown; returns the merged results."""
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
-        merged = {**disk, **results, "cells": {**disk["cells"], **results["cells"]}}
+        merged = {**disk, **results, "cells": _newer_cells(disk["cells"], results["cells"]),
+                  "rescored": {**disk.get("rescored", {}), **results.get("rescored", {})}}
         merged["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
         merged["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(out_json, merged)
@@ -449,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
     ap.add_argument("--reevaluate", action="store_true",
                     help="measure finished cells again from their checkpoints (after a change to the measures)")
+    ap.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RUN",
+                    help="re-score finished table1.py quick crl runs (their checkpoints) with and without tta")
     ap.add_argument("--profile", choices=["quick", "smoke"], default="quick",
                     help="smoke: table1's 2-epoch plumbing check; give it its own --results folder")
     args = ap.parse_args(argv)
@@ -477,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     train = _arrays(ds64.subset("train"), ds256.subset("train"))
     test = _arrays(ds64.subset("test"), ds256.subset("test"))
     print(f"data: {len(train['ids'])} train / {len(test['ids'])} test", flush=True)
+    for run_dir in args.rescore or []:
+        print(f"[{datetime.now(timezone.utc):%H:%M:%S}] rescore {run_dir}", flush=True)
+        got = rescore(run_dir, train, test)
+        results["rescored"] = {**results.get("rescored", {}), f"table1 quick {run_dir.name}": got}
+        results = save(results, out_json, args.seeds, args.small_seeds)
+    if args.rescore:
+        return 0
     new = 0
     cells = option_plan() if args.options else plan([] if args.small_only else args.seeds, args.small_seeds)
     for cell in cells:
