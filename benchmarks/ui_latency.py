@@ -438,16 +438,14 @@ def native_trial(viewer, size: str, tmp: Path, switches: int, mode: str = "helpe
         t_paint = time.perf_counter()
         first_shown = review.layer("image").data.shape
 
-        def native_drawn() -> bool:
+        def native_drawn() -> bool:  # a draw since the stand-in was last seen, with the original in the layer
             layer = review.layer("image")
             if review.layers.standin is not None or layer.data.shape != shape:
-                native_drawn.seen = None
-                return False
-            if native_drawn.seen is None:
                 native_drawn.seen = draws[0]
+                return False
             return draws[0] > native_drawn.seen or first_shown == shape
 
-        native_drawn.seen = None
+        native_drawn.seen = draws[0]
         _wait_until(native_drawn, 120)
         t_native = time.perf_counter()
         cache = review.layers._cases  # the read-ahead (private): wait until it holds what it reads first

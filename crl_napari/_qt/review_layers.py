@@ -15,8 +15,9 @@ shows the image again, now at its own size. Nothing is drawn on a stand-in: the 
 :attr:`LayerPresenter.standin` names the image on screen.
 
 A row switch must stay fast (benchmarks/ui_latency.py): layers are reused and their arrays written in place,
-hidden maps are loaded only when shown, the layer-list thumbnails are redrawn once the reviewer pauses, and the
-cases are read ahead in a background thread (:class:`crl_napari.case_cache.CaseCache`).
+hidden maps are loaded only when shown (and their layers made only after the first image is on screen, or when
+asked for: two napari layers more made the first paint twice as long), the layer-list thumbnails are redrawn once
+the reviewer pauses, and the cases are read ahead in a background thread (:class:`crl_napari.case_cache.CaseCache`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..case_cache import CaseCache, NativeCases, display_grid, outline_coded, ou
 from ..runs import RunFolder
 
 __all__ = ["LayerPresenter", "LAYERS", "COLORS", "contour_width", "disagreement_box", "map_limits"]
+_MAPS = ("probability", "uncertainty")
 
 #: role -> layer name
 LAYERS = {
@@ -44,6 +46,7 @@ LAYERS = {
 COLORS = {"original": "#ff3b30", "corrected": "#00e5ff", "edit": "#ffd60a"}
 THUMBNAIL_DELAY_MS = 150  # layer-list thumbnails are redrawn once the reviewer has paused this long
 NATIVE_POLL_MS = 25  # how often a stand-in asks whether its original has been read
+MAPS_DELAY_MS = 300  # the hidden maps' layers are made this long after an image is shown without them
 
 
 def map_limits(data: np.ndarray) -> tuple[float, float]:
@@ -105,6 +108,11 @@ class LayerPresenter:
         self._poll = QTimer(parent)
         self._poll.setInterval(NATIVE_POLL_MS)
         self._poll.timeout.connect(self._check_native)
+        self._maps_for: tuple[str, tuple[int, int]] | None = None  # (image, original grid) the maps are to show
+        self._maps_timer = QTimer(parent)
+        self._maps_timer.setSingleShot(True)
+        self._maps_timer.setInterval(MAPS_DELAY_MS)
+        self._maps_timer.timeout.connect(self._make_maps)
 
     def open(self, run: RunFolder, ids: list[str]) -> None:
         """A new run: read its cases ahead, worst first."""
@@ -115,13 +123,21 @@ class LayerPresenter:
     def close(self) -> None:
         self._timer.stop()
         self._poll.stop()
+        self._maps_timer.stop()
         self.standin = None
+        self._maps_for = None
         if self._cases is not None:
             self._cases.close()
             self._cases = None
 
     def layer(self, role: str):
-        """The layer of ``role`` (see LAYERS) or None when it is not in the viewer."""
+        """The layer of ``role`` (see LAYERS) or None when it is not in the viewer; a map layer not made yet
+        (:data:`MAPS_DELAY_MS`) is made now."""
+        if role in _MAPS and self._maps_for is not None and self._existing(role) is None:
+            self._make_maps()
+        return self._existing(role)
+
+    def _existing(self, role: str):
         layer = self._layers.get(role)
         return layer if layer is not None and layer in self.viewer.layers else None
 
@@ -153,8 +169,11 @@ class LayerPresenter:
             self._poll.stop()
         self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255),
                        grid=display_grid(image.shape, grid))
-        self._map_layer("probability", image_id, self.run.prob, grid, colormap="inferno", opacity=0.5)
-        self._map_layer("uncertainty", image_id, self.run.uncertainty, grid, colormap="magma", opacity=0.6)
+        self._maps_for = (image_id, grid)
+        if all(self._existing(role) is not None for role in _MAPS):
+            self._make_maps()
+        else:  # made once the image is on screen (or when asked for), not in its first paint
+            self._maps_timer.start()
         for role, mask in (("original", given), ("corrected", corrected)):
             mask = mask.astype(np.uint8, copy=False)
             self.set_layer(role, "labels", mask, opacity=1.0, grid=display_grid(mask.shape, grid),
@@ -206,7 +225,7 @@ class LayerPresenter:
         """The layer of ``role`` with new data (created again if the user deleted it); ``grid`` = (scale,
         translate) when ``data`` is not at the original size (default: at it)."""
         scale, translate = grid or ((1.0, 1.0), (0.0, 0.0))
-        layer = self.layer(role)
+        layer = self._existing(role)
         if layer is not None:
             if tuple(layer.scale[-2:]) != tuple(scale) or tuple(layer.translate[-2:]) != tuple(translate):
                 layer.scale, layer.translate = scale, translate
@@ -251,7 +270,7 @@ class LayerPresenter:
 
     def own(self) -> list:
         """The review's layers in the viewer."""
-        return [x for x in (self.layer(role) for role in LAYERS) if x is not None]
+        return [x for x in (self._existing(role) for role in LAYERS) if x is not None]
 
     def below_outlines(self, layer) -> None:
         """Put ``layer`` (the edit) right under the original and corrected outlines, so they are drawn over its
@@ -271,16 +290,34 @@ class LayerPresenter:
     def _update_thumbnails(self) -> None:
         """Bring the thumbnails in the layer list up to date (deferred: not part of a row switch)."""
         for role in sorted(self.stale_thumbnails):
-            layer = self.layer(role)
+            layer = self._existing(role)
             if layer is not None:
                 layer.refresh(data_displayed=False, extent=False, highlight=False)
         self.stale_thumbnails.clear()
+
+    def _make_maps(self) -> None:
+        """The probability and uncertainty layers of the image shown: made (hidden, right above the image) if they
+        are not in the viewer, else brought up to date (only when shown; see :meth:`_map_layer`)."""
+        self._maps_timer.stop()
+        if self._maps_for is None or self.run is None:
+            return
+        image_id, grid = self._maps_for
+        for role, load, style in (("probability", self.run.prob, {"colormap": "inferno", "opacity": 0.5}),
+                                  ("uncertainty", self.run.uncertainty, {"colormap": "magma", "opacity": 0.6})):
+            made = self._existing(role) is None
+            self._map_layer(role, image_id, load, grid, **style)
+            image, layer = self._existing("image"), self._existing(role)
+            if made and image is not None and layer is not None:  # in the layer list right above the image
+                layers = self.viewer.layers
+                here, above = layers.index(layer), layers.index(image) + 1 + (role == "uncertainty")
+                if here != above:
+                    layers.move(here, above)
 
     def _map_layer(self, role: str, image_id: str, load, grid: tuple[int, int], **kwargs) -> None:
         """The probability / uncertainty map (hidden by default), kept at training size and laid over the
         original ``grid`` by its scale (napari interpolates it for display). While hidden it is not reloaded on
         every row switch: it is brought up to date when the reviewer shows it, which keeps switching rows fast."""
-        layer = self.layer(role)
+        layer = self._existing(role)
         if layer is not None and not layer.visible:
             self._stale_maps[role] = (image_id, load, grid)
             return
