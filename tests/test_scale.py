@@ -22,12 +22,13 @@ def _run(*args: str) -> str:
 def test_scale_runs_cell_by_cell_and_resumes(tmp_path):
     common = ["--scratch", str(tmp_path / "scratch"), "--sizes", "32", "--n", "20", "--steps", "3",
               "--results", str(tmp_path / "results")]
-    _run(*common, "--kinds", "build", "train")
+    _run(*common, "--kinds", "build", "train", "--build-workers", "2")
     doc = json.loads((tmp_path / "results" / "scale.json").read_text())
     assert set(doc["cells"]) == {"32 px | N=20 | build", "32 px | N=20 | train"} and not doc["missing"]
     train = doc["cells"]["32 px | N=20 | train"]
     assert train["steps"] == 3 and train["cache_reused"] and train["ms_per_image_step"] > 0
     assert train["peak_rss_mb"] > 50 and doc["cells"]["32 px | N=20 | build"]["pairs_per_s"] > 0
+    assert doc["cells"]["32 px | N=20 | build"]["workers"] == 2
     out = _run(*common)  # all kinds: the two done are kept, the other three measured
     assert "measuring 32 px | N=20 | build" not in out and "measuring 32 px | N=20 | export" in out
     doc = json.loads((tmp_path / "results" / "scale.json").read_text())
@@ -36,6 +37,9 @@ def test_scale_runs_cell_by_cell_and_resumes(tmp_path):
     assert doc["cells"]["32 px | N=20 | score"]["images_per_s"] > 0
     md = (tmp_path / "results" / "scale.md").read_text()
     assert "# Scale (complete)" in md and "| 32 | 20 |" in md
+    out = _run(*common, "--n", "20", "40", "--summary-only")  # a wider command: only the table is rewritten
+    assert "measuring" not in out and "PARTIAL: 5 cells missing" in out
+    assert json.loads((tmp_path / "results" / "scale.json").read_text())["cells"] == doc["cells"]
     partial = _scale().markdown(doc | {"missing": ["32 px | N=21 | build"]})  # a run stopped before its end
     assert "PARTIAL: 1 cells missing" in partial and f"resume with `{doc['command']}`" in partial
 
