@@ -9,11 +9,14 @@ exported set is measured against the truth over ALL training cases (mean Dice, f
 under two policies for the images nobody reviewed: "keep" them, or the tool's recommended "accept corrections
 above a score" (scoring.recommended_threshold, which never sees the truth). Orders of the queue:
 
-    a  the tool's score (rank of the crl run's suspicion), no retraining
-    b  the tool's score with a round after every batch: the reviewed masks trusted (never dropped nor
+    a  the tool's queue (scoring.rank of the crl run's scores: images under the recommended threshold first,
+       most suspicious first), no retraining
+    s  suspicion first (the queue of the releases before scoring.rank's policy-aware order), no retraining
+    b  the tool's queue with a round after every batch: the reviewed masks trusted (never dropped nor
        corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
        first round's: 2 in the quick profile) with the tool's round settings (rounds.round_config), the rest of
        the queue re-ranked
+    bs as b, but in order s (measured before the tool's queue changed; kept for the record, not planned)
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)
@@ -54,8 +57,10 @@ from crl_napari.atomic import atomic_write, atomic_write_json, atomic_write_text
 from crl_napari.data import load_dataset  # noqa: E402
 
 ROOT = table1.ROOT
-ORDERS = {"a": "tool's score", "b": "tool's score + a round per batch", "c": "random", "d": "cleanlab"}
-PLAN_ORDERS = ("a", "c", "d", "b")  # b last: it alone trains more
+ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
+          "s": "suspicion first", "bs": "suspicion first + a round per batch"}
+ROUND_ORDERS = ("b", "bs")  # the orders that train a round after every batch
+PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 NOISE = (0.75, 0.5)
 BATCH = 20
 BUDGET = 0.4  # review at least this fraction of the training set
@@ -169,9 +174,11 @@ def _now() -> str:
 # ----------------------------------------------------------------------------------------- the orders
 
 def static_queue(ctx: Context, order: str) -> np.ndarray | None:
-    """The queue of orders a, c, d (None: order d without cleanlab)."""
+    """The queue of orders a, s, c, d (None: order d without cleanlab)."""
     if order == "a":
         return np.argsort(ctx.scores.rank)
+    if order == "s":
+        return np.argsort(suspicion_rank(ctx.scores))
     if order == "c":
         # not default_rng(seed): noise.simulate draws the corrupted cases first from that very stream, so its
         # permutation would put exactly the corrupted masks first (an oracle, not a random order)
@@ -201,8 +208,18 @@ def run_static(ctx: Context, order: str, steps: list[int]) -> dict | None:
     return {"points": points}
 
 
-def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save) -> dict:
-    """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round."""
+def suspicion_rank(scores: scoring.ImageScores) -> np.ndarray:
+    """Order s: 1 = most suspicious; ties by uncertainty, then input order (the tool's queue until scoring.rank
+    became policy-aware)."""
+    order = np.lexsort((np.arange(len(scores.suspicion)), -scores.uncertainty, -scores.suspicion))
+    out = np.empty_like(order)
+    out[order] = np.arange(1, len(order) + 1)
+    return out
+
+
+def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save, order: str = "b") -> dict:
+    """Order b (or bs): review a batch, train a round on it, re-score and re-rank; saved after every round."""
+    queue_rank = (lambda sc: sc.rank) if order == "b" else suspicion_rank
     walk = Walk(ctx.given, ctx.truth)
     cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
     prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
@@ -222,7 +239,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save)
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        batch = pending[np.argsort(scores.rank[pending], kind="stable")][: steps[r] - steps[r - 1]]
+        batch = pending[np.argsort(queue_rank(scores)[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
         shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
@@ -299,12 +316,13 @@ def summarise(results: dict, seeds: list[int]) -> str:
                         ("recommended", "mean_dice"), ("keep", "mean_dice"), ("recommended", "frac_good"),
                         ("redraws", None)))))
             lines.append(f"| ({o}) {name} (n={len(got)}) | " + " | ".join(row) + " |")
-        b = [c for c in mine if c["order"] == "b"]
+        b = sorted((c for c in mine if c["order"] in ROUND_ORDERS), key=lambda c: (c["order"], c["seed"]))
         if b:
-            lines += ["", "Order b: test Dice of the current nets / round seconds (fraction of the first round):", "",
-                      "| seed | " + " | ".join(str(n) for n in steps) + " |", "|---" * (len(steps) + 1) + "|"]
+            lines += ["", "Orders with rounds: test Dice of the current nets / round seconds (fraction of the first "
+                      "round):", "", "| order, seed | " + " | ".join(str(n) for n in steps) + " |",
+                      "|---" * (len(steps) + 1) + "|"]
             for c in b:
-                lines.append(f"| {c['seed']} | " + " | ".join(
+                lines.append(f"| {c['order']}, {c['seed']} | " + " | ".join(
                     "—" if not (p := _at(c["points"], n)) else f"{p['test_dice']:.4f}" + (
                         f" / {p['round_seconds']:.0f} s" + (f" ({p['round_fraction_of_first']:.2f})"
                                                             if p.get("round_fraction_of_first") else "")
@@ -357,7 +375,18 @@ def targets(results: dict) -> list[str]:
                 lines.append(f"- {int(ratio * 100)} %, seed {seed}, {policy}: {' >= '.join(have)} at every budget: "
                              f"{verdict}" + (f" (out of order at {'; '.join(broken[:3])}"
                                              f"{' …' if len(broken) > 3 else ''})" if broken else ""))
-    fr = [(c["seed"], c["noise"], p["round_fraction_of_first"]) for c in cells.values() if c["order"] == "b"
+    for ratio in NOISE:
+        for seed in seeds:
+            a, s = pts("a", ratio, seed), pts("s", ratio, seed)
+            if a and s:
+                ahead = [p["recommended"]["mean_dice"] >= _at(s, p["reviewed"])["recommended"]["mean_dice"]
+                         for p in a[1:]]
+                ma, ms = (np.mean([p["recommended"]["mean_dice"] for p in x[1:]]) for x in (a, s))
+                lines.append(f"- {int(ratio * 100)} %, seed {seed}, recommended: the tool's queue (a) vs suspicion "
+                             f"first (s), mean over the budgets {ma:.4f} vs {ms:.4f}, a >= s at "
+                             f"{sum(ahead)} of {len(ahead)} budgets (not an issue target: why a is the tool's queue)")
+    fr = [(c["seed"], c["noise"], p["round_fraction_of_first"]) for c in cells.values()
+          if c["order"] in ROUND_ORDERS
           for p in c.get("points", []) if p.get("round_fraction_of_first")]
     if fr:
         worst = max(f for *_, f in fr)
@@ -374,7 +403,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue
@@ -466,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx = contexts[(ratio, seed)]
         touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
-        if order == "b":
+        if order in ROUND_ORDERS:
             run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
-                       cell, lambda: save(results, args.results, args.seeds, touched))
+                       cell, lambda: save(results, args.results, args.seeds, touched), order)
         else:
             got = run_static(ctx, order, steps)
             if got is None:

@@ -261,6 +261,8 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
         images, given, clean = read(idx)
         probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
         sc = scoring.score_probs(probs, given, run.train_config.T)
+        scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(ids[start:start + len(idx)])
+                                             if i in keep_maps})
         parts["extra_pieces"].append(np.asarray(run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)))
         for k in keys:
             parts[k].append(getattr(sc, k))

@@ -32,7 +32,7 @@ def summary_plot(run: RunFolder, n_images: int = 6, corrupted: dict[str, bool] |
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    scores = run.scores()
+    scores = sorted(run.scores(), key=lambda r: -(r["suspicion"] or 0.0))  # the queue (rank) is another order
     hist = run.history()
     cols = min(n_images, len(scores))
     fig = Figure(figsize=(3 * max(cols, 3), 6.4), dpi=100)

@@ -87,9 +87,9 @@ def test_review_shows_the_layers_of_the_selected_row(make_napari_viewer, run_dir
     run = RunFolder(run_dir)
     scores = run.scores()
     table_ids = [_cell(widget, i, 1) for i in range(widget.table.model().rowCount())]
-    assert table_ids == [r["id"] for r in scores]  # worst first
+    assert table_ids == [r["id"] for r in scores]  # the queue's order (scoring.rank)
     table_scores = [float(_cell(widget, i, 2)) for i in range(widget.table.model().rowCount())]
-    assert table_scores == sorted(table_scores, reverse=True)
+    assert table_scores == pytest.approx([r["suspicion"] for r in scores], abs=1e-3)
     assert _cell(widget, 0, 4) == "pending"
     assert widget.current_id == scores[0]["id"]
     assert widget.counts_label.text().startswith(f"Reviewed 0 / {len(scores)}")

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from crl_napari import cascade, cli, runs
+from crl_napari.atomic import atomic_write_png
 from crl_napari.events import CheckpointSaved, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
+from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
 from crl_napari.rounds import RoundStarted, describe, info
 from crl_napari.runs import RunFolder
@@ -35,7 +37,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def run(trained, tmp_path):
-    """A copy of the trained run, reviewed: the five most suspicious images accepted, kept, edited, excluded,
+    """A copy of the trained run, reviewed: the first five images of the queue accepted, kept, edited, excluded,
     flagged (in rank order)."""
     out = tmp_path / "run"
     shutil.copytree(trained, out)
@@ -255,6 +257,17 @@ def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):
     assert cli.main(["score", str(run)]) == 0
     assert (run / "corrected" / f"{accepted}_prob16.png").read_bytes() == seen  # not round 2's
     assert (run / "corrected" / f"{pending}_prob16.png").read_bytes() == round2  # rescored
+    # the row of an accepted correction describes the map on disk (what export takes), not the nets' new one
+    kept = RunFolder(run).given(accepted).copy()
+    kept[0:3, 0:3] = kept[0:3, 29:32] = kept[29:32, 0:3] = True  # three specks in the corners, which clean-up keeps
+    atomic_write_png(run / "corrected" / f"{accepted}.png", kept.astype(np.uint8) * 255)
+    assert cli.main(["score", str(run)]) == 0
+    row = next(r for r in RunFolder(run).score_rows() if r.id == accepted)
+    g = RunFolder(run).given(accepted)
+    assert row.dice_given_corrected == pytest.approx(2 * (g & kept).sum() / (g.sum() + kept.sum()), abs=1e-5)
+    assert row.dice_given_corrected < 1
+    assert row.extra_pieces == extra_pieces(clean_mask(kept)) >= 3
+    assert np.array_equal(RunFolder(run).corrected(accepted), kept)  # still the accepted map
     (run / "corrected" / f"{accepted}.png").unlink()  # an accepted map that is gone is written again
     assert cli.main(["score", str(run)]) == 0
     assert (run / "corrected" / f"{accepted}.png").is_file()

@@ -16,7 +16,7 @@ WARN_COLOR = "#ff9800"  # the ID's mark for a correction in more pieces than two
 CLEAN_COLOR = "#00796b"  # the score of an image that looks clean (under the run's recommended threshold)
 #: what each column means (the header's tooltip)
 COLUMN_TIPS = (
-    "rank: 1 = the image most likely to have a wrong mask",
+    "rank: the review queue, 1 = the image a look is worth most for (scoring.rank)",
     "image id (its file name); an orange mark: the correction is in more pieces than two lungs, look before "
     "accepting",
     "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table; "
