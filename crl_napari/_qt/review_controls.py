@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -211,8 +212,14 @@ class InfoPanel(QVBoxLayout):
         # fixed height, so a row switch re-lays out nothing
         self.clean_label = QLabel("")
         self.clean_label.setFixedHeight(self.clean_label.fontMetrics().lineSpacing() + 4)
+        # nor wider: its text takes the room left beside the legend (a wider dock squeezed napari's canvas to nothing)
+        self.clean_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.clean_label.setStyleSheet(f"color: {CLEAN_COLOR}; font-weight: bold")
+        # wrapped, in a fixed two-line height: unwrapped, its ~640 px made the dock so wide that napari's default
+        # window left its canvas 56 px wide, or none (then nothing is drawn)
         self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setFixedHeight(2 * self.counts_label.fontMetrics().lineSpacing() + 6)
         self.addWidget(self.info_label)
         self.addWidget(self.counts_label)
 
