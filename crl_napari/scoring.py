@@ -143,26 +143,36 @@ def flagging_from(suspicion: np.ndarray, uncertainty: np.ndarray, d_corr: np.nda
     return out
 
 
+LOG_FLOOR = 1e-3  # suspicions below 0.1 % of a mask count as 0.1 % on the log scale of recommended_threshold
+
+
 def recommended_threshold(suspicion: np.ndarray, floor: float = 0.05, bins: int = 256) -> float:
     """The suspicion above which the tool recommends accepting corrections of images nobody reviewed.
 
-    Why Otsu: with noisy labels the scores are bimodal (masks the nets agree with, and masks they would
-    redraw by a tenth or more), and Otsu's split maximises the variance between those two groups from the
-    scores alone: the rule never sees a true mask, so a user can apply it to their own data. The ``floor``
-    keeps a near-clean set (one mode only) from having half its masks replaced: a correction that changes under
-    5 % of a mask is within the nets' own boundary disagreement at the training size. NaN scores are ignored;
-    with fewer than two distinct scores the floor is returned.
+    Why Otsu, on the log of the scores: with noisy labels the scores are bimodal. A mask the nets agree with
+    scores a correction's own error, a few per cent; a damaged one scores tens of per cent. Those two groups
+    differ by a factor, not by a distance, so they are split where they separate on a log scale: Otsu's cut
+    maximises the variance between the groups from the scores alone, never seeing a true mask, so a user can
+    apply it to their own data. On Shenzhen (quick profile, seeds 0 and 1) the log-scale cut gave an exported
+    set of mean Dice 0.970 / 0.973 at 50 % noise and 0.934 / 0.936 at 75 % with nobody reviewing, against
+    0.958 / 0.968 and 0.910 / 0.896 for the cut on the plain scale, which fell among damaged masks whose
+    corrections were better in 97 % of cases (benchmarks/results/threshold_rules.md). The ``floor`` keeps a
+    near-clean set from having its masks replaced by changes within the nets' own boundary disagreement (under
+    5 % of a mask). NaN scores are ignored; with fewer than two distinct scores the floor is returned.
     """
     s = np.asarray(suspicion, dtype=np.float64).ravel()
     s = s[np.isfinite(s)]
     if s.size < 2 or s.min() == s.max():
         return float(floor)
-    counts, edges = np.histogram(s, bins=bins)
+    x = np.log(np.maximum(s, LOG_FLOOR))
+    if x.min() == x.max():
+        return float(floor)
+    counts, edges = np.histogram(x, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(counts)[:-1].astype(np.float64)  # below each candidate cut (between bin i and i + 1)
-    w1 = s.size - w0
+    w1 = x.size - w0
     m0 = np.cumsum(counts * centres)[:-1] / np.maximum(w0, 1)
     m1 = ((counts * centres).sum() - np.cumsum(counts * centres)[:-1]) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
-    cut = float(edges[1:-1][int(np.argmax(between))])
+    cut = float(np.exp(edges[1:-1][int(np.argmax(between))]))
     return max(cut, float(floor))

@@ -106,10 +106,13 @@ def test_on_real_masks_the_queue_gains_more_per_look_than_suspicion_first(cc):
     probs = np.stack([np.clip(ndimage.gaussian_filter(truth.astype(np.float32), (0, s, s)), 0, 1)
                       for s in (1.0, 1.5, 2.0)])
     scores = scoring.score_probs(probs, given)
-    threshold = recommended_threshold(scores.suspicion)
-    assert 10 < (scores.suspicion < threshold).sum() < 110  # the scores fall on both sides: both parts count
+    # a policy threshold with damaged masks on both sides of it (these blurred "nets" correct so well that the
+    # recommended threshold itself leaves nothing to gain): the queue is ranked for whatever threshold applies
+    threshold = float(np.quantile(scores.suspicion, 0.6))
+    assert (given != truth).any(axis=(1, 2))[scores.suspicion < threshold].sum() >= 10
+    queue = scoring.rank(scores.suspicion, scores.uncertainty, threshold)
     gained = {}
-    for name, rank in (("queue", scores.rank), ("suspicion first", cc.suspicion_rank(scores))):
+    for name, rank in (("queue", queue), ("suspicion first", cc.suspicion_rank(scores))):
         walk = cc.Walk(given, truth)
         walk.review(np.argsort(rank)[:20], scores.corrected)
         gained[name] = walk.point(scores.corrected, scores.suspicion, threshold, 0)["recommended"]["mean_dice"]

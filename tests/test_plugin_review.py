@@ -159,7 +159,10 @@ def test_decisions_by_key_and_button_go_to_review_json(make_napari_viewer, qtbot
     ids = [r["id"] for r in RunFolder(run_dir).scores()]
     assert widget.reviewer_edit.text() == getpass.getuser()
 
-    _press(viewer, qtbot, "A")  # accept the worst one; the next pending one is shown
+    assert widget.looks_clean(ids[0])  # the queue starts under the recommended threshold (scoring.rank) ...
+    _press(viewer, qtbot, "A")  # ... where Accept takes a second press in a row
+    assert not (run_dir / "review.json").exists()
+    _press(viewer, qtbot, "A")  # accepted; the next pending one is shown
     assert _decisions(run_dir)[ids[0]]["status"] == "accepted"
     assert _decisions(run_dir)[ids[0]]["reviewer"] == getpass.getuser() and _decisions(run_dir)[ids[0]]["time"]
     assert widget.current_id == ids[1]
