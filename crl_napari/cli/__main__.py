@@ -1,0 +1,5 @@
+"""`python -m crl_napari.cli`: the command line."""
+
+from . import main
+
+raise SystemExit(main())

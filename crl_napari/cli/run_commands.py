@@ -1,0 +1,53 @@
+"""The commands on a run folder that are one engine call each: evaluate, score, export, info, and
+import-chexmask beside them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .options import _pixels
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluation_data
+    from ..pipeline import evaluate_run
+
+    data, against = evaluation_data(args.run, args.data, args.split, args.clean_masks, args.masks_are_clean)
+    res = evaluate_run(args.run, data, args.split, masks=against)
+    print(f"Dice on {res['split']} ({res['n']} images) against {against}: {res['dice_mean']:.4f} ± "
+          f"{res['dice_std']:.4f}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from ..pipeline import score_run
+
+    metrics = score_run(args.run)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..export import export
+
+    report = export(args.run, args.to, unreviewed=args.unreviewed, threshold=args.threshold, data_root=args.data_root,
+                    cleanup=not args.no_cleanup)
+    print(report.summary())
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..pipeline import summary
+    from ..rounds import info
+
+    print(json.dumps({**summary(args.run), **info(args.run)}, indent=2))
+    return 0
+
+
+def cmd_import_chexmask(args: argparse.Namespace) -> int:
+    from ..chexmask import write_mask_folder
+
+    n = write_mask_folder(args.table, args.masks, _pixels(args.max_megapixels))
+    print(f"wrote {n} masks to {args.masks}")
+    return 0
