@@ -13,6 +13,7 @@ import pytest
 
 from crl_napari import cascade, cli, runs
 from crl_napari.atomic import atomic_write_png
+from crl_napari.cache import Slots
 from crl_napari.events import CheckpointSaved, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
@@ -69,6 +70,8 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     def spy(source, config, **kw):  # records what training was handed, then trains for real
         every = range(len(source))
         seen.update(source=source, images=source.images(every), masks=source.labels(every), config=config, **kw)
+        mask_file = run / "rounds" / "2" / runs.ROUND_MASKS  # the masks stream from the round's file, not memory
+        seen["mask_file"] = Slots(mask_file, len(source), 32)[list(every)]
         return real(source, config, **kw)
 
     monkeypatch.setattr(cascade, "train_from", spy)
@@ -84,6 +87,8 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     trusted = dict(zip(order, seen["trusted"], strict=True))
     assert {i for i, t in trusted.items() if t} == {accepted, kept, edited}
     masks = dict(zip(order, seen["masks"], strict=True))
+    assert np.array_equal(seen["mask_file"], seen["masks"])
+    assert not (run / "rounds" / "2" / runs.ROUND_MASKS).exists()  # made from decisions.json again when needed
     old = RunFolder(run / "rounds" / "1")
     assert np.array_equal(masks[accepted], iio.imread(corrected_before[accepted]) > 127)  # the one accepted
     assert masks[edited][8:24, 4:14].all() and masks[edited].sum() == 2 * 16 * 10
