@@ -10,6 +10,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from crl_napari import cascade, cli, runs
 from crl_napari.atomic import atomic_write_png
@@ -169,10 +170,17 @@ def test_a_round_killed_before_training_resumes_the_same_round(run):
 
 
 def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
-    """What the release before rounds wrote: no rounds/, no rounds.json, decisions without a round, scores.csv
-    without extra_pieces, no 16-bit probability maps."""
+    """What the releases before rounds wrote: no rounds/, no rounds.json, decisions without a round, settings
+    without workers and sync_batchnorm (config.json and checkpoint), an edit at training size, no cache; and
+    older still: scores.csv without extra_pieces, no 16-bit probability maps."""
     run = tmp_path / "old"
     shutil.copytree(trained, run)
+    config = json.loads((run / "config.json").read_text())
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in ("workers", "sync_batchnorm"):
+        del config["train"][key], ckpt["config"][key]
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(ckpt, run / "checkpoint.pt")  # before scores.csv is rewritten below, so the scores are not stale
     rows = (run / "scores.csv").read_text().splitlines()
     header = rows[0].split(",")
     cut = header.index("extra_pieces")
@@ -184,14 +192,21 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
     ids = [r.id for r in RunFolder(run).score_rows()]
     old = {"version": 1, "run": "old",
            "decisions": {ids[0]: {"status": "accepted", "reviewer": "ana", "time": "t", "edit": None},
-                         ids[1]: {"status": "kept", "reviewer": "ana", "time": "t", "edit": None}},
+                         ids[1]: {"status": "kept", "reviewer": "ana", "time": "t", "edit": None},
+                         ids[2]: {"status": "edited", "reviewer": "ana", "time": "t", "edit": f"edits/{ids[2]}.png"}},
            "log": []}
+    drawn = np.zeros((32, 32), np.uint8)
+    drawn[8:24, 4:14] = 255
+    (run / "edits").mkdir(exist_ok=True)
+    atomic_write_png(run / "edits" / f"{ids[2]}.png", drawn)
     (run / "review.json").write_text(json.dumps(old))
     assert ReviewSession.open(run).decision(ids[0])["round"] == 1
     assert [r["round"] for r in describe(run)] == [1]
     before = _bytes(run)
     events = list(next_round(run, warm_epochs=1))
-    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [2]
+    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [3]
+    assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
+    assert RunFolder(run).train_config.workers == 0 and not RunFolder(run).train_config.sync_batchnorm
     assert _bytes(run / "rounds" / "1") == before
     assert json.loads((run / "review.json").read_text()) == old  # read, never rewritten
     assert ReviewSession.open(run).round == 2
