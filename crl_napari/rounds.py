@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, run_data, runs
+from . import cascade, run_data, runs, scoring
 from .cache import Slots
 from .data import DataError, read_mask, resize_mask
 from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved, trained_models
@@ -203,10 +203,18 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
 
 
 def info(run_dir: Path | str) -> dict:
-    """What `info` says of the rounds: which round's nets scored the review queue (None before scoring; while
-    a round trains, the one before it) and every round (:func:`describe`)."""
+    """What `info` says of the queue and the rounds: which round's nets scored the review queue (None before
+    scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
+    how many images are under it (they come first: scoring.rank), and every round (:func:`describe`)."""
     run_dir = Path(run_dir)
-    return {"queue_scored_by_round": runs.current_round(run_dir) if RunFolder(run_dir).has_scores else None,
+    run = RunFolder(run_dir)
+    queue = None
+    if run.has_scores:
+        suspicion = np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
+        threshold = scoring.recommended_threshold(suspicion)
+        queue = {"recommended_threshold": round(threshold, 4),
+                 "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion)}
+    return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 
 

@@ -22,6 +22,7 @@ from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
 from crl_napari.rounds import RoundStarted, describe, info
 from crl_napari.runs import RunFolder
+from crl_napari.scoring import recommended_threshold
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
         "--quiet"]
@@ -260,6 +261,10 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
         [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
     assert shown["epochs_done"] == 3 and shown["scored"] and not shown["scores_stale"]
     assert shown["queue_scored_by_round"] == 3
+    suspicion = [r.suspicion for r in RunFolder(run).score_rows()]
+    threshold = recommended_threshold(suspicion)
+    assert shown["queue"] == {"recommended_threshold": pytest.approx(threshold, abs=1e-4), "images": 9,
+                              "under_threshold_first": sum(s < threshold for s in suspicion)}
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):
