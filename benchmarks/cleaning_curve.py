@@ -29,7 +29,7 @@ incomplete) and a PNG of the curves are rewritten each time.
 
     python benchmarks/cleaning_curve.py --threads 1            # quick profile, seeds 0 1, 75 % then 50 %
 
-About 490 lines, over the house's 400: the reviewer, the four orders, the bookkeeping and the report of one
+About 510 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
 """
 
@@ -287,8 +287,9 @@ def _at(points: list[dict], n: int) -> dict | None:
 
 def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
-    total = len(plan(seeds))
-    done = sum(bool(c.get("complete")) for c in cells.values())
+    planned = [cell_key(*p) for p in plan(seeds)]
+    total = len(planned)
+    done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
     lines = ["# Cleaning curve (issue 14)", "",
              f"Status: **{status}**. Commands: {'; '.join(f'`{c}`' for c in results['commands'])}. "

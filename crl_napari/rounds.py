@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, run_data, runs
+from . import cascade, run_data, runs, scoring
+from .cache import Slots
 from .data import DataError, read_mask, resize_mask
 from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved, trained_models
 from .review import ReviewError, ReviewSession
@@ -78,23 +79,28 @@ def _decisions_now(run_dir: Path) -> dict[str, str]:
         raise RunError(str(exc)) from None
 
 
-def training_masks(run: RunFolder, decisions: dict[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(masks (N, S, S) uint8, trusted (N,) bool, trained (N,) bool) for the run's training cases in cases.csv
-    order, from the decisions (see the module docstring)."""
+def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Write the masks the round trains on, one case at a time, into ``path`` (uint8 (n trained, S, S), read
+    back slot by slot as training reads the cache: memory holds one mask, not the data set); returns (trusted
+    (N,) bool, trained (N,) bool) for the run's training cases in cases.csv order (see the module docstring)."""
     size = run.config["data"]["size"]
-    masks, trusted, trained = [], [], []
-    for row in run.case_rows():
-        status = decisions.get(row.id, "pending")
-        if status == "accepted":
-            mask = run.corrected(row.id)
-        elif status == "edited":
-            mask = _edit(run, row.id, size)
-        else:
-            mask = run.given(row.id)
-        masks.append(np.asarray(mask) > 0)
-        trusted.append(status in TRUSTED_STATUSES)
-        trained.append(status != "excluded")
-    return np.stack(masks).astype(np.uint8), np.array(trusted), np.array(trained)
+    rows = run.case_rows()
+    statuses = [decisions.get(r.id, "pending") for r in rows]
+    trained = np.array([s != "excluded" for s in statuses], dtype=bool)
+    masks = Slots(path, int(trained.sum()), size, writable=True)
+    try:
+        for slot, (row, status) in enumerate((r, s) for r, s in zip(rows, statuses, strict=True) if s != "excluded"):
+            if status == "accepted":
+                mask = run.corrected(row.id)
+            elif status == "edited":
+                mask = _edit(run, row.id, size)
+            else:
+                mask = run.given(row.id)
+            masks[slot] = np.asarray(mask) > 0
+        masks.flush()
+    finally:
+        masks.close()
+    return np.array([s in TRUSTED_STATUSES for s in statuses]), trained
 
 
 def _edit(run: RunFolder, image_id: str, size: int) -> np.ndarray:
@@ -167,11 +173,13 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     plan = runs.open_for_resume(folder)  # the round's own folder: its checkpoint, if any, and history
     run = RunFolder(run_dir)
     decisions = runs.read_round_decisions(folder)
-    masks, trusted, trained = training_masks(run, decisions)
-    rows = run.case_rows()
-    # streamed from the run's cache when it is whole, else read as before (run folders made before the cache)
-    source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t],
-                                      run.config["data"]["size"], masks[trained])
+    mask_file = runs.inside(folder, runs.ROUND_MASKS)
+    trusted, trained = write_training_masks(run, decisions, mask_file)  # again on a resume: decisions.json decides
+    rows, size = run.case_rows(), run.config["data"]["size"]
+    # the images streamed from the run's cache when it is whole, else read as before (run folders made before the
+    # cache); the masks streamed from the round's own file
+    source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t], size,
+                                      Slots(mask_file, int(trained.sum()), size))
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
                        this.from_scratch)
     warm_from = None
@@ -183,6 +191,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     models = yield from trained_models(record_history(events, plan.run, [h.as_dict() for h in plan.history]))
     if models is None:
         return
+    mask_file.unlink(missing_ok=True)  # decisions.json makes it again: a finished round keeps no copy of its masks
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
@@ -194,10 +203,18 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
 
 
 def info(run_dir: Path | str) -> dict:
-    """What `info` says of the rounds: which round's nets scored the review queue (None before scoring; while
-    a round trains, the one before it) and every round (:func:`describe`)."""
+    """What `info` says of the queue and the rounds: which round's nets scored the review queue (None before
+    scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
+    how many images are under it (they come first: scoring.rank), and every round (:func:`describe`)."""
     run_dir = Path(run_dir)
-    return {"queue_scored_by_round": runs.current_round(run_dir) if RunFolder(run_dir).has_scores else None,
+    run = RunFolder(run_dir)
+    queue = None
+    if run.has_scores:
+        suspicion = np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
+        threshold = scoring.recommended_threshold(suspicion)
+        queue = {"recommended_threshold": round(threshold, 4),
+                 "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion)}
+    return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 
 

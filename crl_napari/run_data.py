@@ -125,14 +125,15 @@ def image_reader(run: RunFolder, rows: list, size: int) -> Callable[[int], np.nd
     return lambda i: input_image(run, rows[i], size)
 
 
-def training_source(run: RunFolder, rows: list, size: int, masks: np.ndarray) -> Source:
+def training_source(run: RunFolder, rows: list, size: int, masks: np.ndarray | _cache.Slots) -> Source:
     """What a trained run's cases ``rows`` train on again (a review round), with ``masks`` (n, size, size)
-    uint8: streamed from the run's cache when it is whole, else read into memory as :func:`input_image` finds
-    them (run folders made before the cache)."""
+    uint8 (an array, or Slots in a file): streamed from the run's cache when it is whole, else read into memory
+    as :func:`input_image` finds them (run folders made before the cache)."""
     found = cached_slots(run, rows, size)
     if found is not None:
         cache, slots = found
-        return CacheSource(cache.folder, len(cache), size, slots, masks)
+        return CacheSource(cache.folder, len(cache), size, slots,
+                           masks.path if isinstance(masks, _cache.Slots) else masks)
     return ArraySource(np.stack([input_image(run, r, size) for r in rows]).astype(np.float32)[:, None], masks)
 
 

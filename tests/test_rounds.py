@@ -10,9 +10,11 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from crl_napari import cascade, cli, runs
 from crl_napari.atomic import atomic_write_png
+from crl_napari.cache import Slots
 from crl_napari.events import CheckpointSaved, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
@@ -20,6 +22,7 @@ from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
 from crl_napari.rounds import RoundStarted, describe, info
 from crl_napari.runs import RunFolder
+from crl_napari.scoring import recommended_threshold
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
         "--quiet"]
@@ -69,6 +72,8 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     def spy(source, config, **kw):  # records what training was handed, then trains for real
         every = range(len(source))
         seen.update(source=source, images=source.images(every), masks=source.labels(every), config=config, **kw)
+        mask_file = run / "rounds" / "2" / runs.ROUND_MASKS  # the masks stream from the round's file, not memory
+        seen["mask_file"] = Slots(mask_file, len(source), 32)[list(every)]
         return real(source, config, **kw)
 
     monkeypatch.setattr(cascade, "train_from", spy)
@@ -84,6 +89,8 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     trusted = dict(zip(order, seen["trusted"], strict=True))
     assert {i for i, t in trusted.items() if t} == {accepted, kept, edited}
     masks = dict(zip(order, seen["masks"], strict=True))
+    assert np.array_equal(seen["mask_file"], seen["masks"])
+    assert not (run / "rounds" / "2" / runs.ROUND_MASKS).exists()  # made from decisions.json again when needed
     old = RunFolder(run / "rounds" / "1")
     assert np.array_equal(masks[accepted], iio.imread(corrected_before[accepted]) > 127)  # the one accepted
     assert masks[edited][8:24, 4:14].all() and masks[edited].sum() == 2 * 16 * 10
@@ -164,10 +171,17 @@ def test_a_round_killed_before_training_resumes_the_same_round(run):
 
 
 def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
-    """What the release before rounds wrote: no rounds/, no rounds.json, decisions without a round, scores.csv
-    without extra_pieces, no 16-bit probability maps."""
+    """What the releases before rounds wrote: no rounds/, no rounds.json, decisions without a round, settings
+    without workers and sync_batchnorm (config.json and checkpoint), an edit at training size, no cache; and
+    older still: scores.csv without extra_pieces, no 16-bit probability maps."""
     run = tmp_path / "old"
     shutil.copytree(trained, run)
+    config = json.loads((run / "config.json").read_text())
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    for key in ("workers", "sync_batchnorm"):
+        del config["train"][key], ckpt["config"][key]
+    (run / "config.json").write_text(json.dumps(config, indent=2))
+    torch.save(ckpt, run / "checkpoint.pt")  # before scores.csv is rewritten below, so the scores are not stale
     rows = (run / "scores.csv").read_text().splitlines()
     header = rows[0].split(",")
     cut = header.index("extra_pieces")
@@ -179,14 +193,21 @@ def test_a_run_folder_of_the_previous_release_is_round_1(trained, tmp_path):
     ids = [r.id for r in RunFolder(run).score_rows()]
     old = {"version": 1, "run": "old",
            "decisions": {ids[0]: {"status": "accepted", "reviewer": "ana", "time": "t", "edit": None},
-                         ids[1]: {"status": "kept", "reviewer": "ana", "time": "t", "edit": None}},
+                         ids[1]: {"status": "kept", "reviewer": "ana", "time": "t", "edit": None},
+                         ids[2]: {"status": "edited", "reviewer": "ana", "time": "t", "edit": f"edits/{ids[2]}.png"}},
            "log": []}
+    drawn = np.zeros((32, 32), np.uint8)
+    drawn[8:24, 4:14] = 255
+    (run / "edits").mkdir(exist_ok=True)
+    atomic_write_png(run / "edits" / f"{ids[2]}.png", drawn)
     (run / "review.json").write_text(json.dumps(old))
     assert ReviewSession.open(run).decision(ids[0])["round"] == 1
     assert [r["round"] for r in describe(run)] == [1]
     before = _bytes(run)
     events = list(next_round(run, warm_epochs=1))
-    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [2]
+    assert [e.trusted for e in events if isinstance(e, RoundStarted)] == [3]
+    assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
+    assert RunFolder(run).train_config.workers == 0 and not RunFolder(run).train_config.sync_batchnorm
     assert _bytes(run / "rounds" / "1") == before
     assert json.loads((run / "review.json").read_text()) == old  # read, never rewritten
     assert ReviewSession.open(run).round == 2
@@ -240,6 +261,10 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
         [(1, 3, None, False), (2, 1, 1, False), (3, 3, None, True)]
     assert shown["epochs_done"] == 3 and shown["scored"] and not shown["scores_stale"]
     assert shown["queue_scored_by_round"] == 3
+    suspicion = [r.suspicion for r in RunFolder(run).score_rows()]
+    threshold = recommended_threshold(suspicion)
+    assert shown["queue"] == {"recommended_threshold": pytest.approx(threshold, abs=1e-4), "images": 9,
+                              "under_threshold_first": sum(s < threshold for s in suspicion)}
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):

@@ -25,6 +25,7 @@ __all__ = [
     "ROUNDS_DIR",
     "ROUND_DECISIONS",
     "ROUND_FILES",
+    "ROUND_MASKS",
     "CACHE",
     "CACHE_INDEX",
     "CACHE_IMAGES",
@@ -64,6 +65,7 @@ ROUNDS = "rounds.json"  # review rounds: the current round, when each started, f
 ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the current round also at the top)
 ROUND_DECISIONS = "decisions.json"  # in rounds/<n>/: the decisions round n trained with ({id: status})
 ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, EVALUATION)  # what a round keeps of its own
+ROUND_MASKS = "masks.u8"  # in rounds/<n>/ while round n trains: uint8 (N_trained, size, size), the masks it sees
 #: scoring under torchrun: each rank's part (a temporary file rank 0 merges into scores.csv and corrected/, then
 #: removes), by rank and world size; SCORE_PARTS matches every one of them
 SCORE_PART = ".score-part-{rank}-of-{world}.npz"
