@@ -113,6 +113,12 @@ class LayerPresenter:
         self._maps_timer.setSingleShot(True)
         self._maps_timer.setInterval(MAPS_DELAY_MS)
         self._maps_timer.timeout.connect(self._make_maps)
+        # the delay counts from the event loop's next turn (with the first paint), not from show(): an opening that
+        # takes longer than the delay would otherwise make the maps in the same turn as the first paint
+        self._maps_kick = QTimer(parent)
+        self._maps_kick.setSingleShot(True)
+        self._maps_kick.setInterval(0)
+        self._maps_kick.timeout.connect(self._maps_timer.start)
 
     def open(self, run: RunFolder, ids: list[str]) -> None:
         """A new run: read its cases ahead, worst first."""
@@ -124,6 +130,7 @@ class LayerPresenter:
         self._timer.stop()
         self._poll.stop()
         self._maps_timer.stop()
+        self._maps_kick.stop()
         self.standin = None
         self._maps_for = None
         if self._cases is not None:
@@ -173,7 +180,7 @@ class LayerPresenter:
         if all(self._existing(role) is not None for role in _MAPS):
             self._make_maps()
         else:  # made once the image is on screen (or when asked for), not in its first paint
-            self._maps_timer.start()
+            self._maps_kick.start()
         for role, mask in (("original", given), ("corrected", corrected)):
             mask = mask.astype(np.uint8, copy=False)
             self.set_layer(role, "labels", mask, opacity=1.0, grid=display_grid(mask.shape, grid),
