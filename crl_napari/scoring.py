@@ -155,8 +155,9 @@ def recommended_threshold(suspicion: np.ndarray, floor: float = 0.05, bins: int 
     maximises the variance between the groups from the scores alone, never seeing a true mask, so a user can
     apply it to their own data. On Shenzhen (quick profile, seeds 0 and 1) the log-scale cut gave an exported
     set of mean Dice 0.970 / 0.973 at 50 % noise and 0.934 / 0.936 at 75 % with nobody reviewing, against
-    0.958 / 0.968 and 0.910 / 0.896 for the cut on the plain scale, which fell among damaged masks whose
-    corrections were better in 97 % of cases (benchmarks/results/threshold_rules.md). The ``floor`` keeps a
+    0.958 / 0.968 and 0.910 / 0.896 for the cut on the plain scale, under which the correction still beat the
+    given mask for 54-61 % of the images at 75 % (28-32 % under the log-scale cut;
+    benchmarks/results/threshold_rules.md). The ``floor`` keeps a
     near-clean set from having its masks replaced by changes within the nets' own boundary disagreement (under
     5 % of a mask). NaN scores are ignored; with fewer than two distinct scores the floor is returned.
     """
