@@ -50,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import runs
 from .atomic import fsync_dir, pid_alive
 from .export_files import MANIFEST_FIELDS, MAX_WORKERS, ExportError, ExportProgress, default_workers, upsample_nearest
@@ -57,6 +59,7 @@ from .export_files import build as _build
 from .export_plan import open_run as _open_run
 from .export_plan import plan as _plan
 from .review import ReviewError, ReviewSession
+from .scoring import recommended_threshold
 
 __all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportProgress", "ExportReport", "export",
            "upsample_nearest"]
@@ -75,6 +78,7 @@ class ExportReport:
     counts: dict[str, int] = field(default_factory=dict)  # mask_source -> n (every source, zeros included)
     excluded: int = 0  # images the reviewer excluded: in the manifest only
     extra_pieces: int = 0  # exported corrections with more than two pieces (two lungs): worth a look
+    threshold: float | None = None  # the suspicion above which unreviewed corrections were accepted
 
     @property
     def manifest(self) -> Path:
@@ -85,7 +89,9 @@ class ExportReport:
         parts = ", ".join(f"{k}: {v}" for k, v in self.counts.items())
         left_out = f"; {self.excluded} excluded" if self.excluded else ""
         pieces = f"; {self.extra_pieces} correction(s) with more than two pieces" if self.extra_pieces else ""
-        return f"exported {self.n_images} images to {self.dest} ({parts}{left_out}{pieces})"
+        t = self.threshold
+        above = "" if t is None else f"; unreviewed corrections accepted at suspicion >= {t:.3f}"
+        return f"exported {self.n_images} images to {self.dest} ({parts}{left_out}{pieces}{above})"
 
 
 # ------------------------------------------------------------------------------------------ the safety
@@ -128,7 +134,8 @@ def export(
     on by default: it removed every such island at no cost in Dice in benchmarks/results/native_res.md).
 
     ``unreviewed`` decides pending images: "keep" (original mask) or "accept_above" (corrected mask when
-    suspicion >= ``threshold``). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
+    suspicion >= ``threshold``; None: the run's recommended one, scoring.recommended_threshold, as the Review
+    widget's default). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
     longer where cases.csv says (the run moved machines); files are then found by name. Raises ExportError
     before writing anything when the export would be unsafe or the run is incomplete.
 
@@ -141,9 +148,9 @@ def export(
     if unreviewed not in _POLICIES:
         raise ExportError(f"unreviewed must be one of {', '.join(_POLICIES)}, got {unreviewed!r}")
     if unreviewed == "accept_above":
-        if threshold is None or not math.isfinite(float(threshold)):
+        if threshold is not None and not math.isfinite(float(threshold)):
             raise ExportError("unreviewed='accept_above' needs a finite threshold on the suspicion score")
-        threshold = float(threshold)
+        threshold = None if threshold is None else float(threshold)
     elif threshold is not None:
         raise ExportError("threshold only applies with unreviewed='accept_above'")
     if workers is not None and (type(workers) is not int or not 1 <= workers <= MAX_WORKERS):
@@ -160,6 +167,9 @@ def export(
         session = ReviewSession.open(run_dir, reviewer="export")
     except ReviewError as exc:
         raise ExportError(str(exc)) from exc
+    if unreviewed == "accept_above" and threshold is None:
+        suspicion = [np.nan if r["suspicion"] is None else r["suspicion"] for r in session.rows]
+        threshold = recommended_threshold(np.array(suspicion, dtype=np.float64))
     by_id = {c["id"]: c for c in cases}
     unknown = [i for i in session.ids if i not in by_id]
     if unknown:
@@ -213,7 +223,7 @@ def export(
             counts[it.mask_source] += 1
     excluded = sum(it.status == "excluded" for it in items)
     return ExportReport(dest=dest, n_images=len(items) - excluded, counts=counts, excluded=excluded,
-                        extra_pieces=extra)
+                        extra_pieces=extra, threshold=threshold)
 
 
 def _remove_stale_partials(dest: Path) -> None:

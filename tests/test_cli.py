@@ -144,7 +144,10 @@ def test_demo_reports_what_it_measured_and_what_it_assumed(tmp_path, capsys):
     assert against.startswith("the clean masks in ") and Path(against.split(" in ", 1)[1]).resolve() == \
         (data / "clean_masks").resolve()
     assert f"held-out phantoms, against {against}" in text
-    assert "with no review, corrections accepted where suspicion >= 0.1" in text
+    from crl_napari.scoring import recommended_threshold  # the demo's default, as the Review widget's
+
+    t = recommended_threshold(np.array([r.suspicion for r in RunFolder(out / "run").score_rows()]))
+    assert f"with no review, corrections accepted where suspicion >= {t:.3f}" in text
     rows = list(csv.DictReader(open(out / "cleaned" / "manifest.csv")))
     accepted = [r["id"] for r in rows if r["mask_source"] == "corrected_by_policy"]
     bad = len(set(accepted) & _corrupted(data))

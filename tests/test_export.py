@@ -125,9 +125,22 @@ def test_accept_above_policy(rf, tmp_path):
     assert report.counts == {"original": 5, "corrected": 1, "edited": 1, "corrected_by_policy": 1}
 
 
+def test_accept_above_without_a_threshold_takes_the_runs_recommended_one(rf, tmp_path):
+    """The CLI's and demo's default, as the Review widget's: scoring.recommended_threshold of the run's scores."""
+    from crl_napari.scoring import recommended_threshold
+
+    suspicion = {r.id: r.suspicion for r in RunFolder(rf.run).score_rows()}
+    t = recommended_threshold(np.array(list(suspicion.values())))
+    report = export(rf.run, tmp_path / "clean", unreviewed="accept_above")
+    assert report.threshold == t and f"suspicion >= {t:.3f}" in report.summary()
+    m = _manifest(tmp_path / "clean")
+    policy = {i for i, row in m.items() if row["mask_source"] == "corrected_by_policy"}
+    assert policy and policy == {i for i, row in m.items() if row["status"] == "pending" and suspicion[i] >= t}
+
+
 def test_policy_arguments_are_checked(rf, tmp_path):
-    with pytest.raises(ExportError, match="threshold"):
-        export(rf.run, tmp_path / "a", unreviewed="accept_above")
+    with pytest.raises(ExportError, match="finite threshold"):
+        export(rf.run, tmp_path / "a", unreviewed="accept_above", threshold=float("nan"))
     with pytest.raises(ExportError, match="threshold only applies"):
         export(rf.run, tmp_path / "a", threshold=0.5)
     with pytest.raises(ExportError, match="unreviewed must be one of"):

@@ -40,8 +40,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     metrics, corrupted = _demo_flagging(run_dir, data)
     test, against = evaluation_data(run_dir, data, "test", clean_masks=data / "clean_masks")
     ev = evaluate_run(run_dir, test, "test", masks=against)
-    fig = summary_figure(run_dir, corrupted=corrupted, threshold=args.threshold)
     rep = export(run_dir, out / "cleaned", unreviewed="accept_above", threshold=args.threshold)
+    fig = summary_figure(run_dir, corrupted=corrupted, threshold=rep.threshold)
     print(f"\ntest Dice: {ev['dice_mean']:.4f} on the {ev['n']} held-out phantoms, against {against}")
     if metrics:
         print(f"flagging AUROC: {metrics['flag_auroc']:.3f} (suspicion ranking the {metrics['n_corrupted']} "
@@ -51,7 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{metrics['corrected_dice_clean']:.3f} on the others "
               f"(their given masks: {metrics['given_dice_clean']:.3f})")
     print(f"run folder:     {run_dir}\nsummary figure: {fig}")
-    print(f"cleaned export: {rep.dest}: with no review, corrections accepted where suspicion >= {args.threshold}, "
+    print(f"cleaned export: {rep.dest}: with no review, corrections accepted where suspicion >= {rep.threshold:.3f}, "
           f"original masks elsewhere: {rep.counts}" + _accepted_breakdown(rep.dest, corrupted))
     print("a real data set is reviewed in napari before export (README: Using the plugin)")
     return 0

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--to", type=Path, required=True, help="a new folder outside the data and the run folder")
     x.add_argument("--unreviewed", choices=("keep", "accept_above"), default="keep",
                    help="masks nobody reviewed: keep the original, or accept the correction above --threshold")
-    x.add_argument("--threshold", type=float, default=None)
+    x.add_argument("--threshold", type=float, default=None,
+                   help="with --unreviewed accept_above (default: the run's recommended threshold, as in Review)")
     x.add_argument("--data-root", type=Path, default=None, help="where the original data is now, if it moved")
     x.add_argument("--no-cleanup", action="store_true",
                    help="export corrections as resampled, without removing islands below 1 %% of the mask or "
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("demo-run"))
     d.add_argument("--epochs", type=int, default=15)
     d.add_argument("--size", type=int, default=128)
-    d.add_argument("--threshold", type=float, default=0.1, help="accept corrections at or above this suspicion")
+    d.add_argument("--threshold", type=float, default=None,
+                   help="accept corrections at or above this suspicion (default: the run's recommended threshold)")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
