@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     path = args.results / f"{args.name}.json"
     doc = load(path)
-    command = "python benchmarks/scale.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/scale.py " + shlex.join(a for a in given if a != "--summary-only")  # to resume
     wanted = [(s, n, k) for s in args.sizes for n in sorted(args.n) for k in KINDS if k in args.kinds]
     doc["missing"] = [cell_key(*w) for w in wanted if cell_key(*w) not in doc["cells"]]
     doc.update(command=command, machine=_machine(), steps=args.steps)
