@@ -83,7 +83,7 @@ from .review_file import read as read_review_file
 from .review_log import ChangeLog, now
 
 
-def _default_reviewer() -> str:
+def default_reviewer() -> str:
     try:
         name = getpass.getuser()
     except Exception:  # no USER/LOGNAME and no passwd entry (containers): KeyError, OSError, ImportError
@@ -171,7 +171,7 @@ class ReviewSession(ChangeLog):
                     ) from exc
                 cls._set_aside(path)
                 decisions, log, comments, set_aside = {}, [], {}, True
-        name = reviewer if reviewer is not None else _default_reviewer()
+        name = reviewer if reviewer is not None else default_reviewer()
         session = cls(run_dir, rows, decisions, log, name, comments, _current_round(run_dir))
         if set_aside:
             session._save()  # the fresh start is explicit on disk

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..review import _default_reviewer as default_reviewer
+from ..review import default_reviewer
 from .review_layers import COLORS
 from .review_settings import ReviewSettings
 from .review_table import CLEAN_COLOR

@@ -86,6 +86,15 @@ def _outline_kwargs(mask: np.ndarray) -> dict:
     return {"contour": 0 if coded else contour_width(mask.shape), "coded": coded}
 
 
+def _timer(parent, interval_ms: int, slot, single_shot: bool = True) -> QTimer:
+    """A QTimer owned by ``parent`` that calls ``slot``."""
+    timer = QTimer(parent)
+    timer.setSingleShot(single_shot)
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(slot)
+    return timer
+
+
 class LayerPresenter:
     """Creates and updates the review layers of one viewer; ``parent`` owns the thumbnail timer."""
 
@@ -101,24 +110,13 @@ class LayerPresenter:
         self._grid: tuple[int, int] | None = None  # the original (H, W) the view was fitted to
         self._coded: dict[str, bool] = {}  # role -> its outline is coded in its data (case_cache.outlined)
         self.stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
-        self._timer = QTimer(parent)
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(THUMBNAIL_DELAY_MS)
-        self._timer.timeout.connect(self._update_thumbnails)
-        self._poll = QTimer(parent)
-        self._poll.setInterval(NATIVE_POLL_MS)
-        self._poll.timeout.connect(self._check_native)
+        self._timer = _timer(parent, THUMBNAIL_DELAY_MS, self._update_thumbnails)
+        self._poll = _timer(parent, NATIVE_POLL_MS, self._check_native, single_shot=False)
         self._maps_for: tuple[str, tuple[int, int]] | None = None  # (image, original grid) the maps are to show
-        self._maps_timer = QTimer(parent)
-        self._maps_timer.setSingleShot(True)
-        self._maps_timer.setInterval(MAPS_DELAY_MS)
-        self._maps_timer.timeout.connect(self._make_maps)
+        self._maps_timer = _timer(parent, MAPS_DELAY_MS, self._make_maps)
         # the delay counts from the event loop's next turn (with the first paint), not from show(): an opening that
         # takes longer than the delay would otherwise make the maps in the same turn as the first paint
-        self._maps_kick = QTimer(parent)
-        self._maps_kick.setSingleShot(True)
-        self._maps_kick.setInterval(0)
-        self._maps_kick.timeout.connect(self._maps_timer.start)
+        self._maps_kick = _timer(parent, 0, self._maps_timer.start)
 
     def open(self, run: RunFolder, ids: list[str]) -> None:
         """A new run: read its cases ahead, worst first."""

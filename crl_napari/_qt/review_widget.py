@@ -19,8 +19,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
-from ..review import ReviewSession
-from ..review import _default_reviewer as default_reviewer
+from ..review import ReviewSession, default_reviewer
 from ..review_model import ReviewModel
 from ..runs import RunError, RunFolder
 from ._common import report_error, run_link, scroll_area
