@@ -255,7 +255,10 @@ def rescore(run_dir: Path, train: dict, test: dict) -> dict:
     if m is None:
         raise SystemExit(f"{run_dir}: not a table1.py cell folder (…noise=NNpct_seed=N)")
     ratio, seed = int(m.group(1)) / 100, int(m.group(2))
+    epoch = read_checkpoint(run_dir / cascade.CHECKPOINT)["epoch"]
     models, cfg = cascade.load_models(run_dir, "cpu")
+    if epoch != cfg.epochs - 1:
+        raise SystemExit(f"{run_dir}: trained {epoch + 1} of {cfg.epochs} epochs so far; re-score it when finished")
     given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
     corrupted = np.array([r.corrupted for r in records])
     out = {"noise": ratio, "seed": seed, "strategy": cfg.strategy, "k": cfg.k, "epochs": cfg.epochs}
