@@ -277,8 +277,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device, run
             if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
                 average.load_into(models)
         if run_dir is not None and distributed.is_writer():
-            path = save_checkpoint(run_dir, models, optims, config, epoch,
-                                   average.state() if config.average_last else None)
+            extra = {"average": average.state()} if config.average_last else {}  # the call as it was without
+            path = save_checkpoint(run_dir, models, optims, config, epoch, **extra)
             yield CheckpointSaved(path, epoch)
     for m in models:
         m.eval()
