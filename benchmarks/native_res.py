@@ -15,6 +15,9 @@ training as "crl", test-time flips (TrainConfig.tta), the weights averaged over 
 engine's own average) and both; and "crl+balance", trained with the area-balanced selection
 (TrainConfig.balance_area). Each is measured as the paper's variant is: corrected Dice at 64 and 256 px, test Dice.
 
+About 560 lines, over the house's 400: a benchmark script keeps its cells, their measures and the tables that
+quote them in one file, so a change to a measure and its column cannot drift apart.
+
 Resumable cell by cell: the JSON (and markdown) is rewritten after each cell, finished cells are skipped, and a
 cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/native_res/.
 
