@@ -90,6 +90,20 @@ def test_export_through_the_cli(trained, tmp_path):
     assert np.array_equal(exported > 127, up)
 
 
+def test_export_workers_from_the_cli_write_the_same_files_and_a_bad_count_is_one_line(trained, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli.main(["export", str(trained), "--to", str(one), "--workers", "1"]) == 0
+    assert cli.main(["export", str(trained), "--to", str(two), "--workers", "2"]) == 0
+    assert "exported" in capsys.readouterr().out
+    files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
+    assert files and files == sorted(p.relative_to(two) for p in two.rglob("*.png"))
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+    assert cli.main(["export", str(trained), "--to", str(tmp_path / "three"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: workers must be" in err[0] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "three").exists()
+
+
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert cli.main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), *TINY]) == 2
     err = capsys.readouterr().err

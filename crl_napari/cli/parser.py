@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no-cleanup", action="store_true",
                    help="export corrections as resampled, without removing islands below 1 %% of the mask or "
                    "filling holes")
+    x.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads writing the files (default: one per core, at most 4; 1: one thread)")
     x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", allow_abbrev=False, help="describe a run folder")

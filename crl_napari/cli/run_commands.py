@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .options import _pixels
 
@@ -32,7 +33,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..export import export
 
     report = export(args.run, args.to, unreviewed=args.unreviewed, threshold=args.threshold, data_root=args.data_root,
-                    cleanup=not args.no_cleanup)
+                    cleanup=not args.no_cleanup, workers=args.workers,
+                    progress=lambda p: print(p.text(), end="\r", file=sys.stderr, flush=True))
+    print(file=sys.stderr)
     print(report.summary())
     return 0
 
