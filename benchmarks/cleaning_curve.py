@@ -298,6 +298,7 @@ def summarise(results: dict, seeds: list[int]) -> str:
              "", "Exported-set mean Dice vs truth over all training cases, unreviewed images under the recommended "
              "policy / kept; [fraction with Dice >= 0.95 under the recommended policy]; redraws so far. "
              "Mean over the seeds that finished (n).", ""]
+    lines += [f"Note: {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
     for ratio in NOISE:
         mine = [c for c in cells.values() if c["noise"] == ratio and c.get("points")]
         if not mine:
