@@ -203,7 +203,7 @@ class ReviewSession(ChangeLog):
 
     @property
     def ids(self) -> list[str]:
-        """Image ids in rank order (most suspicious first)."""
+        """Image ids in the review queue's order (scores.csv rank: scoring.rank)."""
         return list(self._ids)
 
     @property

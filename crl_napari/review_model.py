@@ -65,7 +65,7 @@ class ReviewModel:
     # ---------------------------------------------------------------------------------------- reading
     @property
     def ids(self) -> list[str]:
-        """Every image id, worst first (the session's rank order)."""
+        """Every image id, in the queue's order (the session's rank: scoring.rank)."""
         return list(self._ids)
 
     @property
@@ -95,7 +95,7 @@ class ReviewModel:
         return image_id == self.current or self.passes_filter(image_id)
 
     def visible_ids(self) -> list[str]:
-        """The ids the table lists, worst first (one pass; all of them when no filter is set)."""
+        """The ids the table lists, in the queue's order (one pass; all of them when no filter is set)."""
         if not self.pending_only and self.min_score <= 0:
             return list(self._ids)
         cut, status, score = self.min_score - _EPS, self.session.status, self._score
@@ -190,7 +190,7 @@ class ReviewModel:
         return stored
 
     def batch_candidates(self, min_score: float) -> list[str]:
-        """Pending images with a suspicion score >= ``min_score``, worst first: what the batch would accept."""
+        """Pending images with a suspicion score >= ``min_score``, in the queue's order: what the batch would accept."""
         return [i for i in self._ids if self._score[i] >= min_score - _EPS and self.session.status(i) == "pending"]
 
     def accept_batch(self, image_ids: list[str]) -> list[str]:

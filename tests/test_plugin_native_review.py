@@ -79,13 +79,18 @@ def _world_box(layer) -> np.ndarray:
     return np.array([layer.data_to_world((-0.5, -0.5)), layer.data_to_world((h - 0.5, w - 0.5))])
 
 
-def test_every_review_layer_lies_on_the_original_pixel_grid(make_napari_viewer, native_run):
+def _open_in_a_busy_viewer(make_napari_viewer, native_run):
+    """The run opened in Review in a viewer that already holds someone's image and labels: (viewer, widget, run,
+    the image shown)."""
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((50, 70)), name="someone's image")
     viewer.add_labels(np.zeros((50, 70), np.uint8), name="someone's labels")
     widget = _open(viewer, native_run)
-    run = RunFolder(native_run)
-    image_id = widget.current_id
+    return viewer, widget, RunFolder(native_run), widget.current_id
+
+
+def test_every_review_layer_lies_on_the_original_pixel_grid(make_napari_viewer, native_run):
+    viewer, widget, run, image_id = _open_in_a_busy_viewer(make_napari_viewer, native_run)
     image, mask = _originals(run, image_id)
     assert image.shape[:2] == (H, W)
 
@@ -362,12 +367,7 @@ def test_a_large_radiograph_shows_its_training_size_copy_first_and_is_edited_onl
 
     monkeypatch.setattr(case_cache, "LARGE_PX", 256)
     case_process.stop_helper()  # a cold helper (its start takes seconds): the first image is not read yet
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((50, 70)), name="someone's image")
-    viewer.add_labels(np.zeros((50, 70), np.uint8), name="someone's labels")
-    widget = _open(viewer, native_run)
-    run = RunFolder(native_run)
-    image_id = widget.current_id
+    viewer, widget, run, image_id = _open_in_a_busy_viewer(make_napari_viewer, native_run)
     for role in ("image", "original", "corrected"):  # the stand-in: training size, on the original grid
         layer = widget.layer(role)
         assert layer.data.shape == (SIZE, SIZE), role

@@ -3,7 +3,7 @@
 * :mod:`.train_widget` - Train: data (folder or layers), strategy and hyperparameters, Start / Stop / Resume,
   a progress bar and a loss plot; training runs in a napari thread worker over ``pipeline.train_run``. It
   composes train_form (the settings), train_progress (bar, pace, plot) and train_worker (the job, stop, resume).
-* :mod:`.review_widget` - Review masks: worst first, original and corrected mask over the image, one key per
+* :mod:`.review_widget` - Review masks: the queue (scoring.rank), original and corrected masks on the image, one key per
   decision (A accept, K keep, Q flag, Shift-X exclude, D edit, S save edit, N / Shift-N next / previous, U undo);
   it presents ``review_model.ReviewModel`` through review_table, review_layers, edit_controller, review_keys,
   review_actions and review_controls; every decision is saved at once by ``review.ReviewSession``.

@@ -119,7 +119,7 @@ class LayerPresenter:
         self._maps_kick = _timer(parent, 0, self._maps_timer.start)
 
     def open(self, run: RunFolder, ids: list[str]) -> None:
-        """A new run: read its cases ahead, worst first."""
+        """A new run: read its cases ahead, in the queue's order."""
         self.close()
         self._reader = NativeCases(run)
         self.run, self._cases, self._grid = run, CaseCache(run, ids, reader=self._reader), None

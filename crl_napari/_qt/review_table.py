@@ -1,4 +1,4 @@
-"""The review table: a Qt table model over the review model's listed rows (worst first), shown in a QTableView.
+"""The review table: a Qt table model over the review model's listed rows (in the queue's order), shown in a QTableView.
 Nothing is built per row: cells are formatted as they are painted."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _DECO = Qt.ItemDataRole.DecorationRole
 
 
 class ReviewTableModel(QAbstractTableModel):
-    """One row per listed image (the review model's visible ids, worst first). Cells are formatted when Qt paints
+    """One row per listed image (the review model's visible ids, queue order). Cells are formatted when Qt paints
     them and the filter is applied in one pass over the ids (no per-row call from Qt into Python), so a run of
     100,000 images opens and filters in a fraction of a second."""
 

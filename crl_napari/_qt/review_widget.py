@@ -45,7 +45,7 @@ def _is_scored(path: str | Path) -> bool:
 
 
 class ReviewWidget(ReviewActions, QWidget):
-    """Review the masks of a scored run, worst first (keys: :data:`.review_keys.KEYS`)."""
+    """Review the masks of a scored run, in the review queue's order (keys: :data:`.review_keys.KEYS`)."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -184,7 +184,7 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
-        self._message(f"Opened {path.name}: {len(session.ids)} images, worst first")
+        self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)")
         if self._said_fallback:  # the originals cannot be read: that line matters more
             self._said_fallback = False
             self._say_originals(model.current)
