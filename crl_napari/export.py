@@ -50,8 +50,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import runs
 from .atomic import fsync_dir, pid_alive
 from .export_files import MANIFEST_FIELDS, MAX_WORKERS, ExportError, ExportProgress, default_workers, upsample_nearest
@@ -168,8 +166,7 @@ def export(
     except ReviewError as exc:
         raise ExportError(str(exc)) from exc
     if unreviewed == "accept_above" and threshold is None:
-        suspicion = [np.nan if r["suspicion"] is None else r["suspicion"] for r in session.rows]
-        threshold = recommended_threshold(np.array(suspicion, dtype=np.float64))
+        threshold = recommended_threshold([r["suspicion"] for r in session.rows])  # as the Review widget's
     by_id = {c["id"]: c for c in cases}
     unknown = [i for i in session.ids if i not in by_id]
     if unknown:
