@@ -16,7 +16,6 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
        corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
        first round's: 2 in the quick profile) with the tool's round settings (rounds.round_config), the rest of
        the queue re-ranked
-    bs as b, but in order s (measured before the tool's queue changed; kept for the record, not planned)
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)
@@ -38,6 +37,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 import platform
 import shlex
 import shutil
@@ -58,8 +58,8 @@ from crl_napari.data import load_dataset  # noqa: E402
 
 ROOT = table1.ROOT
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
-          "s": "suspicion first", "bs": "suspicion first + a round per batch"}
-ROUND_ORDERS = ("b", "bs")  # the orders that train a round after every batch
+          "s": "suspicion first"}
+ROUND_ORDERS = ("b",)  # the orders that train a round after every batch
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 NOISE = (0.75, 0.5)
 BATCH = 20
@@ -162,6 +162,22 @@ class Context:
         return None if not run.get("sec_per_epoch") else run["sec_per_epoch"] * self.prof["epochs"]
 
 
+def quality_bound(ctx: Context, reviewed: int, goal: float = 0.97) -> dict:
+    """An upper bound on the 0.97 target that needs no training: the exported set nobody reviewed (recommended
+    policy) with its ``reviewed`` WORST masks made perfect and the rest as they are, and the mean Dice the rest
+    (mostly the corrections the policy accepts) would need for the set to reach ``goal``."""
+    threshold = scoring.recommended_threshold(ctx.scores.suspicion)
+    taken = ctx.scores.suspicion >= threshold
+    d = dice(np.where(taken[:, None, None], ctx.scores.corrected, ctx.given), ctx.truth)
+    order = np.argsort(d, kind="stable")
+    rest = order[reviewed:]
+    n = len(d)
+    return {"n": n, "reviewed": reviewed, "mean": float(d.mean()), "worst_made_perfect": float(
+        (reviewed + d[rest].sum()) / n), "rest_mean": float(d[rest].mean()), "rest_needed": float(
+        (goal * n - reviewed) / (n - reviewed)), "rest_corrections": int(taken[rest].sum()),
+        "rest_corrections_median": float(np.median(d[rest][taken[rest]])) if taken[rest].any() else None}
+
+
 def _finished(run_dir: Path, epochs: int) -> bool:
     path = run_dir / cascade.CHECKPOINT
     return path.is_file() and int(cascade.read_checkpoint(path)["epoch"]) + 1 >= epochs
@@ -217,9 +233,8 @@ def suspicion_rank(scores: scoring.ImageScores) -> np.ndarray:
     return out
 
 
-def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save, order: str = "b") -> dict:
-    """Order b (or bs): review a batch, train a round on it, re-score and re-rank; saved after every round."""
-    queue_rank = (lambda sc: sc.rank) if order == "b" else suspicion_rank
+def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save) -> dict:
+    """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round."""
     walk = Walk(ctx.given, ctx.truth)
     cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
     prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
@@ -239,7 +254,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        batch = pending[np.argsort(queue_rank(scores)[pending], kind="stable")][: steps[r] - steps[r - 1]]
+        batch = pending[np.argsort(scores.rank[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
         shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
@@ -257,6 +272,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
         pt = walk.point(scores.corrected, scores.suspicion, scoring.recommended_threshold(scores.suspicion),
                         test_dice)
         pt["round_seconds"] = seconds
+        pt["load"] = os.getloadavg()[0]  # the machine's 1-minute load when the round ended: read times with it
         pt["round_fraction_of_first"] = None if first is None else seconds / first
         points.append(pt)
         atomic_write(round_dir / "final.npy", lambda fh: np.save(fh, walk.final))
@@ -274,6 +290,10 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
 
 def cell_key(order: str, ratio: float, seed: int) -> str:
     return f"order={order} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def bound_key(ratio: float, seed: int) -> str:
+    return f"noise={int(round(ratio * 100))}% | seed={seed}"
 
 
 def plan(seeds: list[int], ratios=NOISE, orders=PLAN_ORDERS) -> list[tuple[str, float, int]]:
@@ -387,6 +407,15 @@ def targets(results: dict) -> list[str]:
                 lines.append(f"- {int(ratio * 100)} %, seed {seed}, recommended: the tool's queue (a) vs suspicion "
                              f"first (s), mean over the budgets {ma:.4f} vs {ms:.4f}, a >= s at "
                              f"{sum(ahead)} of {len(ahead)} budgets (not an issue target: why a is the tool's queue)")
+    for key, b in sorted(results.get("bounds", {}).items()):
+        if not key.startswith("noise=75%"):
+            continue
+        lines.append(
+            f"- {key}, bound without training: the exported set starts at {b['mean']:.4f} (recommended policy); "
+            f"if the {b['reviewed']} worst of its {b['n']} masks ({b['reviewed'] / b['n']:.0%}) became perfect and "
+            f"the rest stayed as they are, {b['worst_made_perfect']:.4f}. For 0.97 the other {b['n'] - b['reviewed']} "
+            f"would need a mean of {b['rest_needed']:.4f}; they have {b['rest_mean']:.4f} ({b['rest_corrections']} "
+            f"of them are corrections the policy takes, median Dice {b['rest_corrections_median']:.4f})")
     fr = [(c["seed"], c["noise"], p["round_fraction_of_first"]) for c in cells.values()
           if c["order"] in ROUND_ORDERS
           for p in c.get("points", []) if p.get("round_fraction_of_first")]
@@ -405,7 +434,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue
@@ -436,6 +465,7 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
         mine = {k: c for k, c in results["cells"].items() if k in touched or k not in disk["cells"]}
         results["cells"] = {**disk["cells"], **mine}
         results["runs"] = {**disk.get("runs", {}), **results.get("runs", {})}
+        results["bounds"] = {**disk.get("bounds", {}), **results.get("bounds", {})}
         results["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
         results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(out_json, results)
@@ -457,6 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table1-results", type=Path, nargs="+", default=[],
                     help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
+    ap.add_argument("--bounds-only", action="store_true",
+                    help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
     out_json = args.results / "cleaning_curve.json"
     if args.summary_only:
@@ -484,6 +516,14 @@ def main(argv: list[str] | None = None) -> int:
             if run["method"] in (CRL, VANILLA):
                 results.setdefault("runs", {}).setdefault(key, run)
     steps = budgets(len(train), args.batch)
+    quarter = int(0.25 * len(train))
+    if args.bounds_only:
+        for ratio in [r for r in NOISE if r in args.noise]:
+            for seed in args.seeds:
+                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
+                results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(ctx, quarter)
+        save(results, args.results, args.seeds)
+        return 0
     contexts: dict[tuple[float, int], Context] = {}
     touched: set[str] = set()
     for order, ratio, seed in plan(args.seeds, [r for r in NOISE if r in args.noise], args.orders):
@@ -494,12 +534,13 @@ def main(argv: list[str] | None = None) -> int:
         if (ratio, seed) not in contexts:
             contexts.clear()  # one (seed, noise) in memory at a time
             contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
+            results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(contexts[(ratio, seed)], quarter)
         ctx = contexts[(ratio, seed)]
         touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order in ROUND_ORDERS:
             run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
-                       cell, lambda: save(results, args.results, args.seeds, touched), order)
+                       cell, lambda: save(results, args.results, args.seeds, touched))
         else:
             got = run_static(ctx, order, steps)
             if got is None:
