@@ -7,7 +7,8 @@ function here is a no-op and the engine runs exactly as before. Under torchrun:
 - every rank builds the same nets (same seeds) and wraps each in DistributedDataParallel (:func:`wrap`), which
   all-reduces (averages) the gradients of every backward; SyncBatchNorm is ``TrainConfig.sync_batchnorm``;
 - the loop draws the same seeded order on every rank, cuts it into global batches and each rank keeps its
-  :func:`shard` of a batch; selection ranks within that shard (docs/scaling.md says why);
+  :func:`shard` of a batch; selection ranks within that shard, or with ``TrainConfig.global_selection`` over the
+  whole global batch (:class:`GlobalBatch`; docs/scaling.md compares the two);
 - rank 0 alone writes the run folder; it takes the writer lock, prepares the run and then tells the other ranks
   how to go on, or the error that stopped it (:class:`Lead`, :func:`follow`), so every rank stops with the same
   one-line message;
@@ -103,6 +104,53 @@ def block(n: int, rank: int, world: int) -> np.ndarray:
     return np.array_split(np.arange(n), world)[rank]
 
 
+def global_selection(config: TrainConfig) -> bool:
+    """Whether the steppers select over the whole global batch (:class:`GlobalBatch`): asked for, and more than
+    one process. In one process both settings are the same plain selection."""
+    return config.global_selection and world_size() > 1
+
+
+class GlobalBatch:
+    """The global batch a rank's :func:`shard` belongs to, for a selection over the whole of it.
+
+    Every rank gathers the per-sample values of every shard (``all_gather`` of fixed-size tensors: each shard is
+    padded to the largest, after one gather of the sizes), puts them back in the global batch's own order, so
+    that a selection on them is the very call one process makes on the whole batch, and keeps its own part of
+    the picks (:meth:`mine`). :meth:`weight` scales a rank's mean loss so that DDP's mean over the ranks is the
+    single-process mean over all the picks.
+    """
+
+    def __init__(self, n_local: int, device: torch.device) -> None:
+        self.world, self.rank = world_size(), rank()
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([n_local], dtype=torch.int64, device=device))
+        self.sizes = [int(s.item()) for s in sizes]
+        self.n = sum(self.sizes)
+        # the sizes shard() deals a batch of n in: anything else would put the gathered values out of order
+        assert self.sizes == [len(range(r, self.n, self.world)) for r in range(self.world)], self.sizes
+
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """(S, n_local) -> (S, n): every rank's values of its shard, in the global batch's order."""
+        width = max(self.sizes)
+        padded = values.new_zeros((values.shape[0], width))
+        padded[:, : values.shape[1]] = values
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded.contiguous())
+        whole = values.new_empty((values.shape[0], self.n))
+        for r, part in enumerate(parts):
+            whole[:, r :: self.world] = part[:, : self.sizes[r]]  # shard r holds positions r, r + world, ...
+        return whole
+
+    def mine(self, picks: torch.Tensor) -> torch.Tensor:
+        """Indices into the global batch -> the indices, into this rank's shard, of those in it."""
+        return picks[picks % self.world == self.rank] // self.world
+
+    def weight(self, n_mine: int, n_all: int) -> float:
+        """The factor on this rank's mean loss over ``n_mine`` of ``n_all`` samples that makes DDP's mean of the
+        ranks' gradients the gradient of the mean over all ``n_all``: n_mine / n_all * world."""
+        return n_mine * self.world / n_all
+
+
 def check_shards(n: int, batch_size: int, world: int | None = None) -> None:
     """Refuse, before anything is written, a batch too small to give every rank 2 samples (BatchNorm needs
     two per process; the loop drops a trailing batch that would give a rank fewer)."""
@@ -115,8 +163,13 @@ def check_shards(n: int, batch_size: int, world: int | None = None) -> None:
             + (f" (there are {n} training images)" if n < 2 * world else "") + ", or fewer processes")
 
 
-def check_setup(config: TrainConfig, device: torch.device) -> None:
-    """Settings that cannot work on this device: SyncBatchNorm synchronises CUDA tensors only."""
+def check_setup(config: TrainConfig, device: torch.device | None = None) -> None:
+    """Settings that cannot work on this device (by default the one ``config.device`` picks): SyncBatchNorm
+    synchronises GPU tensors only (torch's SyncBatchNorm raises on CPU ones, gloo or not)."""
+    if device is None:
+        from .device import pick_device
+
+        device = local_device(pick_device(config.device))
     if config.sync_batchnorm and world_size() > 1 and device.type != "cuda":
         raise TrainingError(f"sync_batchnorm needs CUDA devices (this run trains on {device.type}); "
                             "train without --sync-batchnorm")

@@ -110,6 +110,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     elif any(p.name != runs.LOCK for p in out.iterdir()):
         restart = True  # a run that failed or was killed before its first checkpoint: start it over
     config = TrainConfig() if config is None else config
+    distributed.check_setup(config)  # before the cache is built or a run file written
     if isinstance(data, Dataset):
         rd = run_data.from_dataset(data)
     else:  # decoded once into the run's cache (progress yielded), then streamed

@@ -72,6 +72,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads of torch; None -> default_threads()
     workers: int = 0  # DataLoader worker processes reading the batches; 0: in the training process
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over every rank's shard (CUDA only)
+    global_selection: bool = False  # under torchrun: select over the whole global batch, not each rank's shard
     # ours, not the paper's (issue 11 item 4; docs/paper.md): each off by default, the paper's method unchanged.
     # Integers, not bools, so that the command line (--tta 1) and the Train widget (a spin box) take them as they are
     tta: int = 0  # 1: every net's probability is the mean over the image and its horizontal flip
@@ -237,6 +238,9 @@ SETTING_HELP = {
     "flip": "random horizontal flip",
     "sync_batchnorm": "under torchrun (CUDA): BatchNorm statistics over the whole global batch instead of each "
     "process's shard (docs/scaling.md)",
+    "global_selection": "under torchrun: every process selects its samples from the whole global batch (the "
+    "per-sample losses gathered from every process: what one process would pick) instead of from its own shard; "
+    "no effect in one process (docs/scaling.md)",
     "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
     "busy machine)",
     "tta": "ours, not the paper's: 1 = every net's probability (corrected labels, scores, prediction) is the mean "

@@ -121,9 +121,11 @@ def test_a_stopped_run_resumes_under_torchrun(data, tmp_path):
     assert leftovers(out) == []
 
 
-def test_world_size_1_equals_the_plain_path(data, tmp_path):
-    res = torchrun(1, "train", str(data), "--out", "ddp", "--epochs", "2", *TINY, cwd=tmp_path)
+@pytest.mark.parametrize("selection", ["--shard-selection", "--global-selection"])
+def test_world_size_1_equals_the_plain_path(selection, data, tmp_path):
+    res = torchrun(1, "train", str(data), "--out", "ddp", "--epochs", "2", *TINY, selection, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert RunFolder(tmp_path / "ddp").train_config.global_selection is (selection == "--global-selection")
     cfg = TrainConfig(strategy="crl", epochs=2, k=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1)
     for _ in pipeline.train_run(data, tmp_path / "plain", cfg, size=32, simulate_noise=0.5):
         pass
@@ -136,16 +138,23 @@ def test_world_size_1_equals_the_plain_path(data, tmp_path):
     assert losses[0] == losses[1]
 
 
-def test_ddp_gradients_are_the_mean_of_the_shards_gradients(tmp_path):
-    """Every strategy's step (several forwards, no-grad ranking forwards, one backward per net or one for all
-    three) moves each rank's nets by the mean of the steps one process takes on each shard alone."""
+@pytest.fixture(scope="module")
+def one_step(tmp_path_factory):
+    """tests/_ddp_one_step.py run on 2 processes: the helper module and what each rank saved."""
+    out = tmp_path_factory.mktemp("one-step")
     helper = Path(__file__).with_name("_ddp_one_step.py")
-    res = torchrun(2, str(helper), str(tmp_path), cwd=tmp_path, module=False)
+    res = torchrun(2, str(helper), str(out), cwd=out, module=False)
     assert res.returncode == 0, res.stderr[-3000:]
     spec = importlib.util.spec_from_file_location("_ddp_one_step", helper)
     one = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(one)
-    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    return one, [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+
+
+def test_ddp_gradients_are_the_mean_of_the_shards_gradients(one_step):
+    """Every strategy's step (several forwards, no-grad ranking forwards, one backward per net or one for all
+    three) moves each rank's nets by the mean of the steps one process takes on each shard alone."""
+    one, ranks = one_step
     x, y = one.batch()
     for strategy, stage, drop in one.CASES:
         before = [torch.cat([p.detach().flatten() for p in m.parameters()]).numpy()
@@ -159,6 +168,48 @@ def test_ddp_gradients_are_the_mean_of_the_shards_gradients(tmp_path):
             assert not np.allclose(expected, start)  # the step did move the net
 
 
+def test_global_selection_picks_what_one_process_picks_on_the_whole_batch(one_step):
+    """Each rank gathers the losses of every shard of an uneven batch (7 images: shards of 4 and 3) in the batch's
+    order; the union of the ranks' picks is one process's picks, trusted masks and balance_area included."""
+    one, ranks = one_step
+    x, y = one.batch(one.GLOBAL_BATCH)
+    alone = one.picks(x, y, one.TRUSTED, {"balance_area": 1})  # no process group: the whole batch
+    shards = [shard(torch.arange(one.GLOBAL_BATCH), r, 2) for r in range(2)]
+    for r in range(2):
+        np.testing.assert_allclose(ranks[r]["picks_ce"], alone["ce"], atol=1e-6)  # every rank: the whole batch
+    for i in range(3):
+        mine = [shards[r][ranks[r][f"picks_picks{i}"]] for r in range(2)]
+        assert sorted(torch.cat(mine).tolist()) == alone[f"picks{i}"].tolist(), f"net {i}"
+        assert len(alone[f"picks{i}"]) == 2 + round(0.5 * 5)  # the 2 trusted on top of half the rest
+
+
+def test_global_selection_steps_as_one_process_on_the_whole_batch(one_step):
+    """One DDP step of every selecting stepper under global selection equals one process's step on the whole
+    batch: the ranks train on their own picks, weighted by their share of them (here 4 and 3 images, and a
+    coteaching step whose single pick leaves one rank idle). BatchNorm runs in eval mode on both sides, so a
+    sample's loss does not depend on its shard (in training it does: docs/scaling.md). The per-shard
+    selection's step (the mean of each shard's step alone) differs, so the check can fail."""
+    one, ranks = one_step
+    x, y = one.batch(one.GLOBAL_BATCH)
+    shards = [shard(torch.arange(one.GLOBAL_BATCH), r, 2) for r in range(2)]
+    for strategy, stage, drop, settings in one.GLOBAL_CASES:
+        trusted = one.TRUSTED if settings.get("balance_area") else None
+        alone = one.step(strategy, stage, drop, x, y, False, settings, trusted)
+        per_shard = [one.step(strategy, stage, drop, x[sh], y[sh], False, settings,
+                              None if trusted is None else trusted[sh]) for sh in shards]
+        before = [torch.cat([p.detach().flatten() for p in m.parameters()]).numpy()
+                  for m in one.stepper(strategy, False, settings)[0]]
+        differs = []
+        for i, want in enumerate(alone):
+            got = ranks[0][f"global_{one.name(strategy, settings)}_{i}"]
+            assert np.array_equal(got, ranks[1][f"global_{one.name(strategy, settings)}_{i}"]), (strategy, i)
+            np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"{strategy} {settings} net {i}")
+            assert not np.allclose(want, before[i])  # the step did move the net
+            shard_mean = before[i] + np.mean([s[i] - before[i] for s in per_shard], axis=0)
+            differs.append(not np.allclose(got, shard_mean, atol=1e-5))
+        assert any(differs), f"{strategy} {settings}: per-shard selection would have stepped the same"
+
+
 def test_a_shard_too_small_for_batchnorm_is_refused_before_anything_is_written(data, tmp_path):
     res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, "--batch-size", "3", cwd=tmp_path)
     assert res.returncode != 0
@@ -170,6 +221,27 @@ def test_a_shard_too_small_for_batchnorm_is_refused_before_anything_is_written(d
     with pytest.raises(TrainingError, match="gives 1 per process"):
         check_shards(12, 3, world=2)
     check_shards(12, 4, world=2)
+
+
+def test_sync_batchnorm_is_refused_on_cpu_processes_with_one_line(one_step, data, tmp_path):
+    """torch's SyncBatchNorm synchronises GPU tensors only: under gloo its forward on CPU tensors raises. So the
+    setting is refused on CPU processes, every rank with the same line. (If a torch allows it one day, the first
+    assertion fails: lift the refusal in distributed.check_setup then.)"""
+    _, ranks = one_step
+    assert "expected input tensor to be on GPU" in str(ranks[0]["sync_batchnorm_on_cpu"])
+    res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, "--sync-batchnorm", cwd=tmp_path)
+    assert res.returncode != 0
+    line = "sync_batchnorm needs CUDA devices (this run trains on cpu); train without --sync-batchnorm"
+    assert f"crl-napari train: error: {line}" in res.stderr
+    assert f"crl-napari train (rank 1): error: {line}" in res.stderr
+    assert not re.search(r'File ".*crl_napari/', res.stderr)
+    assert not (tmp_path / "run").exists()  # refused before the cache was built or a run file written
+
+
+def test_global_selection_is_a_true_or_false_setting():
+    assert TrainConfig().global_selection is False  # per-shard selection unless asked (docs/scaling.md says why)
+    with pytest.raises(TrainingError, match="global_selection must be true or false, got 'global'"):
+        TrainConfig(global_selection="global")
 
 
 def test_scoring_a_locked_run_stops_every_rank_with_the_lock_holder(ddp_run):

@@ -70,6 +70,8 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
     assert shown[-1].startswith("Epoch 2/2") and re.search(r"\d+\.\d+ s/step · about \d+ s left", shown[-1]), shown
     # the plot marks where stage 2 began (k defaults to half of the 2 epochs)
     assert widget.plot.stages == [1, 2] and widget.plot.stage2_start == 2
+    bar = widget.progress.pbar  # every step of the 2 epochs drawn (the last ones at the epoch's end)
+    assert bar.value() == bar.maximum() == bar.steps > 0 and bar.isVisible() == widget.native.isVisible()
     assert _stage2_pixels(widget.plot) > 10
     widget.plot.clear()
     widget.plot.add(0, (0.5, 0.5, 0.5), 0.5, stage=1)
@@ -362,3 +364,31 @@ def test_the_train_status_line_warns_when_the_measured_run_takes_hours(qtbot):
         assert "s/step" in text
         assert ("warning: about" in text and "Image size 128, width 16, 20 epochs" in text) == warned, text
         progress.pbar.close()
+
+
+def test_the_step_bar_and_status_line_are_redrawn_together_at_most_once_a_second(qtbot):
+    """Steps are counted as they come but drawn with the status line at most once a second (each redraw
+    re-composes the viewer's window); an epoch's end draws at once, so the widget shows the last epoch and every
+    step made."""
+    from crl_napari._qt.train_progress import TrainProgress
+    from crl_napari.events import EpochEnd, Started, Step
+    from crl_napari.settings import TrainConfig
+
+    t = [100.0]
+    shown = TrainProgress(clock=lambda: t[0])
+    qtbot.addWidget(shown.pbar)
+    drawn = []
+    shown.pbar.valueChanged.connect(drawn.append)
+    shown.begin(resume=False)
+    shown.show(Started(TrainConfig(strategy="crl", epochs=2), "cpu", 40, 20, 0))
+    assert shown.pbar.maximum() == 40 and shown.pbar.value() == 0
+    for step in range(20):  # 20 steps in 2 s
+        t[0] += 0.1
+        shown.show(Step(0, step, 20, 1.0))
+    assert len(drawn) <= 3 and shown.pbar.steps == 20  # counted, drawn twice or three times
+    assert shown.pbar.value() < 20
+    shown.show(EpochEnd(0, 2, 1, (0.9, 0.8, 0.7), 1.0, 0.001, 2.0, None))
+    assert shown.pbar.value() == 20 and shown.pbar.text() == "20 / 40 steps"
+    assert shown.status.value.startswith("Epoch 1/2 · stage 1 · loss 0.8000")
+    shown.end()
+    assert shown.pbar.value() == 20  # what was made stays on screen after the worker ends

@@ -4,7 +4,8 @@ run as the Train widget runs its training (train_worker.TrainRunner: lowered pri
 The reviewer goes on reviewing while the round trains (the round reads the decisions when it starts; later ones
 count for the next round). When the round is scored, the queue is re-ranked from the new scores, the image on
 screen stays selected and every decision stays; the line under the button says which round scored the queue.
-Progress and pace are shown as the Train widget shows them (a napari progress bar, the engine's ETA).
+Progress and pace are shown as the Train widget shows them (a step bar, :mod:`.step_bar`, redrawn with the status
+line at most once a second; the engine's ETA).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from napari.utils import progress
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
@@ -26,6 +26,7 @@ from ..events import Finished, Started, Step
 from ..rounds import RoundStarted, default_warm_epochs
 from ..runs import RunError, RunFolder
 from ._common import StopFlag, info, report_error
+from .step_bar import StepBar
 from .train_worker import TrainRunner, background_priority, gui_torch_threads
 
 __all__ = ["RetrainControl", "round_job"]
@@ -51,7 +52,7 @@ class RetrainControl(QWidget):
         super().__init__()
         self._review = review
         self.runner = TrainRunner(self)
-        self.pbar: progress | None = None
+        self.pbar = StepBar()
         self.last_outcome: str | None = None  # finished | stopped | error
         self.rounds_done = 0
         self._eta = Eta()
@@ -81,6 +82,7 @@ class RetrainControl(QWidget):
         box.setContentsMargins(0, 0, 0, 0)
         box.addLayout(row)
         box.addLayout(options)
+        box.addWidget(self.pbar)
         box.addWidget(self.status)
         self.retrain_btn.clicked.connect(self.retrain)
         self.stop_btn.clicked.connect(self.stop)
@@ -125,11 +127,12 @@ class RetrainControl(QWidget):
         self.last_outcome = None
         self._eta = Eta()
         self._run_dir = session.run_dir
-        self.pbar = progress(total=0, desc="crl-napari: next review round")
+        self.pbar.begin()
+        self._shown_at = 0.0
         warm = None if self.from_scratch.isChecked() else int(self.warm_epochs.value())
         self.runner.start(round_job, session.run_dir, warm, self.from_scratch.isChecked(),
                           threads=gui_torch_threads(), on_event=self._on_event, on_error=self._on_error,
-                          on_done=self._on_done, closing=self.pbar)
+                          on_done=self._on_done)
         self.status.setText(f"Training the next round with {decided} decision(s); keep reviewing meanwhile…")
         self._update()
 
@@ -149,16 +152,17 @@ class RetrainControl(QWidget):
                                 f"decisions made now count for round {ev.round + 1}")
             self.status.setText(self._round_text + "…")
         elif isinstance(ev, Started):
-            if self.pbar is not None:
-                self.pbar.total = max(0, (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+            self.pbar.set_total((ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
+            self.pbar.draw()
             self._shown_at = 0.0
         elif isinstance(ev, Step):
-            if self.pbar is not None:
-                self.pbar.update(1)
-            if time.monotonic() - self._shown_at > 1.0:  # a label update per step would cost the viewer time
+            self.pbar.step()
+            if time.monotonic() - self._shown_at > 1.0:  # a redraw per step would cost the viewer time
                 self._shown_at = time.monotonic()
+                self.pbar.draw()  # with the status line: one repaint of the window
                 self.status.setText(" · ".join(p for p in (self._round_text, self._eta.text()) if p))
         elif isinstance(ev, Finished):
+            self.pbar.draw()
             if ev.stopped:
                 self.last_outcome = "stopped"
                 self.status.setText("Stopped; press Retrain to resume this round (the last epoch is kept).")
@@ -191,9 +195,7 @@ class RetrainControl(QWidget):
         self.status.setText(text)
 
     def _on_done(self) -> None:
-        if self.pbar is not None:
-            self.pbar.close()
-            self.pbar = None
+        self.pbar.draw()
         if self.last_outcome is None:
             self.last_outcome = "stopped"
             self.status.setText("Stopped; press Retrain to resume this round.")

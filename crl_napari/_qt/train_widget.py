@@ -69,7 +69,7 @@ class TrainWidget(Container):
         # the settings scroll: docked beside the Review widget, the whole form would make napari's window
         # taller than a laptop screen; the buttons, status and plot below it stay in view
         for part in (scroll_area(self.form.native, min_height=SETTINGS_MIN_HEIGHT), buttons.native,
-                     self.status.native, self.plot, self.review_btn.native):
+                     self.progress.pbar, self.status.native, self.plot, self.review_btn.native):
             self.native.layout().addWidget(part)
         self.form.out_dir.changed.connect(self._update_buttons)
         self.start_btn.clicked.connect(self.start)
@@ -157,12 +157,12 @@ class TrainWidget(Container):
         self.run_dir = out
         self.state = "running"
         self.last_outcome = self.last_error = None
-        pbar = self.progress.begin(resume)
+        self.progress.begin(resume)
         self._update_buttons()
         settings = {k: v for k, v in self.form.data_settings().items() if not resume or k == "skip_bad"}
         # looked up at each launch: benchmarks/ui_latency.py wraps train_worker.train_job
         self.runner.start(train_worker.train_job, data, out, config, settings, resume, threads=self.torch_threads,
-                          on_event=self._on_event, on_error=self._on_error, on_done=self._on_done, closing=pbar)
+                          on_event=self._on_event, on_error=self._on_error, on_done=self._on_done)
 
     def _on_event(self, ev: Any) -> None:
         if isinstance(ev, runs.Resume):

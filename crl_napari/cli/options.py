@@ -15,7 +15,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     g = p.add_argument_group("training (defaults: the paper's where it gives one, else ours: docs/paper.md)")
     for f in fields(TrainConfig):
-        if f.name in ("amp", "augment", "flip", "sync_batchnorm"):
+        if f.name in ("amp", "augment", "flip", "sync_batchnorm", "global_selection"):
             continue
         typ = {"k": int, "threads": int}.get(f.name, type(getattr(d, f.name)))
         default = {"k": "epochs // 2", "threads": "automatic"}.get(f.name, getattr(d, f.name))
@@ -28,6 +28,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-flip", dest="flip", action="store_false", default=None, help="no random horizontal flip")
     g.add_argument("--sync-batchnorm", dest="sync_batchnorm", action="store_true", default=None,
                    help=SETTING_HELP["sync_batchnorm"])
+    g.add_argument("--global-selection", dest="global_selection", action="store_true", default=None,
+                   help=SETTING_HELP["global_selection"])
+    g.add_argument("--shard-selection", dest="global_selection", action="store_false", default=None,
+                   help="under torchrun: every process selects within its own shard of the global batch (default)")
 
 
 def _given(args: argparse.Namespace) -> dict:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .. import selection
+from .. import distributed, selection
 from ..device import amp_dtype
 from ..distributed import unwrap
 from ..runs import CHECKPOINT
 from ..settings import TrainConfig, TrainingError
+from .ranked import Ranked
 
 
 def drop_fraction(config: TrainConfig, epoch: int) -> float:
@@ -47,6 +48,7 @@ class Stepper:
         # float16 needs loss scaling; bfloat16 and float32 do not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.where = (0, 0)  # (epoch, step), for messages
+        self.global_selection = distributed.global_selection(config)
 
     @property
     def amp(self) -> bool:
@@ -89,13 +91,43 @@ class Stepper:
             return None
         return selection.larger_than_predicted(y, [areas[j] for j in peers(i, len(areas))])
 
-    def train_on(self, i: int, x: torch.Tensor, y: torch.Tensor, chosen: torch.Tensor) -> float:
-        """One update of net ``i`` on the ``chosen`` samples' given labels; its loss."""
+    def ranked(self, ce: list[torch.Tensor], y: torch.Tensor, areas: list[torch.Tensor] | None,
+               trusted: torch.Tensor | None) -> Ranked:
+        """What selection ranks: this batch's signals, or with global selection under torchrun those of the whole
+        global batch (strategies/ranked.py)."""
+        larger = None if areas is None else [self.larger(i, y, areas) for i in range(len(ce))]
+        if not self.global_selection:
+            return Ranked(ce, trusted, larger)
+        return Ranked.gathered(ce, trusted, larger, distributed.GlobalBatch(len(y), y.device))
+
+    def train_on(self, i: int, x: torch.Tensor, y: torch.Tensor, chosen: torch.Tensor,
+                 ranked: Ranked | None = None) -> float:
+        """One update of net ``i`` on the ``chosen`` samples' given labels (indices into ``ranked``'s batch when
+        given); its loss, as this process's share of the loss over all of ``chosen``."""
+        mine = chosen if ranked is None else ranked.mine(chosen)
+        if len(mine) == 0:
+            return self.idle_step(i, x, y)
         with self.autocast():
-            loss = selection.per_sample_ce(self.models[i](x[chosen]), y[chosen]).mean()
+            loss = selection.per_sample_ce(self.models[i](x[mine]), y[mine]).mean()
+        if ranked is not None:
+            loss = ranked.weighted(loss, len(mine), len(chosen))
         self.check_finite(loss)
         self.update([i], loss)
         return loss.item()
+
+    def idle_step(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Net ``i``'s step on a rank that holds none of its picks (global selection): DDP's all-reduce needs every
+        rank's backward, so this one adds a zero gradient, from one sample forwarded with BatchNorm in eval mode
+        (it changes no running statistics); the other ranks' gradients make the step."""
+        net, was_training = self.models[i], unwrap(self.models[i]).training
+        net.eval()
+        try:
+            with self.autocast():
+                loss = selection.per_sample_ce(net(x[:1]), y[:1]).mean() * 0.0
+        finally:
+            net.train(was_training)
+        self.update([i], loss)
+        return 0.0
 
     def update(self, nets: list[int], loss: torch.Tensor) -> None:
         for i in nets:

@@ -35,6 +35,7 @@ class CRL(SampleSelection):
             probs = [torch.softmax(lg.detach().float(), dim=1) for lg in logits]
             ce = [selection.per_sample_ce(lg.detach(), y) for lg in logits]
             areas = [selection.predicted_area(p) for p in probs] if cfg.balance_area else None
+        ranked = self.ranked(ce, y, areas, trusted)
         total = 0.0
         losses, fracs = [], []
         for i in range(3):
@@ -43,14 +44,15 @@ class CRL(SampleSelection):
             per_sample = selection.joint_loss(logits[i], y, corrected, cfg.alpha)
             chosen = None
             if cfg.joint != "all":
-                chosen = selection.select(ce[p], ce[q], cfg.keep_ratio, cfg.drop_uncertain, trusted=trusted,
-                                          larger=self.larger(i, y, areas))
-            given_only = selection.given_label_only(trusted, chosen, len(x), x.device)
+                chosen = selection.select(ranked.ce[p], ranked.ce[q], cfg.keep_ratio, cfg.drop_uncertain,
+                                          trusted=ranked.trusted, larger=ranked.larger_of(i))
+            mine = None if chosen is None else ranked.mine(chosen)
+            given_only = selection.given_label_only(trusted, mine, len(x), x.device)
             n_given = int(given_only.sum())
             if n_given:
                 per_sample = torch.where(given_only, selection.per_sample_ce(logits[i], y), per_sample)
-            fracs.append(n_given / len(x))
-            loss = per_sample.mean()
+            fracs.append(ranked.given_count(chosen, n_given) / ranked.n)
+            loss = ranked.weighted(per_sample.mean(), len(x), ranked.n)
             self.check_finite(loss)
             losses.append(loss.item())
             total = total + loss

@@ -29,11 +29,12 @@ class SampleSelection(Stepper):
         # the dropped part is split between the uncertainty step and the loss step as in the full setting
         share = cfg.drop_uncertain / (1 - cfg.keep_ratio) if cfg.keep_ratio < 1 else 0.0
         ce, areas = self.signals_without_grad(x, y)
+        ranked = self.ranked(ce, y, areas, trusted)
         losses, fracs = [], []
         for i in range(3):
             p, q = peers(i)
-            chosen = selection.select(ce[p], ce[q], 1 - drop, drop * share, trusted=trusted,
-                                      larger=self.larger(i, y, areas))
-            losses.append(self.train_on(i, x, y, chosen))
-            fracs.append(len(chosen) / len(x))
+            chosen = selection.select(ranked.ce[p], ranked.ce[q], 1 - drop, drop * share, trusted=ranked.trusted,
+                                      larger=ranked.larger_of(i))
+            losses.append(self.train_on(i, x, y, chosen, ranked))
+            fracs.append(len(chosen) / ranked.n)
         return losses, float(np.mean(fracs))
