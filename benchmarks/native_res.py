@@ -71,8 +71,11 @@ METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0}
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}}
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
-#: variant -> (average the last epochs' weights, test-time flips): all measured from one training
-VARIANTS = {"paper": (False, 0), "tta": (False, 1), "average": (True, 0), "average+tta": (True, 1)}
+#: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
+#: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
+#: same weights, BatchNorm statistics recomputed by one pass over the training images, as SWA's update_bn does)
+VARIANTS = {"paper": ("last", 0), "tta": ("last", 1), "average": ("average", 0), "average+tta": ("average", 1),
+            "average+bn": ("average+bn", 0)}
 OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
@@ -209,7 +212,28 @@ def averaged_models(models, cfg: cascade.TrainConfig, run_dir: Path):
     return [m.eval() for m in out]
 
 
-def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarray, test: dict) -> dict:
+def recomputed_bn(models, images: np.ndarray, batch_size: int = 16):
+    """Copies of ``models`` whose BatchNorm running statistics are the plain mean over one pass of ``images``
+    (train mode, no gradient): the statistics of the averaged weights themselves, not the average of each
+    epoch's statistics."""
+    import copy
+
+    out = [copy.deepcopy(m) for m in models]
+    with torch.no_grad():
+        for m in out:
+            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
+            for b in bns:
+                b.reset_running_stats()
+                b.momentum = None  # cumulative mean over the batches
+            m.train()
+            for i in range(0, len(images), batch_size):
+                m(torch.as_tensor(images[i : i + batch_size]))
+            m.eval()
+    return out
+
+
+def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarray, test: dict,
+             only: list[str] | None = None) -> dict:
     """Each VARIANT's corrected Dice (64 px, and 256 px bilinear logit + clean-up) and test Dice; without a
     ``run_dir`` (a finished run's checkpoint alone: --rescore) only those that need no averaged weights."""
     averaged = averaged_models(models, cfg, run_dir) if run_dir is not None else None
@@ -217,10 +241,13 @@ def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarr
         return {}
     shape = train["truth"].shape[1:]
     out = {}
-    for name, (use_average, tta) in VARIANTS.items():
-        if use_average and averaged is None:
+    weights = {"last": models, "average": averaged}
+    for name, (kind, tta) in VARIANTS.items():
+        if (kind != "last" and averaged is None) or (only is not None and name not in only):
             continue
-        nets = averaged if use_average else models
+        if kind == "average+bn" and kind not in weights:
+            weights[kind] = recomputed_bn(averaged, train["images"])
+        nets = weights[kind]
         sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T)
         d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
         d256 = np.array([_dice(native.native_mask(p, shape, cleanup=ISLANDS, order=1), t)
@@ -306,6 +333,19 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     out["wall_seconds"] = time.time() - t0
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
+
+
+def add_variants(key: str, cell: dict, train: dict, test: dict) -> dict:
+    """The VARIANTS ``cell`` lacks, measured from its run folder (its checkpoint and kept epochs); {} if none."""
+    missing = [v for v in VARIANTS if v not in cell["variants"]]
+    run_dir = cell_dir(key)
+    if not missing or not (run_dir / cascade.CHECKPOINT).is_file():
+        return {}
+    print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}: adding {', '.join(missing)}", flush=True)
+    models, cfg = cascade.load_models(run_dir, "cpu")
+    given, records = noise.simulate(train["clean"], train["ids"], cell["noise"], seed=cell["seed"])
+    corrupted = np.array([r.corrupted for r in records])
+    return variants([m.eval() for m in models], cfg, run_dir, {**train, "given": given}, corrupted, test, missing)
 
 
 def time_native(repeats: int = 3) -> dict:
@@ -433,9 +473,8 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
     for r in OPTION_NOISE:
         base = {c["seed"]: c["variants"]["paper"] for c in cells.values() if c["profile"] == "full"
                 and c["method"] == "crl" and c["noise"] == r and c.get("variants")}
-        cands = [(f"crl {v}", {s: c["variants"][v] for s, c in _by_seed(cells, "crl", r).items()}) for v in VARIANTS]
-        cands += [(f"crl+balance {v}", {s: c["variants"][v] for s, c in _by_seed(cells, "crl+balance", r).items()})
-                  for v in VARIANTS]
+        cands = [(f"{m} {v}", {s: c["variants"][v] for s, c in _by_seed(cells, m, r).items() if v in c["variants"]})
+                 for m in OPTION_METHODS for v in VARIANTS]
         for name, got in cands:
             if not got:
                 continue
@@ -464,8 +503,10 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
 
 #: option -> (method trained, variant measured): every option and combination the decision weighs
 OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": ("crl", "average+tta"),
-           "balance": ("crl+balance", "paper"), "balance+tta": ("crl+balance", "tta"),
-           "balance+average": ("crl+balance", "average"), "balance+average+tta": ("crl+balance", "average+tta")}
+           "average+bn": ("crl", "average+bn"), "balance": ("crl+balance", "paper"),
+           "balance+tta": ("crl+balance", "tta"),
+           "balance+average": ("crl+balance", "average"), "balance+average+tta": ("crl+balance", "average+tta"),
+           "balance+average+bn": ("crl+balance", "average+bn")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 TARGET_256 = {0.75: 0.95, 0.5: 0.965, 0.25: 0.965}  # issue 11: corrected Dice at the original size, corrupted
 CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, the test Dice target's reference
@@ -576,7 +617,7 @@ def _newer_cells(disk: dict, mine: dict) -> dict:
     """Per cell, the newer of the two versions: one with the options' variants over one without, then the later
     finish (another invocation may have re-run a cell this one still holds in its first version)."""
     def rank(c: dict) -> tuple:
-        return bool(c.get("variants")), c.get("finished", "")
+        return bool(c.get("variants")), c.get("finished", ""), len(c.get("variants") or {})
     return {k: (mine[k] if k in mine and (k not in disk or rank(mine[k]) >= rank(disk[k])) else disk[k])
             for k in {**disk, **mine}}
 
@@ -614,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --options: only the cells of these methods")
     ap.add_argument("--option-seeds", type=int, nargs="+", default=None,
                     help="with --options: only the cells of these seeds")
+    ap.add_argument("--add-variants", action="store_true",
+                    help="measure the VARIANTS a finished options cell lacks (a variant added since), from its run "
+                    "folder's kept epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -657,6 +701,13 @@ def main(argv: list[str] | None = None) -> int:
         results["rescored"] = {**results.get("rescored", {}), f"table1 quick {run_dir.name}": got}
         results = save(results, out_json, args.seeds, args.small_seeds)
     if args.rescore:
+        return 0
+    if args.add_variants:
+        for key in [k for k, c in results["cells"].items() if c["profile"] == "full" and c.get("variants")]:
+            added = add_variants(key, results["cells"][key], train, test)
+            if added:
+                results["cells"][key]["variants"].update(added)
+                results = save(results, out_json, args.seeds, args.small_seeds)
         return 0
     new = 0
     if args.options:

@@ -68,13 +68,16 @@ def summarise(results: dict) -> str:
              "the recommended policy. `none`: rounds with no decisions (the same given masks every round); "
              "`decisions`: 20 simulated decisions per round in the tool's queue (cleaning_curve.py's order b).", "",
              f"Commands: {'; '.join(f'`{c}`' for c in results.get('commands', []))}. {results.get('machine', '')}",
-             "", "| noise, seed | schedule | decisions | " + " | ".join(f"round {r}" for r in range(4)) + " |",
-             "|---|---|---|" + "---|" * 4]
+             ""]
+    lines += [f"Note: {n}" for n in results.get("notes", [])] + ([""] if results.get("notes") else [])
+    width = max([len(c.get("points", [])) for c in results["cells"].values()] + [1])
+    lines += ["| noise, seed | schedule | decisions | " + " | ".join(f"round {r}" for r in range(width)) + " |",
+              "|---|---|---|" + "---|" * width]
     for key in sorted(results["cells"]):
         c = results["cells"][key]
         pts = c.get("points", [])
-        row = [f"{p['test_dice']:.4f} / {p['recommended']['mean_dice']:.4f}" for p in pts[:4]]
-        row += ["—"] * (4 - len(row))
+        row = [f"{p['test_dice']:.4f} / {p['recommended']['mean_dice']:.4f}" for p in pts]
+        row += ["—"] * (width - len(row))
         noise_seed, seed, sched, dec = key.split(" | ")
         lines.append(f"| {noise_seed}, {seed} | {sched} | {dec} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -88,6 +91,7 @@ def save(results: dict, out_dir: Path, touched: set[str]) -> None:
         disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
         results["cells"] = {**disk["cells"], **{k: v for k, v in results["cells"].items() if k in touched}}
         results["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
+        results["notes"] = disk.get("notes", results.get("notes", []))
         results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(out_json, results)
         atomic_write_text(out_dir / "round_schedules.md", summarise(results))

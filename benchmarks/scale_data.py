@@ -5,6 +5,10 @@ One source folder per image size holds the largest N (``src<size>/images|masks/p
 case by case (a killed generation resumes: every file goes through a temporary name); the data set of N cases
 is a folder of hard links to the first N of them (``n<N>-<size>/``), so 1,000 / 10,000 / 50,000 share files.
 
+:func:`scored_rows` makes a run folder of N scored cases without training or any image (config.json, cases.csv and
+scores.csv written by the run folder's own writers, scores drawn at random): what opening a review of N rows
+reads, at N = 100,000 without decoding or scoring 100,000 images.
+
     python benchmarks/scale_data.py --scratch /tmp/crl-scale --size 64 --n 50000
 """
 
@@ -70,6 +74,34 @@ def data_set(scratch: Path, size: int, n: int, log=print) -> Path:
                 os.link(src / sub / name, dest / sub / name)
     marker.write_text(f"{n} phantoms at {size} px\n")
     return dest
+
+
+def scored_rows(scratch: Path, size: int, n: int, train: dict) -> Path:
+    """A scored run folder of ``n`` synthetic cases (``scratch/runs/rows<n>-<size>``), made once: config.json
+    (``train``'s settings), cases.csv and scores.csv by RunFolder's writers; no image, mask or map."""
+    from crl_napari.runs import RunFolder
+    from crl_napari.scoring import ImageScores
+    from crl_napari.settings import TrainConfig
+
+    run_dir = scratch / "runs" / f"rows{n}-{size}"
+    if (run_dir / "scores.csv").is_file():
+        return run_dir
+    data = scratch / f"n{n}-{size}"
+    run = RunFolder.create(run_dir, TrainConfig(**train), {"root": str(data), "size": size, "simulate_noise": 0.25,
+                                                           "noise_seed": 0})
+    rng = np.random.default_rng(0)
+    corrupted = rng.random(n) < 0.25
+    ids = [case_id(i) for i in range(n)]
+    run.write_case_table([{"id": i, "split": "train", "image_path": str(data / "images" / f"{i}.png"),
+                           "mask_path": str(data / "masks" / f"{i}.png"), "orig_h": size, "orig_w": size,
+                           "corrupted": int(c), "noise_op": "erode" if c else "none", "noise_n": 7 if c else 0}
+                          for i, c in zip(ids, corrupted, strict=True)])
+    # bimodal as real scores are: a few per cent for clean masks, tens of per cent for damaged ones
+    suspicion = np.where(corrupted, rng.uniform(0.15, 0.9, n), rng.uniform(0.005, 0.06, n))
+    scores = ImageScores(suspicion=suspicion, uncertainty=rng.uniform(0, 0.3, n), disagreement=rng.uniform(0, 1, n),
+                         dice_given_corrected=1 - suspicion, corrected=None, prob=None, pixel_uncertainty=None)
+    run.write_score_table(ids, scores, list(corrupted), [0] * n)
+    return run_dir
 
 
 def main(argv: list[str] | None = None) -> int:

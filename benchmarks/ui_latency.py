@@ -27,6 +27,10 @@ main-thread stall is reported while the original is read and while the read-ahea
 ``--native-modes helper thread`` also measures the cases read in a thread of the viewer's process, as before the
 helper process (``case_cache.LARGE_PX`` set out of reach: no helper, no stand-in), under the same load.
 
+The parts: benchmarks/ui_train.py (the training and the 128 px review), benchmarks/ui_native.py (the review at
+the radiograph's own size) and benchmarks/ui_probe.py (the tick probe, the stall sampler, the machine); here
+only the command line and the report.
+
 Writes benchmarks/results/ui_latency.json and ui_latency.md (``--out`` elsewhere). Run outside the tests,
 with nothing else loading the CPU:
 
@@ -40,33 +44,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import traceback
-from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ui_native import NATIVE_SIZES, native_markdown, run_native  # noqa: E402
+from ui_probe import (  # noqa: E402
+    GOAL_STALL_MS,
+    TICK_MS,
+    TickProbe,
+    gap_stats,
+    gl_renderer,
+    machine,
+    run_loop,
+)
+from ui_train import review_trial, train_trial  # noqa: E402
+
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-GOAL_STALL_MS = 50.0
 GOAL_SWITCH_MS = 100.0
-GOAL_NATIVE_SWITCH_MS = 150.0  # median row switch at 3000 x 3000 (issue 11)
-NATIVE_SIZES = ["256", "3000x3000", "3000x2400"]
 AFTER_DOCK_S = 3.0  # how long the main thread is watched after the Train widget docks
-TICK_MS = 10
 
 PROFILES = {
     # ~60-120 s of training on 2 CPU cores: 36 sample images at 128 px, three width-16 U-Nets, both stages
@@ -74,507 +81,6 @@ PROFILES = {
     # plumbing check: a few seconds of training
     "quick": dict(size=64, width=4, depth=3, batch_size=8, epochs=2, lr=0.05, switches=10, warmup=1.0),
 }
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
-
-
-class TickProbe:
-    """A QTimer on the main thread that records when it fires."""
-
-    def __init__(self, interval_ms: int = TICK_MS) -> None:
-        from qtpy.QtCore import Qt, QTimer
-
-        self.ticks: list[float] = []
-        self.timer = QTimer()
-        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
-        self.timer_running = False
-
-    def start(self) -> None:
-        self.ticks.clear()
-        self.ticks.append(time.perf_counter())
-        self.timer.start()
-        self.timer_running = True
-
-    def stop(self) -> None:
-        self.timer_running = False
-        self.timer.stop()
-
-    def gaps(self, t0: float, t1: float) -> list[tuple[float, float]]:
-        """(end time, gap ms) of every tick gap ending in (t0, t1]."""
-        t = self.ticks
-        return [(t[i], (t[i] - t[i - 1]) * 1e3) for i in range(1, len(t)) if t0 < t[i] <= t1]
-
-
-class StallSampler(threading.Thread):
-    """Where the main thread is while it stalls: every ``period_ms``, once the probe has not ticked for
-    ``after_ms``, the main thread's Python stack is summarised (innermost frame, nearest crl_napari frame, the
-    slot the event loop called). Only the stack is read; the main thread is not interrupted."""
-
-    def __init__(self, probe: TickProbe, after_ms: float = 30.0, period_ms: float = 5.0) -> None:
-        super().__init__(daemon=True, name="stall-sampler")
-        self.probe, self.after, self.period = probe, after_ms / 1e3, period_ms / 1e3
-        self.main = threading.main_thread().ident
-        self.worker: int | None = None  # the training thread's ident, once known
-        self.samples: list[tuple[float, str, str, float]] = []  # time, main thread, worker, sampler's delay
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        last = time.perf_counter()
-        while not self._halt.wait(self.period):
-            now = time.perf_counter()
-            late, last = (now - last - self.period) * 1e3, now  # a late wake-up: the GIL or the CPU was taken
-            ticks = self.probe.ticks
-            if not ticks or not self.probe.timer_running:
-                continue
-            if now - ticks[-1] > self.after:
-                frames = sys._current_frames()
-                worker = _where(frames.get(self.worker)) if self.worker in frames else "-"
-                self.samples.append((now, _where(frames.get(self.main)), worker, late))
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(1.0)
-
-    def during(self, t0: float, t1: float, which: int = 1) -> list:
-        """Per sample taken in [t0, t1]: 1 the main thread's place, 2 the worker's, 3 the sampler's delay."""
-        return [s[which] for s in self.samples if t0 <= s[0] <= t1]
-
-
-def _short(f: traceback.FrameSummary) -> str:
-    parts = Path(f.filename).parts
-    return f"{'/'.join(parts[-2:])}:{f.name}"
-
-
-def _where(frame) -> str:
-    if frame is None:
-        return "?"
-    stack = [f for f in traceback.extract_stack(frame) if Path(f.filename).name != Path(__file__).name]
-    if not stack:
-        return "event loop, no Python running (Qt/OpenGL in C++, or waiting for the CPU)"
-    picks = [stack[-1]]
-    ours = [f for f in stack if "crl_napari" in f.filename]
-    if ours and ours[-1] is not stack[-1]:
-        picks.append(ours[-1])
-    if stack[0] not in picks:
-        picks.append(stack[0])
-    return " < ".join(_short(f) for f in picks)
-
-
-def _gap_stats(gaps: list[tuple[float, float]]) -> dict:
-    ms = [g for _, g in gaps]
-    if not ms:
-        return {"ticks": 0}
-    return {"ticks": len(ms), "max_ms": round(max(ms), 2), "p99_ms": round(_pct(ms, 99), 2),
-            "p50_ms": round(_pct(ms, 50), 2), "over_20ms": sum(g > 20 for g in ms),
-            f"over_{GOAL_STALL_MS:g}ms": sum(g > GOAL_STALL_MS for g in ms), "over_100ms": sum(g > 100 for g in ms)}
-
-
-def _run_loop(seconds: float) -> None:
-    """Let the main thread's event loop run (as napari's would) for ``seconds``."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop = QEventLoop()
-    QTimer.singleShot(int(seconds * 1000), loop.quit)
-    loop.exec_()
-
-
-def train_trial(viewer, widget, data: Path, out: Path, prof: dict, threads: int, device: str) -> dict:
-    """Press Start on the Train widget and run the event loop until the worker is done, ticking all along."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    from crl_napari._qt import train_worker as tw
-    from crl_napari.cascade import EpochEnd, Started, Step
-
-    torch.set_num_threads(threads)
-    widget.torch_threads = threads  # the widget's own cap (every core but one) replaced by this trial's
-    widget.data_dir.value = data
-    widget.out_dir.value = out
-    widget.size.value = prof["size"]
-    widget.device.value = device
-    settings = {"strategy": "crl", **{k: prof[k] for k in ("epochs", "batch_size", "width", "depth", "lr")}}
-    for name, value in settings.items():
-        widget.cfg[name].value = value
-
-    in_worker: dict = {}
-    real_job = tw.train_job
-
-    def job(*args, **kwargs):  # the widget's own job, noting what torch uses in the worker thread
-        # set here too: a pool thread keeps the OpenMP thread count of its first torch call, so a reused worker
-        # thread ignores torch.set_num_threads() made on the main thread later
-        torch.set_num_threads(threads)
-        in_worker.update(torch_threads=torch.get_num_threads(), thread=threading.current_thread().name)
-        sampler.worker = threading.get_ident()
-        yield from real_job(*args, **kwargs)
-
-    tw.train_job = job
-    probe = TickProbe()
-    sampler = StallSampler(probe)
-    events: list[tuple[float, str]] = []
-    epochs: list[float] = []
-    try:
-        probe.start()
-        sampler.start()
-        _run_loop(1.0)  # the idle loop, for reference
-        t_idle_end = time.perf_counter()
-        t_start = time.perf_counter()
-        widget.start_btn.native.click()
-        click_ms = (time.perf_counter() - t_start) * 1e3
-        worker = widget.worker
-        if worker is None:
-            raise RuntimeError(f"training did not start: {widget.status.value}")
-
-        def note(ev) -> None:
-            now = time.perf_counter()
-            events.append((now, type(ev).__name__ if not isinstance(ev, tuple) else str(ev[0])))
-            if isinstance(ev, EpochEnd):
-                epochs.append(ev.seconds)
-                worst = max((g for _, g in probe.gaps(t_start, now)), default=0.0)
-                print(f"  epoch {ev.epoch + 1}/{ev.epochs}: {ev.seconds:.1f} s, max stall so far {worst:.1f} ms",
-                      flush=True)
-            elif isinstance(ev, Started):
-                print(f"  training on {ev.n_train} images, {ev.steps_per_epoch} steps per epoch ({ev.device})",
-                      flush=True)
-
-        worker.yielded.connect(note)
-        loop = QEventLoop()
-        worker.finished.connect(loop.quit)
-        QTimer.singleShot(30 * 60 * 1000, loop.quit)  # never hang
-        if widget.running:
-            loop.exec_()
-        t_end = time.perf_counter()
-        _run_loop(0.3)  # what the worker's end brings to the main thread (notification, buttons)
-        t_after = time.perf_counter()
-    finally:
-        probe.stop()
-        sampler.stop()
-        tw.train_job = real_job
-    if widget.last_outcome != "finished":
-        raise RuntimeError(f"training did not finish ({widget.last_outcome}): {widget.last_error}")
-    warm_end = t_start + prof["warmup"]
-    measured = probe.gaps(warm_end, t_after)
-    top = sorted(measured, key=lambda g: -g[1])[:5]
-
-    def during(t_end_gap: float, gap_ms: float) -> dict:
-        t0 = t_end_gap - gap_ms / 1e3
-        inside = sorted({name for t, name in events if t0 <= t <= t_end_gap})
-        before = [name for t, name in events if t < t0]
-        where = Counter(sampler.during(t0, t_end_gap)).most_common(3)
-        in_job = Counter(sampler.during(t0, t_end_gap, 2)).most_common(2)
-        late = sampler.during(t0, t_end_gap, 3)
-        return {"at_s": round(t0 - t_start, 2), "ms": round(gap_ms, 1), "events_in_gap": inside,
-                "after_event": before[-1] if before else None, "main_thread_in": [w for w, _ in where],
-                "worker_in": [w for w, _ in in_job], "sampler_max_delay_ms": round(max(late), 1) if late else None}
-
-    # stall time by where the main thread was (each sample stands for one sampling period)
-    causes = Counter()
-    for t, g in measured:
-        if g > GOAL_STALL_MS:
-            causes.update(sampler.during(t - g / 1e3, t))
-    stall_causes = [{"where": w, "approx_ms": round(n * sampler.period * 1e3)} for w, n in causes.most_common(8)]
-
-    n_steps = sum(name == Step.__name__ for _, name in events)
-    return {
-        "threads_set": threads, "torch_threads_in_worker": in_worker.get("torch_threads"),
-        "worker_thread": in_worker.get("thread"), "device": widget.device_label.value,
-        "training_seconds": round(t_end - t_start, 1), "epoch_seconds": [round(s, 2) for s in epochs],
-        "steps": n_steps, "start_click_ms": round(click_ms, 1),
-        "idle": _gap_stats(probe.gaps(probe.ticks[0] + 0.1, t_idle_end)),
-        "warmup": {"seconds": prof["warmup"], **_gap_stats(probe.gaps(t_start, warm_end))},
-        "measured": _gap_stats(measured),
-        "all_after_start": _gap_stats(probe.gaps(t_start, t_after)),
-        "largest_stalls": [during(t, g) for t, g in top],
-        "stall_time_by_where": stall_causes,
-    }
-
-
-def review_trial(viewer, train, switches: int) -> dict:
-    """"Open in review", then time ``switches`` row switches until the canvas has drawn the new image."""
-    from qtpy.QtWidgets import QApplication
-
-    from crl_napari._qt._common import run_link
-
-    app = QApplication.instance()
-    t0 = time.perf_counter()
-    train.review_btn.native.click()
-    review = run_link(viewer).review_widget
-    app.processEvents()
-    open_ms = (time.perf_counter() - t0) * 1e3
-    if review is None or review.session is None:
-        raise RuntimeError("the Review widget did not open the run")
-    _run_loop(0.5)
-    draws = [0]
-    try:
-        canvas = viewer.window._qt_viewer.canvas._scene_canvas  # napari's vispy SceneCanvas (private)
-        canvas.events.draw.connect(lambda _e: draws.__setitem__(0, draws[0] + 1))
-        drawn = True
-    except AttributeError:
-        drawn = False
-    ids = review.session.ids
-    n = len(ids)
-    # jumps across the table (a click anywhere), never onto the row already shown
-    order = [ids[(i * 7 + 3) % n] for i in range(switches + 1)]
-    order = [b for a, b in zip([review.current_id, *order], order, strict=False) if a != b][:switches]
-    total, select_only, undrawn = [], [], 0
-    for image_id in order:
-        row = review._rows[image_id]
-        expected = review.layers.case(image_id).image  # the radiograph shown (its own size; cached or read now)
-        before = draws[0]
-        t = time.perf_counter()
-        review.table.selectRow(row)  # what a click on the row does: itemSelectionChanged -> select
-        t_sel = time.perf_counter()
-        deadline = t + 5.0
-        while True:
-            app.processEvents()
-            layer = review.layer("image")
-            ok = layer is not None and np.array_equal(np.asarray(layer.data), expected)
-            if ok and (not drawn or draws[0] > before):
-                break
-            if time.perf_counter() > deadline:
-                undrawn += 1
-                break
-        app.processEvents()  # and whatever else the switch queued (the score histogram's redraw)
-        total.append((time.perf_counter() - t) * 1e3)
-        select_only.append((t_sel - t) * 1e3)
-        if review.current_id != image_id:
-            raise RuntimeError(f"row {row} did not show {image_id}")
-        _run_loop(0.05)
-    return {
-        "switches": len(total), "images": n, "image_px": list(review.layers.case(ids[0]).image.shape),
-        "open_review_ms": round(open_ms, 1), "waits_for_canvas_draw": drawn, "timed_out": undrawn,
-        "median_ms": round(statistics.median(total), 1), "p95_ms": round(_pct(total, 95), 1),
-        "max_ms": round(max(total), 1), "select_only_median_ms": round(statistics.median(select_only), 1),
-        "all_ms": [round(x, 1) for x in total],
-    }
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
-
-
-def native_data(dest: Path, shape: tuple[int, int], n: int, seed: int = 0) -> Path:
-    """A data folder of ``n`` phantoms at ``shape``: written at 256 px, scaled up (bicubic image, nearest mask)
-    with a film-grain noise, so each PNG is as large to decode as a radiograph's (a smooth upscale compresses
-    far better than a real image)."""
-    from PIL import Image
-
-    from crl_napari.phantoms import write_sample_set
-
-    src = write_sample_set(dest.parent / f"{dest.name}-256", n=n, size=256, noise_ratio=0.5, seed=seed)
-    if shape == (256, 256):
-        return src
-    rng = np.random.default_rng(seed)
-    for sub in ("images", "masks"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-        for p in sorted((src / sub).glob("*.png")):
-            im = Image.open(p)
-            if sub == "images":
-                big = np.asarray(im.convert("L").resize(shape[::-1], Image.BICUBIC), dtype=np.float32)
-                big = np.clip(big + rng.normal(0, 6, big.shape).astype(np.float32), 0, 255).astype(np.uint8)
-            else:
-                big = np.asarray(im.convert("L").resize(shape[::-1], Image.NEAREST))
-            Image.fromarray(big).save(dest / sub / p.name)
-    (dest / "split.csv").write_text((src / "split.csv").read_text())
-    return dest
-
-
-def _wait_until(cond, timeout: float) -> bool:
-    """Run the event loop (as napari's would, in 10 ms slices) until ``cond()`` or ``timeout`` s."""
-    t = time.perf_counter()
-    while not cond():
-        if time.perf_counter() - t > timeout:
-            return False
-        _run_loop(0.01)
-    return True
-
-
-def _native_run(size: str, tmp: Path, n: int) -> tuple[Path, tuple[int, int], float]:
-    """The run of ``n`` phantoms at ``size``, trained at 64 px (made once per size; the modes share it)."""
-    from crl_napari import pipeline
-    from crl_napari.cascade import TrainConfig
-
-    shape = _parse_size(size)
-    run_dir = tmp / f"run-{size}"
-    t = time.perf_counter()
-    if not (run_dir / "scores.csv").is_file():
-        data = native_data(tmp / f"data-{size}", shape, n)
-        config = TrainConfig(strategy="crl", epochs=1, batch_size=4, width=4, depth=3, lr=0.05, augment=False,
-                             device="cpu")
-        for _ in pipeline.train_run(data, run_dir, config, size=64):
-            pass
-    return run_dir, shape, time.perf_counter() - t
-
-
-def native_trial(viewer, size: str, tmp: Path, switches: int, mode: str = "helper", n: int = 12) -> dict:
-    """Open a run whose originals are ``size`` in the Review widget: first paint, the original on screen, the
-    read-ahead, row switches. ``mode`` "helper": as the plugin reads (large originals in the helper process,
-    the training-size stand-in first); "thread": every case read in the viewer's process, no stand-in (the
-    reading before issue 11's stand-in, for comparison)."""
-    from qtpy.QtWidgets import QApplication
-
-    from crl_napari import case_cache, case_process
-
-    app = QApplication.instance()
-    run_dir, shape, prepare_s = _native_run(size, tmp, n)
-    case_process.stop_helper()  # each trial starts it as a user's first open does
-    large_px = case_cache.LARGE_PX
-    if mode == "thread":
-        case_cache.LARGE_PX = 1 << 30
-    try:
-        _, review = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-        _run_loop(0.5)
-        draws = [0]
-        canvas = viewer.window._qt_viewer.canvas._scene_canvas  # napari's vispy SceneCanvas (private)
-        canvas.events.draw.connect(lambda _e: draws.__setitem__(0, draws[0] + 1))
-        probe = TickProbe()
-        probe.start()
-        review.run_edit.setText(str(run_dir))
-        before = draws[0]
-        t0 = time.perf_counter()
-        review.open_btn.click()
-        while draws[0] == before and time.perf_counter() - t0 < 30:
-            app.processEvents()
-        t_paint = time.perf_counter()
-        first_shown = review.layer("image").data.shape
-        gl = viewer.window._qt_viewer.canvas.native  # private: how large the canvas drew (width, height)
-        canvas_px = [gl.width(), gl.height()]
-        # the hidden maps' layers are made just after the first paint (review_layers.MAPS_DELAY_MS): a stall of
-        # its own, once per opening, reported apart from the reading's
-        _wait_until(lambda: all(review.layers._existing(r) is not None for r in ("probability", "uncertainty")), 60)
-        t_maps = time.perf_counter()
-
-        def native_drawn() -> bool:  # a draw since the stand-in was last seen, with the original in the layer
-            layer = review.layer("image")
-            if review.layers.standin is not None or layer.data.shape != shape:
-                native_drawn.seen = draws[0]
-                return False
-            return draws[0] > native_drawn.seen or first_shown == shape
-
-        native_drawn.seen = draws[0]
-        _wait_until(native_drawn, 120)
-        t_native = t_paint if first_shown == shape else time.perf_counter()  # the first paint was the original
-        cache = review.layers._cases  # the read-ahead (private): wait until it holds what it reads first
-        _wait_until(lambda: cache.wait(0), 120)
-        t_ahead = time.perf_counter()
-        _run_loop(0.2)
-        probe.stop()
-
-        def stalls(t_from: float, t_to: float) -> dict:  # gaps that start inside (t_from, t_to]
-            return _gap_stats([(t, g) for t, g in probe.gaps(t_from, t_to) if t - g / 1e3 >= t_from])
-
-        maps = stalls(t_paint, t_maps)
-        while_native = stalls(t_maps, t_native) if t_native > t_maps else {"ticks": 0}
-        while_ahead = stalls(max(t_native, t_maps), time.perf_counter())
-        ids = review.session.ids
-        order = [ids[(i * 7 + 3) % len(ids)] for i in range(switches + 1)]
-        order = [b for a, b in zip([review.current_id, *order], order, strict=False) if a != b][:switches]
-        total = []
-        for image_id in order:
-            expected = review.layers.case(image_id).image
-            before = draws[0]
-            t = time.perf_counter()
-            review.table.selectRow(review._rows[image_id])
-            while time.perf_counter() - t < 5:
-                app.processEvents()
-                layer = review.layer("image")
-                if layer.data.shape == expected.shape and np.array_equal(layer.data, expected) and draws[0] > before:
-                    break
-            app.processEvents()
-            total.append((time.perf_counter() - t) * 1e3)
-            _run_loop(0.05)
-        viewer.window.remove_dock_widget("all")
-    finally:
-        case_cache.LARGE_PX = large_px
-    return {"originals": list(shape), "mode": mode, "first_image_px": list(first_shown), "images": len(ids),
-            "cached": cache.cached, "prepare_s": round(prepare_s, 1), "first_paint_ms": round((t_paint - t0) * 1e3, 1),
-            "native_ms": round((t_native - t0) * 1e3, 1), "read_ahead_s": round(t_ahead - t_native, 2),
-            "maps_made_ms": round((t_maps - t0) * 1e3, 1), "stall_making_maps": maps, "canvas_px": canvas_px,
-            "stall_while_reading_original": while_native, "stall_during_read_ahead": while_ahead,
-            "switches": len(total), "median_ms": round(statistics.median(total), 1),
-            "p90_ms": round(_pct(total, 90), 1), "max_ms": round(max(total), 1), "all_ms": [round(x, 1) for x in total]}
-
-
-def run_native(viewer, sizes: list[str], switches: int, command: str, modes: tuple[str, ...] = ("helper",)) -> dict:
-    """:func:`native_trial` for each size and mode, in temporary folders."""
-    rows, load = [], [round(x, 2) for x in os.getloadavg()]
-    with tempfile.TemporaryDirectory(prefix="crl-ui-latency-native-") as tmp:
-        for size in sizes:
-            for mode in modes:
-                print(f"native-size review at {size} ({mode}) ...", flush=True)
-                r = native_trial(viewer, size, Path(tmp), switches, mode)
-                r["load_average"] = [round(x, 2) for x in os.getloadavg()]
-                rows.append(r)
-                print(f"  first paint {r['first_paint_ms']} ms ({r['first_image_px']} px), original shown at "
-                      f"{r['native_ms']} ms (max stall {r['stall_while_reading_original'].get('max_ms')} ms); "
-                      f"read-ahead {r['read_ahead_s']} s (max stall {r['stall_during_read_ahead'].get('max_ms')} ms); "
-                      f"{r['switches']} switches: median {r['median_ms']} ms, p90 {r['p90_ms']} ms, "
-                      f"max {r['max_ms']} ms", flush=True)
-    return {"command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "goal_median_ms_at_3000": GOAL_NATIVE_SWITCH_MS, "goal_stall_ms": GOAL_STALL_MS,
-            "load_average_at_start": load, "sizes": rows}
-
-
-def native_markdown(rows: list[dict], command: str, date: str, load: list | None = None) -> list[str]:
-    busy = f"; load average at start {', '.join(map(str, load))} on {os.cpu_count()} CPUs" if load else ""
-    lines = ["", "## Review at the radiograph's own size (issue 11)", "",
-             f"Command: `{command}` ({date}{busy}). Each run: {rows[0]['images'] if rows else 0} phantoms at the size "
-             "shown (scaled up from 256 px with film grain), trained at 64 px; the Review widget opened through its "
-             "Open button. Mode *helper*: as the plugin reads (originals from "
-             "1024 px on read in a helper process, the training-size copy shown until then); *thread*: every case "
-             "read in a thread of the viewer's process, nothing shown before (the reading before this change). "
-             "First paint: Open click until the canvas has drawn the first image (nothing is cached yet); original "
-             "shown: until it has drawn the image at its own size. Stalls: longest gap of a 10 ms timer on the main "
-             "thread: while the hidden map layers are made (once, 0.3 s after the first paint), while the original is "
-             "read (ending with its layers put in), then while the read-ahead fills the cache (goal ≤ "
-             f"{GOAL_STALL_MS:g} ms). Switches: once the read-ahead holds the run, table rows clicked across the "
-             "list, until drawn.",
-             "", "| originals | mode | first paint ms (px shown) | original shown ms | stall making maps ms "
-             "| max stall reading the original ms | read-ahead s | max stall reading ahead ms | switch median ms "
-             "| p90 ms | max ms | goal (median at 3000 x 3000) | load after |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        goal = ""
-        if r["originals"] == [3000, 3000]:
-            goal = f"≤ {GOAL_NATIVE_SWITCH_MS:g} ms: {'pass' if r['median_ms'] <= GOAL_NATIVE_SWITCH_MS else 'FAIL'}"
-        first = r.get("first_image_px", r.get("image_px"))
-        lines.append(f"| {r['originals'][0]} x {r['originals'][1]} | {r.get('mode', 'thread')} "
-                     f"| {r['first_paint_ms']} ({first[0]} x {first[1]}) | {r.get('native_ms', r['first_paint_ms'])} "
-                     f"| {r.get('stall_making_maps', {}).get('max_ms')} "
-                     f"| {r.get('stall_while_reading_original', {}).get('max_ms')} | {r['read_ahead_s']} "
-                     f"| {r['stall_during_read_ahead'].get('max_ms')} | {r['median_ms']} | {r['p90_ms']} "
-                     f"| {r['max_ms']} | {goal} | {', '.join(map(str, r.get('load_average', [])))} |")
-    return lines
-
-
-def _gl_renderer() -> str | None:
-    try:
-        import vispy
-
-        lines = [ln.strip() for ln in vispy.sys_info().splitlines() if ln.strip().lower().startswith("gl ")]
-        return "; ".join(lines) or None
-    except Exception:
-        return None
-
-
-def machine() -> dict:
-    import napari
-    import qtpy
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-        "cpus_usable": usable, "torch": torch.__version__, "torch_default_threads": torch.get_num_threads(),
-        "napari": napari.__version__, "qt": f"{qtpy.API_NAME} {qtpy.QT_VERSION}", "python": platform.python_version(),
-        "qt_platform": os.environ.get("QT_QPA_PLATFORM") or ("xcb" if os.environ.get("DISPLAY") else None),
-        "display": os.environ.get("DISPLAY"), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def write_markdown(result: dict) -> str:
@@ -716,19 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         _, train = viewer.window.add_plugin_dock_widget("crl-napari", "Train")
         dock_ms = (time.perf_counter() - t_open) * 1e3
         # the main thread while a user fills in the form
-        _run_loop(AFTER_DOCK_S)
+        run_loop(AFTER_DOCK_S)
         t_after = time.perf_counter()
         probe.stop()
         t_docked = t_open + dock_ms / 1e3
         # gaps that start once the widget is docked (the gap spanning the docking call is dock_ms itself)
         after = [(t, g) for t, g in probe.gaps(t_docked, t_after) if t - g / 1e3 >= t_docked]
-        opening = {"dock_ms": round(dock_ms, 1), "after_dock_s": AFTER_DOCK_S, "after_dock": _gap_stats(after)}
+        opening = {"dock_ms": round(dock_ms, 1), "after_dock_s": AFTER_DOCK_S, "after_dock": gap_stats(after)}
         print(f"Train widget docked in {dock_ms:.0f} ms; max stall in the {AFTER_DOCK_S} s after "
               f"{opening['after_dock'].get('max_ms')} ms", flush=True)
         train.sample_btn.native.click()  # "Use the built-in sample set"
         if Path(str(train.data_dir.value)).resolve() != data.resolve():
             raise RuntimeError(f"the sample button set {train.data_dir.value}, expected {data}")
-        _run_loop(1.0)
+        run_loop(1.0)
         trainings = []
         with tempfile.TemporaryDirectory(prefix="crl-ui-latency-") as tmp:
             for n in threads:
@@ -752,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tuple(args.native_modes)) if args.native_sizes else None
     finally:
         viewer.close()
-    mach["gl"] = _gl_renderer()
+    mach["gl"] = gl_renderer()
     st, rv = trainings[0]["measured"], review
     result = {
         "command": command,

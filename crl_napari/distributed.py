@@ -165,7 +165,9 @@ def check_shards(n: int, batch_size: int, world: int | None = None) -> None:
 
 def check_setup(config: TrainConfig, device: torch.device | None = None) -> None:
     """Settings that cannot work on this device (by default the one ``config.device`` picks): SyncBatchNorm
-    synchronises GPU tensors only (torch's SyncBatchNorm raises on CPU ones, gloo or not)."""
+    synchronises GPU tensors only (torch's SyncBatchNorm raises on CPU ones, gloo or not); nor does it go with
+    global selection yet: a rank holding none of a net's picks takes its zero-weight step with BatchNorm in eval
+    mode (Stepper.idle_step), which would skip SyncBatchNorm's collectives that the other ranks wait in."""
     if device is None:
         from .device import pick_device
 
@@ -173,6 +175,9 @@ def check_setup(config: TrainConfig, device: torch.device | None = None) -> None
     if config.sync_batchnorm and world_size() > 1 and device.type != "cuda":
         raise TrainingError(f"sync_batchnorm needs CUDA devices (this run trains on {device.type}); "
                             "train without --sync-batchnorm")
+    if config.sync_batchnorm and global_selection(config):
+        raise TrainingError("sync_batchnorm and global_selection do not go together yet (docs/scaling.md); "
+                            "train without one of --sync-batchnorm, --global-selection")
 
 
 def wrap(models: list[torch.nn.Module], config: TrainConfig) -> list[torch.nn.Module]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["UnsafeIdError", "check_id", "is_safe_id", "ID_RULE"]
+__all__ = ["UnsafeIdError", "all_safe", "check_id", "is_safe_id", "ID_RULE"]
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+_FIRST, _REST = "[A-Za-z0-9_-]", "[A-Za-z0-9._-]"
+_SAFE_ID = re.compile(rf"^{_FIRST}{_REST}*$")
 _MAX_LEN = 200  # file systems allow 255 bytes per name; room for "_prob.png" and friends
+_ONE = rf"{_FIRST}{_REST}{{0,{_MAX_LEN - 1}}}"
+_SAFE_COLUMN = re.compile(rf"{_ONE}(?:\n{_ONE})*")  # ids joined by newlines (all_safe)
 ID_RULE = "ids may only use letters, digits, '.', '_' and '-', and may not start with '.' or contain '..'"
 
 
@@ -22,6 +25,19 @@ class UnsafeIdError(ValueError):
 def is_safe_id(image_id: object) -> bool:
     return (isinstance(image_id, str) and len(image_id) <= _MAX_LEN and bool(_SAFE_ID.match(image_id))
             and ".." not in image_id)
+
+
+def all_safe(image_ids: list[str]) -> bool:
+    """Whether every id of a (large) column is safe, in one pass of the rule over the ids joined by newlines (a
+    table of 100,000 ids). False may also mean "look one by one" (an id holding a newline): callers then check
+    each with :func:`check_id`, which names the bad one."""
+    if not image_ids:
+        return True
+    if not all(isinstance(i, str) for i in image_ids):
+        return False
+    joined = "\n".join(image_ids)
+    return (joined.count("\n") == len(image_ids) - 1 and ".." not in joined
+            and _SAFE_COLUMN.fullmatch(joined) is not None)
 
 
 def check_id(image_id: object, where: str | Path = "") -> str:

@@ -106,9 +106,10 @@ def read_scores(run_dir: str | Path) -> list[dict[str, Any]]:
         rows = runs.read_score_rows(run_dir)
     except (runs.RunError, ids.UnsafeIdError) as exc:
         raise ReviewError(str(exc)) from None
-    return [{"id": r.id, "rank": r.rank, "suspicion": r.suspicion, "uncertainty": r.uncertainty,
-             "disagreement": r.disagreement, "dice_given_corrected": r.dice_given_corrected,
-             "corrupted": r.corrupted, "extra_pieces": r.extra_pieces} for r in rows]
+    with runs.paused_gc():
+        return [{"id": r.id, "rank": r.rank, "suspicion": r.suspicion, "uncertainty": r.uncertainty,
+                 "disagreement": r.disagreement, "dice_given_corrected": r.dice_given_corrected,
+                 "corrupted": r.corrupted, "extra_pieces": r.extra_pieces} for r in rows]
 
 
 class ReviewSession(ChangeLog):
@@ -210,6 +211,11 @@ class ReviewSession(ChangeLog):
     def rows(self) -> list[dict[str, Any]]:
         """The scores.csv rows (copies) in rank order, numbers parsed."""
         return [dict(r) for r in self._rows]
+
+    def column(self, name: str) -> list[Any]:
+        """One scores.csv column (``"suspicion"``, say) in the queue's order: :attr:`rows` without copying 100,000
+        rows to read one number of each."""
+        return [r[name] for r in self._rows]
 
     def row(self, image_id: str) -> dict[str, Any]:
         """The scores.csv row of one image (a copy)."""

@@ -48,7 +48,7 @@ class ReviewModel:
         self.last_edit_outcome: str | None = None  # how the last edit ended: "saved" or "discarded"
         self._ids = session.ids
         self._index = {i: k for k, i in enumerate(self._ids)}
-        self._score = {r["id"]: r["suspicion"] for r in session.rows}
+        self._score = dict(zip(self._ids, session.column("suspicion"), strict=True))
         self._listeners: list[Callable[[str, tuple[str, ...]], None]] = []
         first = session.next_pending() or (self._ids[0] if self._ids else None)
         self.current = first

@@ -22,7 +22,7 @@ import torch
 
 from crl_napari import distributed, selection
 from crl_napari.phantoms import make_phantom
-from crl_napari.settings import TrainConfig
+from crl_napari.settings import TrainConfig, TrainingError
 from crl_napari.sgd import SGD
 from crl_napari.strategies import make_stepper
 from crl_napari.unet import build_models
@@ -112,6 +112,11 @@ def main(out: Path) -> None:
         arrays["sync_batchnorm_on_cpu"] = np.array("allowed")
     except ValueError as exc:
         arrays["sync_batchnorm_on_cpu"] = np.array(str(exc))
+    try:  # on GPUs (the device is only compared): SyncBatchNorm with global selection is refused
+        distributed.check_setup(config("ss", sync_batchnorm=True, global_selection=True), torch.device("cuda"))
+        arrays["sync_batchnorm_global_selection"] = np.array("allowed")
+    except TrainingError as exc:
+        arrays["sync_batchnorm_global_selection"] = np.array(str(exc))
     np.savez(out / f"rank{rank}.npz", **arrays)
     distributed.close()
 

@@ -229,6 +229,9 @@ def test_sync_batchnorm_is_refused_on_cpu_processes_with_one_line(one_step, data
     assertion fails: lift the refusal in distributed.check_setup then.)"""
     _, ranks = one_step
     assert "expected input tensor to be on GPU" in str(ranks[0]["sync_batchnorm_on_cpu"])
+    # nor, on GPUs, with global selection (an idle rank would skip SyncBatchNorm's collectives)
+    assert str(ranks[0]["sync_batchnorm_global_selection"]).startswith(
+        "sync_batchnorm and global_selection do not go together yet")
     res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, "--sync-batchnorm", cwd=tmp_path)
     assert res.returncode != 0
     line = "sync_batchnorm needs CUDA devices (this run trains on cpu); train without --sync-batchnorm"

@@ -498,6 +498,26 @@ def test_statuses_comments_batch_and_the_remembered_reviewer(make_napari_viewer,
     assert _decisions(run_dir)[ids[2]] == {**_decisions(run_dir)[ids[2]], "status": "kept", "reviewer": "dr grey"}
 
 
+def test_the_hidden_maps_are_made_after_the_first_paint_one_layer_at_a_time(make_napari_viewer, qtbot, run_dir):
+    """Each napari layer made holds the viewer for 0.2-0.5 s: the probability and uncertainty layers are made
+    after the image is on screen, one per turn of the event loop (together they froze it for a second), hidden,
+    right above the image."""
+    from crl_napari._qt.review_layers import LAYERS, MAPS_DELAY_MS
+
+    viewer = make_napari_viewer()
+    widget = _review(viewer, run_dir)
+    prob, unc = LAYERS["probability"], LAYERS["uncertainty"]
+    assert prob not in viewer.layers and unc not in viewer.layers  # not in the first paint
+    qtbot.waitUntil(lambda: prob in viewer.layers, timeout=10 * MAPS_DELAY_MS)
+    assert unc not in viewer.layers  # the next one in a later turn
+    qtbot.waitUntil(lambda: unc in viewer.layers, timeout=10 * MAPS_DELAY_MS)
+    names = [layer.name for layer in viewer.layers]
+    here = names.index(LAYERS["image"])
+    assert names[here + 1:here + 3] == [prob, unc]
+    assert not viewer.layers[prob].visible and not viewer.layers[unc].visible
+    assert (widget.layer("probability").name, widget.layer("uncertainty").name) == (prob, unc)
+
+
 def test_signals_explained_uncertainty_flip_and_zoom(make_napari_viewer, qtbot, run_dir):
     """Issue 13: the uncertainty map uses its own range (values of 0-0.3 were near black on a 0-1 scale), H shows
     it, J flips between the original and the corrected mask, G zooms to where they differ, the columns explain

@@ -377,15 +377,14 @@ def test_the_step_bar_and_status_line_are_redrawn_together_at_most_once_a_second
     t = [100.0]
     shown = TrainProgress(clock=lambda: t[0])
     qtbot.addWidget(shown.pbar)
-    drawn = []
-    shown.pbar.valueChanged.connect(drawn.append)
     shown.begin(resume=False)
+    before = shown.pbar.redraws
     shown.show(Started(TrainConfig(strategy="crl", epochs=2), "cpu", 40, 20, 0))
     assert shown.pbar.maximum() == 40 and shown.pbar.value() == 0
     for step in range(20):  # 20 steps in 2 s
         t[0] += 0.1
         shown.show(Step(0, step, 20, 1.0))
-    assert len(drawn) <= 3 and shown.pbar.steps == 20  # counted, drawn twice or three times
+    assert shown.pbar.redraws - before <= 3 and shown.pbar.steps == 20  # counted, drawn two or three times
     assert shown.pbar.value() < 20
     shown.show(EpochEnd(0, 2, 1, (0.9, 0.8, 0.7), 1.0, 0.001, 2.0, None))
     assert shown.pbar.value() == 20 and shown.pbar.text() == "20 / 40 steps"

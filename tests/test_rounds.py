@@ -15,14 +15,15 @@ import torch
 from crl_napari import cascade, cli, runs
 from crl_napari.atomic import atomic_write_png
 from crl_napari.cache import Slots
-from crl_napari.events import CheckpointSaved, Finished, Started
+from crl_napari.events import CheckpointSaved, EpochEnd, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, next_round
 from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
-from crl_napari.rounds import RoundStarted, describe, info
+from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, round_config
 from crl_napari.runs import RunFolder
 from crl_napari.scoring import recommended_threshold
+from crl_napari.settings import TrainConfig
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
         "--quiet"]
@@ -99,6 +100,12 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     assert seen["init_from"] == run / "rounds" / "1" / "checkpoint.pt" and seen["resume"] is False
     assert seen["config"].epochs == 2 and seen["config"].k == 0 and seen["config"].ramp == 0.0
     assert old.train_config.epochs == 3
+    # the warm round anneals from a tenth of the first round's last lr to a tenth of that; its nets average its epochs
+    first = old.train_config
+    end = first.lr * first.lr_decay**first.epochs * WARM_LR_START
+    assert [e.lr for e in events if isinstance(e, EpochEnd)] == pytest.approx([end, end * WARM_LR_END])
+    assert seen["config"].average_last == 2
+    assert torch.load(run / "rounds" / "2" / "checkpoint.pt", weights_only=True)["average"]["count"] == 2
 
     # round 1 kept byte for byte; round 2 at the top level and in rounds/2
     assert _bytes(run / "rounds" / "1") == before
@@ -128,6 +135,25 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     listed = describe(run)
     assert [(r["round"], r["epochs"]) for r in listed] == [(1, 3), (2, 2)]
     assert listed[1]["decisions"]["accepted"] == 1 and listed[1]["warm_epochs"] == 2
+
+
+def test_warm_rounds_anneal_alike_and_set_every_option_they_need():
+    """Every warm round starts at a tenth of the first round's last lr and ends at a tenth of that (round after round
+    alike, not compounding), whatever the first round's average_last: a round averages its own epochs."""
+    first = TrainConfig(epochs=20, lr=0.05, lr_decay=0.95, average_last=5, width=4, ramp=0.1, k=10)
+    end = 0.05 * 0.95**20 * WARM_LR_START
+    assert WARM_LR_START == WARM_LR_END == 0.1
+    second = round_config(first, first, 2, from_scratch=False)
+    assert (second.epochs, second.k, second.ramp, second.average_last) == (2, 0, 0.0, 2)
+    assert [cascade.learning_rate(second, e) for e in range(2)] == pytest.approx([end, end * WARM_LR_END])
+    assert round_config(second, first, 2, from_scratch=False) == second
+    longer = round_config(second, first, 4, from_scratch=False)
+    lrs = [cascade.learning_rate(longer, e) for e in range(4)]
+    assert lrs[0] == pytest.approx(end) and lrs[-1] == pytest.approx(end * WARM_LR_END)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False)) and longer.average_last == 4
+    one = round_config(first, first, 1, from_scratch=False)
+    assert one.lr == pytest.approx(end) and one.average_last == 1
+    assert round_config(second, first, None, from_scratch=True) == first
 
 
 class Kill(Exception):

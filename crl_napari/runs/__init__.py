@@ -24,11 +24,12 @@ from .rounds import (
     write_round_start,
     write_rounds,
 )
-from .rows import CaseRow, HistoryRow, ScoreRow, csv_text, epoch_line
+from .rows import CaseRow, HistoryRow, ScoreRow, csv_text, epoch_line, paused_gc
 
 __all__ = [*_names.__all__,
     "MAX_DEPTH", "MAX_SIZE", "MAX_WIDTH", "CaseRow", "HistoryRow", "Resume", "RunError", "RunFolder", "RunLocked",
     "ScoreRow", "check_belongs", "checkpoint_meta", "csv_text", "data_diff", "epoch_line", "inside", "is_locked",
+    "paused_gc",
     "open_for_resume", "read_score_rows", "settings_diff", "versions", "writer_lock",
     "Round", "current_round", "keep_round_files", "promote", "read_round_decisions", "read_rounds", "round_dir",
     "round_test_dice", "write_round_start", "write_rounds",
