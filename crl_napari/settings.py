@@ -73,7 +73,8 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes reading the batches; 0: in the training process
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over every rank's shard (CUDA only)
     global_selection: bool = False  # under torchrun: select over the whole global batch, not each rank's shard
-    # ours, not the paper's (issue 11 item 4; docs/paper.md): each off by default, the paper's method unchanged.
+    # ours, not the paper's (issue 11 item 4; docs/paper.md): each off by default, the paper's method unchanged;
+    # none won on every seed measured (benchmarks/results/native_res.md, "Which option becomes a default").
     # Integers, not bools, so that the command line (--tta 1) and the Train widget (a spin box) take them as they are
     tta: int = 0  # 1: every net's probability is the mean over the image and its horizontal flip
     average_last: int = 0  # N > 0: the nets after training are each net's weights averaged over the last N epochs
@@ -244,13 +245,16 @@ SETTING_HELP = {
     "threads": "CPU threads of torch; automatic: half the cores, at most 4 (one per core was 3-10x slower on a "
     "busy machine)",
     "tta": "ours, not the paper's: 1 = every net's probability (corrected labels, scores, prediction) is the mean "
-    "over the image and its horizontal flip; 0 = the image only (the paper)",
+    "over the image and its horizontal flip; 0 = the image only (the paper). Off by default: in the benchmark it "
+    "lost at 75 % noise on both seeds (benchmarks/results/native_res.md)",
     "average_last": "ours, not the paper's: N > 0 = after training each net's weights are averaged over the end of "
     "its last N epochs (SWA; BatchNorm statistics averaged too) and the averaged nets correct, score and predict; "
-    "training itself is unchanged; 0 = the last epoch's weights (the paper)",
+    "training itself is unchanged; 0 = the last epoch's weights (the paper). Off by default: in the benchmark it won "
+    "at 75 % noise on one seed and lost on the other (benchmarks/results/native_res.md)",
     "balance_area": "ours, not the paper's: 1 = sample selection keeps the small-loss samples from the masks larger "
     "and those smaller than the peers' prediction in proportion to how many each batch holds, so neither dilated "
-    "nor eroded errors dominate what the nets learn; 0 = small loss alone (the paper)",
+    "nor eroded errors dominate what the nets learn; 0 = small loss alone (the paper). Off by default: in the "
+    "benchmark it lost on its own at 75 % noise (benchmarks/results/native_res.md)",
     "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "
     "training process (right for small data sets and for the plugin)",
 }

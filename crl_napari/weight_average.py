@@ -2,9 +2,12 @@
 
 At heavy label noise the nets' last-epoch weights still wander with the noisy batches they saw last; the mean of
 the weights at the end of the last few epochs sits nearer the middle of that wandering, so the corrected labels,
-scores and predictions made with it are steadier (TrainConfig.average_last; docs/paper.md). BatchNorm's running
-statistics are averaged like the weights (the nets change little over the last epochs, so no extra pass over the
-data recomputes them); integer buffers (BatchNorm's step counter) keep their latest value.
+scores and predictions made with it are steadier (TrainConfig.average_last; docs/paper.md). Steadier is not always
+better: the average is about as good as a typical one of those epochs, so it loses wherever the last epoch happened
+to be a good one (measured: benchmarks/results/native_res.md; off by default). BatchNorm's running statistics are
+averaged like the weights, without an extra pass over the data; recomputing them with one (the benchmark's
+"average+bn") closed most of the loss on the seed where averaging lost, not all of it. Integer buffers
+(BatchNorm's step counter) keep their latest value.
 """
 
 from __future__ import annotations
