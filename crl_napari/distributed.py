@@ -168,14 +168,16 @@ def check_setup(config: TrainConfig, device: torch.device | None = None) -> None
     synchronises GPU tensors only (torch's SyncBatchNorm raises on CPU ones, gloo or not); nor does it go with
     global selection yet: a rank holding none of a net's picks takes its zero-weight step with BatchNorm in eval
     mode (Stepper.idle_step), which would skip SyncBatchNorm's collectives that the other ranks wait in."""
+    if not config.sync_batchnorm or world_size() == 1:
+        return
     if device is None:
         from .device import pick_device
 
-        device = local_device(pick_device(config.device))
-    if config.sync_batchnorm and world_size() > 1 and device.type != "cuda":
+        device = pick_device(config.device)
+    if device.type != "cuda":
         raise TrainingError(f"sync_batchnorm needs CUDA devices (this run trains on {device.type}); "
                             "train without --sync-batchnorm")
-    if config.sync_batchnorm and global_selection(config):
+    if global_selection(config):
         raise TrainingError("sync_batchnorm and global_selection do not go together yet (docs/scaling.md); "
                             "train without one of --sync-batchnorm, --global-selection")
 
