@@ -48,14 +48,16 @@ def _run_dir(scratch: Path, size: int, n: int) -> Path:
     return scratch / "runs" / f"n{n}-{size}"
 
 
-def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int = 0) -> dict:
+def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None) -> dict:
     """Measure one cell in this process; the parent adds the peak RSS."""
     from scale_data import data_set
 
-    from crl_napari.cache import build_cache
+    from crl_napari.cache import build_cache, decode_threads
     from crl_napari.data import scan_dataset
 
     run = _run_dir(scratch, size, n)
+    if kind == "review":  # no data folder needed: the scored run, or synthetic rows
+        return _review(scratch, run, size, n)
     data = data_set(scratch, size, n)
     t0 = time.perf_counter()
     if kind == "build":
@@ -65,7 +67,9 @@ def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_work
         last = []
         build_cache(run, scan_dataset(data), size, progress=last.append, workers=build_workers)
         seconds = time.perf_counter() - t0
-        return {"seconds": round(seconds, 2), "pairs_per_s": round(n / seconds, 1), "workers": build_workers}
+        threads = decode_threads(n) if build_workers is None else build_workers
+        return {"seconds": round(seconds, 2), "pairs_per_s": round(n / seconds, 1), "workers": threads,
+                "decode": "threads", "cpu_s": round(time.process_time(), 2)}
     if kind == "train":
         return _train(data, run, size, steps)
     if kind == "score":
@@ -170,10 +174,10 @@ def _score(run: Path, n: int) -> dict:
 # ------------------------------------------------------------------------------------------ the table (parent)
 
 
-def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int = 0) -> dict:
+def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None) -> dict:
     """Run one cell in a child process (niced); its result plus its own peak RSS."""
     cmd = [sys.executable, __file__, "--cell", kind, "--size", str(size), "--n", str(n), "--scratch", str(scratch),
-           "--steps", str(steps), "--build-workers", str(build_workers)]
+           "--steps", str(steps)] + ([] if build_workers is None else ["--build-workers", str(build_workers)])
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=lambda: os.nice(10))
         out = proc.stdout.read()
@@ -219,7 +223,8 @@ def markdown(doc: dict) -> str:
             x = c[kind].get(field)
             return "—" if x is None else f"{x}"
         workers = c["build"].get("workers")
-        built = v("build", "pairs_per_s") + (f" ({workers} workers)" if workers else "")
+        how = "threads" if c["build"].get("decode") == "threads" else "processes"
+        built = v("build", "pairs_per_s") + (f" ({workers} {how})" if workers and workers > 1 else "")
         opened = v("review", "open_s") + (" (synthetic rows)" if c["review"].get("synthetic") else "")
         lines.append(f"| {size} | {n:,} | {v('build', 'seconds')} | {built} | "
                      f"{v('train', 'peak_rss_mb')} | {v('train', 'ms_per_image_step')} | {v('score', 'peak_rss_mb')} | "
@@ -253,7 +258,8 @@ def targets(cells: dict) -> list[str]:
         for n in ns:
             b = cells.get(cell_key(size, n, "build"))
             if b and size == 256:
-                how = f" with {b['workers']} decoding processes" if b.get("workers") else ""
+                kind = "threads" if b.get("decode") == "threads" else "processes"
+                how = f" with {b['workers']} decoding {kind}" if (b.get("workers") or 0) > 1 else ""
                 out.append(f"- 256 px, N={n:,}: cache build {b['pairs_per_s']} pairs/s{how} (target >= 200): "
                            f"{'met' if b['pairs_per_s'] >= 200 else 'MISSED'}")
     return out or ["- not enough cells yet"]
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure just these kinds at the sizes and N given, again even when done, and leave the "
                          "table's command and missing cells as they are: one cell cheaply (--only build --sizes 256 "
                          "--n 1000), or review open at N rows without training (--only review --n 100000)")
-    ap.add_argument("--build-workers", type=int, default=0, help="processes decoding the cache (build cells)")
+    ap.add_argument("--build-workers", type=int, default=None,
+                    help="threads decoding the cache in build cells (default: cache.decode_threads; 0: one)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON; measure nothing")
     ap.add_argument("--cell", choices=KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from .ids import is_safe_id
 from .runs import CACHE, CACHE_IMAGES, CACHE_INDEX, CACHE_MASKS, RunError, inside
 
 __all__ = ["FORMAT", "Cache", "CacheError", "CacheProgress", "CachedCase", "Slots", "build", "build_cache",
-           "open_cache"]
+           "decode_threads", "open_cache"]
 
 FORMAT = 1
 MAX_CASES = 10_000_000
@@ -251,25 +251,29 @@ def _decode(args: tuple) -> tuple:
     return decode_pair(*args)
 
 
+def decode_threads(n_pairs: int) -> int:
+    """Threads that decode a build of ``n_pairs`` by default: one per core (at most 4), one below 64 pairs. More
+    threads than cores still pay on a first build, whose files come from the disk: their reads overlap."""
+    return max(1, min(os.cpu_count() or 1, 4, n_pairs // 64))
+
+
 def build(run_dir: Path | str, listing: Listing, size: int, max_pixels: int | None = None, chunk: int = 256,
-          save_every: float = 5.0, workers: int = 0, clock: Callable[[], float] = time.monotonic
+          save_every: float = 5.0, workers: int | None = None, clock: Callable[[], float] = time.monotonic
           ) -> Generator[CacheProgress, None, Cache]:
     """Bring ``run_dir``'s cache up to date with ``listing`` at ``size``, yielding progress after every chunk;
     returns the Cache (``cache = yield from build(...)``). The index is saved at most every ``save_every``
     seconds and at the end: a build stopped between saves decodes that stretch again when resumed.
-    ``workers`` processes decode (0: this one); what they return is written here, in order."""
-    pool = None
-    if workers > 0:
-        import multiprocessing
-
-        # fork on Linux: a worker starts at once (spawn re-imports torch: seconds per worker)
-        pool = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn").Pool(workers)
+    ``workers`` threads decode (None: :func:`decode_threads`; 0 or 1: this thread); what they return is written
+    here, in order. Threads, not processes: Pillow and numpy decode with the GIL released, and a forked process
+    could inherit a lock that torch's or napari's threads held at the fork (export's forked workers deadlocked
+    so), while a spawned one starts a new interpreter and re-imports the caller's script."""
+    workers = decode_threads(len(listing.pairs)) if workers is None else workers
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="crl-napari cache decode") if workers > 1 else None
     try:
         return (yield from _build(Path(run_dir), listing, size, max_pixels, chunk, save_every, pool, clock))
     finally:
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, chunk: int, save_every: float, pool,
@@ -299,7 +303,7 @@ def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, c
     for start in range(0, len(todo), chunk):
         part = todo[start:start + chunk]
         args = [(listing.pairs[i], size, max_pixels) for i in part]
-        results = pool.map(_decode, args, chunksize=8) if pool is not None else map(_decode, args)
+        results = pool.map(_decode, args) if pool is not None else map(_decode, args)
         for i, (out, problems, warnings) in zip(part, results, strict=True):
             pair = listing.pairs[i]
             key = keys[i] or [pair.id, pair.split, [pair.image_path.name, 0, 0], [pair.mask_path.name, 0, 0]]

@@ -2,11 +2,13 @@
 imageio / tifffile, DICOM through pydicom), a pixel budget checked from the header before any decoding (a
 2.5 MB file may claim 50000 x 50000 pixels), grey values in [0, 1], masks in {0, 1}, and the resizing and
 z-scoring training uses. Every problem is a :class:`DataError` naming the file. data.py builds data sets from
-folders of such files; this module knows one file at a time.
+folders of such files; this module knows one file at a time. (About 430 lines, over the house's 400: the budget
+check and the decoders it guards share the one Pillow opening of a file, so they stay side by side.)
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +23,7 @@ _PLAIN_FORMATS = ("PNG", "JPEG", "BMP")
 #: The pixel budget of one image (height x width x frames), checked from the file's header before any
 #: pixel is decoded: a few kilobytes can claim 50000 x 50000 pixels and decode into gigabytes.
 MAX_PIXELS = 100_000_000
+_PILLOW_LIMIT = threading.Lock()  # held while Pillow's decompression-bomb limit is lifted (_pillow_header)
 
 
 # Tolerance for masks that went through lossy (JPEG-like) compression; see read_mask.
@@ -130,8 +133,9 @@ def _read_dicom_image(path: Path) -> np.ndarray:
     return out
 
 
-def _read_raw(path: Path) -> np.ndarray:
-    """The stored pixel array of a non-DICOM file (first page/frame), values untouched."""
+def _read_raw(path: Path, opened=None) -> np.ndarray:
+    """The stored pixel array of a non-DICOM file (first page/frame), values untouched; ``opened``: the file as
+    :func:`_pillow_header` opened it (its header read once, for the budget and the decode)."""
     if path.suffix.lower() in _TIFF_EXTENSIONS:
         import tifffile
 
@@ -145,7 +149,7 @@ def _read_raw(path: Path) -> np.ndarray:
     # 8-bit grey or colour (nearly every PNG, JPEG and BMP) straight from Pillow: the pixels imageio's pillow
     # plugin returns for these modes (it transforms none of them), without its per-file overhead (a sixth of a
     # 256 px pair's decode)
-    with Image.open(path) as im:
+    with opened if opened is not None else Image.open(path) as im:
         if im.mode in _PLAIN_MODES and im.format in _PLAIN_FORMATS:
             im.seek(0)
             return np.array(im)
@@ -210,38 +214,66 @@ def _header_pixels(path: Path) -> int | None:
             with tifffile.TiffFile(str(path)) as tif:
                 page = tif.pages[0]
                 return int(page.imagelength) * int(page.imagewidth) * max(int(page.imagedepth), 1)
-        import warnings
-
-        from PIL import Image
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # DecompressionBombWarning: the budget below speaks instead
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                with Image.open(path) as im:
-                    return int(im.size[0]) * int(im.size[1])
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+        im = _pillow_header(path)
+        if im is None:
+            return None
+        with im:
+            return int(im.size[0]) * int(im.size[1])
     except Exception:  # noqa: BLE001 - a header no reader understands: the decoder names the problem
         return None
 
 
+def _pillow_header(path: Path):
+    """``path`` opened by Pillow, its header read and no pixel decoded, with Pillow's own pixel limit lifted (the
+    budget speaks instead); None when Pillow cannot read the header (the decoder then names the problem). The
+    lift is under a lock: the cache build decodes in threads, and two unguarded lifts could restore each other's
+    None for good."""
+    import warnings
+
+    from PIL import Image
+
+    with _PILLOW_LIMIT, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DecompressionBombWarning
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        except Exception:  # noqa: BLE001
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def check_pixel_budget(path: str | Path, max_pixels: int | None = None) -> None:
     """DataError naming ``path`` when its header claims more than ``max_pixels`` (default MAX_PIXELS)."""
+    _check_claim(path, _header_pixels(Path(path)), max_pixels)
+
+
+def _check_claim(path: str | Path, claimed: int | None, max_pixels: int | None) -> None:
     budget = MAX_PIXELS if max_pixels is None else int(max_pixels)
-    claimed = _header_pixels(Path(path))
     if claimed is not None and claimed > budget:
         raise DataError(f"{path}: claims {claimed / 1e6:.0f} megapixels, more than the budget of "
                         f"{budget / 1e6:.0f} (refused before decoding; a decoding bomb or a huge scan)")
 
 
 def _wrap_read(path: Path, what: str, reader, max_pixels: int | None = None):
+    """``reader(path, dicom, opened)`` after the pixel budget: a PNG, JPEG or BMP is opened once, its header
+    checked and then decoded (``opened``), instead of opened for the header and again for the pixels."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file does not exist" if not path.exists() else f"{path}: not a file")
-    check_pixel_budget(path, max_pixels)
+    dicom, opened = is_dicom(path), None
+    if dicom or path.suffix.lower() in _TIFF_EXTENSIONS:
+        check_pixel_budget(path, max_pixels)
+    else:
+        opened = _pillow_header(path)
+        if opened is not None:
+            try:
+                _check_claim(path, int(opened.size[0]) * int(opened.size[1]), max_pixels)
+            except DataError:
+                opened.close()
+                raise
     try:
-        return reader(path)
+        return reader(path, dicom, opened)
     except DataError:
         raise
     except MemoryError:
@@ -251,6 +283,9 @@ def _wrap_read(path: Path, what: str, reader, max_pixels: int | None = None):
         raise DataError(
             f"{path}: cannot read {what} (unreadable, truncated or corrupt file: {detail})"
         ) from exc
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
@@ -264,11 +299,11 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     ``max_pixels`` (default MAX_PIXELS), before anything is decoded.
     """
 
-    def reader(p: Path) -> np.ndarray:
-        if is_dicom(p):
+    def reader(p: Path, dicom: bool, opened) -> np.ndarray:
+        if dicom:
             out = _read_dicom_image(p)
         else:
-            arr = _check_plane(_read_raw(p), p)
+            arr = _check_plane(_read_raw(p, opened), p)
             if arr.ndim == 3:
                 gray = _to_gray(arr)
                 # luminance of integer data keeps the integer scale; scale by the source dtype's range
@@ -301,6 +336,13 @@ def _mask_plane(arr: np.ndarray) -> np.ndarray:
 def _binarise(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.dtype == bool:
         return arr.copy()
+    if arr.dtype == np.uint8:
+        lo, hi = arr.min(), arr.max()  # nearly every mask: two values, found in a few passes without a histogram
+        if lo == hi:
+            return np.full(arr.shape, hi > 0, bool)
+        high = arr == hi
+        if np.count_nonzero(high) + np.count_nonzero(arr == lo) == arr.size:
+            return high
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 1:
         counts = np.bincount(arr.ravel(), minlength=256)
         values = np.flatnonzero(counts)
@@ -340,11 +382,11 @@ def read_mask(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     Colour masks: identical channels are read as grey, otherwise the channel maximum; alpha is dropped.
     """
 
-    def reader(p: Path) -> np.ndarray:
-        if is_dicom(p):
+    def reader(p: Path, dicom: bool, opened) -> np.ndarray:
+        if dicom:
             arr, _ = _dicom_pixels(p)
         else:
-            arr = _read_raw(p)
+            arr = _read_raw(p, opened)
         arr = _mask_plane(_check_plane(np.asarray(arr), p))
         if arr.ndim != 2:
             raise DataError(f"{p}: expected a 2-D mask, got shape {tuple(arr.shape)}")

@@ -114,7 +114,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     if isinstance(data, Dataset):
         rd = run_data.from_dataset(data)
     else:  # decoded once into the run's cache (progress yielded), then streamed
-        rd = yield from run_data.from_folder(out, data, size, skip_bad, max_pixels, config.workers)
+        rd = yield from run_data.from_folder(out, data, size, skip_bad, max_pixels)  # decoded by cache.decode_threads
     n_train = len(rd.train)
     if n_train < 2:
         raise TrainingError(f"{rd.root}: needs at least 2 training images, found {n_train}")

@@ -88,9 +88,10 @@ def from_dataset(ds: Dataset) -> RunData:
 
 
 def from_folder(run_dir: Path, root: Path | str, size: int, skip_bad: bool = False, max_pixels: int | None = None,
-                workers: int = 0) -> Generator[_cache.CacheProgress, None, RunData]:
-    """Scan ``root``, bring ``run_dir``'s cache up to date (yielding its progress; ``workers`` processes
-    decode) and judge the folder as load_dataset does (every problem refused, or skipped with ``skip_bad``)."""
+                workers: int | None = None) -> Generator[_cache.CacheProgress, None, RunData]:
+    """Scan ``root``, bring ``run_dir``'s cache up to date (yielding its progress; ``workers`` threads decode,
+    None: cache.decode_threads) and judge the folder as load_dataset does (every problem refused, or skipped
+    with ``skip_bad``)."""
     listing = scan_dataset(root)
     built = yield from _cache.build(run_dir, listing, size, max_pixels, workers=workers)
     problems = list(listing.problems) + built.problems
