@@ -1,6 +1,7 @@
 """Training and scoring under torchrun (gloo, CPU, two processes): the run folder is written by rank 0 alone and
 is complete, the checkpoint loads, distributed scoring equals one process's, a resume works, world size 1 equals
-the plain path, DDP's gradients are the mean of the shards' gradients, and bad set-ups stop every rank with one
+the plain path (either selection), DDP's gradients are the mean of the shards' gradients, global selection picks
+and steps as one process on the whole batch, and bad set-ups (SyncBatchNorm on CPU) stop every rank with one
 line. Each launch is a real ``python -m torch.distributed.run ... -m crl_napari`` with a timeout and a free
 port; tiny phantoms, width 4, one thread per process, so each takes seconds."""
 
