@@ -391,3 +391,13 @@ def test_the_step_bar_and_status_line_are_redrawn_together_at_most_once_a_second
     assert shown.status.value.startswith("Epoch 1/2 · stage 1 · loss 0.8000")
     shown.end()
     assert shown.pbar.value() == 20  # what was made stays on screen after the worker ends
+
+
+def test_the_form_leaves_out_what_only_torchrun_or_the_worker_sets(make_napari_viewer):
+    """The plugin trains in one process: the torchrun-only settings (global selection, SyncBatchNorm) and the
+    DataLoader workers are not offered as form rows, while our heavy-noise options are (under Advanced)."""
+    widget = _train_widget(make_napari_viewer())
+    for name in ("global_selection", "sync_batchnorm", "workers", "threads"):
+        assert name not in widget.cfg, name
+    for name in ("average_last", "balance_area", "tta", "epochs"):
+        assert name in widget.cfg, name
