@@ -269,7 +269,9 @@ def targets(cells: dict) -> list[str]:
         opened = {n: cells[cell_key(size, n, "review")] for n in ns if cell_key(size, n, "review") in cells}
         if opened:
             n = max(opened)
-            out.append(f"- {size} px: review open at N={n:,} rows {opened[n]['open_s']} s (target <= 2 s at 100,000): "
+            load = f", load {opened[n]['load_1min']}" if "load_1min" in opened[n] else ""
+            out.append(f"- {size} px: review open at N={n:,} rows {opened[n]['open_s']} s{load} "
+                       "(target <= 2 s at 100,000): "
                        + ("met" if opened[n]["open_s"] <= 2 and n >= 100_000 else
                           "MISSED" if opened[n]["open_s"] > 2 else "not measured at 100,000 yet"))
         for n in ns:
@@ -277,6 +279,7 @@ def targets(cells: dict) -> list[str]:
             if b and size == 256:
                 kind = "threads" if b.get("decode") == "threads" else "processes"
                 how = f" with {b['workers']} decoding {kind}" if (b.get("workers") or 0) > 1 else ""
+                how += f", load {b['load_1min']}" if "load_1min" in b else ""
                 out.append(f"- 256 px, N={n:,}: cache build {b['pairs_per_s']} pairs/s{how} (target >= 200): "
                            f"{'met' if b['pairs_per_s'] >= 200 else 'MISSED'}")
     return out or ["- not enough cells yet"]

@@ -6,7 +6,7 @@ large ones grows instead of reusing its holes. Scoring allocates and frees a chu
 chunk after chunk, so its peak memory grew with the number of chunks (0.66 GB at 1,000 images, 2.1 GB at 50,000,
 64 px) although it holds one chunk at a time. With the threshold fixed, every block of 4 MiB or more is its own
 mapping, returned to the system when freed. Measured on the 10,000-image scale run (peak RSS after chunks 1-5):
-741, 829, 908, 908, 924 MB before; 699, 753, 753 MB after (on the 50,000 one). ``malloc_trim`` after each chunk
+741, 829, 908, 908, 924 MB before; 626, 626, 636, 636 MB after (chunks 1-4). ``malloc_trim`` after each chunk
 instead kept the memory between chunks low but not the peak (713, 748, 781, 829 MB).
 """
 
