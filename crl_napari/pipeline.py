@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, distributed, noise, run_data, runs, scoring
+from . import cascade, distributed, heap, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
 from .cache import open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
@@ -239,6 +239,7 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
     the scores and writes scores.csv (the other ranks return no metrics)."""
     import torch
 
+    heap.map_large_blocks()  # peak memory flat in the number of chunks (heap.py)
     threads = torch.get_num_threads()
     torch.set_num_threads(run.train_config.n_threads)  # as training: one thread per core was 3-10x slower on a
     try:  # busy machine
@@ -269,6 +270,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
             parts[k].append(getattr(sc, k))
         known = corrupted is not None and clean is not None
         parts["correction_dice"].append(scoring.correction_dice(sc, clean) if known else np.full(len(idx), np.nan))
+        del images, given, clean, probs, sc  # gone before the next chunk is read: one chunk in memory, not two
     columns = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
     columns = distributed.gather(run.path, n, columns)
     if columns is None:
