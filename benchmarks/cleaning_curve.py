@@ -28,7 +28,7 @@ incomplete) and a PNG of the curves are rewritten each time.
 
     python benchmarks/cleaning_curve.py --threads 1            # quick profile, seeds 0 1, 75 % then 50 %
 
-About 510 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
+About 560 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
 """
 
