@@ -76,8 +76,8 @@ def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | N
     no better after one round (0.917, 0.947): more stage 2 at that lr moves the nets away from where the first
     round's decay left them (in table1, a longer stage 2 did worse too). From a tenth of it, with no decision:
     0.925 -> 0.933 -> 0.931 and 0.951 -> 0.952. With the reviewer's decisions (cleaning_curve.py's order b) the
-    nets still lose about 0.003 test Dice per round after the first (0.933 -> 0.919 over 6 rounds at 75 %):
-    open (not the lr alone)."""
+    nets still lose about 0.002 test Dice per round after the first (75 %: 0.933 -> 0.918 and 0.929 -> 0.912
+    over 8 rounds): open (not the lr alone)."""
     if from_scratch:
         return first
     start = first.lr * first.lr_decay**first.epochs * WARM_LR_START
