@@ -58,8 +58,8 @@ from crl_napari.data import load_dataset  # noqa: E402
 
 ROOT = table1.ROOT
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
-          "s": "suspicion first"}
-ROUND_ORDERS = ("b",)  # the orders that train a round after every batch
+          "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets"}
+ROUND_ORDERS = ("b", "f")  # the orders that train a round after every batch
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 NOISE = (0.75, 0.5)
 BATCH = 20
@@ -233,8 +233,10 @@ def suspicion_rank(scores: scoring.ImageScores) -> np.ndarray:
     return out
 
 
-def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save) -> dict:
-    """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round."""
+def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save, order: str = "b") -> dict:
+    """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round. Order f: the
+    same, but every round warm-starts from the first round's nets (with all the decisions so far), so the nets
+    cannot drift round after round."""
     walk = Walk(ctx.given, ctx.truth)
     cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
     prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
@@ -244,8 +246,9 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save)
         done = len(points) - 1
         state = json.loads((cell_dir / f"round_{done}" / "state.json").read_text())
         walk.restore(state, np.load(cell_dir / f"round_{done}" / "final.npy"))
-        prev = cell_dir / f"round_{done}" / cascade.CHECKPOINT
-        models, cfg = cascade.load_models(prev.parent)
+        models, cfg = cascade.load_models(cell_dir / f"round_{done}")
+        if order == "b":
+            prev = cell_dir / f"round_{done}" / cascade.CHECKPOINT
         scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
         print(f"[{_now()}] resumed after round {done} ({len(walk.order)} reviewed)", flush=True)
     else:
@@ -277,7 +280,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save)
         points.append(pt)
         atomic_write(round_dir / "final.npy", lambda fh: np.save(fh, walk.final))
         atomic_write_json(round_dir / "state.json", walk.state())
-        prev = round_dir / cascade.CHECKPOINT
+        if order == "b":
+            prev = round_dir / cascade.CHECKPOINT
         print(f"[{_now()}]   round {r}: {len(walk.order)} reviewed, exported Dice "
               f"{pt['recommended']['mean_dice']:.4f} (recommended) / {pt['keep']['mean_dice']:.4f} (keep), "
               f"test {test_dice:.4f}, {seconds:.0f} s", flush=True)
@@ -436,7 +440,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue
@@ -542,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order in ROUND_ORDERS:
             run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
-                       cell, lambda: save(results, args.results, args.seeds, touched))
+                       cell, lambda: save(results, args.results, args.seeds, touched), order)
         else:
             got = run_static(ctx, order, steps)
             if got is None:
