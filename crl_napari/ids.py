@@ -23,7 +23,7 @@ class UnsafeIdError(ValueError):
 
 
 def is_safe_id(image_id: object) -> bool:
-    return (isinstance(image_id, str) and len(image_id) <= _MAX_LEN and bool(_SAFE_ID.match(image_id))
+    return (isinstance(image_id, str) and len(image_id) <= _MAX_LEN and _SAFE_ID.fullmatch(image_id) is not None
             and ".." not in image_id)
 
 

@@ -72,3 +72,12 @@ def test_a_column_of_ids_is_safe_exactly_when_each_id_is():
     for column in (["a", "b"], ["a..b"], [".a"], ["a/b"], ["x" * 200], ["x" * 201], ["a\nb"], ["a", ""], [],
                    ["ok-1.2_3", "Z"]):
         assert all_safe(column) == all(map(is_safe_id, column)), column
+
+
+def test_an_id_ending_in_a_newline_is_not_safe():
+    """``$`` in a regular expression also matches before a final newline: the rule must hold to the last character
+    (a case id 'a\\n' would name a file 'a\\n.png')."""
+    for bad in ("a\n", "phantom_001\n", "a\r", "a\n\n"):
+        assert not is_safe_id(bad), repr(bad)
+        assert not all_safe(["ok", bad]), repr(bad)
+    assert is_safe_id("phantom_001")
