@@ -15,7 +15,9 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
     b  the tool's queue with a round after every batch: the reviewed masks trusted (never dropped nor
        corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
        first round's: 2 in the quick profile) with the tool's round settings (rounds.round_config), the rest of
-       the queue re-ranked
+       the queue re-ranked (the tool's rounds until they drifted: see f)
+    f  as b, but every round warm-starts from the first round's nets with all the decisions so far
+       (rounds.warm_base: the tool's rounds now)
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)

@@ -8,8 +8,9 @@ What a decision means for training (the masks at training size):
 * excluded -> left out of training (still scored, so its decision stays attached to a listed image).
 A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
 
-A round either warm-starts from the previous round's nets for a few epochs (continuing the cascade in stage 2,
-selection at full strength, the learning rate annealed and the epochs' weights averaged: :func:`round_config`)
+A round either warm-starts for a few epochs from the nets of the last round that trained in full (round 1, or a
+later round from scratch: :func:`warm_base`), continuing the cascade in stage 2 with every decision so far
+(selection at full strength, the learning rate annealed and the epochs' weights averaged: :func:`round_config`),
 or trains from scratch with the first round's settings. It trains in ``rounds/<n>/``, streaming the images from
 the run's cache when that is whole (older run folders: read into memory from the originals or display copies,
 run_data.training_source); once done its files become the run's top level and every image is rescored
@@ -53,6 +54,7 @@ class RoundStarted:
     excluded: int
     warm_epochs: int | None
     from_scratch: bool
+    warm_from: int | None = None  # the round whose nets a warm round starts from (warm_base)
 
 
 def default_warm_epochs(first: TrainConfig) -> int:
@@ -61,8 +63,8 @@ def default_warm_epochs(first: TrainConfig) -> int:
 
 
 def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | None, from_scratch: bool) -> TrainConfig:
-    """The settings of the next round: the first round's from scratch; else the previous round's nets go on for
-    ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full strength (the nets can already
+    """The settings of the next round: the first round's from scratch; else the nets of the last round trained in
+    full (:func:`warm_base`) go on for ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full strength (the nets can already
     tell), and they move little:
 
     * the learning rate starts at WARM_LR_START of the first round's last one and decays to WARM_LR_END of
@@ -83,6 +85,16 @@ def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | N
     start = first.lr * first.lr_decay**first.epochs * WARM_LR_START
     return replace(previous, epochs=warm_epochs, k=0 if previous.strategy == "crl" else None, ramp=0.0, lr=start,
                    lr_decay=WARM_LR_END ** (1 / max(1, warm_epochs - 1)), average_last=warm_epochs)
+
+
+def warm_base(rounds: list, number: int) -> int:
+    """The round whose nets warm round ``number`` starts from: the last one before it that trained in full (round 1,
+    or a round from scratch), with every decision so far; not the previous warm round. Why
+    (benchmarks/results/cleaning_curve.md, orders b and f, 75 % noise, 8 rounds of 20 decisions): warm rounds
+    chained one on another drift, test Dice 0.9247 -> 0.9177 and 0.9291 -> 0.9121 on seeds 0 and 1, each round a
+    little further from where the full training left the nets; started each time from the full round's nets they
+    do not drift (order f)."""
+    return max(r.number for r in rounds if r.number < number and r.warm_epochs is None)
 
 
 def decisions_of(run_dir: Path) -> dict[str, str]:
@@ -199,11 +211,12 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     # cache); the masks streamed from the round's own file
     source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t], size,
                                       Slots(mask_file, int(trained.sum()), size))
+    base = None if this.warm_epochs is None else warm_base(rounds, this.number)
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
-                       this.from_scratch)
+                       this.from_scratch, base)
     warm_from = None
-    if this.warm_epochs is not None and plan.start_epoch == 0:
-        warm_from = runs.round_dir(run_dir, this.number - 1) / runs.CHECKPOINT
+    if base is not None and plan.start_epoch == 0:
+        warm_from = runs.round_dir(run_dir, base) / runs.CHECKPOINT
     config = plan.config if threads is None else replace(plan.config, threads=threads)
     events = cascade.train_from(source, config, run_dir=folder, resume=plan.start_epoch > 0,
                                 should_stop=should_stop, trusted=trusted[trained], init_from=warm_from)

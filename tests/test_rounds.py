@@ -80,7 +80,7 @@ def test_a_round_keeps_round_1_trains_with_the_decisions_and_rescores(run, monke
     monkeypatch.setattr(cascade, "train_from", spy)
     events = list(next_round(run, warm_epochs=2))
     started = [e for e in events if isinstance(e, RoundStarted)]
-    assert started == [RoundStarted(2, False, 3, 1, 2, False)]
+    assert started == [RoundStarted(2, False, 3, 1, 2, False, 1)]
     assert isinstance(events[-1], ScoresReady) and events[-1].metrics["round"] == 2
 
     # what training saw: the excluded image left out, the trusted ones flagged, each with the mask decided
@@ -154,6 +154,40 @@ def test_warm_rounds_anneal_alike_and_set_every_option_they_need():
     one = round_config(first, first, 1, from_scratch=False)
     assert one.lr == pytest.approx(end) and one.average_last == 1
     assert round_config(second, first, None, from_scratch=True) == first
+
+
+def test_every_warm_round_starts_from_the_last_round_trained_in_full(run, monkeypatch):
+    """Round 3 (warm) starts from round 1's nets with every decision so far, not from round 2's (warm rounds chained
+    on one another drift: rounds.warm_base); after a round from scratch, the next warm round starts from that one."""
+    seen = []
+    real = cascade.train_from
+
+    def spy(source, config, **kw):  # records where the weights came from, then trains for real
+        seen.append(kw["init_from"])
+        return real(source, config, **kw)
+
+    monkeypatch.setattr(cascade, "train_from", spy)
+    bases = []
+    for how in ({"warm_epochs": 1}, {"warm_epochs": 1}, {"from_scratch": True}, {"warm_epochs": 1}):
+        events = list(next_round(run, **how))
+        bases += [e.warm_from for e in events if isinstance(e, RoundStarted)]
+        assert isinstance(events[-1], ScoresReady)
+    assert bases == [1, 1, None, 4]
+    assert seen == [run / "rounds" / "1" / "checkpoint.pt", run / "rounds" / "1" / "checkpoint.pt", None,
+                    run / "rounds" / "4" / "checkpoint.pt"]
+    assert [r.number for r in runs.read_rounds(run)] == [1, 2, 3, 4, 5]
+
+
+def test_a_rounds_file_whose_round_1_was_warm_is_refused(run, capsys):
+    assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
+    path = run / runs.ROUNDS
+    data = json.loads(path.read_text())
+    data["rounds"][0]["warm_epochs"] = 2
+    path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert str(path) in err and "round 1 trained in full" in err and "Traceback" not in err
 
 
 class Kill(Exception):
@@ -276,7 +310,7 @@ def test_next_round_refuses_what_it_cannot_do(trained, tmp_path, capsys):
 def test_cli_next_round_and_info_end_to_end(run, capsys):
     assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr()
-    assert "starting review round 2 (warm start, 1 epoch(s)): 3 mask(s) trusted, 1 excluded" in out.err
+    assert "starting review round 2 (warm start from round 1, 1 epoch(s)): 3 mask(s) trusted, 1 excluded" in out.err
     assert "round 2 scored" in out.out
     assert cli.main(["next-round", str(run), "--from-scratch", "--quiet"]) == 0
     assert RunFolder(run).train_config == RunFolder(run / "rounds" / "1").train_config  # the first round's

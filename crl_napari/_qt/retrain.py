@@ -144,7 +144,8 @@ class RetrainControl(QWidget):
     def _on_event(self, ev: Any) -> None:
         self._eta.update(ev)
         if isinstance(ev, RoundStarted):
-            how = "from scratch" if ev.from_scratch else f"warm start, {ev.warm_epochs} epoch(s)"
+            how = ("from scratch" if ev.from_scratch
+                   else f"warm start from round {ev.warm_from}, {ev.warm_epochs} epoch(s)")
             session = self._review.session
             shown = session.round if session is not None else ev.round - 1
             self._round_text = (f"{'Resuming' if ev.resumed else 'Training'} round {ev.round} ({how}; "

@@ -83,6 +83,8 @@ def read_rounds(run_dir: Path | str) -> list[Round]:
     out = [_check(r, path, i) for i, r in enumerate(data["rounds"])]
     if any(r.finished is None for r in out[:-1]) or out[0].finished is None:
         raise RunError(f"{path}: only the last round may be unfinished, and round 1 is always finished")
+    if out[0].warm_epochs is not None:  # warm rounds start from a round that trained in full (rounds.warm_base)
+        raise RunError(f"{path}: round 1 trained in full; it has no warm_epochs")
     return out
 
 
