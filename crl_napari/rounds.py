@@ -64,8 +64,8 @@ def default_warm_epochs(first: TrainConfig) -> int:
 
 def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | None, from_scratch: bool) -> TrainConfig:
     """The settings of the next round: the first round's from scratch; else the nets of the last round trained in
-    full (:func:`warm_base`) go on for ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full strength (the nets can already
-    tell), and they move little:
+    full (:func:`warm_base`) go on for ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full
+    strength (the nets can already tell), and they move little:
 
     * the learning rate starts at WARM_LR_START of the first round's last one and decays to WARM_LR_END of
       that start over the round's epochs, every round alike (not compounding round after round);
