@@ -371,14 +371,6 @@ def evaluate_run(run_dir: Path | str, data: Path | str | Dataset | EvalCases | N
     return result
 
 
-def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
-               should_stop: Callable[[], bool] | None = None) -> Iterator:
-    """Train a reviewed run's next round with the reviewer's decisions, then rescore it: crl_napari.rounds."""
-    from .rounds import next_round as _next_round
-
-    return _next_round(run_dir, warm_epochs=warm_epochs, from_scratch=from_scratch, should_stop=should_stop)
-
-
 def summary(run_dir: Path | str) -> dict:
     """A short description of a run folder for the command line and the plugin."""
     return RunFolder(run_dir).summary()

@@ -17,10 +17,10 @@ from crl_napari.atomic import atomic_write_png
 from crl_napari.cache import Slots
 from crl_napari.events import CheckpointSaved, EpochEnd, Finished, Started
 from crl_napari.phantoms import write_sample_set
-from crl_napari.pipeline import ScoresReady, next_round
+from crl_napari.pipeline import ScoresReady
 from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
-from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, round_config
+from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, next_round, round_config
 from crl_napari.runs import RunFolder
 from crl_napari.scoring import recommended_threshold
 from crl_napari.settings import TrainConfig

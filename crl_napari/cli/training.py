@@ -114,8 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_next_round(args: argparse.Namespace) -> int:
-    from ..pipeline import next_round
-    from ..rounds import RoundStarted
+    from ..rounds import RoundStarted, next_round
 
     def announce(events):
         for ev in events:
