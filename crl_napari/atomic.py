@@ -241,15 +241,23 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """PNG bytes of a 2-D (or HxWxC) array; bool becomes uint8 0/255 so a mask is viewable as is."""
-    import imageio.v3 as iio
+    """PNG bytes of a 2-D (or HxWxC) array; bool becomes uint8 0/255 so a mask is viewable as is.
+
+    Pillow directly, as imageio's Pillow plugin does (the same bytes): imageio's imwrite looked for two optional
+    modules on every call, failed imports are not cached, and those searches were about half of a 64 px PNG's
+    encoding (0.34 -> 0.18 ms per image; scoring writes four PNGs per case, a run's set-up two)."""
+    import io
+
+    from PIL import Image
 
     arr = np.asarray(array)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if arr.ndim not in (2, 3):
         raise ValueError(f"cannot write a PNG from an array of shape {arr.shape}")
-    return bytes(iio.imwrite("<bytes>", arr, extension=".png"))
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(out, format="PNG")
+    return out.getvalue()
 
 
 def atomic_write_png(path: str | Path, array: np.ndarray) -> None:

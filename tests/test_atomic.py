@@ -82,3 +82,25 @@ def test_case_files_appear_by_the_case_table_and_temps_of_a_killed_writer_are_sw
     assert [r.id for r in run.case_rows()] == ids
     assert run.image(ids[0]).shape == (16, 16) and run.given(ids[2]).dtype == bool
     assert os.path.getsize(images / "c1.png") > 0
+
+
+def test_encode_png_writes_what_imageio_wrote_and_reads_back_exactly():
+    """encode_png calls Pillow itself (imageio's imwrite searched for optional modules on every call): the bytes are
+    the ones imageio's Pillow plugin wrote, for every kind of array the run folder holds, and decode to the input."""
+    import imageio.v3 as iio
+
+    from crl_napari.atomic import encode_png
+
+    rng = np.random.default_rng(7)
+    arrays = [(rng.random((64, 64)) * 255).astype(np.uint8),  # display image
+              (rng.random((40, 30)) * 65535).astype(np.uint16),  # 16-bit probability map
+              rng.random((33, 17)) > 0.5,  # a mask as bool: 0/255
+              (rng.random((12, 9, 3)) * 255).astype(np.uint8),  # RGB
+              np.asfortranarray((rng.random((20, 30)) * 255).astype(np.uint8))[:, ::2]]  # not contiguous
+    for arr in arrays:
+        expected = arr.astype(np.uint8) * 255 if arr.dtype == bool else arr
+        data = encode_png(arr)
+        assert data == bytes(iio.imwrite("<bytes>", expected, extension=".png")), arr.dtype
+        assert np.array_equal(iio.imread(data), expected)
+    with pytest.raises(ValueError, match="shape"):
+        encode_png(np.zeros(5, np.uint8))
