@@ -4,7 +4,9 @@ its peak memory (resource.getrusage of the child: ru_maxrss) is its own:
 
 - build:  the run's on-disk cache from the PNG folder (seconds, pairs decoded per second)
 - train:  train_run on that run folder (cache reused), stopped after --steps steps: peak RSS, seconds per
-          training image per step (median step time / batch, the first 3 steps left out)
+          training image per step (median step time / batch, the first 3 steps left out); with --repeats R each
+          N runs R times, in turn over N, and the median run counts (one run's step time swings by a quarter
+          between processes on this shared machine: 0.32-0.51 s at N = 50,000 within an hour)
 - score:  score_run over every training image, from the cache (images/s, peak RSS)
 - review: what opening a run in the Review widget costs without Qt (run folder, session, review model, case reader,
           recommended threshold, counts, listed rows: seconds, peak RSS) and one row switch; on a run of N synthetic
@@ -45,7 +47,8 @@ build s and pairs/s, ms / image / step, score images/s, review open s and row sw
 (it does not depend on the load). Each command measures its cells again and keeps the others:
 
     python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 256 --n 1000 --only build  # twice: then warm
-    python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 64 --n 1000 10000 50000 --only train score
+    python benchmarks/scale.py --sizes 64 --n 1000 10000 50000 --only train --repeats 3 --threads 1
+    python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 64 --n 1000 10000 50000 --only score
     python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 64 --n 1000 10000 50000 100000 --only review
     python benchmarks/scale.py --scratch /tmp/crl-scale --sizes 64 --n 1000 10000 50000 --only export
 
@@ -64,7 +67,8 @@ def _run_dir(scratch: Path, size: int, n: int) -> Path:
     return scratch / "runs" / f"n{n}-{size}"
 
 
-def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None) -> dict:
+def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None,
+             threads: int | None = None) -> dict:
     """Measure one cell in this process; the parent adds the peak RSS."""
     from scale_data import data_set
 
@@ -87,7 +91,7 @@ def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_work
         return {"seconds": round(seconds, 2), "pairs_per_s": round(n / seconds, 1), "workers": threads,
                 "decode": "threads", "cpu_s": round(time.process_time(), 2)}
     if kind == "train":
-        return _train(data, run, size, steps)
+        return _train(data, run, size, steps, threads)
     if kind == "score":
         return _score(run, n)
     if kind == "export":
@@ -140,9 +144,13 @@ def _review(scratch: Path, run: Path, size: int, n: int) -> dict:
             "row_switch_ms": round(switch * 1000, 2), "synthetic": synthetic}
 
 
-def _train(data: Path, run: Path, size: int, steps: int) -> dict:
+def _train(data: Path, run: Path, size: int, steps: int, threads: int | None = None) -> dict:
     import statistics
 
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from crl_napari.cache import CacheProgress
     from crl_napari.pipeline import train_run
     from crl_napari.settings import TrainConfig
@@ -166,7 +174,8 @@ def _train(data: Path, run: Path, size: int, steps: int) -> dict:
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     step = statistics.median(gaps[min(3, len(gaps) - 1):])  # the first steps pay for warming up
     return {**phases, "steps": len(stamps), "s_per_step": round(step, 4),
-            "ms_per_image_step": round(step / cfg.batch_size * 1000, 3), "cache_reused": reused}
+            "ms_per_image_step": round(step / cfg.batch_size * 1000, 3), "cache_reused": reused,
+            "torch_threads": torch.get_num_threads()}
 
 
 def _score(run: Path, n: int) -> dict:
@@ -190,10 +199,12 @@ def _score(run: Path, n: int) -> dict:
 # ------------------------------------------------------------------------------------------ the table (parent)
 
 
-def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None) -> dict:
+def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None,
+            threads: int | None = None) -> dict:
     """Run one cell in a child process (niced); its result plus its own peak RSS."""
     cmd = [sys.executable, __file__, "--cell", kind, "--size", str(size), "--n", str(n), "--scratch", str(scratch),
            "--steps", str(steps)] + ([] if build_workers is None else ["--build-workers", str(build_workers)])
+    cmd += [] if threads is None else ["--threads", str(threads)]
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=lambda: os.nice(10))
         out = proc.stdout.read()
@@ -206,6 +217,17 @@ def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_worke
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     return result
+
+
+def repeated(results: list[dict]) -> dict:
+    """One train cell from several runs: the median run by ms / image / step, every run's number and load beside
+    it, and the largest peak RSS."""
+    ranked = sorted(results, key=lambda r: r["ms_per_image_step"])
+    out = dict(ranked[(len(ranked) - 1) // 2])
+    out["repeats_ms_per_image_step"] = [r["ms_per_image_step"] for r in results]
+    out["repeats_load_1min"] = [r.get("load_1min") for r in results]
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return out
 
 
 def _machine() -> str:
@@ -243,12 +265,23 @@ def markdown(doc: dict) -> str:
         built = v("build", "pairs_per_s") + (f" ({workers} {how})" if workers and workers > 1 else "")
         opened = v("review", "open_s") + (" (synthetic rows)" if c["review"].get("synthetic") else "")
         lines.append(f"| {size} | {n:,} | {v('build', 'seconds')} | {built} | "
-                     f"{v('train', 'peak_rss_mb')} | {v('train', 'ms_per_image_step')} | {v('score', 'peak_rss_mb')} | "
+                     f"{v('train', 'peak_rss_mb')} | {per_step(c['train'])} | {v('score', 'peak_rss_mb')} | "
                      f"{v('score', 'images_per_s')} | {opened} | {v('review', 'peak_rss_mb')} | "
                      f"{v('review', 'row_switch_ms')} | {v('export', 'seconds')} | {v('export', 'peak_rss_mb')} |")
     lines += ["", "## Targets (measured, never loosened)", ""] + targets(cells)
     lines += ["", "## Re-running the timing cells", "", RERUN]
     return "\n".join(lines) + "\n"
+
+
+def per_step(train: dict) -> str:
+    """ms / image / step, the median of repeated runs with each run's number after it."""
+    if "ms_per_image_step" not in train:
+        return "—"
+    runs = train.get("repeats_ms_per_image_step")
+    how = [f"{train['torch_threads']} torch thread{'s' if train['torch_threads'] > 1 else ''}"] \
+        if "torch_threads" in train else []
+    how += [f"runs {' / '.join(map(str, runs))}"] if runs else []
+    return f"{train['ms_per_image_step']}" + (f" ({'; '.join(how)})" if how else "")
 
 
 def targets(cells: dict) -> list[str]:
@@ -264,8 +297,13 @@ def targets(cells: dict) -> list[str]:
                        f"{'met' if r <= 1.5 else 'MISSED'}")
             per = [t["ms_per_image_step"] for t in train.values()]
             spread = max(per) / min(per) - 1
-            out.append(f"- {size} px: time per image per step from N={lo:,} to {hi:,} varies by {spread:.0%} "
-                       f"(target <= 20 %): {'met' if spread <= 0.2 else 'MISSED'}")
+            how = sorted({f"{t['torch_threads']} torch thread{'s' if t['torch_threads'] > 1 else ''}"
+                          for t in train.values() if "torch_threads" in t})
+            runs = sorted({len(t.get("repeats_ms_per_image_step") or [1]) for t in train.values()})
+            how += [f"median of {runs[0]} runs per N"] if runs != [1] else []
+            out.append(f"- {size} px: time per image per step from N={lo:,} to {hi:,} varies by {spread:.0%}"
+                       f"{' (' + ', '.join(how) + ')' if how else ''} (target <= 20 %): "
+                       f"{'met' if spread <= 0.2 else 'MISSED'}")
         opened = {n: cells[cell_key(size, n, "review")] for n in ns if cell_key(size, n, "review") in cells}
         if opened:
             n = max(opened)
@@ -301,6 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, nargs="+", default=[1000, 10000, 50000])
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--steps", type=int, default=30, help="training steps measured per train cell")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="train cells: torch threads (default: torch's, one per core). With 1, a step does not wait "
+                         "for a core that other work holds: on a shared machine the spread over N is N's own")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="train cells: run each this many times (fresh processes, one N after another in turn) and "
+                         "report the median ms / image / step, with every run's number beside it")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default="scale", help="file stem of the JSON and markdown written")
     ap.add_argument("--redo", action="store_true", help="measure cells again that are already in the results")
@@ -315,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.cell:  # the child: one cell, its result as the last line of stdout
-        result = run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps, args.build_workers)
+        result = run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps, args.build_workers, args.threads)
         result["load_1min"] = round(os.getloadavg()[0], 1)  # the machine is shared: what else ran, at the end
         print(json.dumps(result), flush=True)
         return 0
@@ -337,12 +381,21 @@ def main(argv: list[str] | None = None) -> int:
 
     note_status(doc)
     save(doc, args.results, args.name)  # PARTIAL, with this command to resume, until its last cell is in
-    for size, n, kind in [] if args.summary_only else wanted:
+    todo = [w for w in ([] if args.summary_only else wanted)
+            if cell_key(*w) not in doc["cells"] or args.redo or args.only]
+    runs = {w: [measure(args.scratch, *w, args.steps, args.build_workers, args.threads)]
+            for w in todo if w[2] == "train" and args.repeats > 1}
+    for _ in range(args.repeats - 1):  # in turn over N, so a slow spell of the machine falls on every N alike
+        for w, got in runs.items():
+            print(f"repeating {cell_key(*w)} ...", flush=True)
+            got.append(measure(args.scratch, *w, args.steps, args.build_workers, args.threads))
+    for size, n, kind in todo:
         key = cell_key(size, n, kind)
-        if key in doc["cells"] and not (args.redo or args.only):
-            continue
         print(f"measuring {key} ...", flush=True)
-        result = measure(args.scratch, size, n, kind, args.steps, args.build_workers)
+        if (size, n, kind) in runs:
+            result = repeated(runs[(size, n, kind)])
+        else:
+            result = measure(args.scratch, size, n, kind, args.steps, args.build_workers, args.threads)
         doc = load(path)  # another invocation may have added cells meanwhile
         doc["cells"][key] = result | {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         note_status(doc)
