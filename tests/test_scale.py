@@ -43,6 +43,12 @@ def test_scale_runs_cell_by_cell_and_resumes(tmp_path):
     assert wider["cells"] == doc["cells"] and "--summary-only" not in wider["command"]
     partial = _scale().markdown(doc | {"missing": ["32 px | N=21 | build"]})  # a run stopped before its end
     assert "PARTIAL: 1 cells missing" in partial and f"resume with `{doc['command']}`" in partial
+    out = _run(*common, "--only", "train", "--repeats", "2", "--threads", "1")  # the timing cell, again, twice
+    assert out.count("repeating 32 px | N=20 | train") == 1
+    train = json.loads((tmp_path / "results" / "scale.json").read_text())["cells"]["32 px | N=20 | train"]
+    runs = train["repeats_ms_per_image_step"]
+    assert len(runs) == 2 and train["ms_per_image_step"] == min(runs) and train["torch_threads"] == 1
+    assert f"(1 torch thread; runs {runs[0]} / {runs[1]})" in (tmp_path / "results" / "scale.md").read_text()
 
 
 def _scale():
