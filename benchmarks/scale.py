@@ -165,8 +165,8 @@ def _train(data: Path, run: Path, size: int, steps: int, threads: int | None = N
     phases: dict[str, float] = {}
     for ev in train_run(data, run, cfg, size=size, simulate_noise=0.25, should_stop=lambda: len(stamps) >= steps):
         name = type(ev).__name__
-        if isinstance(ev, CacheProgress) and ev.done == ev.total:
-            phases["cache_s"] = round(time.perf_counter() - t0, 2)
+        if isinstance(ev, CacheProgress) and ev.done == ev.total:  # the cache, then the run folder's case files
+            phases["cache_s" if ev.what == "caching" else "run_folder_s"] = round(time.perf_counter() - t0, 2)
         elif name == "Started":
             phases["until_training_s"] = round(time.perf_counter() - t0, 2)
         elif name == "Step":

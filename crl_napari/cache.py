@@ -52,6 +52,9 @@ class CacheProgress:
     decoded: int
     seconds: float
     left: int  # slots still to decode
+    #: the step before training this counts: "caching" the data folder, then "writing the run folder" (the
+    #: cases' display copies and given masks, pipeline.train_run): at N = 50,000 each takes minutes
+    what: str = "caching"
 
     @property
     def per_second(self) -> float | None:
@@ -68,7 +71,7 @@ class CacheProgress:
         rate, eta = self.per_second, self.eta
         tail = f" · {rate:.0f}/s" if rate else ""
         tail += f" · about {format_seconds(eta)} left" if eta is not None and self.left else ""
-        return f"caching {self.done}/{self.total} images{tail}"
+        return f"{self.what} {self.done}/{self.total} images{tail}"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ folder, yielding the training events (plus ``ScoresReady``) so each face shows p
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from . import cascade, distributed, heap, noise, run_data, runs, scoring
 from .atomic import remove_stale_temps
-from .cache import open_cache
+from .cache import CacheProgress, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset
 from .evaluation import EvalCases, evaluate, split_cases
@@ -23,6 +24,8 @@ from .review_file import ReviewError, read_statuses
 from .runs import RunError, RunFolder
 from .settings import check_size
 from .sources import CacheSource
+
+WRITING_EVERY = 256  # cases between two progress events while the run folder's case files are written
 
 
 @dataclass(frozen=True)
@@ -143,12 +146,16 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
             "skipped": [{"path": str(p), "reason": r} for p, r in rd.skipped], "warnings": list(rd.warnings),
         })
         rows = []
+        t0 = time.perf_counter()
         for i, c in enumerate(rd.train):
             row = _case_row(c, "train")
             if records is not None:
                 row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
             rows.append(row)
             run.write_case_files(c.id, rd.image(i), rd.given[i])
+            if (i + 1) % WRITING_EVERY == 0 or i + 1 == n_train:  # minutes at N = 50,000: say how far it is
+                yield CacheProgress(i + 1, n_train, i + 1, time.perf_counter() - t0, n_train - i - 1,
+                                    what="writing the run folder:")
         run.write_case_table(rows)
         train_ids = set(rd.ids)
         held_out = [c for c in rd.cases if c.id not in train_ids]

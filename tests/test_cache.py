@@ -144,8 +144,12 @@ def test_a_run_trains_and_scores_from_its_cache(folder, tmp_path):
     run = tmp_path / "run"
     events = list(pipeline.train_run(folder, run, TrainConfig(strategy="ss", **TINY), size=SIZE,
                                      simulate_noise=0.5))
-    progress = [e for e in events if type(e).__name__ == "CacheProgress"]
-    assert progress and progress[-1].done == 12 and events.index(progress[-1]) < 2  # before training starts
+    caching = [e for e in events if type(e).__name__ == "CacheProgress" and e.what == "caching"]
+    assert caching and caching[-1].done == 12 and events.index(caching[-1]) < 2  # the whole data folder, first
+    writing = [e for e in events if type(e).__name__ == "CacheProgress" and e.what != "caching"]
+    started = next(i for i, e in enumerate(events) if isinstance(e, cascade.Started))
+    assert [e.done for e in writing] == [9] and events.index(writing[0]) == started - 1  # then the run folder
+    assert writing[0].text() == "writing the run folder: 9/9 images" + (f" · {writing[0].per_second:.0f}/s")
     rf = RunFolder(run)
     train_ids = [r.id for r in rf.case_rows()]
     assert len(train_ids) == 9 and len(open_cache(run).cases()) == 12  # the test split is cached (and checked)

@@ -140,6 +140,10 @@ def test_what_a_face_asks_of_a_bare_path(tmp_path):
     with pytest.raises(RunError, match="is a symbolic link"):
         inside(rf.run, "link", "x.png")
     assert inside(rf.run, "corrected", "x.png") == rf.run / "corrected" / "x.png"
+    for parts in (("..", "x.png"), ("corrected/../..", "x.png"), ("corrected", "..", "..", "x.png")):
+        with pytest.raises(RunError, match="resolves outside the run folder"):  # no fast path for these
+            inside(rf.run, *parts)
+    assert inside(rf.run, "corrected", "..", "x.png") == rf.run / "corrected" / ".." / "x.png"  # still inside
     cfg = json.loads((rf.run / CONFIG).read_text())
     cfg["train"]["batch_size"] = True
     (rf.run / CONFIG).write_text(json.dumps(cfg))

@@ -10,6 +10,7 @@ which RunFolder extends.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -70,6 +71,12 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(a, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
 
 
+def _plain_name(part: str) -> bool:
+    """One entry's own name: not empty, ".", "..", and without a separator."""
+    return part not in ("", ".", "..") and "/" not in part and (os.sep not in part) and \
+        (os.altsep is None or os.altsep not in part)
+
+
 def inside(root: Path, *parts: str) -> Path:
     """``root/parts...`` for writing: RunError when any entry below ``root`` on the way is a symbolic link or
     the result resolves outside ``root`` (the root itself may be a link: the user chose it)."""
@@ -79,6 +86,8 @@ def inside(root: Path, *parts: str) -> Path:
         if path.is_symlink():
             raise RunError(f"{path}: is a symbolic link; refusing to write through it (a run folder's entries "
                            "must be plain files and folders inside it)")
+    if all(_plain_name(p) for p in parts):  # no link on the way and no "..": inside by construction
+        return path
     real_root = Path(root).resolve()
     if real_root not in path.resolve().parents and path.resolve() != real_root:
         raise RunError(f"{path}: resolves outside the run folder {real_root}; refusing to write there")
