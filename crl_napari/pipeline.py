@@ -25,8 +25,6 @@ from .runs import RunError, RunFolder
 from .settings import check_size
 from .sources import CacheSource
 
-WRITING_EVERY = 256  # cases between two progress events while the run folder's case files are written
-
 
 @dataclass(frozen=True)
 class ScoresReady:
@@ -146,16 +144,16 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
             "skipped": [{"path": str(p), "reason": r} for p, r in rd.skipped], "warnings": list(rd.warnings),
         })
         rows = []
-        t0 = time.perf_counter()
         for i, c in enumerate(rd.train):
             row = _case_row(c, "train")
             if records is not None:
                 row.update(corrupted=int(records[i].corrupted), noise_op=records[i].op, noise_n=records[i].n)
             rows.append(row)
-            run.write_case_files(c.id, rd.image(i), rd.given[i])
-            if (i + 1) % WRITING_EVERY == 0 or i + 1 == n_train:  # minutes at N = 50,000: say how far it is
-                yield CacheProgress(i + 1, n_train, i + 1, time.perf_counter() - t0, n_train - i - 1,
-                                    what="writing the run folder:")
+        t0 = time.perf_counter()
+        cases = ((c.id, rd.image(i), rd.given[i]) for i, c in enumerate(rd.train))
+        for done in run.write_case_files_from(cases):  # minutes at N = 50,000: say how far it is
+            yield CacheProgress(done, n_train, done, time.perf_counter() - t0, n_train - done,
+                                what="writing the run folder:")
         run.write_case_table(rows)
         train_ids = set(rd.ids)
         held_out = [c for c in rd.cases if c.id not in train_ids]

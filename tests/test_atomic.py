@@ -10,6 +10,7 @@ import pytest
 
 from crl_napari import atomic
 from crl_napari.atomic import AtomicBatch, DiskFullError, atomic_write_files, remove_stale_temps
+from crl_napari.ids import UnsafeIdError
 from crl_napari.runs import RunFolder
 from crl_napari.settings import TrainConfig
 
@@ -104,3 +105,34 @@ def test_encode_png_writes_what_imageio_wrote_and_reads_back_exactly():
         assert np.array_equal(iio.imread(data), expected)
     with pytest.raises(ValueError, match="shape"):
         encode_png(np.zeros(5, np.uint8))
+
+
+def test_case_files_from_a_stream_are_the_bytes_one_at_a_time_writes(tmp_path):
+    """write_case_files_from encodes in threads, CASE_BATCH cases at a time: the same files as write_case_files
+    one by one, progress after each batch, and the batches before the last already made durable."""
+    from crl_napari.runs.folder import CASE_BATCH
+
+    rng = np.random.default_rng(1)
+    n = CASE_BATCH * 2 + 3
+    cases = [(f"c{i:04d}", rng.normal(size=(8, 8)).astype(np.float32), rng.random((8, 8)) > 0.5) for i in range(n)]
+    runs = {}
+    for name in ("one", "stream"):
+        runs[name] = RunFolder.create(tmp_path / name, TrainConfig(width=4, depth=2), {
+            "root": None, "size": 8, "simulate_noise": 0.0, "noise_seed": 0})
+    for case in cases:
+        runs["one"].write_case_files(*case)
+    done = list(runs["stream"].write_case_files_from(iter(cases), workers=3))
+    assert done == [CASE_BATCH, 2 * CASE_BATCH, n]
+    assert len(list((runs["stream"].path / "images").glob("c*.png"))) == 2 * CASE_BATCH  # named by the batches
+    rows = [{"id": i, "split": "train", "image_path": f"/d/images/{i}.png", "mask_path": f"/d/masks/{i}.png",
+             "orig_h": 8, "orig_w": 8} for i, _, _ in cases]
+    for run in runs.values():
+        run.write_case_table(rows)
+    for sub in ("images", "given"):
+        one, stream = runs["one"].path / sub, runs["stream"].path / sub
+        assert sorted(p.name for p in stream.iterdir()) == sorted(p.name for p in one.iterdir())
+        assert all((stream / p.name).read_bytes() == p.read_bytes() for p in one.iterdir())
+    bad = RunFolder.create(tmp_path / "bad", TrainConfig(width=4, depth=2), {
+        "root": None, "size": 8, "simulate_noise": 0.0, "noise_seed": 0})
+    with pytest.raises(UnsafeIdError, match="unsafe image id .bad/id."):  # a worker refuses it: the stream stops
+        list(bad.write_case_files_from([("bad/id", *cases[0][1:])]))
