@@ -252,7 +252,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
         batches = read(source, [distributed.shard(order[step * bs : (step + 1) * bs], rank, world)
                                 for step in range(steps)], config.workers, device)
         for step in range(steps):
-            # under torchrun every rank holds its batch before any steps, or every rank stops (distributed.py)
+            # under torchrun every rank holds its batch before any rank steps, or every rank stops (distributed.py)
             with distributed.Together(f"epoch {epoch + 1}, step {step + 1}") as ready:
                 if should_stop is not None and should_stop():
                     ready.stop()
