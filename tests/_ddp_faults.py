@@ -1,14 +1,17 @@
 """Faults on one rank under torchrun, for tests/test_distributed_faults.py (not a test itself).
 
 Usage: ``torchrun --nproc-per-node 2 tests/_ddp_faults.py OUT_DIR``. Every rank trains the same tiny crl run
-(16 phantoms at 32 px, global batch 4: two images per rank, 2 epochs, k = 1) three times through the engine's
-own loop (cascade.train_from), each time with one fault that only one rank meets:
+(16 phantoms at 32 px, global batch 4: two images per rank, 2 epochs, k = 1) through the engine's own loop
+(cascade.train_from), each time with one fault that only one rank meets:
 
 - ``nan``: after epoch 1 is checkpointed, one image comes to hold infinite values; resumed, rank 1 draws it at
   epoch 2, step 2, and its loss is NaN there. Then the run resumes again with that image repaired.
 - ``read``: the images are read from a cache file (cache.Slots, written by the project's code) that loses its
   last slot after every rank opened it; rank 1 reads that slot at epoch 1, step 3 and gets a CacheError.
 - ``stop``: rank 1 alone asks to stop (``should_stop``) before epoch 1, step 2.
+
+Then ``votes`` calls distributed.agree itself: a bug's error on rank 1 alone, the package's on both, a stop asked
+by one.
 
 Each rank saves what happened to it (the error's class and message, the events it saw, the checkpoint's epoch)
 as OUT_DIR/<fault>-rank<r>.json. A hang is the test's timeout.
@@ -28,6 +31,7 @@ from crl_napari import cascade, distributed, runs
 from crl_napari.cache import Slots
 from crl_napari.image_files import zscore
 from crl_napari.phantoms import make_phantom
+from crl_napari.runs import RunError
 from crl_napari.settings import TrainConfig
 from crl_napari.sources import ArraySource, CacheSource
 
@@ -117,7 +121,23 @@ def stop_fault(out: Path) -> dict:
     return run(ArraySource(images, masks), out, should_stop=should_stop)
 
 
-FAULTS = {"nan": nan_fault, "read": read_fault, "stop": stop_fault}
+def votes(out: Path) -> dict:
+    """distributed.agree itself: a bug's error on rank 1 alone, the package's error on every rank, a stop asked by
+    rank 0 alone; what each call raised or returned here."""
+    me = distributed.rank()
+    calls = {"bug on rank 1": (ValueError("bad value") if me == 1 else None, False),
+             "error on every rank": (RunError(f"file-{me}: unreadable"), False),
+             "stop on rank 0": (None, me == 0)}
+    seen = {}
+    for where, (failure, stop) in calls.items():
+        try:
+            seen[where] = {"returned": distributed.agree(failure, where, stop)}
+        except Exception as exc:
+            seen[where] = {"error": type(exc).__name__, "message": str(exc), "own": exc is failure}
+    return seen
+
+
+FAULTS = {"nan": nan_fault, "read": read_fault, "stop": stop_fault, "votes": votes}
 
 
 def main(out: Path, names: list[str]) -> None:

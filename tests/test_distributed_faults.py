@@ -3,8 +3,8 @@ instead of leaving the others waiting in an all-reduce that never comes (distrib
 
 Two gloo processes on CPU, tiny nets; every launch has a timeout, so a regression (a hang) fails the test instead
 of holding CI. tests/_ddp_faults.py meets three faults on rank 1 alone inside the engine's loop (a NaN loss, a
-cache file that loses a slot, a stop asked by one rank); the command line's ``score`` meets a damaged file that
-only rank 1 reads, and torchrun ends with a non-zero status.
+cache file that loses a slot, a stop asked by one rank) and calls the vote itself; the command line's ``score``
+meets a damaged file that only rank 1 reads, and torchrun ends with a non-zero status.
 """
 
 from __future__ import annotations
@@ -67,6 +67,17 @@ def test_a_stop_asked_by_one_rank_stops_every_rank_at_the_same_step(seen):
     for rank in seen["stop"]:
         assert rank["error"] is None and rank["stopped"] is True
         assert rank["steps"] == [[0, s] for s in range(helper.STOP_AT[1])]
+
+
+def test_the_vote_raises_the_package_s_errors_everywhere_and_a_bug_s_where_it_happened(seen):
+    first, second = seen["votes"]
+    assert first["bug on rank 1"] == {"error": "TrainingError", "own": False,
+                                      "message": "rank 1 of 2 at bug on rank 1: ValueError: bad value"}
+    assert second["bug on rank 1"] == {"error": "ValueError", "message": "bad value", "own": True}  # its traceback
+    for rank in (first, second):  # the lowest failing rank's words, in its class, on every rank
+        assert rank["error on every rank"] == {"error": "RunError", "own": False,
+                                               "message": "every rank of 2 at error on every rank: file-0: unreadable"}
+        assert rank["stop on rank 0"] == {"returned": True}
 
 
 @pytest.fixture(scope="module")
