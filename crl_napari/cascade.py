@@ -249,14 +249,21 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
         loss_sums = [0.0] * len(models)
         selected_sum = 0.0
         t0 = time.perf_counter()
-        batches = [distributed.shard(order[step * bs : (step + 1) * bs], rank, world) for step in range(steps)]
-        for step, (idx, x, y) in enumerate(read(source, batches, config.workers, device)):
-            if should_stop is not None and should_stop():
+        batches = read(source, [distributed.shard(order[step * bs : (step + 1) * bs], rank, world)
+                                for step in range(steps)], config.workers, device)
+        for step in range(steps):
+            # under torchrun every rank holds its batch before any rank steps, or every rank stops (distributed.py)
+            with distributed.Together(f"epoch {epoch + 1}, step {step + 1}") as ready:
+                if should_stop is not None and should_stop():
+                    ready.stop()
+                else:
+                    idx, x, y = next(batches)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    if config.augment:
+                        x, y = augment(x, y, config, gen)
+            if ready.stopped:
                 yield Finished(models, epoch, stopped=True)
                 return
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if config.augment:
-                x, y = augment(x, y, config, gen)
             # trusted is passed only when given: without it the call is the one it always was
             extra = {} if t_all is None else {"trusted": t_all[idx]}
             losses, frac = stepper(x, y, stage, drop, epoch, step, **extra)
@@ -274,14 +281,17 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
         end = EpochEnd(epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr,
                        seconds, val_dice)
         yield end
-        _check_weights(models, epoch, run_dir)
-        if epoch >= config.epochs - config.average_last:
-            average.add(models)
-            if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
-                average.load_into(models)
-        if run_dir is not None and distributed.is_writer():
-            path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end),
-                                   average=average.state() if config.average_last else None)
+        path = None
+        with distributed.Together(f"the checkpoint of epoch {epoch + 1}"):  # rank 0's write stops every rank
+            _check_weights(models, epoch, run_dir)
+            if epoch >= config.epochs - config.average_last:
+                average.add(models)
+                if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
+                    average.load_into(models)
+            if run_dir is not None and distributed.is_writer():
+                path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end),
+                                       average=average.state() if config.average_last else None)
+        if path is not None:
             yield CheckpointSaved(epoch, path)
     for m in models:
         m.eval()

@@ -13,9 +13,14 @@ function here is a no-op and the engine runs exactly as before. Under torchrun:
   how to go on, or the error that stopped it (:class:`Lead`, :func:`follow`), so every rank stops with the same
   one-line message;
 - scoring gives each rank a block of the cases (:func:`block`): every rank writes its cases' maps and its
-  scores as a part (a temporary file in the run folder); rank 0 merges the parts into scores.csv (:func:`gather`).
+  scores as a part (a temporary file in the run folder); rank 0 merges the parts into scores.csv (:func:`gather`);
+- work that one rank may fail at alone (reading its batch, its loss, rank 0's checkpoint, scoring its block) ends
+  with every rank's vote (:func:`agree`, :class:`Together`): a failure on one rank stops every rank at the same
+  point with the same one line, naming the rank, instead of leaving the others in a collective.
 
 Process group: gloo for CPU tensors, nccl for CUDA ones; with CUDA every rank uses cuda:LOCAL_RANK.
+
+Over 400 lines on purpose: everything that knows about other ranks is here, so each hook elsewhere is one line.
 """
 
 from __future__ import annotations
@@ -229,9 +234,9 @@ def epoch_end(models: list[torch.nn.Module], values: Sequence[float]) -> list[fl
 
 
 # --- rank 0 leads, the others follow ---------------------------------------------------------------------------
-def _broadcast(obj):
+def _broadcast(obj, src: int = 0):
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=src)
     return box[0]
 
 
@@ -240,20 +245,24 @@ def _portable(exc: BaseException) -> tuple[str, str, str]:
     return type(exc).__module__, type(exc).__qualname__, str(exc)
 
 
-def _rebuild(spec: tuple[str, str, str]) -> BaseException:
-    """The error rank 0 stopped with, as the same class where that is the package's or a built-in one (so the
-    command line reports it as rank 0 does), else a TrainingError with its message."""
+def _rebuild(spec: tuple[str, str, str], kept: tuple[str, ...] = ("crl_napari", "builtins"),
+             prefix: str = "") -> BaseException:
+    """The error another rank stopped with, as the same class where that is one of the ``kept`` packages' (so
+    the command line reports it as that rank does), else a TrainingError with its message (and its class's name
+    when that is not kept either)."""
     import importlib
 
     module, name, message = spec
-    if module.split(".")[0] in ("crl_napari", "builtins"):
+    if module.split(".")[0] in kept:
         try:
             cls = getattr(importlib.import_module(module), name)
             if isinstance(cls, type) and issubclass(cls, Exception):
-                return cls(message)
+                return cls(prefix + message)
         except Exception:  # a class that cannot be rebuilt from its message: the fallback below
             pass
-    return TrainingError(message)
+    elif module.split(".")[0] != "crl_napari" and prefix:
+        message = f"{name}: {message}"
+    return TrainingError(prefix + message)
 
 
 class Lead:
@@ -272,13 +281,14 @@ class Lead:
         if not self.told:
             self.told = True
             _broadcast((None, _portable(exc)))
+            _every_rank(exc)
 
 
 def follow() -> dict:
     """On a rank other than 0: wait for rank 0's plan; raise the error it stopped with."""
     plan, error = _broadcast(None)
     if error is not None:
-        raise _rebuild(error)
+        raise _every_rank(_rebuild(error))
     return plan
 
 
@@ -305,6 +315,80 @@ def writer_lock(run_dir: Path | str, command: str) -> Iterator[None]:
         yield
 
 
+# --- every rank goes on, or every rank stops ------------------------------------------------------------------
+def agree(failure: BaseException | None = None, where: str | None = None, stop: bool = False) -> bool:
+    """Every rank says whether it can go on; all of them must call this at the same point, outside any other
+    collective. Returns whether some rank asked to ``stop`` (then every rank stops there).
+
+    When a rank's ``failure`` is given, no rank goes on: the lowest failing rank sends its error and every rank
+    raises it, its message led by the rank (and ``where``), so none is left waiting in a collective that the
+    failed rank will never join. The package's own errors keep their class (one line on the command line, on
+    every rank); anything else is raised as it is on the rank it happened on (a bug keeps its traceback) and as
+    a TrainingError naming its class on the others. One all-reduce of world + 1 integers; the message crosses
+    only on failure. In one process: raises ``failure``, returns ``stop``.
+    """
+    world = world_size()
+    if world == 1:
+        if failure is not None:
+            raise failure
+        return stop
+    votes = torch.zeros(world + 1, dtype=torch.int64)  # CPU: gloo carries it, also beside nccl
+    votes[rank()] = failure is not None
+    votes[world] = bool(stop)
+    dist.all_reduce(votes)
+    failed = [r for r in range(world) if votes[r]]
+    if not failed:
+        return bool(votes[world])
+    first = failed[0]
+    spec = _broadcast(_portable(failure) if rank() == first else None, src=first)
+    who = (f"rank {first} of {world}" if len(failed) == 1 else f"every rank of {world}" if len(failed) == world
+           else f"ranks {', '.join(map(str, failed))} of {world}")
+    error = _rebuild(spec, kept=("crl_napari",), prefix=f"{who}{f' at {where}' if where else ''}: ")
+    if failure is not None and type(error) is not type(failure):
+        raise failure  # not the package's error: as it is, with its traceback, on the rank it happened on
+    raise _every_rank(error) from failure
+
+
+def _every_rank(error: BaseException) -> BaseException:
+    """Mark an error that every rank raises at the same point (:func:`settle` waits for the others then)."""
+    error.every_rank = True  # type: ignore[attr-defined]
+    return error
+
+
+def settle(error: BaseException) -> None:
+    """After this rank reported ``error``: when every rank stopped with it at the same point (:func:`agree`,
+    :func:`follow`), wait until each has reported it too. torchrun ends the other ranks as soon as one process
+    exits, which could otherwise cut another rank's line short (rank 0's, the one a user reads). Else nothing.
+    A rank that left meanwhile ends the wait (the error is already said)."""
+    if active() and getattr(error, "every_rank", False):
+        try:
+            dist.all_reduce(torch.zeros(1))  # a CPU tensor: gloo, also beside nccl
+        except RuntimeError:
+            pass
+
+
+class Together:
+    """``with Together(where) as work:`` rank-local work (no collective inside) that ends with every rank's
+    :func:`agree`: an exception inside stops every rank with it; ``work.stop()`` asks every rank to stop, and
+    ``work.stopped`` says after the block whether some rank did. In one process an exception passes unchanged.
+    An interrupt (KeyboardInterrupt, SystemExit) passes too: the launcher sends the signal to every rank."""
+
+    def __init__(self, where: str) -> None:
+        self.where, self.asked, self.stopped = where, False, False
+
+    def __enter__(self) -> Together:
+        return self
+
+    def stop(self) -> None:
+        self.asked = True
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and (world_size() == 1 or not isinstance(exc, Exception)):
+            return False
+        self.stopped = agree(exc, self.where, self.asked)
+        return False
+
+
 # --- scoring in shards -----------------------------------------------------------------------------------------
 def gather(run_dir: Path | str, n: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
     """Each rank's ``arrays`` (first axis: the cases of its :func:`block` of ``n``) merged in case order on
@@ -319,8 +403,8 @@ def gather(run_dir: Path | str, n: int, arrays: dict[str, np.ndarray]) -> dict[s
     run_dir = Path(run_dir)
     positions = block(n, me, world)
     part = run_dir / SCORE_PART.format(rank=me, world=world)
-    atomic_write(part, lambda fh: np.savez(fh, positions=positions, **arrays))
-    dist.barrier()
+    with Together("writing its scoring part"):  # every part written, or every rank stops
+        atomic_write(part, lambda fh: np.savez(fh, positions=positions, **arrays))
     if not is_writer():
         return None
     merged = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in arrays.items()}

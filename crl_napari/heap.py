@@ -8,6 +8,12 @@ chunk after chunk, so its peak memory grew with the number of chunks (0.66 GB at
 mapping, returned to the system when freed. Measured on the 10,000-image scale run (peak RSS after chunks 1-5):
 741, 829, 908, 908, 924 MB before; 626, 626, 636, 636 MB after (chunks 1-4). ``malloc_trim`` after each chunk
 instead kept the memory between chunks low but not the peak (713, 748, 781, 829 MB).
+
+The setting is the whole process's, so in the plugin it stays with the napari viewer once a Train or a retrain
+scored there. Left so on purpose: measured with the Review widget on 3000 x 3000 originals in fresh viewer
+processes (benchmarks/heap_viewer.py, two trials of each kind alternating, load 7), row switches took 102.6 ms
+(median of the trials' medians) with the threshold fixed against 110.5 ms without, and the viewer held 521 against
+553 MB after the switches (peak 834 MB both). glibc cannot hand the threshold back to its own rule once set.
 """
 
 from __future__ import annotations

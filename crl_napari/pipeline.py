@@ -263,19 +263,22 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     parts["extra_pieces"], parts["correction_dice"] = [], []
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
-    for start in range(first, end, chunk):
-        idx = list(range(start, min(end, start + chunk)))
-        images, given, clean = read(idx)
-        probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-        sc = scoring.score_probs(probs, given, run.train_config.T)
-        scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(ids[start:start + len(idx)])
-                                             if i in keep_maps})
-        parts["extra_pieces"].append(np.asarray(run.write_score_maps(ids[start:start + len(idx)], sc, keep_maps)))
-        for k in keys:
-            parts[k].append(getattr(sc, k))
-        known = corrupted is not None and clean is not None
-        parts["correction_dice"].append(scoring.correction_dice(sc, clean) if known else np.full(len(idx), np.nan))
-        del images, given, clean, probs, sc  # gone before the next chunk is read: one chunk in memory, not two
+    with distributed.Together("scoring"):  # under torchrun a rank that fails here stops every rank
+        for start in range(first, end, chunk):
+            idx = list(range(start, min(end, start + chunk)))
+            images, given, clean = read(idx)
+            probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+            sc = scoring.score_probs(probs, given, run.train_config.T)
+            chunk_ids = ids[start:start + len(idx)]
+            scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(chunk_ids)
+                                                 if i in keep_maps})
+            parts["extra_pieces"].append(np.asarray(run.write_score_maps(chunk_ids, sc, keep_maps)))
+            for k in keys:
+                parts[k].append(getattr(sc, k))
+            known = corrupted is not None and clean is not None
+            parts["correction_dice"].append(scoring.correction_dice(sc, clean) if known
+                                            else np.full(len(idx), np.nan))
+            del images, given, clean, probs, sc  # gone before the next chunk is read: one chunk in memory
     columns = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
     columns = distributed.gather(run.path, n, columns)
     if columns is None:

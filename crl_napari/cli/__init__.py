@@ -36,16 +36,13 @@ def _under_torchrun(args: argparse.Namespace) -> Iterator[None]:
     if args.command not in DISTRIBUTED_COMMANDS and distributed.launched_world_size() > 1:
         raise TrainingError(f"only {' and '.join(DISTRIBUTED_COMMANDS)} run under torchrun; run {args.command} "
                             "as one process")
-    distributed.init_from_env()
-    try:
-        if distributed.is_writer():
+    distributed.init_from_env()  # main leaves the group, once this rank's error (if any) is said
+    if distributed.is_writer():
+        yield
+    else:
+        args.quiet = True
+        with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
             yield
-        else:
-            args.quiet = True
-            with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
-                yield
-    finally:
-        distributed.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         rank = os.environ.get("RANK", "0") if distributed.launched() else "0"
         who = "" if rank == "0" else f" (rank {rank})"
-        print(f"crl-napari {args.command}{who}: error: {exc}", file=sys.stderr)
+        print(f"crl-napari {args.command}{who}: error: {exc}", file=sys.stderr, flush=True)
+        distributed.settle(exc)  # under torchrun: an error every rank stopped with is said by every rank
         return 2
     except KeyboardInterrupt:
         print("interrupted; a training run continues with --resume", file=sys.stderr)
         return 130
+    finally:
+        if distributed.launched():
+            distributed.close()

@@ -48,6 +48,7 @@ class Stepper:
         # float16 needs loss scaling; bfloat16 and float32 do not
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.where = (0, 0)  # (epoch, step), for messages
+        self.failure: TrainingError | None = None  # under torchrun: this step's first non-finite loss
         self.global_selection = distributed.global_selection(config)
 
     @property
@@ -57,8 +58,10 @@ class Stepper:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float, epoch: int,
                  step: int, trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
-        self.where = (epoch, step)
-        return self.train_step(x, y, stage, drop, trusted)
+        self.where, self.failure = (epoch, step), None
+        result = self.train_step(x, y, stage, drop, trusted)
+        distributed.agree(self.failure)  # under torchrun a loss that was not finite on one rank stops every rank
+        return result
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, stage: int, drop: float,
                    trusted: torch.Tensor | None = None) -> tuple[list[float], float]:
@@ -141,7 +144,11 @@ class Stepper:
         if not torch.isfinite(loss).all():
             epoch, step = self.where
             where = f" The last good checkpoint is kept in {self.run_dir / CHECKPOINT}." if self.run_dir else ""
-            raise TrainingError(
+            error = TrainingError(
                 f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped.{where} "
                 "Try a lower learning rate (--lr) or check the input images."
             )
+            if distributed.world_size() == 1:
+                raise error
+            # under torchrun this rank still joins the step's all-reduces; then every rank stops (__call__)
+            self.failure = self.failure or error
