@@ -29,7 +29,6 @@ class StatusLine(QWidget):
         policy = QSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)
-        self.relayouts = 0  # new layouts asked for (each one lays out the window: tests count them)
         self.setText(text)
 
     def text(self) -> str:
@@ -43,7 +42,6 @@ class StatusLine(QWidget):
         before = self.heightForWidth(width) if width else None
         self._text = text
         if width is None or self.heightForWidth(width) != before:
-            self.relayouts += 1
             self.updateGeometry()
         self.update()
 
