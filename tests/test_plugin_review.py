@@ -624,3 +624,37 @@ def test_a_clean_looking_image_takes_a_second_press_to_accept_and_a_flagged_one_
     widget.threshold.setValue(0.0)
     widget.preview_btn.click()  # lowered: the preview says how many clean-looking ones it would take in
     assert f"— {len(clean) - 1} of them look clean" in widget.preview.text()
+
+
+def test_a_row_switch_repaints_the_review_without_laying_out_the_window(make_napari_viewer, qtbot, run_dir):
+    """A row switch changes the Review's labels (the image's line of facts, the clean mark), which asked for a new
+    layout up through the scroll area, the dock and napari's main window: a second window composition on every
+    switch (ui_latency). The scroll area passes a request on only when its content's minimum width changed."""
+    from qtpy.QtCore import QEvent, QObject
+
+    from crl_napari._qt._common import dock_of
+
+    viewer = make_napari_viewer(show=True)  # a hidden window is never laid out
+    viewer.add_image(np.zeros((40, 40), np.float32), name="someone's image")
+    widget = _review(viewer, run_dir)
+    qtbot.wait(300)  # the window shown, laid out
+
+    class Requests(QObject):
+        count = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.LayoutRequest:
+                self.count += 1
+            return False
+
+    requests = Requests()
+    dock_of(widget).installEventFilter(requests)
+    facts = []
+    for _ in range(4):
+        before = widget.current_id
+        _press(viewer, qtbot, "N")
+        qtbot.wait(30)
+        assert widget.current_id != before
+        facts.append(widget.info_label.text())
+    assert len(set(facts)) == 4  # four images' facts shown
+    assert requests.count == 0

@@ -401,3 +401,58 @@ def test_the_form_leaves_out_what_only_torchrun_or_the_worker_sets(make_napari_v
         assert name not in widget.cfg, name
     for name in ("average_last", "balance_area", "tta", "epochs"):
         assert name in widget.cfg, name
+
+
+class _LayoutRequests:
+    """Counts the layout requests that reach a dock (each one lays napari's main window out and composes it once
+    more)."""
+
+    def __init__(self, dock) -> None:
+        from qtpy.QtCore import QEvent, QObject
+
+        outer = self
+
+        class Filter(QObject):
+            def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+                if event.type() == QEvent.Type.LayoutRequest:
+                    outer.count += 1
+                return False
+
+        self.count = 0
+        self.filter = Filter()
+        dock.installEventFilter(self.filter)
+
+
+def test_the_pace_on_the_status_line_repaints_it_without_laying_out_the_window(make_napari_viewer, qtbot):
+    """While training the status line changes once a second. A QLabel asked napari's whole window for a new layout
+    on each text (a second window composition: the longest stalls left while training, ui_latency); the status
+    line repaints itself only, and asks for a layout only when the new text needs another height."""
+    from crl_napari._qt._common import dock_of
+    from crl_napari.events import EpochEnd, Started
+    from crl_napari.settings import TrainConfig
+
+    viewer = make_napari_viewer(show=True)  # a hidden window is never laid out
+    viewer.add_image(np.zeros((32, 32), np.float32), name="someone's image")
+    widget = _train_widget(viewer)
+    progress = widget.progress
+    progress.begin(resume=False)
+    progress.show(Started(TrainConfig(strategy="crl", epochs=9), "cpu", 40, 20, 0))
+
+    def epoch(k: int) -> str:
+        progress.show(EpochEnd(k, 9, 1, (0.9 - k / 100, 0.8, 0.7), 0.8, 0.001, 2.0 + k, None))
+        qtbot.wait(20)
+        return widget.status.value
+
+    epoch(0)  # the first epoch's line may need another height than the start's
+    qtbot.wait(300)  # the window shown, laid out
+    requests = _LayoutRequests(dock_of(widget.native))
+    texts = [epoch(k) for k in range(1, 6)]
+    assert [text[:9] for text in texts] == [f"Epoch {k}/9" for k in range(2, 7)]
+    assert requests.count == 0 and progress.pbar.isVisible()
+    line = widget.status
+    height = line.height()
+    progress.say("a longer message: " + "the data folder has no masks for these images; " * 3)
+    # more lines: laid out again, all of it shown
+    qtbot.waitUntil(lambda: line.height() > height and line.height() >= line.heightForWidth(line.width()))
+    assert requests.count > 0
+    progress.end()

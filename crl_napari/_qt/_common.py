@@ -37,11 +37,18 @@ class _VerticalScroll(QScrollArea):
             hint.setWidth(content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width())
         return hint
 
+    _content_width = -1  # the content's minimum width the dock was last told of
+
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
         # the content's layout changed (a run opened, a row of buttons grew) and its minimum width may have too:
-        # the dock around this area keeps the old one until told, and the content's right side was cut off
+        # the dock around this area keeps the old one until told, and the content's right side was cut off. Told
+        # only when that width changed: every request laid out napari's whole window and composed it once more
+        # (a second composition on each review row switch, whose labels change their text; ui_latency)
         if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
-            self.updateGeometry()
+            width = obj.minimumSizeHint().width()
+            if width != self._content_width:
+                self._content_width = width
+                self.updateGeometry()
         return super().eventFilter(obj, event)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .. import pipeline, rounds, runs
 from ..eta import Eta
@@ -26,6 +26,7 @@ from ..events import Finished, Started, Step
 from ..rounds import RoundStarted, default_warm_epochs
 from ..runs import RunError, RunFolder
 from ._common import StopFlag, info, report_error
+from .status_line import StatusLine
 from .step_bar import StepBar
 from .train_worker import TrainRunner, background_priority, gui_torch_threads
 
@@ -70,8 +71,7 @@ class RetrainControl(QWidget):
         self.warm_epochs.setToolTip("continue from the current nets for this many epochs")
         self.from_scratch = QCheckBox("from scratch")
         self.from_scratch.setToolTip("train anew with the first round's settings (slower)")
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLine()  # a new text repaints the line, not the window's layout (see status_line)
         row = QHBoxLayout()
         for w in (self.retrain_btn, self.stop_btn):
             row.addWidget(w)

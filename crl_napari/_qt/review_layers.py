@@ -10,9 +10,9 @@ layers colour only that label, because napari's own contour recomputes on every 
 
 A large radiograph (``case_cache.LARGE_PX``, read in the helper process in about a second) that is not read yet is
 shown at once by its stand-in, the run's training-size copy laid over the original grid; when the original is
-read, ``on_native(image_id, None)`` is called (``on_native(image_id, error)`` when it cannot be) and the widget
-shows the image again, now at its own size. Nothing is drawn on a stand-in: the widget keeps Edit off while
-:attr:`LayerPresenter.standin` names the image on screen.
+read, its layers take it one per turn of the event loop, then ``on_native(image_id, None)`` is called
+(``on_native(image_id, error)`` when it cannot be read) and the widget says so. Nothing is drawn on a
+stand-in: the widget keeps Edit off while :attr:`LayerPresenter.standin` names the image on screen.
 
 A row switch must stay fast (benchmarks/ui_latency.py): layers are reused and their arrays written in place,
 hidden maps are loaded only when shown (and their layers made only after the first image is on screen, or when
@@ -129,6 +129,8 @@ class LayerPresenter:
         self.stale_thumbnails: set[str] = set()  # roles whose layer-list thumbnail still shows the last case
         self._timer = _timer(parent, THUMBNAIL_DELAY_MS, self._update_thumbnails)
         self._poll = _timer(parent, NATIVE_POLL_MS, self._check_native, single_shot=False)
+        self._swap: list = []  # what is left of the stand-in's swap for its original, one layer a turn
+        self._swap_timer = _timer(parent, 0, self._swap_step)
         self._maps_for: tuple[str, tuple[int, int]] | None = None  # (image, original grid) the maps are to show
         self._maps_timer = _timer(parent, MAPS_DELAY_MS, lambda: self._make_maps(one=True))
         # the delay counts from the event loop's next turn (with the first paint), not from show(): an opening that
@@ -145,6 +147,8 @@ class LayerPresenter:
     def close(self) -> None:
         self._timer.stop()
         self._poll.stop()
+        self._swap_timer.stop()
+        self._swap = []
         self._maps_timer.stop()
         self._maps_kick.stop()
         self.standin = None
@@ -186,21 +190,20 @@ class LayerPresenter:
         (image, given, corrected), standin = self._case(image_id, editing)
         grid = self._reader.shape(image_id, corrected.shape) if standin else corrected.shape
         self.standin = image_id if standin else None
+        self._swap_timer.stop()
+        self._swap = []
         if standin:
             self._poll.start()
         else:
             self._poll.stop()
-        self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255),
-                       grid=display_grid(image.shape, grid))
+        self._set_image(image, grid)
         self._maps_for = (image_id, grid)
         if all(self._existing(role) is not None for role in _MAPS):
             self._make_maps()
         else:  # made once the image is on screen (or when asked for), not in its first paint
             self._maps_kick.start()
-        for role, mask in (("original", given), ("corrected", corrected)):
-            mask = mask.astype(np.uint8, copy=False)
-            self.set_layer(role, "labels", mask, opacity=1.0, grid=display_grid(mask.shape, grid),
-                           **_outline_kwargs(mask))
+        self._set_mask("original", given, grid)
+        self._set_mask("corrected", corrected, grid)
         if not editing:
             if edit_file is not None and edit_file.is_file():
                 from ..data import read_mask
@@ -221,8 +224,17 @@ class LayerPresenter:
         if not editing:
             self.activate_image()
 
+    def _set_image(self, image: np.ndarray, grid: tuple[int, int]) -> None:
+        self.set_layer("image", "image", image, colormap="gray", contrast_limits=(0, 255),
+                       grid=display_grid(image.shape, grid))
+
+    def _set_mask(self, role: str, mask: np.ndarray, grid: tuple[int, int]) -> None:
+        mask = mask.astype(np.uint8, copy=False)
+        self.set_layer(role, "labels", mask, opacity=1.0, grid=display_grid(mask.shape, grid), **_outline_kwargs(mask))
+
     def _check_native(self) -> None:
-        """Has the original of the stand-in on screen been read? Then say so (``on_native``)."""
+        """Has the original of the stand-in on screen been read? Then put it in, one layer per turn of the event
+        loop (:meth:`_swap_step`), and say so (``on_native``) when all three show it."""
         image_id = self.standin
         if image_id is None or self._cases is None:
             self._poll.stop()
@@ -236,8 +248,26 @@ class LayerPresenter:
             return
         if case is not None:
             self._poll.stop()
-            if self.on_native is not None:
-                self.on_native(image_id, None)
+            image, given, corrected = case
+            grid = corrected.shape
+            self._swap = [lambda: self._set_image(image, grid), lambda: self._set_mask("original", given, grid),
+                          lambda: self._set_mask("corrected", corrected, grid)]
+            self._swap_step()
+
+    def _swap_step(self) -> None:
+        """One layer of the stand-in's swap for its original: a new size re-slices every layer of the viewer on
+        each of its scale, translate and data (together 170-220 ms, quiet machine, ui_latency); one layer per turn
+        lets the viewer draw and take input between them. The stand-in stays named (Edit off) until the last."""
+        image_id = self.standin
+        if image_id is None or not self._swap:
+            return
+        self._swap.pop(0)()
+        if self._swap:
+            self._swap_timer.start()
+            return
+        self.standin = None
+        if self.on_native is not None:
+            self.on_native(image_id, None)
 
     def activate_image(self) -> None:
         image = self.layer("image")

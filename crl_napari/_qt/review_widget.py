@@ -278,14 +278,13 @@ class ReviewWidget(ReviewActions, QWidget):
             self._message(report_error(exc, f"showing {image_id}"))
 
     def _on_native(self, image_id: str, error: Exception | None) -> None:
-        """The original of the image shown by its stand-in is read (or cannot be): show it at its own size, and
-        allow editing. Only the layers change (a comment being typed stays)."""
+        """The original of the image shown by its stand-in is on screen (the layers put it in) or cannot be read:
+        say where the image comes from, and allow editing (a comment being typed stays)."""
         if self.closed or self.model is None or self.model.current != image_id:
             return
         if error is not None:
             self._message(report_error(error, f"showing {image_id}"))
             return
-        self._show_layers(image_id)
         self._say_originals(image_id)
         self._update_enabled()
 

@@ -1,7 +1,7 @@
 """The Train widget's progress: the engine's events as a step bar (:class:`.step_bar.StepBar`, not napari's
 animated activity bar), a status line with the pace (``eta.Eta``) and the loss / selected-fraction plot (redrawn
 once per epoch). The bar and the status line are redrawn together, at most once a second between epochs: each
-redraw re-composes the viewer's window.
+redraw re-composes the viewer's window (once: the status line lays nothing out again, :mod:`.status_line`).
 
 Display only: what a run's end means (finished, stopped, an error) is the widget's to decide.
 """
@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from magicgui.widgets import Label
 
 from ..cache import CacheProgress
 from ..eta import Eta
@@ -21,6 +20,7 @@ from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady
 from ..runs import HistoryRow
 from ._plots import LossPlot
+from .status_line import StatusLine
 from .step_bar import StepBar
 
 __all__ = ["TrainProgress"]
@@ -32,8 +32,7 @@ class TrainProgress:
     """The status line, the progress bar and the plot of one training at a time."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
+        self.status = StatusLine()  # a new text repaints the line, not the window's layout (see status_line)
         self.plot = LossPlot()
         self.pbar = StepBar()  # in the Train widget, under its buttons
         self._clock = clock

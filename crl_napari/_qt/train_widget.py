@@ -69,7 +69,7 @@ class TrainWidget(Container):
         # the settings scroll: docked beside the Review widget, the whole form would make napari's window
         # taller than a laptop screen; the buttons, status and plot below it stay in view
         for part in (scroll_area(self.form.native, min_height=SETTINGS_MIN_HEIGHT), buttons.native,
-                     self.progress.pbar, self.status.native, self.plot, self.review_btn.native):
+                     self.progress.pbar, self.status, self.plot, self.review_btn.native):
             self.native.layout().addWidget(part)
         self.form.out_dir.changed.connect(self._update_buttons)
         self.start_btn.clicked.connect(self.start)
