@@ -63,8 +63,14 @@ def cell_key(size: int, n: int, kind: str) -> str:
 # ------------------------------------------------------------------------------------------ one cell (child)
 
 
+#: --distinct: how many phantoms are drawn per data set (scale_data.data_set); None: every case its own
+DISTINCT: int | None = None
+
+
 def _run_dir(scratch: Path, size: int, n: int) -> Path:
-    return scratch / "runs" / f"n{n}-{size}"
+    from scale_data import data_name
+
+    return scratch / "runs" / data_name(size, n, DISTINCT)
 
 
 def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_workers: int | None = None,
@@ -78,7 +84,7 @@ def run_cell(scratch: Path, size: int, n: int, kind: str, steps: int, build_work
     run = _run_dir(scratch, size, n)
     if kind == "review":  # no data folder needed: the scored run, or synthetic rows
         return _review(scratch, run, size, n)
-    data = data_set(scratch, size, n)
+    data = data_set(scratch, size, n, distinct=DISTINCT)
     t0 = time.perf_counter()
     if kind == "build":
         if run.exists():
@@ -205,6 +211,7 @@ def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_worke
     cmd = [sys.executable, __file__, "--cell", kind, "--size", str(size), "--n", str(n), "--scratch", str(scratch),
            "--steps", str(steps)] + ([] if build_workers is None else ["--build-workers", str(build_workers)])
     cmd += [] if threads is None else ["--threads", str(threads)]
+    cmd += [] if DISTINCT is None else ["--distinct", str(DISTINCT)]
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=lambda: os.nice(10))
         out = proc.stdout.read()
@@ -216,6 +223,8 @@ def measure(scratch: Path, size: int, n: int, kind: str, steps: int, build_worke
             raise RuntimeError(f"cell {cell_key(size, n, kind)} failed:\n{err.read()[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    if DISTINCT is not None and DISTINCT < n and kind != "review":
+        result["distinct"] = DISTINCT
     return result
 
 
@@ -264,7 +273,9 @@ def markdown(doc: dict) -> str:
         how = "threads" if c["build"].get("decode") == "threads" else "processes"
         built = v("build", "pairs_per_s") + (f" ({workers} {how})" if workers and workers > 1 else "")
         opened = v("review", "open_s") + (" (synthetic rows)" if c["review"].get("synthetic") else "")
-        lines.append(f"| {size} | {n:,} | {v('build', 'seconds')} | {built} | "
+        drawn = {c[k].get("distinct") for k in KINDS} - {None}
+        n_text = f"{n:,}" + (f" ({min(drawn):,} drawn)" if drawn else "")
+        lines.append(f"| {size} | {n_text} | {v('build', 'seconds')} | {built} | "
                      f"{v('train', 'peak_rss_mb')} | {per_step(c['train'])} | {v('score', 'peak_rss_mb')} | "
                      f"{v('score', 'images_per_s')} | {opened} | {v('review', 'peak_rss_mb')} | "
                      f"{v('review', 'row_switch_ms')} | {v('export', 'seconds')} | {v('export', 'peak_rss_mb')} |")
@@ -342,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="train cells: torch threads (default: torch's, one per core). With 1, a step does not wait "
                          "for a core that other work holds: on a shared machine the spread over N is N's own")
+    ap.add_argument("--distinct", type=int, default=None, metavar="K",
+                    help="draw only K phantoms per size; case i is phantom i mod K under its own id "
+                         "(scale_data.data_set: drawing 50,000 at 256 px takes hours)")
     ap.add_argument("--repeats", type=int, default=1,
                     help="train cells: run each this many times (fresh processes, one N after another in turn) and "
                          "report the median ms / image / step, with every run's number beside it")
@@ -358,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell", choices=KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global DISTINCT
+    DISTINCT = args.distinct
     if args.cell:  # the child: one cell, its result as the last line of stdout
         result = run_cell(args.scratch, args.size, args.n[0], args.cell, args.steps, args.build_workers, args.threads)
         result["load_1min"] = round(os.getloadavg()[0], 1)  # the machine is shared: what else ran, at the end

@@ -58,3 +58,20 @@ def _scale():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_a_data_set_of_few_drawn_phantoms_links_each_under_its_own_ids(tmp_path):
+    """--distinct K: only K phantoms are drawn; case i is phantom i mod K (a hard link) under its own id."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_data import case_id, data_set
+
+    data = data_set(tmp_path, 16, 7, log=lambda *_: None, distinct=3)
+    assert data.name == "n7-16-of3" and len(list((tmp_path / "src16" / "images").iterdir())) == 3
+    for sub in ("images", "masks"):
+        files = sorted((data / sub).iterdir())
+        assert [f.name for f in files] == [f"{case_id(i)}.png" for i in range(7)]
+        assert [os.stat(f).st_ino for f in files] == [os.stat(files[i % 3]).st_ino for i in range(7)]
+    assert data_set(tmp_path, 16, 3, distinct=3).name == "n3-16"  # every case drawn: the plain name
