@@ -522,7 +522,7 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
         base = {c["seed"]: c["variants"]["paper"] for c in cells.values() if c["profile"] == "full"
                 and c["method"] == "crl" and c["noise"] == r and c.get("variants")}
         cands = [(f"{m} {v}", {s: c["variants"][v] for s, c in _by_seed(cells, m, r).items() if v in c["variants"]})
-                 for m in OPTION_METHODS for v in VARIANTS]
+                 for m in OPTION_METHODS + EXTRA_METHODS for v in VARIANTS]
         for name, got in cands:
             if not got:
                 continue
@@ -546,7 +546,32 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
     if not rows:
         return lines + ["Not run yet."]
     return lines + ["| noise | variant | seeds | Dice corrupted 256 | Dice clean 256 | Dice corrupted 64 | "
-                    "test Dice 64 | test Dice 256 | wins |", "|---|---|---|---|---|---|---|---|---|"] + rows
+                    "test Dice 64 | test Dice 256 | wins |", "|---|---|---|---|---|---|---|---|---|"] + rows \
+        + second_pass_summary(cells)
+
+
+def second_pass_summary(cells: dict) -> list[str]:
+    """Per second-pass cell: the labels it trained on (from its first pass) and what its corrections became."""
+    got = sorted((c for c in cells.values() if c["method"] in SECOND and c.get("second_pass_labels")),
+                 key=lambda c: (c["method"], -c["noise"], c["seed"]))
+    if not got:
+        return []
+    lines = ["", "### The second pass's labels (crl+second: the recommended policy's; crl+second-all: every "
+             "correction)", "", "Made from the finished crl cell of the same noise and seed (second_pass."
+             "training_labels of its corrections). Dice at 64 px against the clean 64 px masks; the corrections "
+             "the second pass's nets make, beside the first pass's (the crl cell's paper variant).", "",
+             "| method | noise | seed | threshold | corrections taken (corrupted) | label Dice corrupted / clean / "
+             "all | first pass corrected Dice corrupted 64 | second pass corrected Dice corrupted 64 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in got:
+        lab = c["second_pass_labels"]
+        first = _by_seed(cells, "crl", c["noise"]).get(c["seed"])
+        before = f"{first['variants']['paper']['corrected_dice_corrupted_train_size']:.4f}" if first else "—"
+        lines.append(f"| {c['method']} | {int(c['noise'] * 100)} % | {c['seed']} | {lab['threshold']:.3f} | "
+                     f"{lab['corrections_taken']} ({lab['corrections_taken_corrupted']}) of {c['n_train']} | "
+                     f"{lab['label_dice_corrupted']:.4f} / {lab['label_dice_clean']:.4f} / {lab['label_dice_all']:.4f}"
+                     f" | {before} | {c['variants']['paper']['corrected_dice_corrupted_train_size']:.4f} |")
+    return lines
 
 
 #: option -> (method trained, variant measured): every option and combination the decision weighs
