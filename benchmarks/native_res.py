@@ -15,9 +15,12 @@ Options of ours, not the paper's (issue 11 item 4), with --options, at 75 then 5
 checkpoints are kept and averaged with crl_napari.weight_average, the engine's own average) and both; and
 "crl+balance", trained with the area-balanced selection (TrainConfig.balance_area). Each is measured as the
 paper's variant is: corrected Dice at 64 and 256 px, test Dice; "Which option becomes a default" applies the
-issue's rule (wins on every seed, at least 2 seeds at 75 and at 50 %) and lists the targets.
+issue's rule (wins on every seed, at least 2 seeds at 75 and at 50 %) and lists the targets. The second pass
+(TrainConfig.second_pass), only when named (--methods crl+second crl+second-all): fresh nets trained with crl's
+settings on the labels crl_napari.second_pass makes from the finished "crl" cell's corrections (its checkpoint:
+only the second pass trains), measured against the same given and clean masks.
 
-About 680 lines, over the house's 400: a benchmark script keeps its cells, their measures and the tables that
+About 800 lines, over the house's 400: a benchmark script keeps its cells, their measures and the tables that
 quote them in one file, so a change to a measure and its column cannot drift apart.
 
 Resumable cell by cell: the JSON (and markdown) is rewritten after each cell, finished cells are skipped, and a
@@ -26,6 +29,7 @@ cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/nat
     nice -n 5 python benchmarks/native_res.py                  # everything, in priority order
     python benchmarks/native_res.py --summary-only             # rewrite the markdown from the JSON
     nice -n 10 python benchmarks/native_res.py --threads 1 --options   # the options' cells (run it twice: 2 cores)
+    nice -n 10 python benchmarks/native_res.py --threads 1 --options --methods crl+second --noise 0.75 0.5
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import table1  # noqa: E402
 
-from crl_napari import cascade, native, noise, scoring  # noqa: E402
+from crl_napari import cascade, native, noise, scoring, second_pass  # noqa: E402
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from crl_napari.checkpoint import read_checkpoint  # noqa: E402
 from crl_napari.data import load_dataset  # noqa: E402
@@ -65,11 +69,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
-METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%"}  # Table 1's method definitions
+METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
+             "crl+second-all": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
-PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0}
-OPTIONS_OF = {"crl+balance": {"balance_area": 1}}
+PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0}
+#: the second pass (TrainConfig.second_pass): trained on the labels crl_napari.second_pass makes from the finished
+#: "crl" cell of the same noise and seed (its checkpoint), so only the second pass trains here
+SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY}
+OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
 #: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
 #: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
@@ -79,6 +87,8 @@ VARIANTS = {"paper": ("last", 0), "tta": ("last", 1), "average": ("average", 0),
 OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
+#: methods --methods may name besides OPTION_METHODS; not run unless named (each needs its "crl" cell finished)
+EXTRA_METHODS = tuple(SECOND)
 
 
 def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -122,10 +132,11 @@ def option_plan(noise_levels: list[float] | None = None, methods: list[str] | No
     75 % crl (for its variants) and crl+balance on each seed; at 50 % crl on each seed before crl+balance (the
     variants of one training measure three options); 25 % seed 0 last. ``noise_levels``, ``methods`` and
     ``seeds`` keep only those cells (--noise, --methods, --option-seeds)."""
+    named = [m for m in methods or () if m not in OPTION_METHODS]
     cells = [("small110", "vanilla", 0.0, 0)]
-    cells += [("full", m, 0.75, s) for s in OPTION_SEEDS for m in OPTION_METHODS]
-    cells += [("full", m, 0.5, s) for m in OPTION_METHODS for s in OPTION_SEEDS]
-    cells += [("full", m, 0.25, 0) for m in OPTION_METHODS]
+    cells += [("full", m, 0.75, s) for s in OPTION_SEEDS for m in OPTION_METHODS + tuple(named)]
+    cells += [("full", m, 0.5, s) for m in OPTION_METHODS + tuple(named) for s in OPTION_SEEDS]
+    cells += [("full", m, 0.25, 0) for m in OPTION_METHODS + tuple(named)]
     return [c for c in cells if c[0] == "small110" or (
         (noise_levels is None or c[2] in noise_levels) and (methods is None or c[1] in methods)
         and (seeds is None or c[3] in seeds))]
@@ -314,6 +325,32 @@ def cell_dir(key: str) -> Path:
     return RUNS / key.replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
+class FirstPassMissing(Exception):
+    """A second-pass cell whose "crl" cell has not finished training."""
+
+
+def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int) -> tuple[np.ndarray, dict]:
+    """The second pass's labels, made as the engine makes them (second_pass.training_labels of scoring's
+    corrections) from the finished paper's crl cell of the same profile, noise and seed, and what they hold."""
+    first = cell_dir(cell_key(profile, "crl", ratio, seed))
+    if not (first / cascade.CHECKPOINT).is_file():
+        raise FirstPassMissing(f"{first}: no checkpoint")
+    epoch = read_checkpoint(first / cascade.CHECKPOINT)["epoch"]
+    models, cfg = cascade.load_models(first, "cpu")
+    if epoch != cfg.epochs - 1:
+        raise FirstPassMissing(f"{first}: trained {epoch + 1} of {cfg.epochs} epochs so far")
+    sc = scoring.score_probs(cascade.peer_probs(models, train["images"], tta=cfg.tta), train["given"], cfg.T)
+    take = second_pass.takes_correction(sc.suspicion, mode)
+    labels = second_pass.training_labels(train["given"], sc.corrected, sc.suspicion, mode)
+    corrupted = np.array(train["corrupted"])
+    d_label = cascade.dice_score(labels.astype(np.float32), train["clean"])
+    info = {"first_pass": first.name, "threshold": float(scoring.recommended_threshold(sc.suspicion)),
+            "corrections_taken": int(take.sum()), "corrections_taken_corrupted": int(take[corrupted].sum()),
+            "label_dice_corrupted": float(d_label[corrupted].mean()),
+            "label_dice_clean": float(d_label[~corrupted].mean()), "label_dice_all": float(d_label.mean())}
+    return labels, info
+
+
 def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train: dict, test: dict) -> dict:
     """Train one cell (or resume it, or reload it when finished) and measure it."""
     t0 = time.time()
@@ -321,15 +358,22 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
         idx = np.sort(np.random.default_rng(seed).choice(len(train["ids"]), SMALL_N, replace=False))
         train = {k: (np.asarray(v)[idx] if k != "ids" else [v[i] for i in idx]) for k, v in train.items()}
     given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
+    corrupted = np.array([r.corrupted for r in records])
     train = {**train, "given": given}
     cfg = config(method, seed)
-    models, sec_per_epoch = train_models(train["images"], given, cfg, cell_dir(key))
-    corrupted = np.array([r.corrupted for r in records])
+    labels, first = given, None
+    if method in SECOND:  # the second pass trains on the first pass's corrections; measured against ``given``
+        labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method])
+        print(f"  first pass {first}", flush=True)
+    models, sec_per_epoch = train_models(train["images"], labels, cfg, cell_dir(key))
     out = {"profile": profile, "method": method, "noise": ratio, "seed": seed, "n_train": len(train["ids"]),
            "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch}
+    if first is not None:
+        out["second_pass_labels"] = first
     out.update(evaluate(models, cfg, train, corrupted, test))
     if profile == "full":
-        out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test)
+        out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test,
+                                   only=["paper"] if method in SECOND else None)
     out["wall_seconds"] = time.time() - t0
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
@@ -478,7 +522,7 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
         base = {c["seed"]: c["variants"]["paper"] for c in cells.values() if c["profile"] == "full"
                 and c["method"] == "crl" and c["noise"] == r and c.get("variants")}
         cands = [(f"{m} {v}", {s: c["variants"][v] for s, c in _by_seed(cells, m, r).items() if v in c["variants"]})
-                 for m in OPTION_METHODS for v in VARIANTS]
+                 for m in OPTION_METHODS + EXTRA_METHODS for v in VARIANTS]
         for name, got in cands:
             if not got:
                 continue
@@ -502,7 +546,32 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
     if not rows:
         return lines + ["Not run yet."]
     return lines + ["| noise | variant | seeds | Dice corrupted 256 | Dice clean 256 | Dice corrupted 64 | "
-                    "test Dice 64 | test Dice 256 | wins |", "|---|---|---|---|---|---|---|---|---|"] + rows
+                    "test Dice 64 | test Dice 256 | wins |", "|---|---|---|---|---|---|---|---|---|"] + rows \
+        + second_pass_summary(cells)
+
+
+def second_pass_summary(cells: dict) -> list[str]:
+    """Per second-pass cell: the labels it trained on (from its first pass) and what its corrections became."""
+    got = sorted((c for c in cells.values() if c["method"] in SECOND and c.get("second_pass_labels")),
+                 key=lambda c: (c["method"], -c["noise"], c["seed"]))
+    if not got:
+        return []
+    lines = ["", "### The second pass's labels (crl+second: the recommended policy's; crl+second-all: every "
+             "correction)", "", "Made from the finished crl cell of the same noise and seed (second_pass."
+             "training_labels of its corrections). Dice at 64 px against the clean 64 px masks; the corrections "
+             "the second pass's nets make, beside the first pass's (the crl cell's paper variant).", "",
+             "| method | noise | seed | threshold | corrections taken (corrupted) | label Dice corrupted / clean / "
+             "all | first pass corrected Dice corrupted 64 | second pass corrected Dice corrupted 64 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in got:
+        lab = c["second_pass_labels"]
+        first = _by_seed(cells, "crl", c["noise"]).get(c["seed"])
+        before = f"{first['variants']['paper']['corrected_dice_corrupted_train_size']:.4f}" if first else "—"
+        lines.append(f"| {c['method']} | {int(c['noise'] * 100)} % | {c['seed']} | {lab['threshold']:.3f} | "
+                     f"{lab['corrections_taken']} ({lab['corrections_taken_corrupted']}) of {c['n_train']} | "
+                     f"{lab['label_dice_corrupted']:.4f} / {lab['label_dice_clean']:.4f} / {lab['label_dice_all']:.4f}"
+                     f" | {before} | {c['variants']['paper']['corrected_dice_corrupted_train_size']:.4f} |")
+    return lines
 
 
 #: option -> (method trained, variant measured): every option and combination the decision weighs
@@ -510,7 +579,8 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "average+bn": ("crl", "average+bn"), "balance": ("crl+balance", "paper"),
            "balance+tta": ("crl+balance", "tta"),
            "balance+average": ("crl+balance", "average"), "balance+average+tta": ("crl+balance", "average+tta"),
-           "balance+average+bn": ("crl+balance", "average+bn")}
+           "balance+average+bn": ("crl+balance", "average+bn"), "second": ("crl+second", "paper"),
+           "second (every correction)": ("crl+second-all", "paper")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 TARGET_256 = {0.75: 0.95, 0.5: 0.965, 0.25: 0.965}  # issue 11: corrected Dice at the original size, corrupted
 CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, the test Dice target's reference
@@ -656,8 +726,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--noise", type=float, nargs="+", default=None, choices=OPTION_NOISE,
                     help="with --options: only the cells at these noise levels")
-    ap.add_argument("--methods", nargs="+", default=None, choices=OPTION_METHODS,
-                    help="with --options: only the cells of these methods")
+    ap.add_argument("--methods", nargs="+", default=None, choices=OPTION_METHODS + EXTRA_METHODS,
+                    help="with --options: only the cells of these methods (crl+second, crl+second-all: the second "
+                    "pass, from the finished crl cell of the same noise and seed; only when named)")
     ap.add_argument("--option-seeds", type=int, nargs="+", default=None,
                     help="with --options: only the cells of these seeds")
     ap.add_argument("--add-variants", action="store_true",
@@ -668,6 +739,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=table1.DATA)
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
+    ap.add_argument("--merge-from", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="fold the cells of other native_res.json files (another checkout's) into this one, the "
+                    "newer of each cell kept, as two invocations sharing one file merge; then rewrite the markdown")
     ap.add_argument("--reevaluate", action="store_true",
                     help="measure finished cells again from their checkpoints (after a change to the measures)")
     ap.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="RUN",
@@ -683,6 +757,12 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     if args.summary_only:
         atomic_write_text(out_json.with_suffix(".md"), summarise(results, args.seeds, args.small_seeds))
+        return 0
+    if args.merge_from:
+        for other in args.merge_from:
+            got = json.loads(other.read_text())
+            results = save({**results, "cells": got.get("cells", {}), "rescored": got.get("rescored", {}),
+                            "commands": got.get("commands", [])}, out_json, args.seeds, args.small_seeds)
         return 0
     if not args.data.is_dir():
         print(f"SKIPPED: the Shenzhen data set is not at {args.data.resolve()}; nothing was measured.")
@@ -735,7 +815,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
         with claim:
-            c = run_cell(key, *cell, train, test)
+            try:
+                c = run_cell(key, *cell, train, test)
+            except FirstPassMissing as exc:
+                print(f"{key}: skipped, its first pass is not finished ({exc})", flush=True)
+                continue
         if key in results["cells"] and c["sec_per_epoch"] is None:  # a re-measure keeps the training time
             c["sec_per_epoch"] = results["cells"][key].get("sec_per_epoch")
         results["cells"][key] = c

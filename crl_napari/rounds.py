@@ -5,7 +5,9 @@ What a decision means for training (the masks at training size):
 * edited   -> the reviewer's drawing, resized to training size, trusted;
 * kept     -> the given mask, trusted;
 * flagged, pending -> the given mask, not trusted (the cascade selects and corrects it as before);
-* excluded -> left out of training (still scored, so its decision stays attached to a listed image).
+* excluded -> left out of training (still scored, so its decision stays attached to a listed image);
+* corrected -> not a reviewer's: the correction on disk, not trusted (a second pass, crl_napari.second_pass,
+  trains round 2 from scratch with ``labels`` in place of the review's decisions).
 A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
 
 A round either warm-starts for a few epochs from the nets of the last round that trained in full (round 1, or a
@@ -55,6 +57,7 @@ class RoundStarted:
     warm_epochs: int | None
     from_scratch: bool
     warm_from: int | None = None  # the round whose nets a warm round starts from (warm_base)
+    second_pass: bool = False  # trained on the first pass's corrections (crl_napari.second_pass), not a review
 
 
 def default_warm_epochs(first: TrainConfig) -> int:
@@ -121,7 +124,7 @@ def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path) 
     masks = Slots(path, int(trained.sum()), size, writable=True)
     try:
         for slot, (row, status) in enumerate((r, s) for r, s in zip(rows, statuses, strict=True) if s != "excluded"):
-            if status == "accepted":
+            if status in ("accepted", runs.CORRECTED):
                 mask = run.corrected(row.id)
             elif status == "edited":
                 mask = _edit(run, row.id, size)
@@ -149,31 +152,38 @@ def _now() -> str:
 
 
 def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
-               should_stop: Callable[[], bool] | None = None, threads: int | None = None) -> Iterator:
+               should_stop: Callable[[], bool] | None = None, threads: int | None = None,
+               labels: dict[str, str] | None = None) -> Iterator:
     """Train the next review round of a reviewed run and rescore it; yields RoundStarted, the training events
     and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with the settings
-    and decisions it started with (``warm_epochs``/``from_scratch`` then do not apply). ``threads`` (CPU
-    threads of torch, a runtime setting) overrides the run's own: napari trains with the viewer's count."""
+    and decisions it started with (``warm_epochs``/``from_scratch``/``labels`` then do not apply). ``threads``
+    (CPU threads of torch, a runtime setting) overrides the run's own: napari trains with the viewer's count.
+    ``labels`` ({id: "corrected"}, from_scratch only) replace the review's decisions: the round is a second pass
+    (crl_napari.second_pass), recorded as such in rounds.json."""
     run_dir = Path(run_dir)
     if warm_epochs is not None and from_scratch:
         raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
+    if labels is not None and (not from_scratch or any(v != runs.CORRECTED for v in labels.values())):
+        raise TrainingError(f"a second pass trains from scratch on {runs.CORRECTED!r} labels only")
     if warm_epochs is not None and (isinstance(warm_epochs, bool) or not isinstance(warm_epochs, int)
                                     or warm_epochs < 1):
         raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
     RunFolder(run_dir)  # not a run folder: refused before the lock file is made
     with runs.writer_lock(run_dir, "next-round"):
-        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads)
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads, labels)
 
 
-def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool) -> list:
-    """Keep the current round's files, make the next round's folder, record it in rounds.json."""
+def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool,
+           labels: dict[str, str] | None = None) -> list:
+    """Keep the current round's files, make the next round's folder, record it in rounds.json (``labels``: a
+    second pass's, in place of the review's decisions)."""
     run = RunFolder(run_dir)
     if not run.has_scores or not run.has_checkpoint:
         raise RunError(f"{run.scores_path}: the run is not trained and scored yet; a review round starts from one")
     if run.scores_stale:
         raise RunError(f"{run.scores_path}: older than the checkpoint; score the run first (crl-napari score)")
-    decisions = _decisions_now(run_dir)
-    if not decisions:
+    decisions = _decisions_now(run_dir) if labels is None else labels
+    if not decisions and labels is None:
         raise RunError(f"{run.review_path}: no decisions yet; review some images before training a round with them")
     if not rounds:  # a run made before rounds (or never retrained): it was round 1
         created = run.config.get("created")
@@ -185,7 +195,7 @@ def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: b
     config = round_config(run.train_config, first, warm, from_scratch)
     runs.write_round_start(run, current + 1, config, decisions)
     counts = {s: sum(v == s for v in decisions.values()) for s in sorted(set(decisions.values()))}
-    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts)]
+    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts, labels is not None)]
     runs.write_rounds(run_dir, rounds)
     return rounds
 
@@ -194,11 +204,11 @@ def _mtime(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
-def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None) -> Iterator:
+def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None, labels=None) -> Iterator:
     rounds = runs.read_rounds(run_dir)
     resumed = bool(rounds) and rounds[-1].finished is None
     if not resumed:
-        rounds = _start(run_dir, rounds, warm_epochs, from_scratch)
+        rounds = _start(run_dir, rounds, warm_epochs, from_scratch, labels)
     this = rounds[-1]
     folder = runs.round_dir(run_dir, this.number)
     plan = runs.open_for_resume(folder)  # the round's own folder: its checkpoint, if any, and history
@@ -213,7 +223,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
                                       Slots(mask_file, int(trained.sum()), size))
     base = None if this.warm_epochs is None else warm_base(rounds, this.number)
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
-                       this.from_scratch, base)
+                       this.from_scratch, base, this.second_pass)
     warm_from = None
     if base is not None and plan.start_epoch == 0:
         warm_from = runs.round_dir(run_dir, base) / runs.CHECKPOINT
@@ -271,6 +281,7 @@ def describe(run_dir: Path | str) -> list[dict]:
         if r is rounds[-1] and r.finished is not None:
             test = runs.round_test_dice(run_dir) or test  # evaluated since it became the top level
         out.append({"round": r.number, "started": r.started, "finished": r.finished, "decisions": r.decisions,
-                    "warm_epochs": r.warm_epochs, "from_scratch": r.from_scratch, "epochs": epochs,
+                    "warm_epochs": r.warm_epochs, "from_scratch": r.from_scratch, "second_pass": r.second_pass,
+                    "epochs": epochs,
                     "test_dice": test})
     return out

@@ -101,13 +101,21 @@ def _announce_eta(eta: Eta, write) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..pipeline import train_run
+    from ..rounds import RoundStarted
+    from ..second_pass import train_passes
+
+    def announce(events):
+        for ev in events:
+            if isinstance(ev, RoundStarted) and ev.second_pass:
+                print(f"{'resuming' if ev.resumed else 'starting'} the second pass (round {ev.round}, fresh nets): "
+                      "trained on the first pass's corrections (rounds/1/ keeps the first pass)", file=sys.stderr)
+            yield ev
 
     config = _resume_settings(args) if args.resume else _config(args)
     data = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _DATA_OPTIONS.items()}
-    events = train_run(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad,
-                       max_pixels=_pixels(args.max_megapixels))
-    metrics = _consume(_with_data_report(events, args.out), args.quiet)
+    events = train_passes(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad,
+                          max_pixels=_pixels(args.max_megapixels))  # pipeline.train_run, then a second pass if asked
+    metrics = _consume(announce(_with_data_report(events, args.out)), args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
     return 0

@@ -13,6 +13,7 @@ from .lock import is_locked, writer_lock
 from .names import *  # noqa: F403  (the file names are this package's API: names.__all__)
 from .resume import Resume, check_belongs, checkpoint_meta, data_diff, open_for_resume, settings_diff
 from .rounds import (
+    CORRECTED,
     Round,
     current_round,
     keep_round_files,
@@ -31,6 +32,6 @@ __all__ = [*_names.__all__,
     "ScoreRow", "check_belongs", "checkpoint_meta", "csv_text", "data_diff", "epoch_line", "inside", "is_locked",
     "paused_gc",
     "open_for_resume", "read_score_rows", "settings_diff", "versions", "writer_lock",
-    "Round", "current_round", "keep_round_files", "promote", "read_round_decisions", "read_rounds", "round_dir",
-    "round_test_dice", "write_round_start", "write_rounds",
+    "CORRECTED", "Round", "current_round", "keep_round_files", "promote", "read_round_decisions", "read_rounds",
+    "round_dir", "round_test_dice", "write_round_start", "write_rounds",
 ]

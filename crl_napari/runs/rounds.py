@@ -29,7 +29,10 @@ from .names import CHECKPOINT, CONFIG, EVALUATION, HISTORY, ROUND_DECISIONS, ROU
 ROUNDS_VERSION = 1
 MAX_ROUNDS = 10_000
 _MAX_BYTES = 4 << 20
-_STATUSES = ("accepted", "kept", "edited", "flagged", "excluded")
+#: a round's label of an image besides the review's statuses: "corrected", the previous round's correction as an
+#: untrusted label (a second pass, crl_napari.second_pass)
+CORRECTED = "corrected"
+_STATUSES = ("accepted", "kept", "edited", "flagged", "excluded", CORRECTED)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Round:
     warm_epochs: int | None = None  # None: round 1, or trained from scratch
     from_scratch: bool = False
     decisions: dict[str, int] = field(default_factory=dict)
+    second_pass: bool = False  # trained on the first pass's corrections (crl_napari.second_pass), not a review
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +58,7 @@ def _check(raw: object, path: Path, i: int) -> Round:
         raise RunError(f"{where}: expected an object")
     number, started, finished = raw.get("number"), raw.get("started"), raw.get("finished")
     warm, scratch, decisions = raw.get("warm_epochs"), raw.get("from_scratch", False), raw.get("decisions", {})
+    second = raw.get("second_pass", False)
     if isinstance(number, bool) or not isinstance(number, int) or number != i + 1:
         raise RunError(f"{where}: number must be {i + 1}, got {number!r}")
     if not isinstance(started, str) or len(started) > 64 or (finished is not None and
@@ -61,12 +66,12 @@ def _check(raw: object, path: Path, i: int) -> Round:
         raise RunError(f"{where}: started/finished must be times")
     if warm is not None and (isinstance(warm, bool) or not isinstance(warm, int) or not 1 <= warm <= 1_000_000):
         raise RunError(f"{where}: warm_epochs must be a positive integer or null, got {warm!r}")
-    if not isinstance(scratch, bool):
-        raise RunError(f"{where}: from_scratch must be true or false, got {scratch!r}")
+    if not isinstance(scratch, bool) or not isinstance(second, bool):
+        raise RunError(f"{where}: from_scratch and second_pass must be true or false, got {scratch!r}, {second!r}")
     if not isinstance(decisions, dict) or any(k not in _STATUSES or isinstance(v, bool) or not isinstance(v, int)
                                               or v < 0 for k, v in decisions.items()):
         raise RunError(f"{where}: decisions must map statuses ({', '.join(_STATUSES)}) to counts")
-    return Round(number, started, finished, warm, scratch, dict(decisions))
+    return Round(number, started, finished, warm, scratch, dict(decisions), second)
 
 
 def read_rounds(run_dir: Path | str) -> list[Round]:

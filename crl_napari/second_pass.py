@@ -1,0 +1,103 @@
+"""A second pass trained on the first pass's corrections (ours, not the paper's; issue 11 item 4).
+
+After the first training is scored, three fresh nets train the cascade again, with the same settings, on labels
+made from the first pass's corrections (the sharpened mean of the three nets, as scoring makes them); the second
+pass's nets become the run's nets and score the run against the masks the user gave, as before.
+
+Which corrections the second pass takes (TrainConfig.second_pass):
+
+* 1: the recommended policy's labels. The correction where its suspicion reaches the recommended threshold
+  (scoring.recommended_threshold), the given mask below it: what the tool would export with nobody reviewing.
+  Why: a suspicion under the threshold says the nets agree with the given mask, and there the given mask is
+  usually the better label (at 75 % noise a correction of a clean mask scores 0.934 against 0.975 for the mask
+  itself, benchmarks/results/native_res.md), so replacing it would teach the second pass the first pass's
+  boundary error. On Shenzhen this policy's labels were the better set: mean Dice 0.934 / 0.936 at 75 % and
+  0.970 / 0.973 at 50 % against 0.925 / 0.928 and 0.950 / 0.953 for every correction
+  (benchmarks/results/threshold_rules.md).
+* 2: every image's correction (the plain reading of "train on the corrections").
+
+Neither kind of label is trusted: the second pass selects and corrects them as the first pass did its given masks.
+In a run folder the second pass is a review round without decisions (crl_napari.rounds): round 1's files stay in
+rounds/1/, the second pass trains in rounds/2/ from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import distributed, pipeline, rounds, runs
+from .pipeline import ScoresReady
+from .runs import RunError, RunFolder
+from .scoring import recommended_threshold
+from .settings import TrainConfig, TrainingError
+
+OFF, RECOMMENDED, EVERY = 0, 1, 2
+MODES = (OFF, RECOMMENDED, EVERY)
+
+
+def takes_correction(suspicion: np.ndarray, mode: int) -> np.ndarray:
+    """(N,) bool: which images train the second pass on their correction (the rest on their given mask), from
+    the first pass's suspicion scores (scores.csv's column, or scoring.score_probs)."""
+    s = np.asarray(suspicion, dtype=np.float64)
+    if mode == EVERY:
+        return np.ones(len(s), dtype=bool)
+    if mode == RECOMMENDED:
+        return s >= recommended_threshold(s)  # as export's accept_above with the run's recommended threshold
+    raise ValueError(f"second_pass mode must be {RECOMMENDED} or {EVERY}, got {mode!r}")
+
+
+def training_labels(given: np.ndarray, corrected: np.ndarray, suspicion: np.ndarray, mode: int) -> np.ndarray:
+    """The second pass's labels (N, H, W) uint8 {0, 1}: each image's correction or its given mask
+    (:func:`takes_correction`)."""
+    take = takes_correction(suspicion, mode)
+    return np.where(take[:, None, None], np.asarray(corrected) > 0, np.asarray(given) > 0).astype(np.uint8)
+
+
+def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, resume: bool = False,
+                 should_stop: Callable[[], bool] | None = None, **options) -> Iterator:
+    """pipeline.train_run (same arguments), then the second pass when the run's settings ask for one
+    (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was
+    (the first pass is not touched again). Yields both passes' events: RoundStarted(second_pass=True) between."""
+    out = Path(out)
+    if config is not None and config.second_pass and distributed.world_size() > 1:
+        raise TrainingError("second_pass is not available under torchrun yet: train in one process, or without it")
+    second = _second_pass_round(out) if resume else None
+    if second is not None:
+        if second.finished is not None:
+            raise RunError(f"{out}: trained, its second pass too: nothing to resume (a review round: next-round)")
+        yield from rounds.next_round(out, should_stop=should_stop)  # the second pass goes on where it stopped
+        return
+    scored = False
+    for event in pipeline.train_run(data, out, config, resume=resume, should_stop=should_stop, **options):
+        scored = scored or isinstance(event, ScoresReady)
+        yield event
+    if scored and distributed.is_writer() and RunFolder(out).train_config.second_pass:
+        yield from run_second_pass(out, should_stop=should_stop)
+
+
+def _second_pass_round(run_dir: Path) -> runs.Round | None:
+    """The run's second pass in rounds.json (started or finished), or None."""
+    if not RunFolder.is_run(run_dir):
+        return None
+    return next((r for r in runs.read_rounds(run_dir) if r.second_pass), None)
+
+
+def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | None = None,
+                    threads: int | None = None) -> Iterator:
+    """Train the second pass of a trained and scored run: round 2 from scratch with the first round's settings
+    (crl_napari.rounds: round 1's checkpoint and scores stay in rounds/1/), on each image's correction where
+    :func:`takes_correction` says so (scores.csv's suspicion, TrainConfig.second_pass) and its given mask
+    elsewhere; the second pass's nets rescore the run. Only once, right after the first training."""
+    run_dir = Path(run_dir)
+    run = RunFolder(run_dir)
+    if runs.read_rounds(run_dir):
+        raise RunError(f"{run_dir / runs.ROUNDS}: the run already has rounds; a second pass follows the first "
+                       "training directly")
+    rows = run.score_rows()
+    suspicion = np.array([np.nan if r.suspicion is None else r.suspicion for r in rows], dtype=np.float64)
+    take = takes_correction(suspicion, run.train_config.second_pass)
+    labels = {r.id: runs.CORRECTED for r, t in zip(rows, take, strict=True) if t}
+    yield from rounds.next_round(run_dir, from_scratch=True, labels=labels, should_stop=should_stop, threads=threads)
