@@ -242,10 +242,7 @@ class RunFolder(CaseFiles):
         """One case's display image (from the z-scored training image) and given mask. They are made durable
         and take their names in batches of CASE_BATCH cases, the last batch by :meth:`write_case_table` (each
         file still appears whole or not at all; a kill leaves temporary files, swept when the run restarts)."""
-        for path, data in self._case_pngs(id_, image, given):
-            self._case_files.add(path, data)
-        if len(self._case_files) >= 2 * CASE_BATCH:
-            self._case_files.commit()
+        self._stage(self._case_pngs(id_, image, given))
 
     def write_case_files_from(self, cases: Iterable[tuple[str, np.ndarray, np.ndarray]],
                               workers: int = CASE_THREADS) -> Iterator[int]:
@@ -256,12 +253,16 @@ class RunFolder(CaseFiles):
         with ThreadPoolExecutor(max(1, workers)) as pool:
             while batch := list(islice(it, CASE_BATCH)):
                 for files in pool.map(lambda case: self._case_pngs(*case), batch):
-                    for path, data in files:
-                        self._case_files.add(path, data)
-                if len(self._case_files) >= 2 * CASE_BATCH:
-                    self._case_files.commit()
+                    self._stage(files)
                 done += len(batch)
                 yield done
+
+    def _stage(self, files: list[tuple[Path, bytes]]) -> None:
+        """Stage one case's files; every CASE_BATCH cases they are made durable and take their names together."""
+        for path, data in files:
+            self._case_files.add(path, data)
+        if len(self._case_files) >= 2 * CASE_BATCH:
+            self._case_files.commit()
 
     def _case_pngs(self, id_: str, image: np.ndarray, given: np.ndarray) -> list[tuple[Path, bytes]]:
         """A case's two files, encoded (what write_case_files writes)."""
