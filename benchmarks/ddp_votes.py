@@ -30,8 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import results_files  # noqa: E402
+
 from crl_napari import cascade, distributed  # noqa: E402
-from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from crl_napari.image_files import zscore  # noqa: E402
 from crl_napari.phantoms import make_phantom  # noqa: E402
 from crl_napari.settings import TrainConfig  # noqa: E402
@@ -121,15 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         median = float(np.median(times))
         steps[str(int(epoch) + 1)] = {"n": len(times), "median_ms": median * 1e3,
                                       "vote_share": 2 * vote["median"] / 1e6 / median}
-    results = {"command": "python benchmarks/ddp_votes.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+    results = {"command": results_files.command("ddp_votes.py", argv),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "load_before": before,
                "load_after": load(), "repeats": args.repeats, "n_images": args.images, "vote_us": vote,
                "steps": steps}
-    atomic_write_json(args.out, results)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(results))
-    print(markdown(results))
-    return 0
+    return results_files.write(args.out, results, markdown)
 
 
 if __name__ == "__main__":

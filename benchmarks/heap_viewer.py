@@ -110,15 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([*me, "--trial", kind, "--result", str(result)], check=True, timeout=900)
             trials.append(json.loads(result.read_text()))
             print(trials[-1]["kind"], trials[-1]["median_ms"], trials[-1]["rss_mb"], flush=True)
-    from crl_napari.atomic import atomic_write_json, atomic_write_text
+    import results_files
 
-    results = {"command": "python benchmarks/heap_viewer.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+    results = {"command": results_files.command("heap_viewer.py", argv),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "trials": trials}
-    atomic_write_json(args.out, results)
-    atomic_write_text(args.out.with_suffix(".md"), markdown(results))
-    print(markdown(results))
-    return 0
+    return results_files.write(args.out, results, markdown)
 
 
 if __name__ == "__main__":
