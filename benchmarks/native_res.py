@@ -70,7 +70,7 @@ RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
 METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
-             "crl+second-all": "crl k=50%"}  # Table 1's method definitions
+             "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0}
@@ -78,6 +78,10 @@ PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 
 #: "crl" cell of the same noise and seed (its checkpoint), so only the second pass trains here
 SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY}
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
+#: "crl+keep": stage 1 keeps the clean fraction of each batch (keep_ratio = 1 - the noise rate; the paper's 0.5 is
+#: that at 50 %), as co-teaching sets its forget rate to the noise rate. A user does not know the rate: the first
+#: run's scores estimate it (the share of images at or above the recommended threshold; docs/paper.md).
+KEEP_CLEAN = "crl+keep"
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
 #: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
 #: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
@@ -88,7 +92,7 @@ OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
 #: methods --methods may name besides OPTION_METHODS; not run unless named (each needs its "crl" cell finished)
-EXTRA_METHODS = tuple(SECOND)
+EXTRA_METHODS = (*SECOND, KEEP_CLEAN)
 
 
 def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -133,10 +137,11 @@ def option_plan(noise_levels: list[float] | None = None, methods: list[str] | No
     variants of one training measure three options); 25 % seed 0 last. ``noise_levels``, ``methods`` and
     ``seeds`` keep only those cells (--noise, --methods, --option-seeds)."""
     named = [m for m in methods or () if m not in OPTION_METHODS]
+    base = sorted(set(OPTION_SEEDS) | set(seeds or ()))
     cells = [("small110", "vanilla", 0.0, 0)]
-    cells += [("full", m, 0.75, s) for s in OPTION_SEEDS for m in OPTION_METHODS + tuple(named)]
-    cells += [("full", m, 0.5, s) for m in OPTION_METHODS + tuple(named) for s in OPTION_SEEDS]
-    cells += [("full", m, 0.25, 0) for m in OPTION_METHODS + tuple(named)]
+    cells += [("full", m, 0.75, s) for s in base for m in OPTION_METHODS + tuple(named)]
+    cells += [("full", m, 0.5, s) for m in OPTION_METHODS + tuple(named) for s in base]
+    cells += [("full", m, 0.25, s) for m in OPTION_METHODS + tuple(named) for s in sorted({0} | set(seeds or ()))]
     return [c for c in cells if c[0] == "small110" or (
         (noise_levels is None or c[2] in noise_levels) and (methods is None or c[1] in methods)
         and (seeds is None or c[3] in seeds))]
@@ -147,14 +152,15 @@ def done(cell: tuple, got: dict | None, options: bool) -> bool:
     return got is not None and (not options or cell[0] != "full" or bool(got.get("variants")))
 
 
-def config(method: str, seed: int) -> cascade.TrainConfig:
+def config(method: str, seed: int, ratio: float | None = None) -> cascade.TrainConfig:
     _, strategy, kfrac, joint = next(m for m in table1.METHODS if m[0] == METHOD_OF[method])
     epochs = PROFILE["epochs"]
+    keep = {"keep_ratio": round(1 - ratio, 4)} if method == KEEP_CLEAN and ratio is not None else {}
     return cascade.TrainConfig(
         strategy=strategy, epochs=epochs, batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
         lr_decay=PROFILE["lr_decay"], width=PROFILE["width"], depth=PROFILE["depth"],
         k=None if kfrac is None else round(kfrac * epochs), joint=joint, seed=seed,
-        **{**PAPER_OPTIONS, **OPTIONS_OF.get(method, {})},
+        **{**PAPER_OPTIONS, **OPTIONS_OF.get(method, {}), **keep},
     )
 
 
@@ -360,7 +366,7 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
     corrupted = np.array([r.corrupted for r in records])
     train = {**train, "given": given}
-    cfg = config(method, seed)
+    cfg = config(method, seed, ratio)
     labels, first = given, None
     if method in SECOND:  # the second pass trains on the first pass's corrections; measured against ``given``
         labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method])
@@ -513,7 +519,10 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
              "training images (a benchmark variant, not a setting); `crl+balance` = trained with the area-balanced "
              "selection (TrainConfig.balance_area = 1), with the same variants. Corrected Dice at 256 px is bilinear "
              "logit + clean-up (the export's way). Mean ± std over the seeds; 'wins' counts the seeds on which the "
-             "row beats the paper's crl of the same seed on corrected Dice corrupted AND clean AND test Dice.", ""]
+             "row beats the paper's crl of the same seed on corrected Dice corrupted AND clean AND test Dice. "
+             "`crl+keep` = stage 1 keeps the clean fraction of each batch (TrainConfig.keep_ratio = 1 - the noise "
+             "rate, which the benchmark knows and a user estimates from a first run's scores; at 50 % that is the "
+             "paper's 0.5).", ""]
     missing = [cell_key(*c) for c in option_plan() if c[0] == "full" and not done(c, cells.get(cell_key(*c)), True)]
     if missing:
         lines += [f"Options cells not finished: {'; '.join(missing)} (`--options` resumes them).", ""]
@@ -580,7 +589,8 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "balance+tta": ("crl+balance", "tta"),
            "balance+average": ("crl+balance", "average"), "balance+average+tta": ("crl+balance", "average+tta"),
            "balance+average+bn": ("crl+balance", "average+bn"), "second": ("crl+second", "paper"),
-           "second (every correction)": ("crl+second-all", "paper")}
+           "second (every correction)": ("crl+second-all", "paper"), "keep clean fraction": (KEEP_CLEAN, "paper"),
+           "keep clean fraction+tta": (KEEP_CLEAN, "tta"), "keep clean fraction+average+bn": (KEEP_CLEAN, "average+bn")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 TARGET_256 = {0.75: 0.95, 0.5: 0.965, 0.25: 0.965}  # issue 11: corrected Dice at the original size, corrupted
 CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, the test Dice target's reference
@@ -588,7 +598,10 @@ CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, t
 
 def _measured(cells: dict, rescored: dict, method: str, variant: str, ratio: float, seed: int) -> dict | None:
     """One variant of one training: a native_res cell, else (crl only) a re-scored table1.py run of the same
-    noise and seed, which is the same training (its paper variant reproduces the native_res cell's exactly)."""
+    noise and seed, which is the same training (its paper variant reproduces the native_res cell's exactly).
+    crl+keep at 50 % noise keeps half the batch, as the paper's crl does: the same training, so that cell."""
+    if method == KEEP_CLEAN and ratio == 0.5:
+        method = "crl"
     c = _by_seed(cells, method, ratio).get(seed)
     if c is not None:
         return c["variants"].get(variant)
