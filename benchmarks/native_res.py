@@ -18,7 +18,9 @@ paper's variant is: corrected Dice at 64 and 256 px, test Dice; "Which option be
 issue's rule (wins on every seed, at least 2 seeds at 75 and at 50 %) and lists the targets. The second pass
 (TrainConfig.second_pass), only when named (--methods crl+second crl+second-all): fresh nets trained with crl's
 settings on the labels crl_napari.second_pass makes from the finished "crl" cell's corrections (its checkpoint:
-only the second pass trains), measured against the same given and clean masks.
+only the second pass trains), measured against the same given and clean masks. crl+keep (keep_ratio = 1 - the
+noise rate) and crl+keep-est (keep_ratio = what the finished "crl" cell's scores suggest: scoring.suggested_keep_ratio),
+also only when named.
 
 About 800 lines, over the house's 400: a benchmark script keeps its cells, their measures and the tables that
 quote them in one file, so a change to a measure and its column cannot drift apart.
@@ -43,6 +45,7 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,7 +73,8 @@ RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
 METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
-             "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%"}  # Table 1's method definitions
+             "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%",
+             "crl+keep-est": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0}
@@ -82,6 +86,9 @@ OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} fo
 #: that at 50 %), as co-teaching sets its forget rate to the noise rate. A user does not know the rate: the first
 #: run's scores estimate it (the share of images at or above the recommended threshold; docs/paper.md).
 KEEP_CLEAN = "crl+keep"
+#: "crl+keep-est": the user's path to it: keep_ratio = scoring.suggested_keep_ratio of the finished paper's crl cell
+#: of the same noise and seed (what `info` and train's metrics suggest after a first run), 0.5 when it suggests none
+KEEP_EST = "crl+keep-est"
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
 #: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
 #: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
@@ -92,7 +99,7 @@ OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
 #: methods --methods may name besides OPTION_METHODS; not run unless named (each needs its "crl" cell finished)
-EXTRA_METHODS = (*SECOND, KEEP_CLEAN)
+EXTRA_METHODS = (*SECOND, KEEP_CLEAN, KEEP_EST)
 
 
 def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -335,9 +342,9 @@ class FirstPassMissing(Exception):
     """A second-pass cell whose "crl" cell has not finished training."""
 
 
-def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int) -> tuple[np.ndarray, dict]:
-    """The second pass's labels, made as the engine makes them (second_pass.training_labels of scoring's
-    corrections) from the finished paper's crl cell of the same profile, noise and seed, and what they hold."""
+def first_pass_scores(profile: str, ratio: float, seed: int, train: dict) -> tuple[Path, scoring.ImageScores, object]:
+    """The finished paper's crl cell of the same profile, noise and seed: its folder, its scores of the training
+    images against ``train["given"]`` (as the engine scores them), its settings."""
     first = cell_dir(cell_key(profile, "crl", ratio, seed))
     if not (first / cascade.CHECKPOINT).is_file():
         raise FirstPassMissing(f"{first}: no checkpoint")
@@ -345,7 +352,14 @@ def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: 
     models, cfg = cascade.load_models(first, "cpu")
     if epoch != cfg.epochs - 1:
         raise FirstPassMissing(f"{first}: trained {epoch + 1} of {cfg.epochs} epochs so far")
-    sc = scoring.score_probs(cascade.peer_probs(models, train["images"], tta=cfg.tta), train["given"], cfg.T)
+    return first, scoring.score_probs(cascade.peer_probs(models, train["images"], tta=cfg.tta), train["given"],
+                                      cfg.T), cfg
+
+
+def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int) -> tuple[np.ndarray, dict]:
+    """The second pass's labels, made as the engine makes them (second_pass.training_labels of scoring's
+    corrections) from the finished paper's crl cell of the same profile, noise and seed, and what they hold."""
+    first, sc, _cfg = first_pass_scores(profile, ratio, seed, train)
     take = second_pass.takes_correction(sc.suspicion, mode)
     labels = second_pass.training_labels(train["given"], sc.corrected, sc.suspicion, mode)
     corrupted = np.array(train["corrupted"])
@@ -371,11 +385,20 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     if method in SECOND:  # the second pass trains on the first pass's corrections; measured against ``given``
         labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method])
         print(f"  first pass {first}", flush=True)
+    estimated = None
+    if method == KEEP_EST:  # the keep_ratio a first run's scores suggest (scoring.suggested_keep_ratio)
+        folder, sc, _ = first_pass_scores(profile, ratio, seed, {**train, "corrupted": corrupted})
+        keep = scoring.suggested_keep_ratio(sc.suspicion, cfg.keep_ratio)
+        estimated = {"first_pass": folder.name, "noise_share": scoring.noise_share(sc.suspicion), "suggested": keep}
+        cfg = replace(cfg, keep_ratio=keep if keep is not None else cfg.keep_ratio)
+        print(f"  keep_ratio from the first pass's scores: {estimated}", flush=True)
     models, sec_per_epoch = train_models(train["images"], labels, cfg, cell_dir(key))
     out = {"profile": profile, "method": method, "noise": ratio, "seed": seed, "n_train": len(train["ids"]),
            "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch}
     if first is not None:
         out["second_pass_labels"] = first
+    if estimated is not None:
+        out["keep_ratio_estimated"] = {**estimated, "keep_ratio": cfg.keep_ratio}
     out.update(evaluate(models, cfg, train, corrupted, test))
     if profile == "full":
         out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test,
@@ -590,7 +613,8 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "balance+average": ("crl+balance", "average"), "balance+average+tta": ("crl+balance", "average+tta"),
            "balance+average+bn": ("crl+balance", "average+bn"), "second": ("crl+second", "paper"),
            "second (every correction)": ("crl+second-all", "paper"), "keep clean fraction": (KEEP_CLEAN, "paper"),
-           "keep clean fraction+tta": (KEEP_CLEAN, "tta"), "keep clean fraction+average+bn": (KEEP_CLEAN, "average+bn")}
+           "keep clean fraction+tta": (KEEP_CLEAN, "tta"), "keep clean fraction+average+bn": (KEEP_CLEAN, "average+bn"),
+           "keep from scores": (KEEP_EST, "paper"), "keep from scores+average+bn": (KEEP_EST, "average+bn")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 TARGET_256 = {0.75: 0.95, 0.5: 0.965, 0.25: 0.965}  # issue 11: corrected Dice at the original size, corrupted
 CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, the test Dice target's reference
@@ -651,6 +675,8 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
         wins = sum(w for w, _d in measured.values())
         verdict = ("not a fixed default: keep_ratio follows the noise rate (at 50 % the paper's 0.5)"
                    if option.startswith("keep clean fraction") else
+                   "advice after a first run (info, train's metrics), not a setting's default"
+                   if option.startswith("keep from scores") else
                    "no: too few seeds" if wins == len(measured) and not qualifies(measured) else
                    "no" if not qualifies(measured) else
                    "passes the rule, but recomputed BatchNorm is not a setting yet" if "bn" in option else "**yes**")

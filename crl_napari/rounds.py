@@ -247,15 +247,19 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
 def info(run_dir: Path | str) -> dict:
     """What `info` says of the queue and the rounds: which round's nets scored the review queue (None before
     scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
-    how many images are under it (they come first: scoring.rank), and every round (:func:`describe`)."""
+    how many images are under it (they come first: scoring.rank), the share at or above it (the scores' estimate
+    of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
+    (scoring.suggested_keep_ratio), and every round (:func:`describe`)."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     queue = None
     if run.has_scores:
         suspicion = np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
         threshold = scoring.recommended_threshold(suspicion)
+        keep = scoring.suggested_keep_ratio(suspicion, run.train_config.keep_ratio)
         queue = {"recommended_threshold": round(threshold, 4),
-                 "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion)}
+                 "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
+                 "noise_share": round(scoring.noise_share(suspicion), 4), "suggested_keep_ratio": keep}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 

@@ -158,6 +158,9 @@ def test_cli_on_the_real_shenzhen_set(tmp_path, capsys):
                      "--quiet"]) == 0
     metrics = json.loads(capsys.readouterr().out.split("run folder:")[0])
     assert metrics["n_images"] == 385 and metrics["n_corrupted"] == 192
+    suspicion = np.array([r.suspicion for r in RunFolder(run).score_rows()])  # the advice is the table's
+    assert metrics["noise_share"] == pytest.approx(scoring.noise_share(suspicion))
+    assert metrics["suggested_keep_ratio"] == scoring.suggested_keep_ratio(suspicion, 0.5)
     assert cli.main(["evaluate", str(run)]) == 0
     assert "Dice on test (165 images" in capsys.readouterr().out
     assert cli.main(["score", str(run)]) == 0
