@@ -201,3 +201,12 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
         return None
     keep = round(max(floor, 1.0 - share), 2)
     return keep if keep < keep_ratio - 0.05 else None
+
+
+def keep_advice(suspicion: np.ndarray, keep_ratio: float) -> str:
+    """The advice of :func:`suggested_keep_ratio` as the Review widget says it on opening a run ("" for none)."""
+    keep = suggested_keep_ratio(suspicion, keep_ratio)
+    if keep is None:
+        return ""
+    return (f". {noise_share(suspicion):.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch "
+            f"training learns from: training again with keep ratio {keep:g} may correct them better")

@@ -658,3 +658,32 @@ def test_a_row_switch_repaints_the_review_without_laying_out_the_window(make_nap
         facts.append(widget.info_label.text())
     assert len(set(facts)) == 4  # four images' facts shown
     assert requests.count == 0
+
+
+def test_opening_a_run_where_most_masks_look_wrong_suggests_a_keep_ratio(make_napari_viewer, run_dir):
+    """The open message carries the keep_ratio advice (scoring.keep_advice) only where most given masks look wrong:
+    the run's own scores first, then the same run with three quarters of its suspicions raised."""
+    import csv
+
+    from crl_napari.scoring import keep_advice, suggested_keep_ratio
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.uint8), name="someone else's layer")
+    widget = _review(viewer, run_dir)
+    own = [r.suspicion for r in RunFolder(run_dir).score_rows()]
+    assert widget.last_message.endswith(keep_advice(own, 0.5) or "(scoring.rank)")
+    table = run_dir / "scores.csv"
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    for i, row in enumerate(rows):
+        row["suspicion"] = f"{0.3 + i / 100:.4f}" if i < 9 else f"{0.01 + i / 1000:.4f}"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert suggested_keep_ratio([float(r["suspicion"]) for r in rows], 0.5) == 0.25
+    assert widget.open_run(run_dir), widget.last_message
+    assert widget.last_message.startswith(f"Opened {run_dir.name}: 12 images")
+    assert "75% of the given masks look wrong" in widget.last_message
+    assert "training again with keep ratio 0.25" in widget.last_message

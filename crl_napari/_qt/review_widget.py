@@ -22,6 +22,7 @@ from superqt import QCollapsible
 from ..review import ReviewSession, default_reviewer
 from ..review_model import ReviewModel
 from ..runs import RunError, RunFolder
+from ..scoring import keep_advice
 from ._common import report_error, run_link, scroll_area
 from ._plots import ScoreHistogram
 from .edit_controller import EditController
@@ -184,7 +185,8 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
-        self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)")
+        self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
+                      + keep_advice(scores, run.train_config.keep_ratio))
         if self._said_fallback:  # the originals cannot be read: that line matters more
             self._said_fallback = False
             self._say_originals(model.current)
