@@ -16,7 +16,7 @@ from crl_napari.phantoms import write_sample_set
 from crl_napari.runs import RunFolder
 from crl_napari.settings import SETTING_HELP, TrainConfig, TrainingError
 from crl_napari.unet import build_models
-from crl_napari.weight_average import WeightAverage, recompute_batchnorm, update_batchnorm
+from crl_napari.weight_average import WeightAverage, pass_batches, recompute_batchnorm, update_batchnorm
 
 TINY = dict(strategy="crl", k=2, epochs=3, batch_size=8, width=4, depth=2, lr=0.05, device="cpu")
 RECOMPUTING = "recomputing the BatchNorm statistics:"
@@ -179,6 +179,13 @@ def test_a_damaged_marker_in_a_checkpoint_is_one_clear_error(tmp_path):
         _train(x, y, cfg, tmp_path / "run", resume=True)
 
 
+def test_the_pass_cuts_batches_in_order_and_keeps_no_single_image_at_a_one_pixel_bottom():
+    assert pass_batches(17, 8) == [range(0, 8), range(8, 16), range(16, 17)]  # as the benchmark always cut them
+    assert pass_batches(17, 8, one_pixel_bottom=True) == [range(0, 8), range(8, 17)]
+    assert pass_batches(16, 8, one_pixel_bottom=True) == [range(0, 8), range(8, 16)]
+    assert pass_batches(3, 8, one_pixel_bottom=True) == [range(0, 3)]
+
+
 def test_update_batchnorm_is_the_whole_pass():
     x, _ = _images()
     a, b = _trained_nets(), _trained_nets()
@@ -209,3 +216,42 @@ def test_copies_keep_the_originals_statistics():
     copies = [copy.deepcopy(m) for m in models]
     update_batchnorm(copies, [torch.as_tensor(x)])
     assert all(torch.equal(a, b) for a, b in zip(before, _bn_buffers(models), strict=True))
+
+
+def test_under_torchrun_every_rank_takes_the_statistics_of_one_pass_over_all_images(tmp_path):
+    """Two processes: the checkpoint (rank 0) holds the statistics of one pass over every training image, and
+    rank 1 scored its share with the same nets (its scores equal one process's rescoring of the run)."""
+    import csv
+    import shutil
+
+    from test_distributed import TINY as DDP_TINY
+    from test_distributed import torchrun
+
+    from crl_napari import run_data, runs
+
+    data = write_sample_set(tmp_path / "set", n=16, size=32, noise_ratio=0.0, seed=3)
+    res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *DDP_TINY, "--average-last", "1",
+                   "--average-bn", "1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = tmp_path / "run"
+    assert read_checkpoint(out / cascade.CHECKPOINT)["average"]["batchnorm_recomputed"] is True
+    run = RunFolder(out)
+    rows = run.case_rows()
+    image = run_data.image_reader(run, rows, 32)
+    images = np.stack([image(i) for i in range(len(rows))])[:, None].astype(np.float32)
+    loaded, cfg = cascade.load_models(out, "cpu")
+    again = copy.deepcopy(loaded)
+    batches = pass_batches(len(images), cfg.batch_size)
+    update_batchnorm(again, (torch.as_tensor(images[b.start : b.stop]) for b in batches))
+    for a, b in zip(_bn_buffers(loaded), _bn_buffers(again), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    def suspicion(path):
+        with open(path / runs.SCORES, newline="") as fh:
+            return {r["id"]: float(r["suspicion"]) for r in csv.DictReader(fh)}
+
+    shutil.copytree(out, tmp_path / "rescored")
+    assert cli.main(["score", str(tmp_path / "rescored")]) == 0
+    theirs, ours = suspicion(out), suspicion(tmp_path / "rescored")
+    assert theirs.keys() == ours.keys() and len(ours) == len(rows)
+    assert all(abs(theirs[k] - ours[k]) < 1e-5 for k in ours)
