@@ -45,6 +45,7 @@ class TrainProgress:
         self._text = ""  # the status line's part that the pace is appended to
         self._shown_at = 0.0
         self.passes = 1  # 2 when the run trains a second pass (its Started says so)
+        self._epochs = 1_000_000  # the run's epochs (its Started says)
         self.second = False  # the second pass is running (RoundStarted(second_pass=True) came)
 
     def begin(self, resume: bool) -> None:
@@ -85,6 +86,7 @@ class TrainProgress:
             self._show_pace(now=True)
         elif isinstance(ev, Started):
             self.passes = 2 if ev.config.second_pass or self.second else 1
+            self._epochs = ev.config.epochs
             self.pbar.set_total((ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
             self._text = (f"{self.pass_name}Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
                           + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
@@ -101,7 +103,10 @@ class TrainProgress:
             self._show_pace(now=ev.left == 0)
         elif isinstance(ev, Finished):
             self.pbar.draw()
-            if ev.stopped:
+            if ev.stopped and ev.epochs_run >= self._epochs:  # in the pass after the last epoch (average_bn)
+                self.say(f"{self.pass_name}Stopped after the last epoch, before its BatchNorm statistics were "
+                         "recomputed; every epoch is kept: press Resume to finish.")
+            elif ev.stopped:
                 self.say(f"{self.pass_name}Stopped during epoch {ev.epochs_run + 1}; the checkpoint of the last "
                          "finished epoch is kept: press Resume to continue.")
             else:
