@@ -318,10 +318,9 @@ def _recompute_batchnorm(models, source: Source, config: TrainConfig, device: to
                          should_stop: Callable[[], bool] | None) -> Generator[CacheProgress, None, bool]:
     """TrainConfig.average_bn: the averaged nets' BatchNorm statistics from one pass over the training images in
     their order, batch_size at a time (weight_average.pass_batches), read from the source as training reads it,
-    without augmentation (weight_average.recompute_batchnorm); progress as
-    CacheProgress. False when a stop was asked (the statistics stay the averaged ones). Under torchrun every
-    rank makes the whole pass and then takes rank 0's statistics (distributed.epoch_end), so all hold the same
-    ones, those of one process."""
+    without augmentation (weight_average.recompute_batchnorm); its progress as CacheProgress, as the cache's.
+    False when a stop was asked (the statistics stay the averaged ones). Under torchrun every rank makes the
+    whole pass and then takes rank 0's statistics (distributed.epoch_end): all hold those of one process."""
     n = len(source)
     chunks = pass_batches(n, config.batch_size, one_pixel_bottom=source.size == 2**config.depth)
     batches = (x for _, x, _ in read(source, chunks, config.workers, device))
