@@ -98,7 +98,8 @@ def recompute_batchnorm(models: Sequence[torch.nn.Module], batches: Iterable[tor
     images done after each batch, so a caller can show progress and read the batches lazily (never the whole set
     in memory), and returns True. Each layer's momentum and each net's mode are put back after; if ``should_stop``
     says so between batches (it returns False), or the generator is closed early, the statistics are put back too:
-    the nets are as they were."""
+    the nets are as they were. Not update_bn itself: that takes one net at a time (each batch read once per net),
+    reports no progress and cannot stop."""
     bns = _batchnorms(models)
     before = [{k: v.clone() for k, v in b.state_dict().items()} for b in bns]
     momenta = [b.momentum for b in bns]
