@@ -623,8 +623,7 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
         deltas = [f"{np.mean([d[k] for _w, d in measured.values()]):+.4f}" for k in WIN_KEYS]
         wins = sum(w for w, _d in measured.values())
         verdict = ("no: too few seeds" if wins == len(measured) and not qualifies(measured) else
-                   "no" if not qualifies(measured) else
-                   "passes the rule, but recomputed BatchNorm is not a setting yet" if "bn" in option else "**yes**")
+                   "no" if not qualifies(measured) else "**yes**")  # "+bn": TrainConfig.average_bn, a setting too
         lines.append(f"| {option} | {wins} / {len(measured)} ({where}) | " + " | ".join(deltas) + f" | {verdict} |")
     return lines + target_summary(cells, rescored)
 
