@@ -37,6 +37,7 @@ cell interrupted mid-training resumes from its checkpoint in benchmarks/runs/nat
 from __future__ import annotations
 
 import argparse
+import copy
 import fcntl
 import json
 import platform
@@ -65,7 +66,7 @@ from crl_napari.checkpoint import read_checkpoint  # noqa: E402
 from crl_napari.data import load_dataset  # noqa: E402
 from crl_napari.export import upsample_nearest  # noqa: E402
 from crl_napari.postprocess import clean_mask, extra_pieces, small_islands  # noqa: E402
-from crl_napari.weight_average import WeightAverage  # noqa: E402
+from crl_napari.weight_average import WeightAverage, pass_batches, update_batchnorm  # noqa: E402
 
 PROFILE = dict(table1.PROFILES["quick"])  # --profile smoke swaps in table1's plumbing check (results elsewhere)
 RESULTS = ROOT / "benchmarks" / "results"
@@ -92,7 +93,7 @@ KEEP_EST = "crl+keep-est"
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
 #: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
 #: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
-#: same weights, BatchNorm statistics recomputed by one pass over the training images, as SWA's update_bn does)
+#: same weights, BatchNorm statistics recomputed by one pass over the training images: TrainConfig.average_bn's pass)
 VARIANTS = {"paper": ("last", 0), "tta": ("last", 1), "average": ("average", 0), "average+tta": ("average", 1),
             "average+bn": ("average+bn", 0)}
 OPTION_NOISE = [0.75, 0.5, 0.25]
@@ -223,8 +224,6 @@ def measure(masks: list[np.ndarray], truth: np.ndarray, corrupted: np.ndarray) -
 def averaged_models(models, cfg: cascade.TrainConfig, run_dir: Path):
     """Copies of ``models`` with each net's weights averaged over the kept last epochs (None if any is missing:
     a cell trained before the epochs were kept)."""
-    import copy
-
     files = [epoch_file(run_dir, e) for e in range(cfg.epochs - min(AVERAGE_LAST, cfg.epochs), cfg.epochs)]
     if not all(f.is_file() for f in files):
         return None
@@ -234,26 +233,6 @@ def averaged_models(models, cfg: cascade.TrainConfig, run_dir: Path):
     out = [copy.deepcopy(m) for m in models]
     avg.load_into(out)
     return [m.eval() for m in out]
-
-
-def recomputed_bn(models, images: np.ndarray, batch_size: int = 16):
-    """Copies of ``models`` whose BatchNorm running statistics are the plain mean over one pass of ``images``
-    (train mode, no gradient): the statistics of the averaged weights themselves, not the average of each
-    epoch's statistics."""
-    import copy
-
-    out = [copy.deepcopy(m) for m in models]
-    with torch.no_grad():
-        for m in out:
-            bns = [b for b in m.modules() if isinstance(b, torch.nn.modules.batchnorm._BatchNorm)]
-            for b in bns:
-                b.reset_running_stats()
-                b.momentum = None  # cumulative mean over the batches
-            m.train()
-            for i in range(0, len(images), batch_size):
-                m(torch.as_tensor(images[i : i + batch_size]))
-            m.eval()
-    return out
 
 
 def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarray, test: dict,
@@ -269,8 +248,11 @@ def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarr
     for name, (kind, tta) in VARIANTS.items():
         if (kind != "last" and averaged is None) or (only is not None and name not in only):
             continue
-        if kind == "average+bn" and kind not in weights:
-            weights[kind] = recomputed_bn(averaged, train["images"])
+        if kind == "average+bn" and kind not in weights:  # TrainConfig.average_bn's pass, on copies
+            weights[kind] = [copy.deepcopy(m) for m in averaged]
+            images = train["images"]
+            batches = pass_batches(len(images), cfg.batch_size, one_pixel_bottom=images.shape[-1] == 2**cfg.depth)
+            update_batchnorm(weights[kind], (torch.as_tensor(images[b.start : b.stop]) for b in batches))
         nets = weights[kind]
         sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T)
         d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
@@ -539,13 +521,13 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
              f"From one crl training each: `tta` = test-time flips (TrainConfig.tta = 1), `average` = each net's "
              f"weights averaged over the last {AVERAGE_LAST} epochs (TrainConfig.average_last = {AVERAGE_LAST}), "
              "both; `average+bn` = the same average with BatchNorm's statistics recomputed by one pass over the "
-             "training images (a benchmark variant, not a setting); `crl+balance` = trained with the area-balanced "
-             "selection (TrainConfig.balance_area = 1), with the same variants. Corrected Dice at 256 px is bilinear "
-             "logit + clean-up (the export's way). Mean ± std over the seeds; 'wins' counts the seeds on which the "
-             "row beats the paper's crl of the same seed on corrected Dice corrupted AND clean AND test Dice. "
-             "`crl+keep` = stage 1 keeps the clean fraction of each batch (TrainConfig.keep_ratio = 1 - the noise "
-             "rate, which the benchmark knows and a user estimates from a first run's scores; at 50 % that is the "
-             "paper's 0.5).", ""]
+             "training images (TrainConfig.average_bn = 1 with that average); `crl+balance` = trained with the "
+             "area-balanced selection (TrainConfig.balance_area = 1), with the same variants. Corrected Dice at "
+             "256 px is bilinear logit + clean-up (the export's way). Mean ± std over the seeds; 'wins' counts the "
+             "seeds on which the row beats the paper's crl of the same seed on corrected Dice corrupted AND clean AND "
+             "test Dice. `crl+keep` = stage 1 keeps the clean fraction of each batch (TrainConfig.keep_ratio = 1 - "
+             "the noise rate, which the benchmark knows); `crl+keep-est` = the keep_ratio a first run's scores "
+             "suggest (scoring.suggested_keep_ratio of the paper's crl cell; at 50 and 25 % none is suggested).", ""]
     missing = [cell_key(*c) for c in option_plan() if c[0] == "full" and not done(c, cells.get(cell_key(*c)), True)]
     if missing:
         lines += [f"Options cells not finished: {'; '.join(missing)} (`--options` resumes them).", ""]
@@ -675,11 +657,10 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
         wins = sum(w for w, _d in measured.values())
         verdict = ("not a fixed default: keep_ratio follows the noise rate (at 50 % the paper's 0.5)"
                    if option.startswith("keep clean fraction") else
-                   "advice after a first run (info, train's metrics), not a setting's default"
+                   "advice after a first run (info, train's metrics, Review), not a setting's default"
                    if option.startswith("keep from scores") else
                    "no: too few seeds" if wins == len(measured) and not qualifies(measured) else
-                   "no" if not qualifies(measured) else
-                   "passes the rule, but recomputed BatchNorm is not a setting yet" if "bn" in option else "**yes**")
+                   "no" if not qualifies(measured) else "**yes**")  # "+bn": TrainConfig.average_bn, a setting too
         lines.append(f"| {option} | {wins} / {len(measured)} ({where}) | " + " | ".join(deltas) + f" | {verdict} |")
     return lines + target_summary(cells, rescored)
 

@@ -12,7 +12,7 @@ by (seed, epoch), so a resumed run repeats the uninterrupted one exactly on the 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
@@ -22,6 +22,7 @@ import torch
 from . import checkpoint as _checkpoint
 from . import distributed
 from .augment import augment
+from .cache import CacheProgress
 from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
 from .events import CheckpointSaved, EpochEnd, Event, Finished, StageChanged, Started, Step
@@ -42,7 +43,7 @@ from .sgd import SGD
 from .sources import ArraySource, Source, read
 from .strategies import Stepper, drop_fraction, make_stepper
 from .unet import UNet, build_models
-from .weight_average import WeightAverage
+from .weight_average import WeightAverage, pass_batches, recompute_batchnorm
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; the annotations are never evaluated (PEP 563)
     from typing import Unpack
@@ -177,8 +178,9 @@ def _check_weights(models, epoch: int, run_dir: Path | None) -> None:
 
 
 def _resume(models, optims, config: TrainConfig, run_dir: Path | None,
-            average: WeightAverage | None = None) -> int:
-    """Load the run's checkpoint into the nets, optimisers and weight average; the first epoch still to train."""
+            average: WeightAverage | None = None) -> tuple[int, dict | None]:
+    """Load the run's checkpoint into the nets, optimisers and weight average; the first epoch still to train and
+    the checkpoint's history line."""
     if run_dir is None:
         raise TrainingError("resume needs a run folder")
     ckpt = read_checkpoint(run_dir / CHECKPOINT)
@@ -191,9 +193,13 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None,
     for o, sd in zip(optims, ckpt.get("optimizers", []), strict=True):
         o.load_state_dict(sd)
     if average is not None and "average" in ckpt:
-        resumed = WeightAverage.from_state(ckpt["average"])
+        try:
+            resumed = WeightAverage.from_state(ckpt["average"])
+        except ValueError as exc:
+            raise TrainingError(f"{run_dir / CHECKPOINT}: {exc}") from None
         average.count, average.nets = resumed.count, resumed.nets
-    return int(ckpt["epoch"]) + 1
+        average.batchnorm_recomputed = resumed.batchnorm_recomputed
+    return int(ckpt["epoch"]) + 1, ckpt.get("history_line")
 
 
 def _warm_start(models, config: TrainConfig, path: Path) -> None:
@@ -219,7 +225,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
     if init_from is not None and not resume:
         _warm_start(models, config, Path(init_from))
     average = WeightAverage()  # TrainConfig.average_last (ours): built over the last epochs, the nets at the end
-    start_epoch = _resume(models, optims, config, run_dir, average) if resume else 0
+    start_epoch, line = _resume(models, optims, config, run_dir, average) if resume else (0, None)
     stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
     rank, world = distributed.rank(), distributed.world_size()
 
@@ -288,11 +294,48 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
                 average.add(models)
                 if epoch == config.epochs - 1:  # the run's nets (checkpoint, scoring) are the average from here on
                     average.load_into(models)
+            line = epoch_line(end)
             if run_dir is not None and distributed.is_writer():
-                path = save_checkpoint(run_dir, models, optims, config, epoch, line=epoch_line(end),
+                path = save_checkpoint(run_dir, models, optims, config, epoch, line=line,
                                        average=average.state() if config.average_last else None)
         if path is not None:
             yield CheckpointSaved(epoch, path)
+    if config.average_bn and not average.batchnorm_recomputed:
+        if not (yield from _recompute_batchnorm(models, source, config, device, should_stop)):
+            yield Finished(models, config.epochs, stopped=True)  # the checkpoint keeps the averaged statistics
+            return
+        average.batchnorm_recomputed = True
+        with distributed.Together("the checkpoint with BatchNorm recomputed"):
+            if run_dir is not None and distributed.is_writer():  # the last epoch's again, saying what it holds now
+                save_checkpoint(run_dir, models, optims, config, config.epochs - 1, line=line,
+                                average=average.state())
     for m in models:
         m.eval()
     yield Finished(models, config.epochs, stopped=False)
+
+
+def _recompute_batchnorm(models, source: Source, config: TrainConfig, device: torch.device,
+                         should_stop: Callable[[], bool] | None) -> Generator[CacheProgress, None, bool]:
+    """TrainConfig.average_bn: the averaged nets' BatchNorm statistics from one pass over the training images in
+    their order, batch_size at a time (weight_average.pass_batches), read from the source as training reads it,
+    without augmentation (weight_average.recompute_batchnorm); its progress as CacheProgress, as the cache's.
+    False when a stop was asked (the statistics stay the averaged ones). Under torchrun every rank makes the
+    whole pass and then takes rank 0's statistics (distributed.epoch_end): all hold those of one process."""
+    n = len(source)
+    chunks = pass_batches(n, config.batch_size, one_pixel_bottom=source.size == 2**config.depth)
+    batches = (x for _, x, _ in read(source, chunks, config.workers, device))
+    t0 = time.perf_counter()
+    with distributed.Together("recomputing the BatchNorm statistics") as work:
+
+        def stop() -> bool:  # a stop asked on any rank stops every rank at the end of the block
+            if should_stop is not None and should_stop():
+                work.stop()
+            return work.asked
+
+        for done in recompute_batchnorm(models, batches, stop):
+            yield CacheProgress(done, n, done, time.perf_counter() - t0, n - done,
+                                what="recomputing the BatchNorm statistics:")
+    if work.stopped:
+        return False
+    distributed.epoch_end(models, [0.0])  # rank 0's statistics on every rank (the ones its checkpoint holds)
+    return True

@@ -78,6 +78,16 @@ def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, re
         yield from run_second_pass(out, should_stop=should_stop)
 
 
+def stopped(run_dir: Path | str) -> bool:
+    """A second pass that started and did not finish: :func:`train_passes` with ``resume`` goes on with it (the
+    first pass's scores are there, so the run's own ``can_resume`` says no). False for anything unreadable."""
+    try:
+        second = _second_pass_round(Path(run_dir))
+    except (RunError, TrainingError):
+        return False
+    return second is not None and second.finished is None
+
+
 def _second_pass_round(run_dir: Path) -> runs.Round | None:
     """The run's second pass in rounds.json (started or finished), or None."""
     if not RunFolder.is_run(run_dir):

@@ -40,11 +40,10 @@ MAIN_FIELDS = ("strategy", "epochs", "batch_size", "lr")
 #: Not form fields: the device has its own row, the thread count is the worker's (train_worker.gui_torch_threads),
 #: the plugin reads its data in process (no DataLoader workers) and trains in one process (no sync_batchnorm,
 #: no global_selection: both are torchrun's).
-OWN_ROWS = ("device", "threads", "workers", "sync_batchnorm", "global_selection",
-            "second_pass")  # the command line's (crl-napari train --second-pass): the widget trains one pass
+OWN_ROWS = ("device", "threads", "workers", "sync_batchnorm", "global_selection")
 _INT_RANGES = {"epochs": (1, 100_000), "batch_size": (2, 4096), "width": (1, 1024), "depth": (1, 8),
                "k": (-1, 100_000), "seed": (0, 2**31 - 1), "tta": (0, 1), "balance_area": (0, 1),
-               "average_last": (0, 100_000)}
+               "average_last": (0, 100_000), "average_bn": (0, 1), "second_pass": (0, 2)}
 # name: (min, max, step, decimals)
 _FLOAT_RANGES = {"lr": (1e-7, 10.0, 1e-4, 7), "lr_decay": (0.0, 1.0, 0.001, 4), "momentum": (0.0, 1.0, 0.01, 3),
                  "weight_decay": (0.0, 1.0, 1e-4, 6), "keep_ratio": (0.01, 1.0, 0.05, 3),

@@ -3,6 +3,9 @@ animated activity bar), a status line with the pace (``eta.Eta``) and the loss /
 once per epoch). The bar and the status line are redrawn together, at most once a second between epochs: each
 redraw re-composes the viewer's window (once: the status line lays nothing out again, :mod:`.status_line`).
 
+A run with a second pass (TrainConfig.second_pass) trains twice in one job: every line then says which pass it is
+about ("First pass · ...", "Second pass · ..."), and the plot starts again with the second pass's fresh nets.
+
 Display only: what a run's end means (finished, stopped, an error) is the widget's to decide.
 """
 
@@ -18,6 +21,7 @@ from ..eta import Eta
 from ..events import EpochEnd, Finished, Started, Step
 from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady
+from ..rounds import RoundStarted
 from ..runs import HistoryRow
 from ._plots import LossPlot
 from .status_line import StatusLine
@@ -40,12 +44,16 @@ class TrainProgress:
         self._eta = Eta(clock)  # the engine's ETA, fed every training event
         self._text = ""  # the status line's part that the pace is appended to
         self._shown_at = 0.0
+        self.passes = 1  # 2 when the run trains a second pass (its Started says so)
+        self._epochs = 1_000_000  # the run's epochs (its Started says)
+        self.second = False  # the second pass is running (RoundStarted(second_pass=True) came)
 
     def begin(self, resume: bool) -> None:
         """A training starts: an empty plot and a bar that counts the steps once the engine says how many."""
         self.plot.clear()
         self.live = True
         self._shown_at = 0.0
+        self.passes, self.second = 1, False
         self.status.value = "Resuming…" if resume else "Loading the data…"
         self.pbar.begin()
 
@@ -60,6 +68,11 @@ class TrainProgress:
         for row in rows:
             self.plot.add(row.epoch, row.losses, row.selected, row.stage)
 
+    @property
+    def pass_name(self) -> str:
+        """"First pass · " / "Second pass · " while a run with a second pass trains, else nothing."""
+        return "Second pass · " if self.second else "First pass · " if self.passes == 2 else ""
+
     def show(self, ev: object) -> None:
         """One event of the job (train_worker.train_job) on screen."""
         self._eta.update(ev)
@@ -68,26 +81,40 @@ class TrainProgress:
             self._show_pace()
         elif isinstance(ev, EpochEnd):
             self.plot.add(ev.epoch, ev.losses, ev.selected, ev.stage)
-            self._text = (f"Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss {float(np.mean(ev.losses)):.4f}"
-                          f" · selected {ev.selected:.2f} · {ev.seconds:.1f} s")
+            self._text = (f"{self.pass_name}Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss "
+                          f"{float(np.mean(ev.losses)):.4f} · selected {ev.selected:.2f} · {ev.seconds:.1f} s")
             self._show_pace(now=True)
         elif isinstance(ev, Started):
+            self.passes = 2 if ev.config.second_pass or self.second else 1
+            self._epochs = ev.config.epochs
             self.pbar.set_total((ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
-            self._text = (f"Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
+            self._text = (f"{self.pass_name}Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
                           + (f", from epoch {ev.start_epoch + 1}" if ev.start_epoch else ""))
             self._show_pace(now=True)
+        elif isinstance(ev, RoundStarted) and ev.second_pass:  # the first pass is scored: fresh nets train again
+            self.second = True
+            self.plot.clear()
+            self.live = True
+            self.status.value = self._text = (
+                f"Second pass (round {ev.round}, fresh nets): {'resuming' if ev.resumed else 'training'} on the "
+                "first pass's corrections; rounds/1/ keeps the first pass")
         elif isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache, before training
             self._text = ev.text()
             self._show_pace(now=ev.left == 0)
         elif isinstance(ev, Finished):
             self.pbar.draw()
-            if ev.stopped:
-                self.say(f"Stopped during epoch {ev.epochs_run + 1}; the checkpoint of the last finished epoch is "
-                         "kept: press Resume to continue.")
+            if ev.stopped and ev.epochs_run >= self._epochs:  # in the pass after the last epoch (average_bn)
+                self.say(f"{self.pass_name}Stopped after the last epoch, before its BatchNorm statistics were "
+                         "recomputed; every epoch is kept: press Resume to finish.")
+            elif ev.stopped:
+                self.say(f"{self.pass_name}Stopped during epoch {ev.epochs_run + 1}; the checkpoint of the last "
+                         "finished epoch is kept: press Resume to continue.")
             else:
-                self.say("Training finished; scoring every image…")
+                self.say(f"{self.pass_name}Training finished; scoring every image…")
         elif isinstance(ev, ScoresReady):
-            self.say(f"Done: {ev.metrics.get('n_images', '?')} images scored in {ev.path.parent}")
+            more = " · the second pass starts…" if self.passes == 2 and not self.second else ""
+            self.say(f"{self.pass_name}Done: {ev.metrics.get('n_images', '?')} images scored in {ev.path.parent}"
+                     f"{more}")
         elif isinstance(ev, DataWritten):
             self.status.value = f"Wrote the layers as a data folder: {ev.path}"
 

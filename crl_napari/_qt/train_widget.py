@@ -1,6 +1,6 @@
 """The Train widget: pick the data, the strategy and its hyperparameters (defaults: the paper's where it gives
 one, docs/paper.md), and train in a napari thread worker over the engine's event stream
-(:func:`crl_napari.pipeline.train_run`).
+(:func:`crl_napari.pipeline.train_run`, then the second pass when asked: :func:`crl_napari.second_pass.train_passes`).
 
 It composes three small parts: the settings form (:mod:`.train_form`), the progress presenter (:mod:`.train_progress`:
 bar, status line with the pace, loss plot) and the worker control (:mod:`.train_worker`: the job, its priority
@@ -20,7 +20,7 @@ import PIL.Image
 from magicgui.widgets import Container, PushButton
 from skimage.transform import resize as _resize  # noqa: F401 (imported early, see below)
 
-from .. import runs
+from .. import runs, second_pass
 from ..events import Finished, Started
 from ..pipeline import ScoresReady
 from ..runs import RunFolder
@@ -172,8 +172,8 @@ class TrainWidget(Container):
             self.form.device_label.value = ev.device
         elif isinstance(ev, Finished) and ev.stopped:
             self.last_outcome = "stopped"
-        elif isinstance(ev, ScoresReady):
-            self.last_outcome = "finished"
+        elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
+            self.last_outcome = "finished"  # the last pass scored (a second pass's metrics name its round)
             info(f"crl-napari: training finished; {self.run_dir} is ready for review")
             run_link(self.viewer).set(self.run_dir)
         self.progress.show(ev)
@@ -199,6 +199,6 @@ class TrainWidget(Container):
         self.start_btn.enabled = idle
         self.stop_btn.enabled = self.state == "running"
         out = self.form.out
-        # a stopped (or crashed) run: a checkpoint but no scores yet
-        self.resume_btn.enabled = idle and out is not None and RunFolder.can_resume(out)
+        # a stopped (or crashed) run: a checkpoint but no scores yet, or a second pass that did not finish
+        self.resume_btn.enabled = idle and out is not None and (RunFolder.can_resume(out) or second_pass.stopped(out))
         self.review_btn.enabled = idle and out is not None and RunFolder.is_scored(out)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from qtpy.QtWidgets import QWidget
 
-from .. import pipeline, runs
+from .. import runs, second_pass
 from ..layers_dataset import DataWritten, write_layers_dataset
 from ..runs import RunError
 from ..settings import TrainConfig
@@ -61,7 +61,9 @@ def resume_data(plan: runs.Resume, chosen: Path | None) -> Path:
 def train_job(data: Any, out: Path, config: TrainConfig | None, data_settings: dict, resume: bool,
               should_stop: StopFlag, threads: int | None = None) -> Iterator:
     """The worker's generator: on resume the plan (runs.open_for_resume), on a training from layers the data
-    folder written (DataWritten), then the engine's event stream (pipeline.train_run).
+    folder written (DataWritten), then the engine's event stream: pipeline.train_run, then the second pass when
+    the run's settings ask for one (second_pass.train_passes, as the command line; a resume goes on with the pass
+    that was stopped).
 
     ``threads`` is set here, in the worker: a pool thread keeps the thread count of its first torch call."""
     background_priority()
@@ -76,7 +78,7 @@ def train_job(data: Any, out: Path, config: TrainConfig | None, data_settings: d
     elif isinstance(data, dict):  # layers
         yield DataWritten(write_layers_dataset(**data))
         data = data["dest"]
-    yield from pipeline.train_run(data, out, config, resume=resume, should_stop=should_stop, **data_settings)
+    yield from second_pass.train_passes(data, out, config, resume=resume, should_stop=should_stop, **data_settings)
 
 
 class TrainRunner:

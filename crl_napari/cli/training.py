@@ -62,9 +62,9 @@ def _consume(events, quiet: bool = False) -> dict:
         if isinstance(ev, Step) and not announced and eta.done >= ETA_STEPS and eta.total() is not None:
             announced = True
             _announce_eta(eta, tqdm.write)
-        if isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache: its own line
-            if not quiet and (ev.left == 0 or ev.done % 5120 < 256):
-                print(ev.text(), file=sys.stderr)
+        if isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache (or average_bn's pass
+            if not quiet and (ev.left == 0 or ev.done % 5120 < 256):  # after the last epoch): its own line
+                (print if bar is None else tqdm.write)(ev.text(), file=sys.stderr)
         elif isinstance(ev, Started):
             total = (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch
             print(f"training {ev.config.strategy} on {ev.n_train} images, device {ev.device}"
