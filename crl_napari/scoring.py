@@ -204,9 +204,10 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
 
 
 def keep_advice(suspicion: np.ndarray, keep_ratio: float) -> str:
-    """The advice of :func:`suggested_keep_ratio` as the Review widget says it on opening a run ("" for none)."""
+    """The advice of :func:`suggested_keep_ratio` as a sentence ("" for none): the Review widget says it on opening
+    a run, `crl-napari train` and `score` after scoring."""
     keep = suggested_keep_ratio(suspicion, keep_ratio)
     if keep is None:
         return ""
-    return (f". {noise_share(suspicion):.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch "
+    return (f"{noise_share(suspicion):.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch "
             f"training learns from: training again with keep ratio {keep:g} may correct them better")

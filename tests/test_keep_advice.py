@@ -1,9 +1,15 @@
 """The keep_ratio advice after a run: the scores' estimate of how many given masks are wrong (the share at or
 above the recommended threshold) and the keep_ratio to train again with when that is most of them."""
 
+import csv
+import json
+
 import numpy as np
 import pytest
 
+from crl_napari import cli
+from crl_napari.cli.run_commands import say_keep_advice
+from crl_napari.phantoms import write_sample_set
 from crl_napari.scoring import noise_share, recommended_threshold, suggested_keep_ratio
 
 
@@ -33,3 +39,28 @@ def test_no_scores_no_advice():
     assert np.isnan(noise_share(np.array([np.nan, np.nan])))
     assert suggested_keep_ratio(np.array([])) is None
     assert suggested_keep_ratio(np.array([0.01, np.nan, 0.01])) is None  # one distinct score, under the floor
+
+
+def test_info_and_the_command_line_give_the_advice_of_a_run_where_most_masks_look_wrong(tmp_path, capsys):
+    """A real run's scores.csv with 7 of its 9 suspicions raised (as nets that find most masks wrong score them):
+    `info` lists the share and the suggestion, and the advice line names the --keep-ratio to train with."""
+    data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=3)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
+                     "--depth", "2", "--epochs", "1", "--batch-size", "4", "--quiet"]) == 0
+    with open(run / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 9
+    for i, row in enumerate(rows):
+        row["suspicion"] = f"{0.3 + i / 100:.4f}" if i < 7 else f"{0.01 + i / 1000:.4f}"
+    with open(run / "scores.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert cli.main(["info", str(run)]) == 0
+    queue = json.loads(capsys.readouterr().out)["queue"]
+    assert queue["noise_share"] == pytest.approx(7 / 9, abs=1e-4) and queue["suggested_keep_ratio"] == 0.22
+    say_keep_advice(run)
+    err = capsys.readouterr().err
+    assert err.startswith("advice: 78% of the given masks look wrong") and err.rstrip().endswith("--keep-ratio 0.22)")

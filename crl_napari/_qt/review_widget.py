@@ -186,7 +186,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self.run_row.opened(path)
         self.retrain.set_run(path)
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
-                      + keep_advice(scores, run.train_config.keep_ratio))
+                      + "".join(f". {a}" for a in [keep_advice(scores, run.train_config.keep_ratio)] if a))
         if self._said_fallback:  # the originals cannot be read: that line matters more
             self._said_fallback = False
             self._say_originals(model.current)

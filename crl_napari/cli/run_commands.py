@@ -26,7 +26,24 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     metrics = score_run(args.run)
     print(json.dumps(metrics, indent=2))
+    say_keep_advice(args.run)
     return 0
+
+
+def say_keep_advice(run_dir) -> None:
+    """After scoring: when most given masks look wrong, the keep_ratio to train again with (scoring.keep_advice),
+    on stderr beside the metrics' suggested_keep_ratio."""
+    from ..runs import RunFolder
+    from ..scoring import keep_advice, suggested_keep_ratio
+
+    run = RunFolder(run_dir)
+    if not run.has_scores:
+        return
+    suspicion, keep_ratio = [r.suspicion for r in run.score_rows()], run.train_config.keep_ratio
+    advice = keep_advice(suspicion, keep_ratio)
+    if advice:
+        print(f"advice: {advice} (crl-napari train ... --keep-ratio {suggested_keep_ratio(suspicion, keep_ratio):g})",
+              file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

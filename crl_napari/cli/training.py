@@ -14,6 +14,7 @@ from ..events import CheckpointSaved, EpochEnd, Finished, Started, Step
 from ..runs import CONFIG, RunError, RunFolder, open_for_resume
 from ..settings import TrainConfig
 from .options import _DATA_OPTIONS, _config, _given, _pixels
+from .run_commands import say_keep_advice
 
 
 def _resume_settings(args: argparse.Namespace) -> TrainConfig | None:
@@ -118,6 +119,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = _consume(announce(_with_data_report(events, args.out)), args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
+    if metrics.get("suggested_keep_ratio") is not None:
+        say_keep_advice(args.out)
     return 0
 
 
