@@ -9,6 +9,9 @@ What a decision means for training (the masks at training size):
 * corrected -> not a reviewer's: the correction on disk, not trusted (a second pass, crl_napari.second_pass,
   trains round 2 from scratch with ``labels`` in place of the review's decisions).
 A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
+A review round after a second pass warm-starts from the second pass's nets (it trained from scratch), and its
+pending images train on their given masks like any round's: the second pass's labels were the nets' own
+corrections, not a reviewer's, and what they taught is in those nets already.
 
 A round either warm-starts for a few epochs from the nets of the last round that trained in full (round 1, or a
 later round from scratch: :func:`warm_base`), continuing the cascade in stage 2 with every decision so far
