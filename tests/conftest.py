@@ -1,6 +1,17 @@
-"""Fixtures shared by the GUI tests."""
+"""Fixtures shared by the tests (most of them by the GUI tests)."""
 
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tiny nets: two on a busy 2-core machine (CI's) made a 0.3 s test take 10 s,
+    and the GUI suite shares the machine with the viewer. Asked for with pytest.mark.usefixtures."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -20,14 +20,8 @@ from crl_napari.weight_average import WeightAverage, pass_batches, recompute_bat
 
 TINY = dict(strategy="crl", k=2, epochs=3, batch_size=8, width=4, depth=2, lr=0.05, device="cpu")
 RECOMPUTING = "recomputing the BatchNorm statistics:"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: two threads on a busy 2-core machine made a 0.3 s test take 10 s
-    yield
-    torch.set_num_threads(before)
 
 
 def _images(n: int = 13, size: int = 16, seed: int = 0):

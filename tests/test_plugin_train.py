@@ -18,18 +18,11 @@ from crl_napari.cascade import EpochEnd  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY = {"strategy": "crl", "epochs": 2, "batch_size": 8, "width": 4, "depth": 3, "lr": 0.05}
 TIMEOUT_MS = 60_000
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _modest_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the GUI suite shares small CI machines
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from crl_napari import cascade, runs  # noqa: E402
 from crl_napari.cache import CacheProgress  # noqa: E402
@@ -30,18 +29,11 @@ from crl_napari.rounds import RoundStarted  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
 from crl_napari.settings import SETTING_HELP  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 TINY = {"strategy": "crl", "epochs": 2, "batch_size": 8, "width": 4, "depth": 3, "lr": 0.05}
 TIMEOUT_MS = 120_000
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the GUI suite shares small CI machines
-    yield
-    torch.set_num_threads(before)
 
 
 def _train_widget_in_use(make_napari_viewer, tmp_path, **settings):

@@ -13,22 +13,14 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 
 LAPTOP = (1366, 768 - 40)  # a 1366 x 768 screen less a taskbar
 TINY = {"strategy": "crl", "epochs": 1, "batch_size": 8, "width": 4, "depth": 3, "lr": 0.05}
 MIN_ROWS = 5  # table rows the reviewer sees at once
 TIMEOUT_MS = 120_000
 
-
-@pytest.fixture(autouse=True)
-def _modest_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the GUI suite shares small CI machines
-    yield
-    torch.set_num_threads(before)
 
 
 def _canvas_box(viewer, layer) -> tuple[np.ndarray, np.ndarray]:
