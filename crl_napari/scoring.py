@@ -206,8 +206,12 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
 def keep_advice(suspicion: np.ndarray, keep_ratio: float) -> str:
     """The advice of :func:`suggested_keep_ratio` as a sentence ("" for none): the Review widget says it on opening
     a run, `crl-napari train` and `score` after scoring."""
-    keep = suggested_keep_ratio(suspicion, keep_ratio)
-    if keep is None:
+    return advice_sentence(noise_share(suspicion), keep_ratio, suggested_keep_ratio(suspicion, keep_ratio))
+
+
+def advice_sentence(share: float | None, keep_ratio: float, keep: float | None) -> str:
+    """:func:`keep_advice` from the numbers a scoring's metrics hold (noise_share, suggested_keep_ratio)."""
+    if keep is None or share is None:
         return ""
-    return (f"{noise_share(suspicion):.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch "
-            f"training learns from: training again with keep ratio {keep:g} may correct them better")
+    return (f"{share:.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch training "
+            f"learns from: training again with keep ratio {keep:g} may correct them better")

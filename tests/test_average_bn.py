@@ -23,7 +23,6 @@ RECOMPUTING = "recomputing the BatchNorm statistics:"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets
 
 
-
 def _images(n: int = 13, size: int = 16, seed: int = 0):
     rng = np.random.default_rng(seed)
     y = np.zeros((n, size, size), np.int64)

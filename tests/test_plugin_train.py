@@ -24,7 +24,6 @@ TINY = {"strategy": "crl", "epochs": 2, "batch_size": 8, "width": 4, "depth": 3,
 TIMEOUT_MS = 60_000
 
 
-
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return write_sample_set(tmp_path_factory.mktemp("train-data") / "set", n=16, size=64, noise_ratio=0.5, seed=1)
@@ -82,6 +81,37 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
     review = run_link(viewer).review_widget
     assert review is not None and review.session is not None and review.session.run_dir == out
     assert review.layer("image") is not None
+
+
+def test_the_finished_notice_suggests_a_keep_ratio_when_most_masks_look_wrong(make_napari_viewer, qtbot, tiny_data,
+                                                                               tmp_path):
+    """A run that learns from 95 % of each batch while its scores say more masks than that look wrong: the notice
+    that training finished carries the advice (scoring.keep_advice of the run's own scores)."""
+    from napari.utils.notifications import notification_manager
+
+    from crl_napari.scoring import keep_advice
+
+    notices: list[str] = []
+
+    def grab(event):
+        notices.append(str((event.value if hasattr(event, "value") else event).message))
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8), np.float32), name="another layer")
+    widget = _train_widget(viewer)
+    out = tmp_path / "run"
+    _configure(widget, tiny_data, out, keep_ratio=0.95, drop_uncertain=0.0)
+    notification_manager.notification_ready.connect(grab)
+    try:
+        widget.start()
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    finally:
+        notification_manager.notification_ready.disconnect(grab)
+    assert widget.last_outcome == "finished", widget.last_error
+    advice = keep_advice([r.suspicion for r in RunFolder(out).score_rows()], 0.95)
+    assert advice.endswith("may correct them better")  # this run's scores do suggest one
+    finished = [n for n in notices if "training finished" in n]
+    assert len(finished) == 1 and finished[0].endswith(f"is ready for review. {advice}"), notices
 
 
 def _stage2_pixels(plot, x: float | None = None) -> int:

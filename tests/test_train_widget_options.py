@@ -35,7 +35,6 @@ TINY = {"strategy": "crl", "epochs": 2, "batch_size": 8, "width": 4, "depth": 3,
 TIMEOUT_MS = 120_000
 
 
-
 def _train_widget_in_use(make_napari_viewer, tmp_path, **settings):
     """A viewer already holding other layers, its Train widget filled in for a tiny run of the sample phantoms."""
     data = write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.5, seed=1)

@@ -22,7 +22,6 @@ MIN_ROWS = 5  # table rows the reviewer sees at once
 TIMEOUT_MS = 120_000
 
 
-
 def _canvas_box(viewer, layer) -> tuple[np.ndarray, np.ndarray]:
     """``layer``'s image plane in canvas pixels ([[top, left], [bottom, right]]) and the canvas size (h, w)."""
     extent = np.asarray(layer.extent.world, dtype=float)[:, -2:]

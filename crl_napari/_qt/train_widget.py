@@ -24,6 +24,7 @@ from .. import runs, second_pass
 from ..events import Finished, Started
 from ..pipeline import ScoresReady
 from ..runs import RunFolder
+from ..scoring import advice_sentence
 from . import train_worker
 from ._common import focus_on, info, report_error, run_link, scroll_area, tabify_beside
 from ._plots import LossPlot
@@ -174,7 +175,10 @@ class TrainWidget(Container):
             self.last_outcome = "stopped"
         elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
             self.last_outcome = "finished"  # the last pass scored (a second pass's metrics name its round)
-            info(f"crl-napari: training finished; {self.run_dir} is ready for review")
+            advice = advice_sentence(ev.metrics.get("noise_share"), RunFolder(self.run_dir).train_config.keep_ratio,
+                                     ev.metrics.get("suggested_keep_ratio"))  # scoring.suggested_keep_ratio
+            info(f"crl-napari: training finished; {self.run_dir} is ready for review"
+                 + (f". {advice}" if advice else ""))
             run_link(self.viewer).set(self.run_dir)
         self.progress.show(ev)
 
