@@ -130,11 +130,13 @@ def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
     return f"{profile} | {method} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def plan(seeds: list[int], small_seeds: list[int]) -> list[tuple[str, str, float, int]]:
-    """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile."""
+def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False) -> list[tuple[str, str, float, int]]:
+    """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile (with
+    ``small_keep``, also crl+keep-est at 75 %, after its first pass: the small set's crl cell)."""
     cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
     cells += [("small110", m, r, s) for s in small_seeds for m, r in (("crl", 0.75), ("vanilla", 0.75),
                                                                        ("vanilla", 0.0))]
+    cells += [("small110", KEEP_EST, 0.75, s) for s in small_seeds if small_keep]
     return cells
 
 
@@ -482,7 +484,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     if small:
         lines += ["| method | noise | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
                   "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|---|"]
-        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75)):
+        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75)):
             got = [c for c in small if c["method"] == m and c["noise"] == r]
             if got:
                 nn = _mean(got, lambda c: c["ways"][NEAREST].get("dice_corrupted"))
@@ -490,7 +492,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                 seeds_got = ", ".join(str(c["seed"]) for c in got)
                 lines.append(f"| {m} | {int(r * 100)} % | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
                              f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
-        gap = _small_gap(small)
+        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST)) if g)
         if gap:
             lines += ["", gap]
     else:
@@ -504,15 +506,16 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _small_gap(small: list[dict]) -> str:
-    """The small-set 75 % gap of crl's test Dice to clean-label vanilla, on the seeds both have."""
+def _small_gap(small: list[dict], method: str = "crl") -> str:
+    """The small-set 75 % gap of ``method``'s test Dice to clean-label vanilla, on the seeds both have."""
     ref = {c["seed"]: c["test_dice"] for c in small if c["method"] == "vanilla" and c["noise"] == 0.0}
-    gaps = [ref[c["seed"]] - c["test_dice"] for c in small if c["method"] == "crl" and c["noise"] == 0.75
-            and c["seed"] in ref]
-    if not gaps:
+    got = {c["seed"]: ref[c["seed"]] - c["test_dice"] for c in small if c["method"] == method and c["noise"] == 0.75
+           and c["seed"] in ref}
+    if not got:
         return ""
-    return (f"Small-set gap at 75 % noise, clean-label vanilla minus crl, test Dice at 64 px: {np.mean(gaps):+.4f} "
-            f"(seeds {', '.join(str(s) for s in sorted(ref))}; target within 0.020).")
+    seeds = ", ".join(str(s) for s in sorted(got))
+    return (f"Small-set gap at 75 % noise, clean-label vanilla minus {method}, test Dice at 64 px: "
+            f"{np.mean(list(got.values())):+.4f} (seeds {seeds}; target within 0.020).")
 
 
 def option_summary(cells: dict, rescored: dict) -> list[str]:
@@ -741,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--small-seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--small-only", action="store_true", help="run only the small-set profile's cells")
+    ap.add_argument("--small-keep", action="store_true",
+                    help="the small-set profile also trains crl+keep-est at 75 %% (the keep_ratio its crl cell's "
+                         "scores suggest)")
     ap.add_argument("--options", action="store_true",
                     help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--noise", type=float, nargs="+", default=None, choices=OPTION_NOISE,
@@ -817,7 +823,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.options:
         cells = option_plan(args.noise, args.methods, args.option_seeds)
     else:
-        cells = plan([] if args.small_only else args.seeds, args.small_seeds)
+        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep)
     for cell in cells:
         key = cell_key(*cell)
         on_disk = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
