@@ -262,9 +262,14 @@ def info(run_dir: Path | str) -> dict:
         keep = scoring.suggested_keep_ratio(suspicion, run.train_config.keep_ratio)
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
-                 "noise_share": round(scoring.noise_share(suspicion), 4), "suggested_keep_ratio": keep}
+                 "noise_share": _finite(scoring.noise_share(suspicion)), "suggested_keep_ratio": keep}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
+
+
+def _finite(x: float) -> float | None:
+    """``x`` to 4 places, None for NaN (no score): `info` prints strict JSON."""
+    return round(x, 4) if np.isfinite(x) else None
 
 
 def describe(run_dir: Path | str) -> list[dict]:
