@@ -285,9 +285,9 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
         return {}
     scores = scoring.ImageScores(**{k: columns[k] for k in keys}, corrected=None, prob=None, pixel_uncertainty=None)
     run.write_score_table(ids, scores, corrupted, [int(e) for e in columns["extra_pieces"]])
-    metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()),
-               "noise_share": scoring.noise_share(scores.suspicion) if len(ids) else None,  # masks that look wrong
-               "suggested_keep_ratio": scoring.suggested_keep_ratio(scores.suspicion, run.train_config.keep_ratio)}
+    share = scoring.noise_share(scores.suspicion) if len(ids) else None  # how many given masks look wrong
+    metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()), "noise_share": share,
+               "suggested_keep_ratio": scoring.keep_from_share(share, run.train_config.keep_ratio)}
     d_corr = columns["correction_dice"]
     if corrupted is not None and not np.isnan(d_corr).any():
         metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, d_corr, corrupted))

@@ -259,10 +259,11 @@ def info(run_dir: Path | str) -> dict:
     if run.has_scores:
         suspicion = np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
         threshold = scoring.recommended_threshold(suspicion)
-        keep = scoring.suggested_keep_ratio(suspicion, run.train_config.keep_ratio)
+        share = scoring.noise_share(suspicion)
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
-                 "noise_share": _finite(scoring.noise_share(suspicion)), "suggested_keep_ratio": keep}
+                 "noise_share": _finite(share),
+                 "suggested_keep_ratio": scoring.keep_from_share(share, run.train_config.keep_ratio)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 

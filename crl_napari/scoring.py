@@ -196,8 +196,12 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
     forget rate to the noise rate, gave better corrections at 75 % noise (benchmarks/results/native_res.md,
     crl+keep). Suggested only below the run's own ratio by more than 0.05: the paper's 0.5 stays where about half
     or fewer of the masks look wrong (raising it has not been measured)."""
-    share = noise_share(suspicion)
-    if not np.isfinite(share):
+    return keep_from_share(noise_share(suspicion), keep_ratio, floor)
+
+
+def keep_from_share(share: float | None, keep_ratio: float = 0.5, floor: float = 0.1) -> float | None:
+    """:func:`suggested_keep_ratio` from a :func:`noise_share` already computed (None or NaN: none)."""
+    if share is None or not np.isfinite(share):
         return None
     keep = round(max(floor, 1.0 - share), 2)
     return keep if keep < keep_ratio - 0.05 else None
@@ -206,7 +210,8 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
 def keep_advice(suspicion: np.ndarray, keep_ratio: float) -> str:
     """The advice of :func:`suggested_keep_ratio` as a sentence ("" for none): the Review widget says it on opening
     a run, `crl-napari train` and `score` after scoring."""
-    return advice_sentence(noise_share(suspicion), keep_ratio, suggested_keep_ratio(suspicion, keep_ratio))
+    share = noise_share(suspicion)
+    return advice_sentence(share, keep_ratio, keep_from_share(share, keep_ratio))
 
 
 def advice_sentence(share: float | None, keep_ratio: float, keep: float | None) -> str:

@@ -34,15 +34,15 @@ def say_keep_advice(run_dir) -> None:
     """After scoring: when most given masks look wrong, the keep_ratio to train again with (scoring.keep_advice),
     on stderr beside the metrics' suggested_keep_ratio."""
     from ..runs import RunFolder
-    from ..scoring import keep_advice, suggested_keep_ratio
+    from ..scoring import advice_sentence, keep_from_share, noise_share
 
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
-    suspicion, keep_ratio = [r.suspicion for r in run.score_rows()], run.train_config.keep_ratio
-    advice = keep_advice(suspicion, keep_ratio)
-    if advice:
-        print(f"advice: {advice} (crl-napari train ... --keep-ratio {suggested_keep_ratio(suspicion, keep_ratio):g})",
+    share, keep_ratio = noise_share([r.suspicion for r in run.score_rows()]), run.train_config.keep_ratio
+    keep = keep_from_share(share, keep_ratio)
+    if keep is not None:
+        print(f"advice: {advice_sentence(share, keep_ratio, keep)} (crl-napari train ... --keep-ratio {keep:g})",
               file=sys.stderr)
 
 
