@@ -185,8 +185,9 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
+        advice = keep_advice(scores, run.train_config.keep_ratio)  # most masks look wrong: a lower keep ratio
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
-                      + "".join(f". {a}" for a in [keep_advice(scores, run.train_config.keep_ratio)] if a))
+                      + (f". {advice}" if advice else ""))
         if self._said_fallback:  # the originals cannot be read: that line matters more
             self._said_fallback = False
             self._say_originals(model.current)
