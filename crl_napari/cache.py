@@ -27,6 +27,7 @@ import numpy as np
 from .atomic import atomic_write_text
 from .data import Listing, Pair, decode_pair, zscore
 from .eta import format_seconds
+from .events import run_to_end
 from .ids import is_safe_id
 from .runs import CACHE, CACHE_IMAGES, CACHE_INDEX, CACHE_MASKS, RunError, inside
 
@@ -337,14 +338,7 @@ def _build(run_dir: Path, listing: Listing, size: int, max_pixels: int | None, c
 def build_cache(run_dir: Path | str, listing: Listing, size: int, max_pixels: int | None = None,
                 progress: Callable[[CacheProgress], object] | None = None, **kwargs) -> Cache:
     """:func:`build` run to its end, handing each progress record to ``progress``."""
-    gen = build(run_dir, listing, size, max_pixels, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event)
+    return run_to_end(build(run_dir, listing, size, max_pixels, **kwargs), progress)
 
 
 def open_cache(run_dir: Path | str) -> Cache:

@@ -7,10 +7,15 @@ change, its end, its checkpoint) share the epoch's number through ``InEpoch``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .settings import TrainConfig
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -79,3 +84,15 @@ class Finished:
 
 
 Event = Started | Step | StageChanged | EpochEnd | CheckpointSaved | Finished
+
+
+def run_to_end(gen: Generator[T, None, R], on_event: Callable[[T], object] | None = None) -> R:
+    """Run a generator that yields progress and returns a result (the cache build, scoring) to its end, handing
+    each record to ``on_event``: for callers that want the result, not the stream."""
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(event)

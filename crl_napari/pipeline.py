@@ -20,6 +20,7 @@ from .cache import CacheProgress, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
 from .data import Dataset
 from .evaluation import EvalCases, evaluate, split_cases
+from .events import run_to_end
 from .review_file import ReviewError, read_statuses
 from .runs import RunError, RunFolder
 from .settings import check_size
@@ -172,7 +173,8 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
         return (rd.images(idx), np.asarray(rd.given[idx[0]:idx[-1] + 1]),
                 np.stack([rd.clean(i) for i in idx]) if records is not None else None)
 
-    metrics = score_batches(run, models, n_train, read, [r.corrupted for r in records] if records is not None else None)
+    metrics = yield from score_batches(run, models, n_train, read,
+                                       [r.corrupted for r in records] if records is not None else None)
     yield ScoresReady(run.scores_path, metrics)
 
 
@@ -236,55 +238,64 @@ SCORE_CHUNK_PIXELS = 1 << 22  # pixels of one scoring chunk (1,024 images at 64 
 
 
 def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None = None,
-                  keep_maps: frozenset[str] = frozenset()) -> dict:
+                  keep_maps: frozenset[str] = frozenset()) -> Generator[CacheProgress, None, dict]:
     """Score the run's ``n`` training images chunk by chunk: ``read(idx)`` gives (images (B, 1, H, W), given
     (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
-    (ranked over all) last. Memory holds one chunk. Flagging metrics when ``corrupted`` and every clean mask
-    are known. Under torchrun each rank scores and writes the maps of its block of the cases; rank 0 gathers
-    the scores and writes scores.csv (the other ranks return no metrics)."""
+    (ranked over all) last; returns the metrics. Memory holds one chunk. Yields progress after each chunk
+    (CacheProgress, what "scoring"): at 256 px scoring takes hours for 50,000 images. A scoring that was stopped
+    or killed goes on from the chunks it finished (runs.ScoreProgress). Flagging metrics when ``corrupted`` and
+    every clean mask are known. Under torchrun each rank scores and writes the maps of its block of the cases;
+    rank 0 gathers the scores and writes scores.csv (the other ranks return no metrics)."""
     import torch
 
     heap.map_large_blocks()  # peak memory flat in the number of chunks (heap.py)
     threads = torch.get_num_threads()
     torch.set_num_threads(run.train_config.n_threads)  # as training: one thread per core was 3-10x slower on a
     try:  # busy machine
-        return _score_batches(run, models, n, read, corrupted, keep_maps)
+        return (yield from _score_batches(run, models, n, read, corrupted, keep_maps))
     finally:
         torch.set_num_threads(threads)
 
 
 def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None,
-                   keep_maps: frozenset[str]) -> dict:
+                   keep_maps: frozenset[str]) -> Generator[CacheProgress, None, dict]:
     ids = [r.id for r in run.case_rows()]
     size = int(run.config["data"]["size"])
     chunk = max(16, SCORE_CHUNK_PIXELS // (size * size) // 16 * 16)
     keys = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
-    parts: dict[str, list] = {k: [] for k in keys}
-    parts["extra_pieces"], parts["correction_dice"] = [], []
+    parts: dict[str, list] = {k: [] for k in runs.score_progress.COLUMNS}
+    known = corrupted is not None
+    progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, {
+        "size": size, "tta": run.train_config.tta, "T": run.train_config.T, "keep_maps": sorted(keep_maps),
+        "clean_known": known}))
+    progress.prepare()
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
+    starts = range(first, end, chunk)
+    found = {s: progress.load(s, min(end, s + chunk) - s) for s in starts}
+    before = sum(min(end, s + chunk) - s for s, v in found.items() if v is not None)
+    what = f"scoring (going on after a stop: {before} scored before)" if before else "scoring"
+    t0, scored = time.perf_counter(), 0
+    yield CacheProgress(before, end - first, 0, 0.0, end - first - before, what=what)
     with distributed.Together("scoring"):  # under torchrun a rank that fails here stops every rank
-        for start in range(first, end, chunk):
+        for start in starts:
             idx = list(range(start, min(end, start + chunk)))
-            images, given, clean = read(idx)
-            probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-            sc = scoring.score_probs(probs, given, run.train_config.T)
-            chunk_ids = ids[start:start + len(idx)]
-            scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(chunk_ids)
-                                                 if i in keep_maps})
-            parts["extra_pieces"].append(np.asarray(run.write_score_maps(chunk_ids, sc, keep_maps)))
-            for k in keys:
-                parts[k].append(getattr(sc, k))
-            known = corrupted is not None and clean is not None
-            parts["correction_dice"].append(scoring.correction_dice(sc, clean) if known
-                                            else np.full(len(idx), np.nan))
-            del images, given, clean, probs, sc  # gone before the next chunk is read: one chunk in memory
+            columns = found[start]
+            if columns is None:
+                columns = _score_chunk(run, models, ids, idx, read, keep_maps, known)
+                progress.save(start, columns)
+                scored += len(idx)
+                yield CacheProgress(before + scored, end - first, scored, time.perf_counter() - t0,
+                                    end - first - before - scored, what=what)
+            for k, v in columns.items():
+                parts[k].append(v)
     columns = {k: np.concatenate(v) if v else np.zeros(0, np.float32) for k, v in parts.items()}
     columns = distributed.gather(run.path, n, columns)
     if columns is None:
         return {}
     scores = scoring.ImageScores(**{k: columns[k] for k in keys}, corrected=None, prob=None, pixel_uncertainty=None)
     run.write_score_table(ids, scores, corrupted, [int(e) for e in columns["extra_pieces"]])
+    progress.clear()
     share = scoring.noise_share(scores.suspicion) if len(ids) else None  # how many given masks look wrong
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()), "noise_share": share,
                "suggested_keep_ratio": scoring.keep_from_share(share, run.train_config.keep_ratio)}
@@ -294,18 +305,35 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     return metrics
 
 
-def score_run(run_dir: Path | str) -> dict:
+def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: Callable,
+                 keep_maps: frozenset[str], known: bool) -> dict[str, np.ndarray]:
+    """Score the consecutive cases ``idx`` and write their maps; their per-image numbers (runs.score_progress)."""
+    images, given, clean = read(idx)
+    probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+    sc = scoring.score_probs(probs, given, run.train_config.T)
+    chunk_ids = ids[idx[0]:idx[-1] + 1]
+    scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(chunk_ids) if i in keep_maps})
+    extra = np.asarray(run.write_score_maps(chunk_ids, sc, keep_maps), dtype=np.int64)
+    d_corr = scoring.correction_dice(sc, clean) if known and clean is not None else np.full(len(idx), np.nan)
+    return {"suspicion": sc.suspicion, "uncertainty": sc.uncertainty, "disagreement": sc.disagreement,
+            "dice_given_corrected": sc.dice_given_corrected, "extra_pieces": extra,
+            "correction_dice": np.asarray(d_corr, dtype=np.float64)}
+
+
+def score_run(run_dir: Path | str, progress: Callable[[CacheProgress], object] | None = None) -> dict:
     """(Re)compute scores.csv and corrected/ of a trained run from its checkpoint and saved masks, holding
     the run's writer lock (a run still training is refused, naming the process). The images come from the
     run's cache when it holds them, else from the original files or the run's display copies. Corrections a
-    reviewer accepted (review.json) keep their maps, as a review round keeps them: the masks they saw."""
+    reviewer accepted (review.json) keep their maps, as a review round keeps them: the masks they saw. A
+    scoring that was stopped or killed goes on where it was; ``progress`` gets score_batches' records."""
     run = RunFolder(run_dir)
     with distributed.writer_lock(run.path, "score"):
         keep = accepted_corrections(run)
-        return score_saved(run, _load_models(run), keep)
+        return run_to_end(score_saved(run, _load_models(run), keep), progress)
 
 
-def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()) -> dict:
+def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()
+                ) -> Generator[CacheProgress, None, dict]:
     """Score a run's training cases with ``models`` (score_batches), reading them as training did
     (run_data.image_reader) with the given masks the run saved; the maps of ``keep_maps`` ids stay."""
     rows = run.case_rows()
@@ -318,7 +346,7 @@ def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset())
                 np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
                 run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
 
-    return score_batches(run, models, len(rows), read, corrupted, keep_maps)
+    return (yield from score_batches(run, models, len(rows), read, corrupted, keep_maps))
 
 
 def accepted_corrections(run: RunFolder) -> frozenset[str]:
@@ -354,7 +382,7 @@ def _follow_training(out: Path, should_stop) -> Iterator:
                 np.stack([cache.mask(slots[rows[i].id]) for i in idx]) if noisy else None)
 
     corrupted = [bool(r.corrupted) for r in rows] if noisy else None
-    yield ScoresReady(run.scores_path, score_batches(run, models, len(rows), read, corrupted))
+    yield ScoresReady(run.scores_path, (yield from score_batches(run, models, len(rows), read, corrupted)))
 
 
 def _load_models(run: RunFolder) -> list:

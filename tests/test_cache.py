@@ -146,10 +146,14 @@ def test_a_run_trains_and_scores_from_its_cache(folder, tmp_path):
                                      simulate_noise=0.5))
     caching = [e for e in events if type(e).__name__ == "CacheProgress" and e.what == "caching"]
     assert caching and caching[-1].done == 12 and events.index(caching[-1]) < 2  # the whole data folder, first
-    writing = [e for e in events if type(e).__name__ == "CacheProgress" and e.what != "caching"]
+    writing = [e for e in events if type(e).__name__ == "CacheProgress" and e.what.startswith("writing")]
     started = next(i for i, e in enumerate(events) if isinstance(e, cascade.Started))
     assert [e.done for e in writing] == [9] and events.index(writing[0]) == started - 1  # then the run folder
     assert writing[0].text() == "writing the run folder: 9/9 images" + (f" · {writing[0].per_second:.0f}/s")
+    scoring = [e for e in events if type(e).__name__ == "CacheProgress" and e.what == "scoring"]
+    finished = next(i for i, e in enumerate(events) if isinstance(e, cascade.Finished))
+    assert [e.done for e in scoring] == [0, 9] and events.index(scoring[0]) > finished  # scoring after training
+    assert scoring[-1].text().startswith("scoring 9/9 images · ")
     rf = RunFolder(run)
     train_ids = [r.id for r in rf.case_rows()]
     assert len(train_ids) == 9 and len(open_cache(run).cases()) == 12  # the test split is cached (and checked)

@@ -23,8 +23,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from ..pipeline import score_run
+    from .progress import ProgressLines
 
-    metrics = score_run(args.run)
+    lines = ProgressLines()
+    metrics = score_run(args.run, lambda ev: lines.due(ev) and print(ev.text(), file=sys.stderr))
     print(json.dumps(metrics, indent=2))
     say_keep_advice(args.run)
     return 0

@@ -14,6 +14,7 @@ from ..events import CheckpointSaved, EpochEnd, Finished, Started, Step
 from ..runs import CONFIG, RunError, RunFolder, open_for_resume
 from ..settings import TrainConfig
 from .options import _DATA_OPTIONS, _config, _given, _pixels
+from .progress import ProgressLines
 from .run_commands import say_keep_advice
 
 
@@ -57,14 +58,14 @@ def _consume(events, quiet: bool = False) -> dict:
 
     bar = None
     metrics: dict = {}
-    eta, announced = Eta(), False
+    eta, announced, lines = Eta(), False, ProgressLines()
     for ev in events:
         eta.update(ev)
         if isinstance(ev, Step) and not announced and eta.done >= ETA_STEPS and eta.total() is not None:
             announced = True
             _announce_eta(eta, tqdm.write)
-        if isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache (or average_bn's pass
-            if not quiet and (ev.left == 0 or ev.done % 5120 < 256):  # after the last epoch): its own line
+        if isinstance(ev, CacheProgress):  # caching, writing the run folder, average_bn's pass, scoring
+            if not quiet and lines.due(ev):
                 (print if bar is None else tqdm.write)(ev.text(), file=sys.stderr)
         elif isinstance(ev, Started):
             total = (ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch

@@ -33,6 +33,7 @@ __all__ = [
     "CACHE_GIVEN",
     "SCORE_PART",
     "SCORE_PARTS",
+    "SCORE_PROGRESS",
     "SUMMARY",
     "UNDO",
 ]
@@ -70,6 +71,9 @@ ROUND_MASKS = "masks.u8"  # in rounds/<n>/ while round n trains: uint8 (N_traine
 #: removes), by rank and world size; SCORE_PARTS matches every one of them
 SCORE_PART = ".score-part-{rank}-of-{world}.npz"
 SCORE_PARTS = ".score-part-*-of-*.npz"
+#: scoring's chunks so far (runs.score_progress): a stopped or killed scoring goes on from them; removed once
+#: scores.csv is written
+SCORE_PROGRESS = ".scoring"
 
 HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",
