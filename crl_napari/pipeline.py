@@ -33,6 +33,16 @@ class ScoresReady:
     metrics: dict
 
 
+@dataclass(frozen=True)
+class ScoringStopped:
+    """A stop was asked while the run was scored: ``done`` of ``total`` images are scored and kept
+    (runs.ScoreProgress), no scores.csv yet; resuming the run goes on from them."""
+
+    path: Path  # the run folder
+    done: int
+    total: int
+
+
 def train_run(
     data: Path | str | Dataset,
     out: Path | str,
@@ -174,8 +184,10 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
                 np.stack([rd.clean(i) for i in idx]) if records is not None else None)
 
     metrics = yield from score_batches(run, models, n_train, read,
-                                       [r.corrupted for r in records] if records is not None else None)
-    yield ScoresReady(run.scores_path, metrics)
+                                       [r.corrupted for r in records] if records is not None else None,
+                                       should_stop=should_stop)
+    if metrics is not None:
+        yield ScoresReady(run.scores_path, metrics)
 
 
 def trained_models(events: Iterator) -> Generator[object, None, list | None]:
@@ -238,12 +250,14 @@ SCORE_CHUNK_PIXELS = 1 << 22  # pixels of one scoring chunk (1,024 images at 64 
 
 
 def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None = None,
-                  keep_maps: frozenset[str] = frozenset()) -> Generator[CacheProgress, None, dict]:
+                  keep_maps: frozenset[str] = frozenset(), should_stop: Callable[[], bool] | None = None
+                  ) -> Generator[CacheProgress | ScoringStopped, None, dict | None]:
     """Score the run's ``n`` training images chunk by chunk: ``read(idx)`` gives (images (B, 1, H, W), given
     (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
     (ranked over all) last; returns the metrics. Memory holds one chunk. Yields progress after each chunk
     (CacheProgress, what "scoring"): at 256 px scoring takes hours for 50,000 images. A scoring that was stopped
-    or killed goes on from the chunks it finished (runs.ScoreProgress). Flagging metrics when ``corrupted`` and
+    or killed goes on from the chunks it finished (runs.ScoreProgress). ``should_stop`` is asked between chunks
+    (in one process): a stop yields ScoringStopped and returns None. Flagging metrics when ``corrupted`` and
     every clean mask are known. Under torchrun each rank scores and writes the maps of its block of the cases;
     rank 0 gathers the scores and writes scores.csv (the other ranks return no metrics)."""
     import torch
@@ -252,13 +266,14 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
     threads = torch.get_num_threads()
     torch.set_num_threads(run.train_config.n_threads)  # as training: one thread per core was 3-10x slower on a
     try:  # busy machine
-        return (yield from _score_batches(run, models, n, read, corrupted, keep_maps))
+        return (yield from _score_batches(run, models, n, read, corrupted, keep_maps, should_stop))
     finally:
         torch.set_num_threads(threads)
 
 
 def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: list | None,
-                   keep_maps: frozenset[str]) -> Generator[CacheProgress, None, dict]:
+                   keep_maps: frozenset[str], should_stop: Callable[[], bool] | None
+                   ) -> Generator[CacheProgress | ScoringStopped, None, dict | None]:
     ids = [r.id for r in run.case_rows()]
     size = int(run.config["data"]["size"])
     chunk = max(16, SCORE_CHUNK_PIXELS // (size * size) // 16 * 16)
@@ -281,6 +296,9 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
         for start in starts:
             idx = list(range(start, min(end, start + chunk)))
             columns = found[start]
+            if columns is None and should_stop is not None and distributed.world_size() == 1 and should_stop():
+                yield ScoringStopped(run.path, before + scored, end - first)
+                return None
             if columns is None:
                 columns = _score_chunk(run, models, ids, idx, read, keep_maps, known)
                 progress.save(start, columns)
@@ -332,8 +350,9 @@ def score_run(run_dir: Path | str, progress: Callable[[CacheProgress], object] |
         return run_to_end(score_saved(run, _load_models(run), keep), progress)
 
 
-def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()
-                ) -> Generator[CacheProgress, None, dict]:
+def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset(),
+                should_stop: Callable[[], bool] | None = None
+                ) -> Generator[CacheProgress | ScoringStopped, None, dict | None]:
     """Score a run's training cases with ``models`` (score_batches), reading them as training did
     (run_data.image_reader) with the given masks the run saved; the maps of ``keep_maps`` ids stay."""
     rows = run.case_rows()
@@ -346,7 +365,7 @@ def score_saved(run: RunFolder, models, keep_maps: frozenset[str] = frozenset()
                 np.stack([run.given(rows[i].id) for i in idx]).astype(np.uint8),
                 run_data.clean_masks(run, [rows[i] for i in idx], size) if corrupted is not None else None)
 
-    return (yield from score_batches(run, models, len(rows), read, corrupted, keep_maps))
+    return (yield from score_batches(run, models, len(rows), read, corrupted, keep_maps, should_stop))
 
 
 def accepted_corrections(run: RunFolder) -> frozenset[str]:

@@ -7,8 +7,10 @@ import shutil
 import pytest
 
 from crl_napari import cli, pipeline
+from crl_napari.cache import CacheProgress
 from crl_napari.phantoms import write_sample_set
-from crl_napari.runs import SCORE_PROGRESS, RunError
+from crl_napari.runs import SCORE_PROGRESS, RunError, RunFolder
+from crl_napari.settings import TrainConfig
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "4", "--batch-size", "4", "--lr", "0.05",
         "--quiet"]
@@ -135,3 +137,27 @@ def test_a_link_or_a_file_in_place_of_the_progress_folder_is_refused_in_one_line
     with pytest.raises(RunError, match="is not a folder"):
         pipeline.score_run(run)
     assert (run / SCORE_PROGRESS).read_text() == "a user's notes" and not any((run / "corrected").iterdir())
+
+
+def test_a_stop_while_scoring_keeps_the_chunks_and_resuming_goes_on(dataset, tmp_path):
+    """The Train widget's path: Stop after training, while every image is scored; then Resume."""
+    run = tmp_path / "run"
+    config = TrainConfig(strategy="crl", k=1, epochs=2, batch_size=4, lr=0.05, width=4, depth=2)
+    stop = []
+    events = []
+    for ev in pipeline.train_run(dataset, run, config, size=32, simulate_noise=0.5, should_stop=lambda: bool(stop)):
+        events.append(ev)
+        if isinstance(ev, CacheProgress) and ev.what == "scoring" and ev.decoded >= CHUNK:
+            stop.append(True)  # pressed after the first chunk
+    stopped = events[-1]
+    n = n_train(run)
+    assert isinstance(stopped, pipeline.ScoringStopped) and (stopped.done, stopped.total) == (CHUNK, n)
+    assert not any(isinstance(e, pipeline.ScoresReady) for e in events)
+    assert not (run / "scores.csv").exists() and RunFolder.can_resume(run)  # the widget offers Resume
+    events = list(pipeline.train_run(dataset, run, config, size=32, simulate_noise=0.5, resume=True))
+    scoring = [e for e in events if isinstance(e, CacheProgress) and e.what.startswith("scoring")]
+    assert scoring[0].done == CHUNK and scoring[-1].decoded == n - CHUNK  # only the rest was scored
+    assert isinstance(events[-1], pipeline.ScoresReady) and not (run / SCORE_PROGRESS).exists()
+    went_on = snapshot(run)
+    pipeline.score_run(run)
+    assert snapshot(run) == went_on  # as one uninterrupted scoring

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         distributed.settle(exc)  # under torchrun: an error every rank stopped with is said by every rank
         return 2
     except KeyboardInterrupt:
-        print("interrupted; a training run continues with --resume", file=sys.stderr)
+        print("interrupted; a training run continues with --resume, and a scoring goes on where it was when run "
+              "again", file=sys.stderr)
         return 130
     finally:
         if distributed.launched():
