@@ -1,6 +1,7 @@
 """Scoring that was interrupted goes on where it was (runs.score_progress): the user's paths are Ctrl-C during
 `crl-napari score` or during the scoring at the end of `crl-napari train`, then the same command again."""
 
+import json
 import os
 import shutil
 
@@ -78,12 +79,15 @@ def test_score_goes_on_after_an_interrupt_and_ends_as_an_uninterrupted_one(train
     assert not (run / "scores.csv").exists()
     seen = []
     capsys.readouterr()
+    assert cli.main(["info", str(run)]) == 0  # what `info` says of it
+    info = json.loads(capsys.readouterr().out)
+    assert info["scored"] is False and info["scoring_kept"] == 2 * CHUNK
     assert cli.main(["score", str(run)]) == 0
     err = capsys.readouterr().err
     assert f"scoring (going on after a stop: {2 * CHUNK} scored before) {2 * CHUNK}/{n} images" in err, err
     assert f"{n}/{n} images" in err
     assert snapshot(run) == trained[1]  # the same scores and maps as one uninterrupted scoring
-    assert not (run / SCORE_PROGRESS).exists()
+    assert not (run / SCORE_PROGRESS).exists() and pipeline.summary(run)["scoring_kept"] == 0
     # nothing left to go on from: a second scoring scores every image again
     pipeline.score_run(run, seen.append)
     assert seen[0].done == 0 and seen[-1].decoded == n and snapshot(run) == trained[1]

@@ -387,8 +387,12 @@ class RunFolder(CaseFiles):
 
     def summary(self) -> dict[str, Any]:
         """A short description for the command line and the plugin."""
+        from . import score_progress  # it writes through this module's inside()
+
         return {"path": str(self.path), "strategy": self.train_config.strategy,
                 "epochs_done": len(self.history_rows()), "epochs": self.train_config.epochs,
                 "scored": self.has_scores, "scores_stale": self.scores_stale,
+                # images a stopped scoring finished: `score` (or `train --resume`) goes on from them
+                "scoring_kept": score_progress.kept(self.path),
                 "n_cases": len(self.case_rows()) if self.has_cases else 0,
                 "config": json.loads(json.dumps(asdict(self.train_config)))}

@@ -96,3 +96,21 @@ class ScoreProgress:
             folder.rmdir()
         except OSError:  # something else was put in it: left alone
             pass
+
+
+def kept(run_dir: Path | str) -> int:
+    """How many images the chunks in ``run_dir``'s SCORE_PROGRESS folder hold (whatever nets scored them), for
+    `info`: a scoring that stopped partway. 0 when there is none; unreadable files count nothing."""
+    folder = Path(run_dir) / SCORE_PROGRESS
+    if folder.is_symlink() or not folder.is_dir():
+        return 0
+    n = 0
+    for p in folder.iterdir():
+        if not re.fullmatch(r"\d{9}\.npz", p.name) or p.is_symlink():
+            continue
+        try:
+            with np.load(p, allow_pickle=False) as part:
+                n += int(part["suspicion"].shape[0])
+        except (OSError, ValueError, KeyError, TypeError, EOFError, IndexError, zipfile.BadZipFile):
+            continue
+    return n
