@@ -186,7 +186,7 @@ class TrainWidget(Container):
         advice = advice_sentence(metrics.get("noise_share"), RunFolder(self.run_dir).train_config.keep_ratio,
                                  metrics.get("suggested_keep_ratio"))  # scoring.suggested_keep_ratio
         info(f"crl-napari: training finished; {self.run_dir} is ready for review"
-             + "".join(f". {part}" for part in (note, advice) if part))
+             + "".join(f". {part[:1].upper()}{part[1:]}" for part in (note, advice) if part))
         run_link(self.viewer).set(self.run_dir)
 
     def _on_error(self, exc: BaseException) -> None:
