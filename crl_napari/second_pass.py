@@ -83,15 +83,16 @@ def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, re
     (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was
     (the first pass is not touched again). Yields both passes' events: RoundStarted(second_pass=True) between."""
     out = Path(out)
-    if config is not None and config.second_pass and distributed.world_size() > 1:
-        raise TrainingError("second_pass is not available under torchrun yet: train in one process, or without it")
     second = _second_pass_round(out) if resume else None
+    due = resume and second is None and _due(out)  # killed between the first pass's scores and the second's start
+    if distributed.world_size() > 1 and ((config is not None and config.second_pass) or second is not None or due):
+        raise TrainingError("second_pass is not available under torchrun yet: train in one process, or without it")
     if second is not None:
         if second.finished is not None:
             raise RunError(f"{out}: trained, its second pass too: nothing to resume (a review round: next-round)")
         yield from rounds.next_round(out, should_stop=should_stop)  # the second pass goes on where it stopped
         return
-    if resume and _due(out):  # killed between the first pass's scores and the second pass's start
+    if due:
         yield from run_second_pass(out, should_stop=should_stop)
         return
     scored = None
