@@ -80,8 +80,9 @@ def training_labels(given: np.ndarray, corrected: np.ndarray, suspicion: np.ndar
 def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, resume: bool = False,
                  should_stop: Callable[[], bool] | None = None, **options) -> Iterator:
     """pipeline.train_run (same arguments), then the second pass when the run's settings ask for one
-    (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was
-    (the first pass is not touched again). Yields both passes' events: RoundStarted(second_pass=True) between."""
+    (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was,
+    and one that was due when the process ended starts (the first pass is not touched again). Yields both passes'
+    events, RoundStarted(second_pass=True) between; or the first pass's and then :class:`NoSecondPass`."""
     out = Path(out)
     second = _second_pass_round(out) if resume else None
     due = resume and second is None and _due(out)  # killed between the first pass's scores and the second's start
@@ -165,8 +166,8 @@ def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | No
 def no_keep_reason(share: float, keep_ratio: float) -> str:
     """Why KEEP trains no second pass, in one line (scoring.keep_from_share suggested nothing)."""
     if not np.isfinite(share):
-        return "no second pass: no image has a score to estimate the wrong masks from; the run stays as the first " \
-            "pass made it"
+        return ("no second pass: no image has a score to estimate the wrong masks from; the run stays as the first "
+                "pass made it")
     return (f"no second pass: {share:.0%} of the given masks look wrong, so no keep ratio below the run's "
             f"{keep_ratio:g} is suggested; the run stays as the first pass made it")
 
