@@ -60,7 +60,9 @@ class RoundStarted:
     warm_epochs: int | None
     from_scratch: bool
     warm_from: int | None = None  # the round whose nets a warm round starts from (warm_base)
-    second_pass: bool = False  # trained on the first pass's corrections (crl_napari.second_pass), not a review
+    second_pass: bool = False  # trained after the first pass by itself (crl_napari.second_pass), not a review
+    keep_ratio: float | None = None  # a second pass's keep_ratio (its config's); None for a review round
+    corrected: int = 0  # how many images train on the previous round's correction (a second pass's labels)
 
 
 def default_warm_epochs(first: TrainConfig) -> int:
@@ -156,30 +158,35 @@ def _now() -> str:
 
 def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
                should_stop: Callable[[], bool] | None = None, threads: int | None = None,
-               labels: dict[str, str] | None = None) -> Iterator:
-    """Train the next review round of a reviewed run and rescore it; yields RoundStarted, the training events
-    and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with the settings
-    and decisions it started with (``warm_epochs``/``from_scratch``/``labels`` then do not apply). ``threads``
-    (CPU threads of torch, a runtime setting) overrides the run's own: napari trains with the viewer's count.
-    ``labels`` ({id: "corrected"}, from_scratch only) replace the review's decisions: the round is a second pass
-    (crl_napari.second_pass), recorded as such in rounds.json."""
+               labels: dict[str, str] | None = None, keep_ratio: float | None = None) -> Iterator:
+    """Train the next review round of a reviewed run and rescore it; yields RoundStarted, on a resume the
+    round's own plan (runs.Resume: the epochs it trained before, as the first pass's resume shows them), the
+    training events and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with
+    the settings and decisions it started with (``warm_epochs``/``from_scratch``/``labels``/``keep_ratio`` then
+    do not apply). ``threads`` (CPU threads of torch, a runtime setting) overrides the run's own: napari trains
+    with the viewer's count. ``labels`` ({id: "corrected"}, from_scratch only; {} = every given mask) replace the
+    review's decisions: the round is a second pass (crl_napari.second_pass), recorded as such in rounds.json;
+    ``keep_ratio`` (a second pass only) replaces the first round's. rounds.json records every round's
+    keep_ratio."""
     run_dir = Path(run_dir)
     if warm_epochs is not None and from_scratch:
         raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
     if labels is not None and (not from_scratch or any(v != runs.CORRECTED for v in labels.values())):
         raise TrainingError(f"a second pass trains from scratch on {runs.CORRECTED!r} labels only")
+    if keep_ratio is not None and labels is None:
+        raise TrainingError("only a second pass trains with a keep_ratio of its own")
     if warm_epochs is not None and (isinstance(warm_epochs, bool) or not isinstance(warm_epochs, int)
                                     or warm_epochs < 1):
         raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
     RunFolder(run_dir)  # not a run folder: refused before the lock file is made
     with runs.writer_lock(run_dir, "next-round"):
-        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads, labels)
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads, labels, keep_ratio)
 
 
 def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool,
-           labels: dict[str, str] | None = None) -> list:
-    """Keep the current round's files, make the next round's folder, record it in rounds.json (``labels``: a
-    second pass's, in place of the review's decisions)."""
+           labels: dict[str, str] | None = None, keep_ratio: float | None = None) -> list:
+    """Keep the current round's files, make the next round's folder, record it in rounds.json (``labels``,
+    ``keep_ratio``: a second pass's, in place of the review's decisions and the first round's keep_ratio)."""
     run = RunFolder(run_dir)
     if not run.has_scores or not run.has_checkpoint:
         raise RunError(f"{run.scores_path}: the run is not trained and scored yet; a review round starts from one")
@@ -190,15 +197,19 @@ def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: b
         raise RunError(f"{run.review_path}: no decisions yet; review some images before training a round with them")
     if not rounds:  # a run made before rounds (or never retrained): it was round 1
         created = run.config.get("created")
-        rounds = [runs.Round(1, created if isinstance(created, str) else "", _mtime(run.scores_path))]
+        rounds = [runs.Round(1, created if isinstance(created, str) else "", _mtime(run.scores_path),
+                             keep_ratio=run.train_config.keep_ratio)]
     current = rounds[-1].number
     runs.keep_round_files(run_dir, current)
     first = RunFolder(runs.round_dir(run_dir, 1)).train_config
     warm = None if from_scratch else (warm_epochs or default_warm_epochs(first))
     config = round_config(run.train_config, first, warm, from_scratch)
+    if keep_ratio is not None:
+        config = replace(config, keep_ratio=keep_ratio)  # checked as every setting is (TrainingError)
     runs.write_round_start(run, current + 1, config, decisions)
     counts = {s: sum(v == s for v in decisions.values()) for s in sorted(set(decisions.values()))}
-    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts, labels is not None)]
+    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts, labels is not None,
+                                  config.keep_ratio)]
     runs.write_rounds(run_dir, rounds)
     return rounds
 
@@ -207,11 +218,12 @@ def _mtime(path: Path) -> str:
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
 
 
-def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None, labels=None) -> Iterator:
+def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None, labels=None,
+                       keep_ratio=None) -> Iterator:
     rounds = runs.read_rounds(run_dir)
     resumed = bool(rounds) and rounds[-1].finished is None
     if not resumed:
-        rounds = _start(run_dir, rounds, warm_epochs, from_scratch, labels)
+        rounds = _start(run_dir, rounds, warm_epochs, from_scratch, labels, keep_ratio)
     this = rounds[-1]
     folder = runs.round_dir(run_dir, this.number)
     plan = runs.open_for_resume(folder)  # the round's own folder: its checkpoint, if any, and history
@@ -225,8 +237,12 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t], size,
                                       Slots(mask_file, int(trained.sum()), size))
     base = None if this.warm_epochs is None else warm_base(rounds, this.number)
+    corrected = sum(v == runs.CORRECTED for v in decisions.values())
+    keep = plan.config.keep_ratio if this.second_pass else None
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
-                       this.from_scratch, base, this.second_pass)
+                       this.from_scratch, base, this.second_pass, keep, corrected)
+    if resumed:
+        yield plan  # the epochs the round trained before it stopped (the Train widget plots them)
     warm_from = None
     if base is not None and plan.start_epoch == 0:
         warm_from = runs.round_dir(run_dir, base) / runs.CHECKPOINT
@@ -257,15 +273,27 @@ def info(run_dir: Path | str) -> dict:
     run = RunFolder(run_dir)
     queue = None
     if run.has_scores:
-        suspicion = np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
+        suspicion = _suspicion(run)
         threshold = scoring.recommended_threshold(suspicion)
-        share = scoring.noise_share(suspicion)
+        share, keep = keep_advice(run, suspicion)
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
-                 "noise_share": _finite(share),
-                 "suggested_keep_ratio": scoring.keep_from_share(share, run.train_config.keep_ratio)}
+                 "noise_share": _finite(share), "suggested_keep_ratio": keep}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
+
+
+def _suspicion(run: RunFolder) -> np.ndarray:
+    """scores.csv's suspicion of every scored image."""
+    return np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
+
+
+def keep_advice(run: RunFolder, suspicion: np.ndarray | None = None) -> tuple[float, float | None]:
+    """(noise share, suggested keep_ratio or None) of a scored run, from scores.csv against the run's own
+    keep_ratio (scoring.noise_share, scoring.keep_from_share): what `info` lists, and the keep_ratio a second
+    pass of mode KEEP trains with (crl_napari.second_pass). ``suspicion``: scores.csv's, when already read."""
+    share = scoring.noise_share(_suspicion(run) if suspicion is None else suspicion)
+    return share, scoring.keep_from_share(share, run.train_config.keep_ratio)
 
 
 def _finite(x: float) -> float | None:
@@ -295,6 +323,6 @@ def describe(run_dir: Path | str) -> list[dict]:
             test = runs.round_test_dice(run_dir) or test  # evaluated since it became the top level
         out.append({"round": r.number, "started": r.started, "finished": r.finished, "decisions": r.decisions,
                     "warm_epochs": r.warm_epochs, "from_scratch": r.from_scratch, "second_pass": r.second_pass,
-                    "epochs": epochs,
+                    "keep_ratio": r.keep_ratio, "epochs": epochs,
                     "test_dice": test})
     return out

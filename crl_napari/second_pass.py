@@ -1,7 +1,8 @@
-"""A second pass trained on the first pass's corrections (ours, not the paper's; issue 11 item 4).
+"""A second pass, trained by itself after the first (ours, not the paper's; issue 11 item 4).
 
 After the first training is scored, three fresh nets train the cascade again, with the same settings, on labels
-made from the first pass's corrections (the sharpened mean of the three nets, as scoring makes them); the second
+made from the first pass's corrections (modes 1, 2) or on the given masks with the keep ratio the first pass's
+scores suggest (mode 3); a correction is the sharpened mean of the three nets, as scoring makes it. The second
 pass's nets become the run's nets and score the run against the masks the user gave, as before.
 
 Which corrections the second pass takes (TrainConfig.second_pass):
@@ -15,27 +16,45 @@ Which corrections the second pass takes (TrainConfig.second_pass):
   0.970 / 0.973 at 50 % against 0.925 / 0.928 and 0.950 / 0.953 for every correction
   (benchmarks/results/threshold_rules.md).
 * 2: every image's correction (the plain reading of "train on the corrections").
+* 3 (KEEP): not the corrections but the keep_ratio. The first pass's scores estimate how many given masks are wrong
+  (scoring.noise_share); when that is more than the run's keep_ratio lets through, a lower one is suggested
+  (scoring.keep_from_share, as `info` lists it) and the second pass trains on the GIVEN masks with it, every
+  other setting unchanged: what the user did by hand after the advice, done by itself. When nothing is suggested
+  there is no second pass (:class:`NoSecondPass` says why) and the run stays as the first pass made it.
+  Measured as native_res.md's ``crl+keep-est`` cells (docs/paper.md): at 75 % noise it won on all 3 seeds; on
+  the 110-image small set it was mixed, so it is not a default.
 
 Neither kind of label is trusted: the second pass selects and corrects them as the first pass did its given masks.
 In a run folder the second pass is a review round without decisions (crl_napari.rounds): round 1's files stay in
-rounds/1/, the second pass trains in rounds/2/ from scratch.
+rounds/1/, the second pass trains in rounds/2/ from scratch (the first pass's settings and seed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import distributed, pipeline, rounds, runs
 from .pipeline import ScoresReady
+from .rounds import RoundStarted
 from .runs import RunError, RunFolder
 from .scoring import recommended_threshold
 from .settings import TrainConfig, TrainingError
 
-OFF, RECOMMENDED, EVERY = 0, 1, 2
-MODES = (OFF, RECOMMENDED, EVERY)
+OFF, RECOMMENDED, EVERY, KEEP = 0, 1, 2, 3
+MODES = (OFF, RECOMMENDED, EVERY, KEEP)
+
+
+@dataclass(frozen=True)
+class NoSecondPass:
+    """The run's settings ask for a second pass (KEEP) and there is none to train: ``reason`` in one line; the
+    first pass's scoring metrics with it (``no_second_pass``: the reason), so the run's last metrics say it."""
+
+    reason: str
+    metrics: dict = field(default_factory=dict)
 
 
 def takes_correction(suspicion: np.ndarray, mode: int) -> np.ndarray:
@@ -46,7 +65,9 @@ def takes_correction(suspicion: np.ndarray, mode: int) -> np.ndarray:
         return np.ones(len(s), dtype=bool)
     if mode == RECOMMENDED:
         return s >= recommended_threshold(s)  # as export's accept_above with the run's recommended threshold
-    raise ValueError(f"second_pass mode must be {RECOMMENDED} or {EVERY}, got {mode!r}")
+    if mode == KEEP:
+        return np.zeros(len(s), dtype=bool)  # the given masks, with a keep_ratio of its own
+    raise ValueError(f"second_pass mode must be {RECOMMENDED}, {EVERY} or {KEEP}, got {mode!r}")
 
 
 def training_labels(given: np.ndarray, corrected: np.ndarray, suspicion: np.ndarray, mode: int) -> np.ndarray:
@@ -59,33 +80,52 @@ def training_labels(given: np.ndarray, corrected: np.ndarray, suspicion: np.ndar
 def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, resume: bool = False,
                  should_stop: Callable[[], bool] | None = None, **options) -> Iterator:
     """pipeline.train_run (same arguments), then the second pass when the run's settings ask for one
-    (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was
-    (the first pass is not touched again). Yields both passes' events: RoundStarted(second_pass=True) between."""
+    (:func:`run_second_pass`); with ``resume``, a second pass that was stopped or killed goes on where it was,
+    and one that was due when the process ended starts (the first pass is not touched again). Yields both passes'
+    events, RoundStarted(second_pass=True) between; or the first pass's and then :class:`NoSecondPass`."""
     out = Path(out)
-    if config is not None and config.second_pass and distributed.world_size() > 1:
-        raise TrainingError("second_pass is not available under torchrun yet: train in one process, or without it")
     second = _second_pass_round(out) if resume else None
+    due = resume and second is None and _due(out)  # killed between the first pass's scores and the second's start
+    if distributed.world_size() > 1 and ((config is not None and config.second_pass) or second is not None or due):
+        raise TrainingError("second_pass is not available under torchrun yet: train in one process, or without it")
     if second is not None:
         if second.finished is not None:
             raise RunError(f"{out}: trained, its second pass too: nothing to resume (a review round: next-round)")
         yield from rounds.next_round(out, should_stop=should_stop)  # the second pass goes on where it stopped
         return
-    scored = False
-    for event in pipeline.train_run(data, out, config, resume=resume, should_stop=should_stop, **options):
-        scored = scored or isinstance(event, ScoresReady)
-        yield event
-    if scored and distributed.is_writer() and RunFolder(out).train_config.second_pass:
+    if due:
         yield from run_second_pass(out, should_stop=should_stop)
+        return
+    scored = None
+    for event in pipeline.train_run(data, out, config, resume=resume, should_stop=should_stop, **options):
+        scored = event if isinstance(event, ScoresReady) else scored
+        yield event
+    if scored is not None and distributed.is_writer() and RunFolder(out).train_config.second_pass:
+        yield from run_second_pass(out, should_stop=should_stop, metrics=scored.metrics)
 
 
 def stopped(run_dir: Path | str) -> bool:
-    """A second pass that started and did not finish: :func:`train_passes` with ``resume`` goes on with it (the
-    first pass's scores are there, so the run's own ``can_resume`` says no). False for anything unreadable."""
+    """A second pass that started and did not finish, or one that is due and never started (the process ended
+    between the first pass's scoring and the second pass's start): :func:`train_passes` with ``resume`` goes on
+    with it (the first pass's scores are there, so the run's own ``can_resume`` says no). False for anything
+    unreadable."""
     try:
         second = _second_pass_round(Path(run_dir))
+        return second.finished is None if second is not None else _due(Path(run_dir))
     except (RunError, TrainingError):
         return False
-    return second is not None and second.finished is None
+
+
+def _due(run_dir: Path) -> bool:
+    """A first pass trained and scored whose settings ask for a second pass that has not started (no rounds yet):
+    for KEEP only when its scores suggest a keep_ratio (else the run is finished as it is)."""
+    if not RunFolder.is_scored(run_dir) or (run_dir / runs.ROUNDS).exists():
+        return False
+    run = RunFolder(run_dir)
+    mode = run.train_config.second_pass
+    if mode == OFF or run.scores_stale or not run.has_checkpoint:
+        return False
+    return mode != KEEP or rounds.keep_advice(run)[1] is not None
 
 
 def _second_pass_round(run_dir: Path) -> runs.Round | None:
@@ -96,18 +136,45 @@ def _second_pass_round(run_dir: Path) -> runs.Round | None:
 
 
 def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | None = None,
-                    threads: int | None = None) -> Iterator:
+                    threads: int | None = None, metrics: dict | None = None) -> Iterator:
     """Train the second pass of a trained and scored run: round 2 from scratch with the first round's settings
     (crl_napari.rounds: round 1's checkpoint and scores stay in rounds/1/), on each image's correction where
     :func:`takes_correction` says so (scores.csv's suspicion, TrainConfig.second_pass) and its given mask
-    elsewhere; the second pass's nets rescore the run. Only once, right after the first training."""
+    elsewhere; with KEEP on every given mask with the keep_ratio the scores suggest (rounds.keep_advice), or
+    no training at all when they suggest none (:class:`NoSecondPass`, with the first pass's ``metrics``). The
+    second pass's nets rescore the run. Only once, right after the first training."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     if runs.read_rounds(run_dir):
         raise RunError(f"{run_dir / runs.ROUNDS}: the run already has rounds; a second pass follows the first "
                        "training directly")
+    mode, keep = run.train_config.second_pass, None
+    if mode == KEEP:
+        share, keep = rounds.keep_advice(run)
+        if keep is None:
+            reason = no_keep_reason(share, run.train_config.keep_ratio)
+            yield NoSecondPass(reason, {**(metrics or {}), "no_second_pass": reason})
+            return
     rows = run.score_rows()
     suspicion = np.array([np.nan if r.suspicion is None else r.suspicion for r in rows], dtype=np.float64)
-    take = takes_correction(suspicion, run.train_config.second_pass)
+    take = takes_correction(suspicion, mode)
     labels = {r.id: runs.CORRECTED for r, t in zip(rows, take, strict=True) if t}
-    yield from rounds.next_round(run_dir, from_scratch=True, labels=labels, should_stop=should_stop, threads=threads)
+    yield from rounds.next_round(run_dir, from_scratch=True, labels=labels, should_stop=should_stop, threads=threads,
+                                 keep_ratio=keep)
+
+
+def no_keep_reason(share: float, keep_ratio: float) -> str:
+    """Why KEEP trains no second pass, in one line (scoring.keep_from_share suggested nothing)."""
+    if not np.isfinite(share):
+        return ("no second pass: no image has a score to estimate the wrong masks from; the run stays as the first "
+                "pass made it")
+    return (f"no second pass: {share:.0%} of the given masks look wrong, so no keep ratio below the run's "
+            f"{keep_ratio:g} is suggested; the run stays as the first pass made it")
+
+
+def labels_text(ev: RoundStarted) -> str:
+    """What a second pass trains on, for its start line (the command line, the Train widget)."""
+    if ev.corrected:
+        return f"on the first pass's corrections of {ev.corrected} image(s), the given masks elsewhere"
+    keep = "" if ev.keep_ratio is None else f" with keep ratio {ev.keep_ratio:g}"
+    return f"on the given masks{keep}"

@@ -80,7 +80,8 @@ class TrainConfig:
     average_last: int = 0  # N > 0: the nets after training are each net's weights averaged over the last N epochs
     average_bn: int = 0  # 1: the averaged nets' BatchNorm statistics recomputed by one pass over the training images
     balance_area: int = 0  # 1: selection keeps given masks larger and smaller than the peers' prediction evenly
-    second_pass: int = 0  # 1/2: three fresh nets train again on the first pass's corrections (second_pass.py)
+    second_pass: int = 0  # 1/2: three fresh nets train again on the first pass's corrections, 3: on the given
+    # masks with the keep_ratio the first pass's scores suggest (second_pass.py)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
@@ -159,7 +160,7 @@ def _range_problems(c: TrainConfig) -> list[str]:
         "depth": (1, MAX_DEPTH, None), "seed": (0, MAX_SEED, None), "lr_decay": (0, 1, None),
         "momentum": (0, 1, None), "weight_decay": (0, 1, None), "ramp": (0, 1, None), "alpha": (0, 1, None),
         "rotation": (0, 180, None), "tta": (0, 1, None), "balance_area": (0, 1, None),
-        "second_pass": (0, 2, None), "average_bn": (0, 1, None),
+        "second_pass": (0, 3, None), "average_bn": (0, 1, None),
     }
     for name, (lo, hi, text) in ranges.items():
         value = getattr(c, name)
@@ -266,12 +267,14 @@ SETTING_HELP = {
     "and those smaller than the peers' prediction in proportion to how many each batch holds, so neither dilated "
     "nor eroded errors dominate what the nets learn; 0 = small loss alone (the paper). Off by default: in the "
     "benchmark it lost on its own at 75 % noise (benchmarks/results/native_res.md)",
-    "second_pass": "ours, not the paper's: after training and scoring, three fresh nets train the cascade again with "
-    "the same settings on the first pass's corrections and become the run's nets (the first pass's files stay in "
-    "rounds/1/); 1 = the correction where its suspicion reaches the recommended threshold, the given mask below it "
-    "(what the recommended policy would export), 2 = every correction; 0 = one pass (the paper). Twice the "
-    "training time. Off by default: in the benchmark 1 won on 3 of 4 seeds and lost at 75 % noise seed 0 by 0.0001 "
-    "(benchmarks/results/native_res.md)",
+    "second_pass": "ours, not the paper's: after training and scoring, three fresh nets train the cascade again from "
+    "scratch with the same settings and become the run's nets (the first pass's files stay in rounds/1/); 1 = on "
+    "the first pass's correction where its suspicion reaches the recommended threshold, the given mask below it "
+    "(what the recommended policy would export), 2 = on every correction; 3 = on the given masks with the keep_ratio "
+    "the first pass's scores suggest (1 minus the share that looks wrong, as `info` lists it), and no second pass "
+    "when they suggest none; 0 = one pass (the paper). Twice the training time. Off by default: in the benchmark 1 "
+    "won on 3 of 4 seeds and lost at 75 % noise seed 0 by 0.0001; 3 (the crl+keep-est cells) won at 75 % noise on "
+    "all 3 seeds and was mixed on the 110-image set (benchmarks/results/native_res.md)",
     "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "
     "training process (right for small data sets and for the plugin)",
 }

@@ -181,7 +181,7 @@ def test_a_stopped_second_pass_resumes_from_the_command_line(data, tmp_path, cap
 
 
 def test_the_command_line_offers_it_and_refuses_a_bad_value(data, tmp_path, capsys):
-    assert cli.main(["train", str(data), "--out", str(tmp_path / "run"), "--second-pass", "3", "--quiet"]) != 0
+    assert cli.main(["train", str(data), "--out", str(tmp_path / "run"), "--second-pass", "4", "--quiet"]) != 0
     assert "second_pass" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingError):

@@ -23,6 +23,7 @@ from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady
 from ..rounds import RoundStarted
 from ..runs import HistoryRow
+from ..second_pass import NoSecondPass, labels_text
 from ._plots import LossPlot
 from .status_line import StatusLine
 from .step_bar import StepBar
@@ -93,11 +94,13 @@ class TrainProgress:
             self._show_pace(now=True)
         elif isinstance(ev, RoundStarted) and ev.second_pass:  # the first pass is scored: fresh nets train again
             self.second = True
-            self.plot.clear()
+            self.plot.clear()  # a resumed pass's earlier epochs follow (its runs.Resume: show_history)
             self.live = True
             self.status.value = self._text = (
-                f"Second pass (round {ev.round}, fresh nets): {'resuming' if ev.resumed else 'training'} on the "
-                "first pass's corrections; rounds/1/ keeps the first pass")
+                f"Second pass (round {ev.round}, fresh nets): {'resuming' if ev.resumed else 'training'} "
+                f"{labels_text(ev)}; rounds/1/ keeps the first pass")
+        elif isinstance(ev, NoSecondPass):
+            self.say(ev.reason[:1].upper() + ev.reason[1:])
         elif isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache, before training
             self._text = ev.text()
             self._show_pace(now=ev.left == 0)

@@ -174,13 +174,20 @@ class TrainWidget(Container):
         elif isinstance(ev, Finished) and ev.stopped:
             self.last_outcome = "stopped"
         elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
-            self.last_outcome = "finished"  # the last pass scored (a second pass's metrics name its round)
-            advice = advice_sentence(ev.metrics.get("noise_share"), RunFolder(self.run_dir).train_config.keep_ratio,
-                                     ev.metrics.get("suggested_keep_ratio"))  # scoring.suggested_keep_ratio
-            info(f"crl-napari: training finished; {self.run_dir} is ready for review"
-                 + (f". {advice}" if advice else ""))
-            run_link(self.viewer).set(self.run_dir)
+            self._finished(ev.metrics)  # the last pass scored (a second pass's metrics name its round)
+        elif isinstance(ev, second_pass.NoSecondPass):
+            self._finished(ev.metrics, ev.reason)  # the first pass was the last (second_pass.KEEP suggested none)
         self.progress.show(ev)
+
+    def _finished(self, metrics: dict, note: str = "") -> None:
+        """The run is trained and scored: say so (with ``note``, and the keep ratio advice when there is one) and
+        offer it to the Review widget."""
+        self.last_outcome = "finished"
+        advice = advice_sentence(metrics.get("noise_share"), RunFolder(self.run_dir).train_config.keep_ratio,
+                                 metrics.get("suggested_keep_ratio"))  # scoring.suggested_keep_ratio
+        info(f"crl-napari: training finished; {self.run_dir} is ready for review"
+             + "".join(f". {part[:1].upper()}{part[1:]}" for part in (note, advice) if part))
+        run_link(self.viewer).set(self.run_dir)
 
     def _on_error(self, exc: BaseException) -> None:
         self.last_outcome = "error"
@@ -203,6 +210,6 @@ class TrainWidget(Container):
         self.start_btn.enabled = idle
         self.stop_btn.enabled = self.state == "running"
         out = self.form.out
-        # a stopped (or crashed) run: a checkpoint but no scores yet, or a second pass that did not finish
+        # a stopped (or crashed) run: a checkpoint but no scores yet, or a second pass that did not finish or start
         self.resume_btn.enabled = idle and out is not None and (RunFolder.can_resume(out) or second_pass.stopped(out))
         self.review_btn.enabled = idle and out is not None and RunFolder.is_scored(out)

@@ -74,7 +74,8 @@ def train_job(data: Any, out: Path, config: TrainConfig | None, data_settings: d
         if not plan.run.has_checkpoint:
             raise RunError(f"{out}: nothing to resume (no checkpoint yet); press Start")
         yield plan
-        data = resume_data(plan, data if isinstance(data, Path) else None)
+        if not second_pass.stopped(out):  # a second pass trains from the run's own files: no data folder needed
+            data = resume_data(plan, data if isinstance(data, Path) else None)
     elif isinstance(data, dict):  # layers
         yield DataWritten(write_layers_dataset(**data))
         data = data["dest"]

@@ -104,13 +104,15 @@ def _announce_eta(eta: Eta, write) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..rounds import RoundStarted
-    from ..second_pass import train_passes
+    from ..second_pass import NoSecondPass, labels_text, train_passes
 
     def announce(events):
         for ev in events:
             if isinstance(ev, RoundStarted) and ev.second_pass:
                 print(f"{'resuming' if ev.resumed else 'starting'} the second pass (round {ev.round}, fresh nets): "
-                      "trained on the first pass's corrections (rounds/1/ keeps the first pass)", file=sys.stderr)
+                      f"trained {labels_text(ev)} (rounds/1/ keeps the first pass)", file=sys.stderr)
+            elif isinstance(ev, NoSecondPass):
+                print(ev.reason, file=sys.stderr)
             yield ev
 
     config = _resume_settings(args) if args.resume else _config(args)

@@ -46,7 +46,8 @@ class Round:
     warm_epochs: int | None = None  # None: round 1, or trained from scratch
     from_scratch: bool = False
     decisions: dict[str, int] = field(default_factory=dict)
-    second_pass: bool = False  # trained on the first pass's corrections (crl_napari.second_pass), not a review
+    second_pass: bool = False  # trained after the first pass by itself (crl_napari.second_pass), not a review
+    keep_ratio: float | None = None  # the keep_ratio the round trained with (None: recorded before it was)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +59,7 @@ def _check(raw: object, path: Path, i: int) -> Round:
         raise RunError(f"{where}: expected an object")
     number, started, finished = raw.get("number"), raw.get("started"), raw.get("finished")
     warm, scratch, decisions = raw.get("warm_epochs"), raw.get("from_scratch", False), raw.get("decisions", {})
-    second = raw.get("second_pass", False)
+    second, keep = raw.get("second_pass", False), raw.get("keep_ratio")
     if isinstance(number, bool) or not isinstance(number, int) or number != i + 1:
         raise RunError(f"{where}: number must be {i + 1}, got {number!r}")
     if not isinstance(started, str) or len(started) > 64 or (finished is not None and
@@ -71,7 +72,10 @@ def _check(raw: object, path: Path, i: int) -> Round:
     if not isinstance(decisions, dict) or any(k not in _STATUSES or isinstance(v, bool) or not isinstance(v, int)
                                               or v < 0 for k, v in decisions.items()):
         raise RunError(f"{where}: decisions must map statuses ({', '.join(_STATUSES)}) to counts")
-    return Round(number, started, finished, warm, scratch, dict(decisions), second)
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int | float) or not 0 < keep <= 1):
+        raise RunError(f"{where}: keep_ratio must be a number in (0, 1] or null, got {keep!r}")
+    return Round(number, started, finished, warm, scratch, dict(decisions), second,
+                 None if keep is None else float(keep))
 
 
 def read_rounds(run_dir: Path | str) -> list[Round]:
