@@ -257,7 +257,9 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     run = RunFolder(run_dir)
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
     accepted = frozenset(i for i, s in decisions.items() if s == "accepted") | accepted_corrections(run)
-    metrics = yield from score_saved(run, models, keep_maps=accepted)
+    metrics = yield from score_saved(run, models, keep_maps=accepted, should_stop=should_stop)
+    if metrics is None:  # stopped while scoring: the round resumes into the rest of its scoring
+        return
     runs.keep_round_files(run_dir, this.number)
     runs.write_rounds(run_dir, [*rounds[:-1], replace(this, finished=_now())])
     yield ScoresReady(run.scores_path, {**metrics, "round": this.number})

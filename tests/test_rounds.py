@@ -17,7 +17,7 @@ from crl_napari.atomic import atomic_write_png
 from crl_napari.cache import Slots
 from crl_napari.events import CheckpointSaved, EpochEnd, Finished, Started
 from crl_napari.phantoms import write_sample_set
-from crl_napari.pipeline import ScoresReady
+from crl_napari.pipeline import ScoresReady, ScoringStopped
 from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession
 from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, next_round, round_config
@@ -218,6 +218,25 @@ def test_a_killed_round_resumes_and_never_starts_another(run):
     assert [r.number for r in rounds] == [1, 2] and rounds[1].finished and rounds[1].warm_epochs == 3
     assert [h.epoch for h in RunFolder(run).history_rows()] == [0, 1, 2]
     assert _bytes(run / "rounds" / "1") == before
+
+
+def test_a_round_stopped_while_scoring_resumes_into_its_scoring_only(run):
+    """Stop pressed once the round is trained (the Review widget's Stop while it scores every image)."""
+    stop = []
+    events = []
+    for ev in next_round(run, warm_epochs=2, should_stop=lambda: bool(stop)):
+        events.append(ev)
+        if isinstance(ev, Finished) and not ev.stopped:
+            stop.append(True)
+    assert isinstance(events[-1], ScoringStopped) and events[-1].done == 0 and events[-1].total == 9
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.finished is None) for r in rounds] == [(1, False), (2, True)]  # round 2 is not done
+    assert RunFolder(run).scores_stale  # round 2's weights are the run's, round 1's scores still the queue's
+    events = list(next_round(run))
+    assert [e.resumed for e in events if isinstance(e, RoundStarted)] == [True]
+    assert [e.start_epoch for e in events if isinstance(e, Started)] == [2]  # nothing trained again
+    assert [e.metrics["round"] for e in events if isinstance(e, ScoresReady)] == [2]
+    assert runs.read_rounds(run)[1].finished and not RunFolder(run).scores_stale
 
 
 def test_a_round_killed_before_training_resumes_the_same_round(run):

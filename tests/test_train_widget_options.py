@@ -157,7 +157,8 @@ def test_a_stop_before_the_batchnorm_pass_resumes_to_the_recomputed_nets(make_na
 
     said = []
     _press(qtbot, widget, widget.resume_btn,
-           lambda ev: said.append(widget.status.value) if isinstance(ev, CacheProgress) else None)
+           lambda ev: said.append(widget.status.value) if isinstance(ev, CacheProgress)
+           and ev.what.startswith("recomputing") else None)
     assert widget.last_outcome == "finished", widget.last_error
     assert said and said[-1].startswith("recomputing the BatchNorm statistics: 12/12 images"), said
     assert read_checkpoint(out / cascade.CHECKPOINT)["average"]["batchnorm_recomputed"] is True

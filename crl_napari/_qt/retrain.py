@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from .. import pipeline, rounds, runs
+from ..cache import CacheProgress
 from ..eta import Eta
 from ..events import Finished, Started, Step
 from ..rounds import RoundStarted, default_warm_epochs
@@ -169,6 +170,12 @@ class RetrainControl(QWidget):
                 self.status.setText("Stopped; press Retrain to resume this round (the last epoch is kept).")
             else:
                 self.status.setText("Round trained; scoring every image…")
+        elif isinstance(ev, CacheProgress):  # scoring every image: minutes at 256 px
+            self.status.setText(f"Round trained; {ev.text()}")
+        elif isinstance(ev, pipeline.ScoringStopped):
+            self.last_outcome = "stopped"
+            self.status.setText(f"Stopped while scoring: {ev.done}/{ev.total} images scored and kept; press Retrain "
+                                "to score the rest of this round.")
         elif isinstance(ev, pipeline.ScoresReady):
             self.last_outcome = "finished"
             self.rounds_done += 1

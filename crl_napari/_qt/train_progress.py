@@ -20,7 +20,7 @@ from ..cache import CacheProgress
 from ..eta import Eta
 from ..events import EpochEnd, Finished, Started, Step
 from ..layers_dataset import DataWritten
-from ..pipeline import ScoresReady
+from ..pipeline import ScoresReady, ScoringStopped
 from ..rounds import RoundStarted
 from ..runs import HistoryRow
 from ..second_pass import NoSecondPass, labels_text
@@ -101,7 +101,12 @@ class TrainProgress:
                 f"{labels_text(ev)}; rounds/1/ keeps the first pass")
         elif isinstance(ev, NoSecondPass):
             self.say(ev.reason[:1].upper() + ev.reason[1:])
-        elif isinstance(ev, CacheProgress):  # the data folder decoded into the run's cache, before training
+        elif isinstance(ev, CacheProgress) and ev.what.startswith("scoring"):  # after training: minutes at 256 px
+            t = self._clock()
+            if ev.decoded == 0 or ev.left == 0 or t - self._shown_at >= STATUS_EVERY_S:
+                self._shown_at = t
+                self.status.value = f"{self.pass_name}Training finished; {ev.text()}"
+        elif isinstance(ev, CacheProgress):  # caching and writing the run folder, before training; average_bn's pass
             self._text = ev.text()
             self._show_pace(now=ev.left == 0)
         elif isinstance(ev, Finished):
@@ -114,6 +119,9 @@ class TrainProgress:
                          "finished epoch is kept: press Resume to continue.")
             else:
                 self.say(f"{self.pass_name}Training finished; scoring every image…")
+        elif isinstance(ev, ScoringStopped):
+            self.say(f"{self.pass_name}Stopped while scoring: {ev.done}/{ev.total} images scored and kept: press "
+                     "Resume to score the rest.")
         elif isinstance(ev, ScoresReady):
             more = " · the second pass starts…" if self.passes == 2 and not self.second else ""
             self.say(f"{self.pass_name}Done: {ev.metrics.get('n_images', '?')} images scored in {ev.path.parent}"

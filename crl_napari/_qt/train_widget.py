@@ -22,7 +22,7 @@ from skimage.transform import resize as _resize  # noqa: F401 (imported early, s
 
 from .. import runs, second_pass
 from ..events import Finished, Started
-from ..pipeline import ScoresReady
+from ..pipeline import ScoresReady, ScoringStopped
 from ..runs import RunFolder
 from ..scoring import advice_sentence
 from . import train_worker
@@ -171,8 +171,8 @@ class TrainWidget(Container):
             self.progress.show_history(ev.history)
         elif isinstance(ev, Started):
             self.form.device_label.value = ev.device
-        elif isinstance(ev, Finished) and ev.stopped:
-            self.last_outcome = "stopped"
+        elif isinstance(ev, (Finished, ScoringStopped)) and getattr(ev, "stopped", True):
+            self.last_outcome = "stopped"  # in an epoch, or while scoring (the chunks scored are kept)
         elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
             self._finished(ev.metrics)  # the last pass scored (a second pass's metrics name its round)
         elif isinstance(ev, second_pass.NoSecondPass):

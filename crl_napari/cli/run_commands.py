@@ -35,14 +35,14 @@ def cmd_score(args: argparse.Namespace) -> int:
 def say_keep_advice(run_dir) -> None:
     """After scoring: when most given masks look wrong, the keep_ratio to train again with (scoring.keep_advice),
     on stderr beside the metrics' suggested_keep_ratio."""
+    from ..rounds import keep_advice
     from ..runs import RunFolder
-    from ..scoring import advice_sentence, keep_from_share, noise_share
+    from ..scoring import advice_sentence
 
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
-    share, keep_ratio = noise_share([r.suspicion for r in run.score_rows()]), run.train_config.keep_ratio
-    keep = keep_from_share(share, keep_ratio)
+    (share, keep), keep_ratio = keep_advice(run), run.train_config.keep_ratio
     if keep is not None:
         print(f"advice: {advice_sentence(share, keep_ratio, keep)} (crl-napari train ... --keep-ratio {keep:g})",
               file=sys.stderr)
