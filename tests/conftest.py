@@ -15,6 +15,15 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def score_chunks_of_16(monkeypatch):
+    """Scoring in chunks of 16 images of 32 px (the fewest there are), so that a tiny run is scored in several and a
+    stop or a kill can land between two (pipeline.SCORE_CHUNK_PIXELS). Asked for with pytest.mark.usefixtures."""
+    from crl_napari import pipeline
+
+    monkeypatch.setattr(pipeline, "SCORE_CHUNK_PIXELS", 16 * 32 * 32)
+
+
+@pytest.fixture
 def errors():
     """Error notifications shown while the test runs (text)."""
     from napari.utils.notifications import NotificationSeverity, notification_manager

@@ -15,12 +15,9 @@ from crl_napari.settings import TrainConfig
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "4", "--batch-size", "4", "--lr", "0.05",
         "--quiet"]
-CHUNK = 16  # images per scoring chunk here (the fewest there are): SCORE_CHUNK_PIXELS is set to 16 images of 32 px
+CHUNK = 16  # images per scoring chunk (conftest's score_chunks_of_16)
 
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
-    monkeypatch.setattr(pipeline, "SCORE_CHUNK_PIXELS", CHUNK * 32 * 32)
+pytestmark = pytest.mark.usefixtures("score_chunks_of_16")
 
 
 @pytest.fixture(scope="module")

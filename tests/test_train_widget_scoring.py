@@ -17,16 +17,11 @@ from crl_napari.events import Started  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
 
-pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread", "score_chunks_of_16")]
 
 TINY = {"width": 4, "depth": 2, "epochs": 2, "batch_size": 4, "lr": 0.05, "augment": False}
-CHUNK = 16  # images per scoring chunk here (the fewest there are)
+CHUNK = 16  # images per scoring chunk (conftest's score_chunks_of_16)
 TIMEOUT_MS = 120_000
-
-
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
-    monkeypatch.setattr(pipeline, "SCORE_CHUNK_PIXELS", CHUNK * 32 * 32)
 
 
 @pytest.fixture(scope="module")
