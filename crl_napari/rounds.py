@@ -71,7 +71,8 @@ def default_warm_epochs(first: TrainConfig) -> int:
 
 
 def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | None, from_scratch: bool) -> TrainConfig:
-    """The settings of the next round: the first round's from scratch; else the nets of the last round trained in
+    """The settings of the next round: the first round's from scratch, with the keep ratio the run trains with now
+    (a second pass of mode 3 lowered it: second_pass.KEEP); else the nets of the last round trained in
     full (:func:`warm_base`) go on for ``warm_epochs`` epochs, in stage 2 from the start (crl), selection at full
     strength (the nets can already tell), and they move little:
 
@@ -89,7 +90,7 @@ def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | N
     nets still lose about 0.002 test Dice per round after the first (75 %: 0.933 -> 0.918 and 0.929 -> 0.912
     over 8 rounds): open (not the lr alone)."""
     if from_scratch:
-        return first
+        return replace(first, keep_ratio=previous.keep_ratio)
     start = first.lr * first.lr_decay**first.epochs * WARM_LR_START
     return replace(previous, epochs=warm_epochs, k=0 if previous.strategy == "crl" else None, ramp=0.0, lr=start,
                    lr_decay=WARM_LR_END ** (1 / max(1, warm_epochs - 1)), average_last=warm_epochs)

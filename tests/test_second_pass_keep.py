@@ -5,6 +5,7 @@ the command line; a process ended between the first pass's scores and the second
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ from crl_napari.checkpoint import read_checkpoint
 from crl_napari.events import Finished, Started, Step
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady
+from crl_napari.review import ReviewSession
 from crl_napari.rounds import RoundStarted
 from crl_napari.run_data import training_source
 from crl_napari.runs import RunFolder
@@ -189,3 +191,17 @@ def test_the_command_line_trains_mode_3_through_its_generic_option_and_says_when
     assert len(lines) == 1 and "Traceback" not in err
     assert json.loads(out[:out.rindex("}") + 1])["no_second_pass"] == lines[0]
     assert not (clean / runs.ROUNDS).exists()
+
+
+@pytest.mark.parametrize("from_scratch", [True, False])
+def test_a_review_round_after_the_keep_pass_trains_with_its_keep_ratio(keep_run, tmp_path, from_scratch):
+    """The keep ratio a mode 3 second pass settled on carries into the reviewer's rounds, warm or from scratch."""
+    run = tmp_path / "run"
+    shutil.copytree(keep_run[0], run)
+    session = ReviewSession.open(run, reviewer="ana")
+    session.accept(session.ids[0])
+    session.keep(session.ids[1])
+    events = list(rounds.next_round(run, from_scratch=from_scratch, warm_epochs=None if from_scratch else 2))
+    assert [e.metrics["round"] for e in events if isinstance(e, ScoresReady)] == [3]
+    assert [r.keep_ratio for r in runs.read_rounds(run)] == [0.5, 0.22, 0.22]
+    assert RunFolder(run).train_config.keep_ratio == 0.22
