@@ -109,6 +109,7 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
     restart = False  # resume asked, but no epoch was finished: train from epoch 1 in the same folder
     history: list[dict] = []
     if resume:
+        _check_unfinished(out)
         plan = runs.open_for_resume(out, config)  # again under the lock: what another writer left is seen
         config, restart = plan.config, plan.start_epoch == 0
         size, simulate_noise, noise_seed = (plan.data[k] for k in ("size", "simulate_noise", "noise_seed"))
@@ -183,11 +184,21 @@ def _train_locked(data, out: Path, config, size, simulate_noise, noise_seed, noi
         return (rd.images(idx), np.asarray(rd.given[idx[0]:idx[-1] + 1]),
                 np.stack([rd.clean(i) for i in idx]) if records is not None else None)
 
+    keep = accepted_corrections(run) if resume else frozenset()  # a reviewed run's scoring that was stopped
     metrics = yield from score_batches(run, models, n_train, read,
                                        [r.corrupted for r in records] if records is not None else None,
-                                       should_stop=should_stop)
+                                       keep_maps=keep, should_stop=should_stop)
     if metrics is not None:
         yield ScoresReady(run.scores_path, metrics)
+
+
+def _check_unfinished(out: Path) -> None:
+    """Resume only what did not finish: scoring a trained and scored run again here would rewrite its maps, the
+    corrections a reviewer accepted among them."""
+    run = RunFolder(out)
+    if run.has_scores and not run.scores_stale:
+        raise RunError(f"{out}: trained and scored: nothing to resume (`crl-napari score` scores it again, "
+                       "`crl-napari next-round` trains a review round)")
 
 
 def trained_models(events: Iterator) -> Generator[object, None, list | None]:

@@ -162,3 +162,16 @@ def test_a_stop_while_scoring_keeps_the_chunks_and_resuming_goes_on(dataset, tmp
     went_on = snapshot(run)
     pipeline.score_run(run)
     assert snapshot(run) == went_on  # as one uninterrupted scoring
+
+
+def test_train_resume_of_a_finished_run_is_refused_in_one_line_and_rewrites_nothing(trained, dataset, tmp_path,
+                                                                                    capsys):
+    """Scoring it again there would rewrite its maps, the corrections a reviewer accepted among them."""
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    capsys.readouterr()
+    assert cli.main(["train", str(dataset), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"crl-napari train: error: {run}: trained and scored: nothing to resume (`crl-napari score` "
+                   "scores it again, `crl-napari next-round` trains a review round)"]
+    assert snapshot(run) == trained[1]
