@@ -660,7 +660,8 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
         wins = sum(w for w, _d in measured.values())
         verdict = ("not a fixed default: keep_ratio follows the noise rate (at 50 % the paper's 0.5)"
                    if option.startswith("keep clean fraction") else
-                   "advice after a first run (info, train's metrics, Review), not a setting's default"
+                   "advice after a first run (info, train's metrics, Review) or `--second-pass 3`; not a default "
+                   "(the small set's clean cases lost on every seed)"
                    if option.startswith("keep from scores") else
                    "no: too few seeds" if wins == len(measured) and not qualifies(measured) else
                    "no" if not qualifies(measured) else "**yes**")  # "+bn": TrainConfig.average_bn, a setting too
