@@ -21,7 +21,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from crl_napari import cli, runs  # noqa: E402
 from crl_napari._qt.train_worker import WORKER_NICE, gui_torch_threads  # noqa: E402
-from crl_napari.events import Started  # noqa: E402
+from crl_napari.events import Finished, Started  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.rounds import RoundStarted  # noqa: E402
 
@@ -106,6 +106,37 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     assert stored[shown]["round"] == 2
     assert [r.number for r in runs.read_rounds(run)] == [1, 2]
 
+
+def test_stop_while_the_round_scores_then_retrain_scores_the_rest(make_napari_viewer, qtbot, trained, tmp_path):
+    run = shutil.copytree(trained, tmp_path / "run")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    widget.run_edit.setText(str(run))
+    widget.open_btn.click()
+    widget.keep_btn.click()
+    widget.retrain.warm_epochs.setValue(1)
+    widget.retrain.retrain_btn.click()
+    # Stop pressed once the round is trained, while every image is scored: the flag the Stop button sets, set in
+    # the worker's thread, lands before the first chunk
+    widget.retrain.worker.yielded.connect(
+        lambda ev: widget.retrain.stop_flag.set() if isinstance(ev, Finished) and not ev.stopped else None,
+        Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    n = len(runs.read_score_rows(run))
+    assert widget.retrain.last_outcome == "stopped", widget.retrain.status.text()
+    assert widget.retrain.status.text() == (f"Stopped while scoring: 0/{n} images scored and kept; press Retrain to "
+                                            "score the rest of this round.")
+    assert [r.finished is None for r in runs.read_rounds(run)] == [False, True] and widget.session.round == 1
+
+    seen: list = []
+    widget.retrain.retrain_btn.click()
+    widget.retrain.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    assert [e.resumed for e in seen if isinstance(e, RoundStarted)] == [True]
+    assert [e.start_epoch for e in seen if isinstance(e, Started)] == [1]  # the round is not trained again
+    assert "scored by round 2" in widget.retrain.status.text() and widget.session.round == 2
 
 
 def _nice() -> int | None:
