@@ -171,7 +171,7 @@ class TrainWidget(Container):
             self.progress.show_history(ev.history)
         elif isinstance(ev, Started):
             self.form.device_label.value = ev.device
-        elif isinstance(ev, (Finished, ScoringStopped)) and getattr(ev, "stopped", True):
+        elif (isinstance(ev, Finished) and ev.stopped) or isinstance(ev, ScoringStopped):
             self.last_outcome = "stopped"  # in an epoch, or while scoring (the chunks scored are kept)
         elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
             self._finished(ev.metrics)  # the last pass scored (a second pass's metrics name its round)
