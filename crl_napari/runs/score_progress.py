@@ -25,6 +25,7 @@ from .names import SCORE_PROGRESS
 #: the per-image numbers a chunk keeps, with the dtype scoring gives them
 COLUMNS = {"suspicion": np.float32, "uncertainty": np.float32, "disagreement": np.float32,
            "dice_given_corrected": np.float32, "extra_pieces": np.int64, "correction_dice": np.float64}
+_CHUNK = re.compile(r"\d{9}\.npz")  # a chunk's file: its first case, 9 digits
 _OURS = re.compile(r"(\d{9}\.npz|\.\d{9}\.npz\.\d+\.[0-9a-f]+\.tmp)")  # a chunk file, or one being written
 
 
@@ -106,7 +107,7 @@ def kept(run_dir: Path | str) -> int:
         return 0
     n = 0
     for p in folder.iterdir():
-        if not re.fullmatch(r"\d{9}\.npz", p.name) or p.is_symlink():
+        if not _CHUNK.fullmatch(p.name) or p.is_symlink():
             continue
         try:
             with np.load(p, allow_pickle=False) as part:
