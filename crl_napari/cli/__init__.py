@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         rank = os.environ.get("RANK", "0") if distributed.launched() else "0"
         who = "" if rank == "0" else f" (rank {rank})"
-        print(f"crl-napari {args.command}{who}: error: {exc}", file=sys.stderr, flush=True)
+        # one write, newline included: under torchrun every rank says its line on the same stderr at the same
+        # moment, and print's two writes (text, then newline) let them run into each other unbuffered (python -u)
+        sys.stderr.write(f"crl-napari {args.command}{who}: error: {exc}\n")
+        sys.stderr.flush()
         distributed.settle(exc)  # under torchrun: an error every rank stopped with is said by every rank
         return 2
     except KeyboardInterrupt:
