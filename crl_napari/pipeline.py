@@ -291,9 +291,11 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     keys = ("suspicion", "uncertainty", "disagreement", "dice_given_corrected")
     parts: dict[str, list] = {k: [] for k in runs.score_progress.COLUMNS}
     known = corrupted is not None
-    progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, {
-        "size": size, "tta": run.train_config.tta, "T": run.train_config.T, "keep_maps": sorted(keep_maps),
-        "clean_known": known}))
+    settings = {"size": size, "tta": run.train_config.tta, "T": run.train_config.T, "keep_maps": sorted(keep_maps),
+                "clean_known": known}
+    if run.train_config.border_fit:  # only then: the chunks a scoring without it kept still match their own
+        settings["border_fit"] = run.train_config.border_fit
+    progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, settings))
     progress.prepare()
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
@@ -339,7 +341,7 @@ def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: C
     """Score the consecutive cases ``idx`` and write their maps; their per-image numbers (runs.score_progress)."""
     images, given, clean = read(idx)
     probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-    sc = scoring.score_probs(probs, given, run.train_config.T)
+    sc = scoring.score_probs(probs, given, run.train_config.T, border_fit=bool(run.train_config.border_fit))
     chunk_ids = ids[idx[0]:idx[-1] + 1]
     scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(chunk_ids) if i in keep_maps})
     extra = np.asarray(run.write_score_maps(chunk_ids, sc, keep_maps), dtype=np.int64)

@@ -1,6 +1,8 @@
 """Per-image scores after training: which given masks look wrong, and what the nets would put instead.
 
-The suspicion score is ``1 - Dice(given, corrected)``: the fraction of the mask the correction would change.
+The suspicion score is ``1 - Dice(given, corrected)``: the fraction of the mask the nets' corrected label would
+change (with the border fit on, the correction shown and exported is the given border moved, crl_napari.border_fit,
+but the suspicion stays the nets' own corrected label's, so the queue does not depend on the setting).
 It is comparable across images, and on the paper's noise protocol (masks eroded or dilated 5-15 times) it
 separates corrupted from clean masks well (the benchmark reports its AUROC). Peer uncertainty (the paper's
 |CE_B - CE_C|, averaged over the pairs of nets) and the ensemble's cross-entropy against the given mask are
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from . import selection
+from .border_fit import corrected_prob as border_fit_prob
 
 
 @dataclass
@@ -60,8 +63,11 @@ def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None
     return out
 
 
-def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5) -> ImageScores:
-    """Scores from every net's foreground probability ``probs`` (M, N, H, W) and the given masks (N, H, W)."""
+def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit: bool = False) -> ImageScores:
+    """Scores from every net's foreground probability ``probs`` (M, N, H, W) and the given masks (N, H, W).
+    The corrections are the paper's corrected labels (the sharpened mean of the nets), or with ``border_fit``
+    the given masks' borders moved as the nets agree (crl_napari.border_fit). The suspicion is the nets' own
+    opinion either way, so the review order does not depend on it."""
     p = torch.as_tensor(probs, dtype=torch.float32)
     y = torch.as_tensor(np.asarray(given) > 0)
     two = torch.stack([1 - p, p], dim=2).clamp(1e-6, 1)  # (M, N, 2, H, W)
@@ -74,11 +80,15 @@ def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5) -> ImageSc
         unc = torch.zeros(p.shape[1])
         pix = torch.zeros(p.shape[1:])
     sharp = selection.sharpen(two.mean(0), T, dim=1)[:, 1]
+    suspicion = 1 - selection.dice(sharp > 0.5, y)
+    if border_fit:
+        sharp = torch.as_tensor(np.stack([border_fit_prob(g, q) for g, q in zip(np.asarray(given), sharp.numpy(),
+                                                                                strict=True)]))
     corrected = sharp > 0.5
     dice = selection.dice(corrected, y)
     ens_ce = -(torch.where(y, two.mean(0)[:, 1], two.mean(0)[:, 0])).log().flatten(1).mean(1)
     return ImageScores(
-        suspicion=(1 - dice).numpy(),
+        suspicion=suspicion.numpy(),
         uncertainty=unc.numpy(),
         disagreement=ens_ce.numpy(),
         dice_given_corrected=dice.numpy(),
