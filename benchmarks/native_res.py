@@ -74,14 +74,19 @@ RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
 METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
-             "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%",
+             "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%", "crl+second-fit": "crl k=50%",
+             "crl+second-all-fit": "crl k=50%",
              "crl+keep-est": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0}
 #: the second pass (TrainConfig.second_pass): trained on the labels crl_napari.second_pass makes from the finished
 #: "crl" cell of the same noise and seed (its checkpoint), so only the second pass trains here
-SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY}
+SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY,
+          "crl+second-fit": second_pass.RECOMMENDED, "crl+second-all-fit": second_pass.EVERY}
+#: second passes whose labels are the first pass's corrections made with the border fit (TrainConfig.border_fit,
+#: the default: what `--second-pass 1/2` trains on now); the others' are the paper's corrected labels
+FIT_SECOND = {"crl+second-fit", "crl+second-all-fit"}
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
 #: "crl+keep": stage 1 keeps the clean fraction of each batch (keep_ratio = 1 - the noise rate; the paper's 0.5 is
 #: that at 50 %), as co-teaching sets its forget rate to the noise rate. A user does not know the rate: the first
@@ -91,11 +96,15 @@ KEEP_CLEAN = "crl+keep"
 #: of the same noise and seed (what `info` and train's metrics suggest after a first run), 0.5 when it suggests none
 KEEP_EST = "crl+keep-est"
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
-#: variant -> (weights, test-time flips), all measured from one training; weights: "last" (the paper's), "average"
-#: (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or "average+bn" (the
-#: same weights, BatchNorm statistics recomputed by one pass over the training images: TrainConfig.average_bn's pass)
-VARIANTS = {"paper": ("last", 0), "tta": ("last", 1), "average": ("average", 0), "average+tta": ("average", 1),
-            "average+bn": ("average+bn", 0)}
+#: variant -> (weights, test-time flips, border fit), all measured from one training; weights: "last" (the
+#: paper's), "average" (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or
+#: "average+bn" (the same weights, BatchNorm statistics recomputed by one pass over the training images:
+#: TrainConfig.average_bn's pass); border fit: the corrections start from the given border moved as the nets agree
+#: (TrainConfig.border_fit, crl_napari.border_fit), which leaves the nets and so test Dice as they are
+VARIANTS = {"paper": ("last", 0, 0), "tta": ("last", 1, 0), "average": ("average", 0, 0),
+            "average+tta": ("average", 1, 0), "average+bn": ("average+bn", 0, 0), "fit": ("last", 0, 1)}
+#: variants that change only the corrections, not the nets: their test Dice equals the paper variant's
+CORRECTION_ONLY = {"fit"}
 OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
@@ -247,7 +256,7 @@ def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarr
     shape = train["truth"].shape[1:]
     out = {}
     weights = {"last": models, "average": averaged}
-    for name, (kind, tta) in VARIANTS.items():
+    for name, (kind, tta, fit) in VARIANTS.items():
         if (kind != "last" and averaged is None) or (only is not None and name not in only):
             continue
         if kind == "average+bn" and kind not in weights:  # TrainConfig.average_bn's pass, on copies
@@ -256,7 +265,8 @@ def variants(models, cfg, run_dir: Path | None, train: dict, corrupted: np.ndarr
             batches = pass_batches(len(images), cfg.batch_size, one_pixel_bottom=images.shape[-1] == 2**cfg.depth)
             update_batchnorm(weights[kind], (torch.as_tensor(images[b.start : b.stop]) for b in batches))
         nets = weights[kind]
-        sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T)
+        sc = scoring.score_probs(cascade.peer_probs(nets, train["images"], tta=tta), train["given"], cfg.T,
+                                 border_fit=bool(fit))
         d64 = cascade.dice_score(sc.corrected.astype(np.float32), train["clean"])
         d256 = np.array([_dice(native.native_mask(p, shape, cleanup=ISLANDS, order=1), t)
                          for p, t in zip(sc.prob, train["truth"], strict=True)])
@@ -326,7 +336,8 @@ class FirstPassMissing(Exception):
     """A second-pass cell whose "crl" cell has not finished training."""
 
 
-def first_pass_scores(profile: str, ratio: float, seed: int, train: dict) -> tuple[Path, scoring.ImageScores, object]:
+def first_pass_scores(profile: str, ratio: float, seed: int, train: dict, border_fit: bool = False
+                      ) -> tuple[Path, scoring.ImageScores, object]:
     """The finished paper's crl cell of the same profile, noise and seed: its folder, its scores of the training
     images against ``train["given"]`` (as the engine scores them), its settings."""
     first = cell_dir(cell_key(profile, "crl", ratio, seed))
@@ -337,13 +348,14 @@ def first_pass_scores(profile: str, ratio: float, seed: int, train: dict) -> tup
     if epoch != cfg.epochs - 1:
         raise FirstPassMissing(f"{first}: trained {epoch + 1} of {cfg.epochs} epochs so far")
     return first, scoring.score_probs(cascade.peer_probs(models, train["images"], tta=cfg.tta), train["given"],
-                                      cfg.T), cfg
+                                      cfg.T, border_fit=border_fit), cfg
 
 
-def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int) -> tuple[np.ndarray, dict]:
+def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int, border_fit: bool = False
+                      ) -> tuple[np.ndarray, dict]:
     """The second pass's labels, made as the engine makes them (second_pass.training_labels of scoring's
     corrections) from the finished paper's crl cell of the same profile, noise and seed, and what they hold."""
-    first, sc, _cfg = first_pass_scores(profile, ratio, seed, train)
+    first, sc, _cfg = first_pass_scores(profile, ratio, seed, train, border_fit)
     take = second_pass.takes_correction(sc.suspicion, mode)
     labels = second_pass.training_labels(train["given"], sc.corrected, sc.suspicion, mode)
     corrupted = np.array(train["corrupted"])
@@ -367,7 +379,8 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     cfg = config(method, seed, ratio)
     labels, first = given, None
     if method in SECOND:  # the second pass trains on the first pass's corrections; measured against ``given``
-        labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method])
+        labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method],
+                                          border_fit=method in FIT_SECOND)
         print(f"  first pass {first}", flush=True)
     estimated = None
     if method == KEEP_EST:  # the keep_ratio a first run's scores suggest (scoring.suggested_keep_ratio)
@@ -386,15 +399,16 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     out.update(evaluate(models, cfg, train, corrupted, test))
     if profile == "full":
         out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test,
-                                   only=["paper"] if method in SECOND else None)
+                                   only=["paper", "fit"] if method in SECOND else None)
     out["wall_seconds"] = time.time() - t0
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
 
 
-def add_variants(key: str, cell: dict, train: dict, test: dict) -> dict:
-    """The VARIANTS ``cell`` lacks, measured from its run folder (its checkpoint and kept epochs); {} if none."""
-    missing = [v for v in VARIANTS if v not in cell["variants"]]
+def add_variants(key: str, cell: dict, train: dict, test: dict, names: list[str] | None = None) -> dict:
+    """The VARIANTS ``cell`` lacks (of ``names``, all when None), measured from its run folder (its checkpoint and
+    kept epochs); {} if none."""
+    missing = [v for v in VARIANTS if v not in cell["variants"] and (names is None or v in names)]
     run_dir = cell_dir(key)
     if not missing or not (run_dir / cascade.CHECKPOINT).is_file():
         return {}
@@ -546,7 +560,7 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
             keys = ("dice_corrupted", "dice_clean", "corrected_dice_corrupted_train_size", "test_dice",
                     "test_dice_native_smooth")
             vals = [_mean(list(got.values()), lambda c, k=k: c[k]) for k in keys]
-            wins = sum(all(got[s][k] > base[s][k] for k in ("dice_corrupted", "dice_clean", "test_dice"))
+            wins = sum(all(got[s][k] > base[s][k] for k in _win_keys(name.split()[0], name.split()[-1]))
                        for s in got if s in base)
             won = "—" if name == "crl paper" else f"{wins} of {sum(s in base for s in got)}"
             rows.append(f"| {int(r * 100)} % | {name} | {', '.join(str(s) for s in sorted(got))} | "
@@ -599,8 +613,19 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "balance+average+bn": ("crl+balance", "average+bn"), "second": ("crl+second", "paper"),
            "second (every correction)": ("crl+second-all", "paper"), "keep clean fraction": (KEEP_CLEAN, "paper"),
            "keep clean fraction+tta": (KEEP_CLEAN, "tta"), "keep clean fraction+average+bn": (KEEP_CLEAN, "average+bn"),
-           "keep from scores": (KEEP_EST, "paper"), "keep from scores+average+bn": (KEEP_EST, "average+bn")}
+           "keep from scores": (KEEP_EST, "paper"), "keep from scores+average+bn": (KEEP_EST, "average+bn"),
+           "border fit": ("crl", "fit"), "keep clean fraction+border fit": (KEEP_CLEAN, "fit"),
+           "keep from scores+border fit": (KEEP_EST, "fit"),
+           "second, labels fitted": ("crl+second-fit", "paper"), "second, labels fitted+border fit":
+           ("crl+second-fit", "fit"), "second (every correction), labels fitted": ("crl+second-all-fit", "paper"),
+           "second (every correction), labels fitted+border fit": ("crl+second-all-fit", "fit")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
+
+
+def _win_keys(method: str, variant: str) -> tuple[str, ...]:
+    """What an option must beat the paper's crl on: WIN_KEYS, but test Dice where only the corrections differ
+    (the same nets: their test Dice is the paper's by construction)."""
+    return WIN_KEYS[:2] if method == "crl" and variant in CORRECTION_ONLY else WIN_KEYS
 TARGET_256 = {0.75: 0.95, 0.5: 0.965, 0.25: 0.965}  # issue 11: corrected Dice at the original size, corrupted
 CLEAN_VANILLA = RESULTS / "table1-quick.json"  # clean-label vanilla per seed, the test Dice target's reference
 
@@ -629,7 +654,7 @@ def decisions(cells: dict, rescored: dict) -> dict:
                              _measured(cells, rescored, "crl", "paper", r, s))
                 if got is not None and base is not None:
                     delta = {k: got[k] - base[k] for k in WIN_KEYS}
-                    out[option][(r, s)] = (all(d > 0 for d in delta.values()), delta)
+                    out[option][(r, s)] = (all(delta[k] > 0 for k in _win_keys(method, variant)), delta)
     return out
 
 
@@ -644,7 +669,8 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
     """Per option: where it was measured, where it beat the paper's crl of the same seed, and the verdict."""
     lines = ["", "## Which option becomes a default (issue 11 item 4)", "",
              "An option wins on a seed when it beats the paper's crl of the same noise and seed on corrected Dice "
-             "corrupted AND clean (256 px, bilinear logit + clean-up) AND test Dice (64 px); it becomes a default "
+             "corrupted AND clean (256 px, bilinear logit + clean-up) AND test Dice (64 px; not for the border fit "
+             "alone, which leaves the nets and so test Dice unchanged); it becomes a default "
              "only if it wins on every seed measured, with at least 2 seeds at 75 % and 2 at 50 %. Δ: the mean "
              "difference to the paper's crl over the seeds measured.", "",
              "| option | won / measured (noise: seeds) | Δ corrupted | Δ clean | Δ test | default? |",
@@ -760,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--add-variants", action="store_true",
                     help="measure the VARIANTS a finished options cell lacks (a variant added since), from its run "
                     "folder's kept epochs")
+    ap.add_argument("--variant-names", nargs="+", default=None, choices=list(VARIANTS),
+                    help="with --add-variants: only these variants")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -815,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.add_variants:
         for key in [k for k, c in results["cells"].items() if c["profile"] == "full" and c.get("variants")]:
-            added = add_variants(key, results["cells"][key], train, test)
+            added = add_variants(key, results["cells"][key], train, test, args.variant_names)
             if added:
                 results["cells"][key]["variants"].update(added)
                 results = save(results, out_json, args.seeds, args.small_seeds)
