@@ -544,7 +544,11 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
              "seeds on which the row beats the paper's crl of the same seed on corrected Dice corrupted AND clean AND "
              "test Dice. `crl+keep` = stage 1 keeps the clean fraction of each batch (TrainConfig.keep_ratio = 1 - "
              "the noise rate, which the benchmark knows); `crl+keep-est` = the keep_ratio a first run's scores "
-             "suggest (scoring.suggested_keep_ratio of the paper's crl cell; at 50 and 25 % none is suggested).", ""]
+             "suggest (scoring.suggested_keep_ratio of the paper's crl cell; at 50 and 25 % none is suggested). "
+             "`fit` = the same nets' corrections made with the border fit (TrainConfig.border_fit = 1, the default "
+             "since 30 Nov 2026: the export's way; crl_napari.border_fit); its test Dice is its row's paper variant's. "
+             "`crl+second-fit` / `crl+second-all-fit` = the second pass trained on the first pass's corrections made "
+             "with the border fit (what `--second-pass 1` / `2` train on now).", ""]
     missing = [cell_key(*c) for c in option_plan() if c[0] == "full" and not done(c, cells.get(cell_key(*c)), True)]
     if missing:
         lines += [f"Options cells not finished: {'; '.join(missing)} (`--options` resumes them).", ""]
