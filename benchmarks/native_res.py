@@ -87,6 +87,7 @@ SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.E
 #: second passes whose labels are the first pass's corrections made with the border fit (TrainConfig.border_fit,
 #: the default: what `--second-pass 1/2` trains on now); the others' are the paper's corrected labels
 FIT_SECOND = {"crl+second-fit", "crl+second-all-fit"}
+SMALL_SECOND = "crl+second-all-fit"  # the second pass the small-set profile measures (--small-second)
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
 #: "crl+keep": stage 1 keeps the clean fraction of each batch (keep_ratio = 1 - the noise rate; the paper's 0.5 is
 #: that at 50 %), as co-teaching sets its forget rate to the noise rate. A user does not know the rate: the first
@@ -139,13 +140,16 @@ def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
     return f"{profile} | {method} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False) -> list[tuple[str, str, float, int]]:
+def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False, small_second: bool = False
+         ) -> list[tuple[str, str, float, int]]:
     """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile (with
-    ``small_keep``, also crl+keep-est at 75 %, after its first pass: the small set's crl cell)."""
+    ``small_keep``, also crl+keep-est at 75 %, after its first pass: the small set's crl cell; with
+    ``small_second``, crl+second-all-fit at 75 %, the same way)."""
     cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
     cells += [("small110", m, r, s) for s in small_seeds for m, r in (("crl", 0.75), ("vanilla", 0.75),
                                                                        ("vanilla", 0.0))]
     cells += [("small110", KEEP_EST, 0.75, s) for s in small_seeds if small_keep]
+    cells += [("small110", SMALL_SECOND, 0.75, s) for s in small_seeds if small_second]
     return cells
 
 
@@ -498,7 +502,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     if small:
         lines += ["| method | noise | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
                   "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|---|"]
-        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75)):
+        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75), (SMALL_SECOND, 0.75)):
             got = [c for c in small if c["method"] == m and c["noise"] == r]
             if got:
                 nn = _mean(got, lambda c: c["ways"][NEAREST].get("dice_corrupted"))
@@ -506,7 +510,8 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                 seeds_got = ", ".join(str(c["seed"]) for c in got)
                 lines.append(f"| {m} | {int(r * 100)} % | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
                              f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
-        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST)) if g)
+        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST), _small_gap(small, SMALL_SECOND))
+                       if g)
         if gap:
             lines += ["", gap]
     else:
@@ -778,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-keep", action="store_true",
                     help="the small-set profile also trains crl+keep-est at 75 %% (the keep_ratio its crl cell's "
                          "scores suggest)")
+    ap.add_argument("--small-second", action="store_true",
+                    help="the small-set profile also trains crl+second-all-fit at 75 %% (a second pass on every "
+                         "correction of its crl cell, made with the border fit: `--second-pass 2` now)")
     ap.add_argument("--options", action="store_true",
                     help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--noise", type=float, nargs="+", default=None, choices=OPTION_NOISE,
@@ -856,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.options:
         cells = option_plan(args.noise, args.methods, args.option_seeds)
     else:
-        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep)
+        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep, args.small_second)
     for cell in cells:
         key = cell_key(*cell)
         on_disk = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
