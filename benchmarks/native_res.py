@@ -592,7 +592,8 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
 
 def second_pass_summary(cells: dict) -> list[str]:
     """Per second-pass cell: the labels it trained on (from its first pass) and what its corrections became."""
-    got = sorted((c for c in cells.values() if c["method"] in SECOND and c.get("second_pass_labels")),
+    got = sorted((c for c in cells.values() if c["method"] in SECOND and c.get("second_pass_labels")
+                  and c["profile"] == "full"),
                  key=lambda c: (c["method"], -c["noise"], c["seed"]))
     if not got:
         return []
