@@ -29,8 +29,15 @@ benchmarks/results/cleaning_curve.json, also after every round of order b; the m
 incomplete) and a PNG of the curves are rewritten each time.
 
     python benchmarks/cleaning_curve.py --threads 1            # quick profile, seeds 0 1, 75 % then 50 %
+    python benchmarks/cleaning_curve.py --threads 1 --border-fit   # the same with the product's default corrections
 
-About 560 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
+The corrections are the paper's (the sharpened mean of the nets) unless --border-fit, which scores as the
+product does now (scoring.score_probs(..., border_fit=True): the given border moved as the nets agree). The
+queue is the same either way (the suspicion is the nets' own); what the reviewer is shown, accepts and the
+recommended policy exports differ. Each has its own results (cleaning_curve.json / cleaning_curve-fit.json, .md,
+.png) and round folders (curve_... / curve-fit_...), both resumable.
+
+About 600 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
 """
 
@@ -140,14 +147,20 @@ class Context:
     """What every order of one (seed, noise) shares: the data, the noise, and the crl run's scores."""
 
     def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
-                 results: dict):
+                 results: dict, border_fit: bool = False):
         self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
         self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
+        self.border_fit = border_fit
         self.images, self.truth = train.images(), train.masks()
         self.given, _ = noise.simulate(self.truth, train.ids, ratio, seed=seed)
         models, self.crl_cfg = self.models(CRL)
-        self.scores = scoring.score_probs(cascade.peer_probs(models, self.images), self.given, self.crl_cfg.T)
+        self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
+
+    def score(self, models, given: np.ndarray, T: float) -> scoring.ImageScores:
+        """The training images scored by ``models`` against ``given``: the paper's corrections, or the border fit's
+        (the product's default) with --border-fit."""
+        return scoring.score_probs(cascade.peer_probs(models, self.images), given, T, border_fit=self.border_fit)
 
     def models(self, method: str):
         """The nets of a table1 cell, trained (or resumed) first if its run folder has no finished checkpoint."""
@@ -251,7 +264,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
         models, cfg = cascade.load_models(cell_dir / f"round_{done}")
         if order == "b":
             prev = cell_dir / f"round_{done}" / cascade.CHECKPOINT
-        scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
+        scores = ctx.score(models, walk.final, cfg.T)
         print(f"[{_now()}] resumed after round {done} ({len(walk.order)} reviewed)", flush=True)
     else:
         points.append(walk.point(scores.corrected, scores.suspicion,
@@ -271,7 +284,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
                                 init_from=prev):
             if isinstance(ev, cascade.Finished):
                 models = ev.models
-        scores = scoring.score_probs(cascade.peer_probs(models, ctx.images), walk.final, cfg.T)
+        scores = ctx.score(models, walk.final, cfg.T)
         seconds = time.perf_counter() - t0
         test_dice = float(cascade.dice_score(cascade.predict(models, ctx.test.images()), ctx.test.masks()).mean())
         pt = walk.point(scores.corrected, scores.suspicion, scoring.recommended_threshold(scores.suspicion),
@@ -293,6 +306,16 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
 
 
 # ----------------------------------------------------------------------------------------- results
+
+def stem(border_fit: bool) -> str:
+    """The results' file name (without suffix): the border fit's apart from the paper's."""
+    return "cleaning_curve-fit" if border_fit else "cleaning_curve"
+
+
+def rounds_dir(profile: str, key: str, border_fit: bool) -> Path:
+    """Where an order with rounds keeps its rounds (resumable); the border fit's apart from the paper's."""
+    return table1.RUNS / profile / f"curve{'-fit' if border_fit else ''}_{key}".replace(" | ", "_")
+
 
 def cell_key(order: str, ratio: float, seed: int) -> str:
     return f"order={order} | noise={int(round(ratio * 100))}% | seed={seed}"
@@ -317,8 +340,14 @@ def summarise(results: dict, seeds: list[int]) -> str:
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
-    lines = ["# Cleaning curve (issue 14)", "",
-             f"Status: **{status}**. Commands: {'; '.join(f'`{c}`' for c in results['commands'])}. "
+    fit = results.get("border_fit", False)
+    lines = ["# Cleaning curve (issue 14)" + (", border fit" if fit else ""), ""]
+    if fit:
+        lines += ["Corrections: the product's default, the border fit (`scoring.score_probs(..., border_fit=True)`: "
+                  "the given mask's border moved by the distance the nets agree with, their logit added). The queue "
+                  "is the same as with the paper's corrections (cleaning_curve.md); what the reviewer is shown and "
+                  "the recommended policy exports are the border fit's.", ""]
+    lines += [f"Status: **{status}**. Commands: {'; '.join(f'`{c}`' for c in results['commands'])}. "
              f"Machine: {results['machine']}. Profile `{results['profile']}` (table1.py), "
              f"batches of {results['batch']}, order b: {results['round_epochs']} warm-start epochs per round.",
              "", "Exported-set mean Dice vs truth over all training cases, unreviewed images under the recommended "
@@ -457,6 +486,8 @@ def plot(results: dict, path: Path) -> None:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
+    if results.get("border_fit"):
+        fig.suptitle("corrections: border fit (the product's default)", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)
@@ -466,7 +497,8 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
     """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
     worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
     seeds or orders share one results file without losing each other's cells."""
-    out_json = out_dir / "cleaning_curve.json"
+    name = stem(results.get("border_fit", False))
+    out_json = out_dir / f"{name}.json"
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
@@ -477,8 +509,8 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
         results["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
         results["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(out_json, results)
-        atomic_write_text(out_dir / "cleaning_curve.md", summarise(results, seeds))
-        plot(results, out_dir / "cleaning_curve.png")
+        atomic_write_text(out_dir / f"{name}.md", summarise(results, seeds))
+        plot(results, out_dir / f"{name}.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,11 +526,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=table1.RUNS, help="table1's run folders (the crl and vanilla runs)")
     ap.add_argument("--table1-results", type=Path, nargs="+", default=[],
                     help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
+    ap.add_argument("--border-fit", action="store_true",
+                    help="score with the product's default corrections (border fit) into cleaning_curve-fit.*")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
-    out_json = args.results / "cleaning_curve.json"
+    out_json = args.results / f"{stem(args.border_fit)}.json"
     if args.summary_only:
         save(json.loads(out_json.read_text()), args.results, args.seeds)
         return 0
@@ -516,19 +550,21 @@ def main(argv: list[str] | None = None) -> int:
     train, test = ds.subset("train"), ds.subset("test")
     results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
     warm = rounds.default_warm_epochs(cascade.TrainConfig(epochs=prof["epochs"]))
-    results.update(profile=args.profile, settings=prof, batch=args.batch, n_train=len(train), round_epochs=warm,
+    results.update(border_fit=args.border_fit, profile=args.profile, settings=prof, batch=args.batch,
+                   n_train=len(train), round_epochs=warm,
                    machine=f"{platform.processor() or platform.machine()}, "
                    f"{args.threads} threads, torch {torch.__version__}")
-    for path in args.table1_results:
-        for key, run in json.loads(path.read_text())["cells"].items():
-            if run["method"] in (CRL, VANILLA):
+    for path in args.table1_results:  # table1's JSON, or this script's (its "runs": the same first rounds)
+        got = json.loads(path.read_text())
+        for key, run in {**got["cells"], **got.get("runs", {})}.items():
+            if run.get("method") in (CRL, VANILLA):
                 results.setdefault("runs", {}).setdefault(key, run)
     steps = budgets(len(train), args.batch)
     quarter = int(0.25 * len(train))
     if args.bounds_only:
         for ratio in [r for r in NOISE if r in args.noise]:
             for seed in args.seeds:
-                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
+                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit)
                 results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(ctx, quarter)
         save(results, args.results, args.seeds)
         return 0
@@ -541,13 +577,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{_now()}] {key}", flush=True)
         if (ratio, seed) not in contexts:
             contexts.clear()  # one (seed, noise) in memory at a time
-            contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results)
+            contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results,
+                                              args.border_fit)
             results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(contexts[(ratio, seed)], quarter)
         ctx = contexts[(ratio, seed)]
         touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order in ROUND_ORDERS:
-            run_rounds(ctx, steps, table1.RUNS / args.profile / f"curve_{key}".replace(" | ", "_"),
+            run_rounds(ctx, steps, rounds_dir(args.profile, key, args.border_fit),
                        cell, lambda: save(results, args.results, args.seeds, touched), order)
         else:
             got = run_static(ctx, order, steps)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from crl_napari import noise, scoring
+from crl_napari import cascade, noise, scoring
+from crl_napari.data import load_dataset
 from crl_napari.image_files import read_mask, resize_mask
 from crl_napari.phantoms import write_sample_set
 from crl_napari.scoring import recommended_threshold
@@ -153,7 +154,8 @@ def test_two_invocations_share_the_results_file_without_losing_cells(cc, tmp_pat
 def _run(cc, tmp_path, capsys, *extra):
     assert cc.main(["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"),
                     "--runs", str(tmp_path / "runs"), "--batch", "2", "--seeds", "0", "--noise", "0.75", *extra]) == 0
-    return capsys.readouterr().out, json.loads((tmp_path / "res" / "cleaning_curve.json").read_text())
+    name = cc.stem("--border-fit" in extra)
+    return capsys.readouterr().out, json.loads((tmp_path / "res" / f"{name}.json").read_text())
 
 
 def test_the_script_runs_end_to_end_on_phantoms(cc, tmp_path, capsys):
@@ -195,3 +197,30 @@ def test_the_script_runs_end_to_end_on_phantoms(cc, tmp_path, capsys):
     assert "resumed after round 2 (4 reviewed)" in out and "round 3: 6 reviewed" in out and "round 1" not in out
     again = res["cells"]["order=b | noise=75% | seed=0"]
     assert again["complete"] and again["points"][:3] == b["points"][:3] and len(again["points"]) == 4
+
+
+def test_border_fit_scores_as_the_product_does_into_files_of_its_own(cc, tmp_path, capsys):
+    """--border-fit: the reviewer is shown (and the recommended policy exports) scoring.score_probs(...,
+    border_fit=True)'s corrections; the paper's curve, from the same first round, keeps its own files."""
+    write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.0, seed=1)
+    _, fit = _run(cc, tmp_path, capsys, "--orders", "a", "--border-fit")
+    assert not (tmp_path / "res" / "cleaning_curve.json").exists()
+    out, paper = _run(cc, tmp_path, capsys, "--orders", "a")
+    assert "training" not in out  # the same crl run
+    train = load_dataset(tmp_path / "set", size=64).subset("train")
+    truth = train.masks()
+    given, _ = noise.simulate(truth, train.ids, 0.75, seed=0)
+    models, cfg = cascade.load_models(cc.table1.cell_dir("smoke", cc.table1.cell_key(cc.CRL, 0.75, 0)))
+    probs = cascade.peer_probs(models, train.images())
+    key = "order=a | noise=75% | seed=0"
+    want = {}
+    for flag, res in ((True, fit), (False, paper)):
+        sc = scoring.score_probs(probs, given, cfg.T, border_fit=flag)
+        want[flag] = cc.Walk(given, truth).point(sc.corrected, sc.suspicion, recommended_threshold(sc.suspicion), 0)
+        assert res["cells"][key]["points"][0]["recommended"] == pytest.approx(want[flag]["recommended"], abs=1e-6)
+    assert want[True]["recommended"]["mean_dice"] != pytest.approx(want[False]["recommended"]["mean_dice"], abs=1e-4)
+    md = (tmp_path / "res" / "cleaning_curve-fit.md").read_text()
+    assert md.startswith("# Cleaning curve (issue 14), border fit") and "--border-fit" in md
+    assert "border fit" not in (tmp_path / "res" / "cleaning_curve.md").read_text()
+    assert (tmp_path / "res" / "cleaning_curve-fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert cc.rounds_dir("smoke", key, True) != cc.rounds_dir("smoke", key, False)
