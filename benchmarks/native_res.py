@@ -700,6 +700,8 @@ def decision_summary(cells: dict, rescored: dict) -> list[str]:
                    "(the small set's clean cases lost on every seed)"
                    if option.startswith("keep from scores") else
                    "no: too few seeds" if wins == len(measured) and not qualifies(measured) else
+                   "qualifies; not the default yet (`--second-pass 2`): twice the training time"
+                   if option.startswith("second") and qualifies(measured) else
                    "no" if not qualifies(measured) else "**yes**")  # "+bn": TrainConfig.average_bn, a setting too
         lines.append(f"| {option} | {wins} / {len(measured)} ({where}) | " + " | ".join(deltas) + f" | {verdict} |")
     return lines + target_summary(cells, rescored)
