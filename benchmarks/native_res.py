@@ -561,15 +561,16 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
     for r in OPTION_NOISE:
         base = {c["seed"]: c["variants"]["paper"] for c in cells.values() if c["profile"] == "full"
                 and c["method"] == "crl" and c["noise"] == r and c.get("variants")}
-        cands = [(f"{m} {v}", {s: c["variants"][v] for s, c in _by_seed(cells, m, r).items() if v in c["variants"]})
+        cands = [(m, v, {s: c["variants"][v] for s, c in _by_seed(cells, m, r).items() if v in c["variants"]})
                  for m in OPTION_METHODS + EXTRA_METHODS for v in VARIANTS]
-        for name, got in cands:
+        for method, variant, got in cands:
+            name = f"{method} {variant}"
             if not got:
                 continue
             keys = ("dice_corrupted", "dice_clean", "corrected_dice_corrupted_train_size", "test_dice",
                     "test_dice_native_smooth")
             vals = [_mean(list(got.values()), lambda c, k=k: c[k]) for k in keys]
-            wins = sum(all(got[s][k] > base[s][k] for k in _win_keys(name.split()[0], name.split()[-1]))
+            wins = sum(all(got[s][k] > base[s][k] for k in _win_keys(method, variant))
                        for s in got if s in base)
             won = "—" if name == "crl paper" else f"{wins} of {sum(s in base for s in got)}"
             rows.append(f"| {int(r * 100)} % | {name} | {', '.join(str(s) for s in sorted(got))} | "
