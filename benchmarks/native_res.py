@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import table1  # noqa: E402
 
-from crl_napari import cascade, native, noise, scoring, second_pass  # noqa: E402
+from crl_napari import cascade, native, noise, rounds, scoring, second_pass  # noqa: E402
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 from crl_napari.checkpoint import read_checkpoint  # noqa: E402
 from crl_napari.data import load_dataset  # noqa: E402
@@ -75,7 +75,8 @@ NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
 METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
              "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%", "crl+second-fit": "crl k=50%",
-             "crl+second-all-fit": "crl k=50%",
+             "crl+second-all-fit": "crl k=50%", "crl+second-all-fit-warm": "crl k=50%",
+             "crl+second-all-fit-warm5": "crl k=50%",
              "crl+keep-est": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
@@ -83,11 +84,18 @@ PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 
 #: the second pass (TrainConfig.second_pass): trained on the labels crl_napari.second_pass makes from the finished
 #: "crl" cell of the same noise and seed (its checkpoint), so only the second pass trains here
 SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY,
-          "crl+second-fit": second_pass.RECOMMENDED, "crl+second-all-fit": second_pass.EVERY}
+          "crl+second-fit": second_pass.RECOMMENDED, "crl+second-all-fit": second_pass.EVERY,
+          "crl+second-all-fit-warm": second_pass.EVERY, "crl+second-all-fit-warm5": second_pass.EVERY}
 #: second passes whose labels are the first pass's corrections made with the border fit (TrainConfig.border_fit,
 #: the default: what `--second-pass 1/2` trains on now); the others' are the paper's corrected labels
-FIT_SECOND = {"crl+second-fit", "crl+second-all-fit"}
-SMALL_SECOND = "crl+second-all-fit"  # the second pass the small-set profile measures (--small-second)
+FIT_SECOND = {"crl+second-fit", "crl+second-all-fit", "crl+second-all-fit-warm", "crl+second-all-fit-warm5"}
+#: second passes that warm-start from the first pass's nets (its checkpoint) as a review round does
+#: (rounds.round_config: stage 2 from the start, the learning rate annealed from the first pass's last, the round's
+#: epochs' weights averaged) for this many epochs (None: rounds.default_warm_epochs, a tenth of the first pass's),
+#: instead of three fresh nets trained for the whole profile
+WARM_SECOND = {"crl+second-all-fit-warm": None, "crl+second-all-fit-warm5": 5}
+#: the second passes the small-set profile can measure (--small-second [METHOD ...]; the first when none is named)
+SMALL_SECONDS = ("crl+second-all-fit", "crl+second-all-fit-warm")
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
 #: "crl+keep": stage 1 keeps the clean fraction of each batch (keep_ratio = 1 - the noise rate; the paper's 0.5 is
 #: that at 50 %), as co-teaching sets its forget rate to the noise rate. A user does not know the rate: the first
@@ -140,16 +148,16 @@ def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
     return f"{profile} | {method} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False, small_second: bool = False
+def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False, small_second: list[str] | None = None
          ) -> list[tuple[str, str, float, int]]:
     """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile (with
     ``small_keep``, also crl+keep-est at 75 %, after its first pass: the small set's crl cell; with
-    ``small_second``, crl+second-all-fit at 75 %, the same way)."""
+    ``small_second``, those second passes of SMALL_SECONDS at 75 %, the same way)."""
     cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
     cells += [("small110", m, r, s) for s in small_seeds for m, r in (("crl", 0.75), ("vanilla", 0.75),
                                                                        ("vanilla", 0.0))]
     cells += [("small110", KEEP_EST, 0.75, s) for s in small_seeds if small_keep]
-    cells += [("small110", SMALL_SECOND, 0.75, s) for s in small_seeds if small_second]
+    cells += [("small110", m, 0.75, s) for m in small_second or () for s in small_seeds]
     return cells
 
 
@@ -191,13 +199,15 @@ def epoch_file(run_dir: Path, epoch: int) -> Path:
     return run_dir / f"epoch{epoch:03d}.pt"
 
 
-def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig, run_dir: Path):
+def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig, run_dir: Path,
+                 init_from: Path | None = None):
     """Train (or resume, or just reload a finished checkpoint) and return (models, seconds per epoch). The
-    checkpoints of the last AVERAGE_LAST epochs are kept (epochNNN.pt) for the "average" variant."""
+    checkpoints of the last AVERAGE_LAST epochs are kept (epochNNN.pt) for the "average" variant. ``init_from``:
+    a checkpoint the nets warm-start from (WARM_SECOND)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = (run_dir / cascade.CHECKPOINT).is_file()
     seconds, models = [], None
-    for ev in cascade.train(images, given, cfg, run_dir=run_dir, resume=resume):
+    for ev in cascade.train(images, given, cfg, run_dir=run_dir, resume=resume, init_from=init_from):
         if isinstance(ev, cascade.CheckpointSaved) and ev.epoch >= cfg.epochs - min(AVERAGE_LAST, cfg.epochs):
             tmp = epoch_file(run_dir, ev.epoch).with_suffix(".tmp")
             shutil.copyfile(ev.path, tmp)
@@ -386,6 +396,11 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
         labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method],
                                           border_fit=method in FIT_SECOND)
         print(f"  first pass {first}", flush=True)
+    init = None
+    if method in WARM_SECOND:  # a warm round from the first pass's nets, as rounds.next_round makes it
+        init = cell_dir(cell_key(profile, "crl", ratio, seed)) / cascade.CHECKPOINT
+        warm = WARM_SECOND[method] or rounds.default_warm_epochs(cfg)
+        cfg = rounds.round_config(cfg, cfg, warm, False)
     estimated = None
     if method == KEEP_EST:  # the keep_ratio a first run's scores suggest (scoring.suggested_keep_ratio)
         folder, sc, _ = first_pass_scores(profile, ratio, seed, {**train, "corrupted": corrupted})
@@ -393,7 +408,7 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
         estimated = {"first_pass": folder.name, "noise_share": scoring.noise_share(sc.suspicion), "suggested": keep}
         cfg = replace(cfg, keep_ratio=keep if keep is not None else cfg.keep_ratio)
         print(f"  keep_ratio from the first pass's scores: {estimated}", flush=True)
-    models, sec_per_epoch = train_models(train["images"], labels, cfg, cell_dir(key))
+    models, sec_per_epoch = train_models(train["images"], labels, cfg, cell_dir(key), init_from=init)
     out = {"profile": profile, "method": method, "noise": ratio, "seed": seed, "n_train": len(train["ids"]),
            "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch}
     if first is not None:
@@ -502,7 +517,8 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     if small:
         lines += ["| method | noise | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
                   "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|---|"]
-        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75), (SMALL_SECOND, 0.75)):
+        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75),
+                     *((m, 0.75) for m in SMALL_SECONDS)):
             got = [c for c in small if c["method"] == m and c["noise"] == r]
             if got:
                 nn = _mean(got, lambda c: c["ways"][NEAREST].get("dice_corrupted"))
@@ -510,8 +526,8 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                 seeds_got = ", ".join(str(c["seed"]) for c in got)
                 lines.append(f"| {m} | {int(r * 100)} % | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
                              f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
-        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST), _small_gap(small, SMALL_SECOND))
-                       if g)
+        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST),
+                                   *(_small_gap(small, m) for m in SMALL_SECONDS)) if g)
         if gap:
             lines += ["", gap]
     else:
@@ -553,7 +569,9 @@ def option_summary(cells: dict, rescored: dict) -> list[str]:
              "`fit` = the same nets' corrections made with the border fit (TrainConfig.border_fit = 1, the default "
              "since 30 Nov 2026: the export's way; crl_napari.border_fit); its test Dice is its row's paper variant's. "
              "`crl+second-fit` / `crl+second-all-fit` = the second pass trained on the first pass's corrections made "
-             "with the border fit (what `--second-pass 1` / `2` train on now).", ""]
+             "with the border fit (what `--second-pass 1` / `2` train on now); `crl+second-all-fit-warm` = the same "
+             "labels as crl+second-all-fit, but the first pass's nets go on for a tenth of its epochs as a warm "
+             "review round does (rounds.round_config; `-warm5`: 5 epochs) instead of three fresh nets.", ""]
     missing = [cell_key(*c) for c in option_plan() if c[0] == "full" and not done(c, cells.get(cell_key(*c)), True)]
     if missing:
         lines += [f"Options cells not finished: {'; '.join(missing)} (`--options` resumes them).", ""]
@@ -629,7 +647,10 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "keep from scores+border fit": (KEEP_EST, "fit"),
            "second, labels fitted": ("crl+second-fit", "paper"), "second, labels fitted+border fit":
            ("crl+second-fit", "fit"), "second (every correction), labels fitted": ("crl+second-all-fit", "paper"),
-           "second (every correction), labels fitted+border fit": ("crl+second-all-fit", "fit")}
+           "second (every correction), labels fitted+border fit": ("crl+second-all-fit", "fit"),
+           "warm second (every correction), labels fitted": ("crl+second-all-fit-warm", "paper"),
+           "warm second (every correction), labels fitted+border fit": ("crl+second-all-fit-warm", "fit"),
+           "warm second 5 epochs, labels fitted+border fit": ("crl+second-all-fit-warm5", "fit")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 
 
@@ -787,9 +808,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-keep", action="store_true",
                     help="the small-set profile also trains crl+keep-est at 75 %% (the keep_ratio its crl cell's "
                          "scores suggest)")
-    ap.add_argument("--small-second", action="store_true",
-                    help="the small-set profile also trains crl+second-all-fit at 75 %% (a second pass on every "
-                         "correction of its crl cell, made with the border fit: `--second-pass 2` now)")
+    ap.add_argument("--small-second", nargs="*", default=None, choices=SMALL_SECONDS, metavar="METHOD",
+                    help="the small-set profile also trains these second passes at 75 %% (crl+second-all-fit when "
+                         "none is named: a second pass on every correction of its crl cell, made with the border "
+                         "fit; crl+second-all-fit-warm: the same labels, warm-started from its nets)")
     ap.add_argument("--options", action="store_true",
                     help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--noise", type=float, nargs="+", default=None, choices=OPTION_NOISE,
@@ -868,7 +890,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.options:
         cells = option_plan(args.noise, args.methods, args.option_seeds)
     else:
-        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep, args.small_second)
+        small_second = None if args.small_second is None else (args.small_second or [SMALL_SECONDS[0]])
+        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep, small_second)
     for cell in cells:
         key = cell_key(*cell)
         on_disk = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it
