@@ -116,6 +116,17 @@ def stopped(run_dir: Path | str) -> bool:
         return False
 
 
+def offered(run_dir: Path | str) -> bool:
+    """A trained and scored run that can still take a second pass (:func:`run_second_pass`): no round yet, the
+    scores current. False for anything unreadable."""
+    try:
+        run = RunFolder(run_dir)
+        return (run.has_scores and run.has_checkpoint and not run.scores_stale
+                and not runs.read_rounds(Path(run_dir)))
+    except (RunError, TrainingError):
+        return False
+
+
 def _due(run_dir: Path) -> bool:
     """A first pass trained and scored whose settings ask for a second pass that has not started (no rounds yet):
     for KEEP only when its scores suggest a keep_ratio (else the run is finished as it is)."""
@@ -136,19 +147,25 @@ def _second_pass_round(run_dir: Path) -> runs.Round | None:
 
 
 def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | None = None,
-                    threads: int | None = None, metrics: dict | None = None) -> Iterator:
+                    threads: int | None = None, metrics: dict | None = None, mode: int | None = None) -> Iterator:
     """Train the second pass of a trained and scored run: round 2 from scratch with the first round's settings
     (crl_napari.rounds: round 1's checkpoint and scores stay in rounds/1/), on each image's correction where
     :func:`takes_correction` says so (scores.csv's suspicion, TrainConfig.second_pass) and its given mask
     elsewhere; with KEEP on every given mask with the keep_ratio the scores suggest (rounds.keep_advice), or
     no training at all when they suggest none (:class:`NoSecondPass`, with the first pass's ``metrics``). The
-    second pass's nets rescore the run. Only once, right after the first training."""
+    second pass's nets rescore the run. Only once, right after the first training (before any review round).
+
+    ``mode`` (1-3) asks for a second pass the run's settings did not ask for: after the scores' advice
+    (scoring.advice_sentence), from `next-round --second-pass` or the Review widget's "Second pass"; the run's
+    own setting when None. A stopped one resumes from rounds.json, whatever its mode was."""
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     if runs.read_rounds(run_dir):
         raise RunError(f"{run_dir / runs.ROUNDS}: the run already has rounds; a second pass follows the first "
                        "training directly")
-    mode, keep = run.train_config.second_pass, None
+    if mode is not None and (isinstance(mode, bool) or mode not in MODES[1:]):
+        raise TrainingError(f"second pass must be {RECOMMENDED}, {EVERY} or {KEEP}, got {mode!r}")
+    mode, keep = run.train_config.second_pass if mode is None else mode, None
     if mode == KEEP:
         share, keep = rounds.keep_advice(run)
         if keep is None:

@@ -1,13 +1,13 @@
 """The keep_ratio advice after a run: the scores' estimate of how many given masks are wrong (the share at or
 above the recommended threshold) and the keep_ratio to train again with when that is most of them."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
+from _scores import raise_suspicions
 
-from crl_napari import cli
+from crl_napari import cli, runs
 from crl_napari.cli.run_commands import say_keep_advice
 from crl_napari.phantoms import write_sample_set
 from crl_napari.scoring import noise_share, recommended_threshold, suggested_keep_ratio
@@ -48,15 +48,8 @@ def test_info_and_the_command_line_give_the_advice_of_a_run_where_most_masks_loo
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
                      "--depth", "2", "--epochs", "1", "--batch-size", "4", "--quiet"]) == 0
-    with open(run / "scores.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 9
-    for i, row in enumerate(rows):
-        row["suspicion"] = f"{0.3 + i / 100:.4f}" if i < 7 else f"{0.01 + i / 1000:.4f}"
-    with open(run / "scores.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    assert len(runs.read_score_rows(run)) == 9
+    raise_suspicions(run, 7)
     capsys.readouterr()
     assert cli.main(["info", str(run)]) == 0
     queue = json.loads(capsys.readouterr().out)["queue"]

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
+from _scores import raise_suspicions  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from crl_napari import cli, runs  # noqa: E402
@@ -144,3 +145,46 @@ def _nice() -> int | None:
     if not hasattr(os, "getpriority"):
         return None
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id() if sys.platform.startswith("linux") else 0)
+
+
+def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_queue(make_napari_viewer, qtbot,
+                                                                                  trained, tmp_path):
+    """A run trained without a second pass whose scores say most masks look wrong: opening it in the Review dock
+    says so and points at "Second pass"; pressed, fresh nets train on every correction while the reviewer goes
+    on deciding; the queue is re-ranked by round 2 with the decision kept, and the button is off from then on
+    (a second pass comes once, before any round)."""
+    run = shutil.copytree(trained, tmp_path / "run")
+    raise_suspicions(run)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    widget.run_edit.setText(str(run))
+    widget.open_btn.click()
+    assert widget.model is not None, widget.last_message
+    assert "look wrong" in widget.last_message and "a second pass on the corrections" in widget.last_message
+    assert widget.last_message.endswith("(Second pass, below)")
+    n = len(widget.model.ids)
+    before_order = widget.model.ids
+    assert widget.retrain.second_btn.isEnabled()
+
+    said: list = []
+    widget.retrain.second_btn.click()
+    assert widget.retrain.running and not widget.retrain.second_btn.isEnabled()
+    widget.retrain.worker.yielded.connect(
+        lambda ev: said.append(widget.retrain.status.text()) if isinstance(ev, RoundStarted) else None)
+    kept = widget.current_id
+    widget.keep_btn.click()  # reviewing goes on meanwhile
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    assert len(said) == 1 and said[0].startswith(
+        f"Training the second pass (round 2, fresh nets on the first pass's corrections of {n} image(s)"), said
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.second_pass) for r in rounds] == [(1, False), (2, True)] and rounds[1].finished
+    assert rounds[1].decisions == {"corrected": n}
+    assert "scored by round 2" in widget.retrain.status.text() and widget.session.round == 2
+    assert widget.model.ids == [r.id for r in runs.read_score_rows(run)] != before_order
+    stored = json.loads((run / "review.json").read_text())["decisions"]
+    assert {i: d["status"] for i, d in stored.items()} == {kept: "kept"}
+    assert not widget.retrain.second_btn.isEnabled() and widget.retrain.retrain_btn.isEnabled()
+

@@ -8,9 +8,11 @@ import csv
 
 import numpy as np
 import pytest
+from _scores import raise_suspicions
 
-from crl_napari import cascade, cli, runs
+from crl_napari import cascade, cli, runs, second_pass
 from crl_napari.checkpoint import read_checkpoint
+from crl_napari.cli.run_commands import say_keep_advice
 from crl_napari.events import Finished, Step
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, train_run
@@ -186,3 +188,45 @@ def test_the_command_line_offers_it_and_refuses_a_bad_value(data, tmp_path, caps
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingError):
         TrainConfig(second_pass=-1)
+
+
+def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_path, capsys):
+    """The user's path after the advice: a run trained without a second pass, whose scores say most masks look
+    wrong, names `next-round RUN --second-pass 2`; that trains it (fresh nets on every correction, round 2, the
+    first pass kept in rounds/1/) and rescores; after it the advice no longer offers one, and asking again is
+    refused in one line with nothing written."""
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
+                     "--depth", "2", "--epochs", "2", "--batch-size", "3", "--no-augment", "--quiet"]) == 0
+    assert RunFolder(run).train_config.second_pass == 0 and second_pass.offered(run)
+    raise_suspicions(run, 7)
+    capsys.readouterr()
+    say_keep_advice(run)
+    err = capsys.readouterr().err
+    assert "a second pass on the corrections, or training again with keep ratio 0.22, may correct them" in err
+    assert f"(crl-napari next-round {run} --second-pass 2, or crl-napari train ... --keep-ratio 0.22)" in err
+    first = {n: (run / n).read_bytes() for n in KEPT}
+
+    assert cli.main(["next-round", str(run), "--second-pass", "2", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "starting the second pass (round 2, fresh nets)" in out.err and "re-ranked" in out.out
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.second_pass, r.from_scratch) for r in rounds] == [(1, False, False), (2, True, True)]
+    assert rounds[1].finished and rounds[1].decisions == {"corrected": 9}  # every image's correction (EVERY)
+    assert {n: (run / "rounds" / "1" / n).read_bytes() for n in KEPT} == first  # the first pass, kept
+    assert (run / "checkpoint.pt").read_bytes() != first["checkpoint.pt"] and not RunFolder(run).scores_stale
+    assert not second_pass.offered(run)
+
+    raise_suspicions(run, 7)
+    capsys.readouterr()
+    say_keep_advice(run)
+    err = capsys.readouterr().err
+    assert "training again with keep ratio 0.22 may correct them" in err and "second pass" not in err
+    before = {n: (run / n).read_bytes() for n in KEPT}
+    assert cli.main(["next-round", str(run), "--second-pass", "2", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "already has rounds" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {n: (run / n).read_bytes() for n in KEPT} == before
+    with pytest.raises(SystemExit):  # not a mode: argparse's usage line
+        cli.main(["next-round", str(run), "--second-pass", "4"])
+    assert "--second-pass: invalid choice: 4" in capsys.readouterr().err

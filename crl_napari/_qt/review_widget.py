@@ -19,6 +19,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QHBoxLayout, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
+from .. import second_pass
 from ..review import ReviewSession, default_reviewer
 from ..review_model import ReviewModel
 from ..runs import RunError, RunFolder
@@ -185,7 +186,9 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
-        advice = keep_advice(scores, run.train_config.keep_ratio)  # most masks look wrong: a lower keep ratio
+        second = second_pass.offered(path)  # most masks look wrong: a second pass ("Second pass"), a lower keep ratio
+        advice = keep_advice(scores, run.train_config.keep_ratio, second)
+        advice += " (Second pass, below)" if advice and second else ""
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
                       + (f". {advice}" if advice else ""))
         if self._said_fallback:  # the originals cannot be read: that line matters more

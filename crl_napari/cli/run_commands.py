@@ -38,14 +38,17 @@ def say_keep_advice(run_dir) -> None:
     from ..rounds import keep_advice
     from ..runs import RunFolder
     from ..scoring import advice_sentence
+    from ..second_pass import offered
 
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
     (share, keep), keep_ratio = keep_advice(run), run.train_config.keep_ratio
     if keep is not None:
-        print(f"advice: {advice_sentence(share, keep_ratio, keep)} (crl-napari train ... --keep-ratio {keep:g})",
-              file=sys.stderr)
+        second = offered(run_dir)
+        how = f"crl-napari next-round {run_dir} --second-pass 2, or " if second else ""
+        print(f"advice: {advice_sentence(share, keep_ratio, keep, second)} ({how}crl-napari train ... --keep-ratio "
+              f"{keep:g})", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

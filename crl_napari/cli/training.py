@@ -102,24 +102,28 @@ def _announce_eta(eta: Eta, write) -> None:
         write(warning, file=sys.stderr)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _announce_second_pass(events):
+    """Say on stderr when a second pass starts (what it trains on) or why there is none."""
     from ..rounds import RoundStarted
-    from ..second_pass import NoSecondPass, labels_text, train_passes
+    from ..second_pass import NoSecondPass, labels_text
 
-    def announce(events):
-        for ev in events:
-            if isinstance(ev, RoundStarted) and ev.second_pass:
-                print(f"{'resuming' if ev.resumed else 'starting'} the second pass (round {ev.round}, fresh nets): "
-                      f"trained {labels_text(ev)} (rounds/1/ keeps the first pass)", file=sys.stderr)
-            elif isinstance(ev, NoSecondPass):
-                print(ev.reason, file=sys.stderr)
-            yield ev
+    for ev in events:
+        if isinstance(ev, RoundStarted) and ev.second_pass:
+            print(f"{'resuming' if ev.resumed else 'starting'} the second pass (round {ev.round}, fresh nets): "
+                  f"trained {labels_text(ev)} (rounds/1/ keeps the first pass)", file=sys.stderr)
+        elif isinstance(ev, NoSecondPass):
+            print(ev.reason, file=sys.stderr)
+        yield ev
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..second_pass import train_passes
 
     config = _resume_settings(args) if args.resume else _config(args)
     data = {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _DATA_OPTIONS.items()}
     events = train_passes(args.data, args.out, config, **data, resume=args.resume, skip_bad=args.skip_bad,
                           max_pixels=_pixels(args.max_megapixels))  # pipeline.train_run, then a second pass if asked
-    metrics = _consume(announce(_with_data_report(events, args.out)), args.quiet)
+    metrics = _consume(_announce_second_pass(_with_data_report(events, args.out)), args.quiet)
     print(json.dumps(metrics, indent=2))
     print(f"run folder: {args.out}")
     if metrics.get("suggested_keep_ratio") is not None:
@@ -129,6 +133,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_next_round(args: argparse.Namespace) -> int:
     from ..rounds import RoundStarted, next_round
+    from ..runs import read_rounds
+    from ..second_pass import run_second_pass, stopped
+
+    if args.second_pass is not None:  # the scores' advice taken on a trained run: its second pass, then rescored
+        goes_on = stopped(args.run) and bool(read_rounds(args.run))  # this second pass, stopped: it resumes
+        events = next_round(args.run) if goes_on else run_second_pass(args.run, mode=args.second_pass)
+        metrics = _consume(_announce_second_pass(events), args.quiet)
+        print(json.dumps(metrics, indent=2))
+        if "round" in metrics:
+            print(f"second pass scored (round {metrics['round']}): the review queue of {args.run} is re-ranked")
+        return 0
 
     def announce(events):
         for ev in events:
