@@ -144,17 +144,9 @@ class RetrainControl(QWidget):
         if not decided:
             self._say("Review some images first: the next round trains with your decisions.")
             return
-        self.last_outcome = None
-        self._eta = Eta()
-        self._run_dir = session.run_dir
-        self.pbar.begin()
-        self._shown_at = 0.0
         warm = None if self.from_scratch.isChecked() else int(self.warm_epochs.value())
-        self.runner.start(round_job, session.run_dir, warm, self.from_scratch.isChecked(),
-                          threads=gui_torch_threads(), on_event=self._on_event, on_error=self._on_error,
-                          on_done=self._on_done)
-        self.status.setText(f"Training the next round with {decided} decision(s); keep reviewing meanwhile…")
-        self._update()
+        self._start(session.run_dir, f"Training the next round with {decided} decision(s)", round_job,
+                    session.run_dir, warm, self.from_scratch.isChecked())
 
     def start_second_pass(self) -> None:
         """Train the run's second pass (the advice's remedy when most masks look wrong); the queue is re-ranked
@@ -162,14 +154,18 @@ class RetrainControl(QWidget):
         session = self._review.session
         if session is None or self.running or not self._second_pass_open(session.run_dir):
             return
+        self._start(session.run_dir, "Training the second pass on the corrections", second_pass_job, session.run_dir)
+
+    def _start(self, run_dir: Path, what: str, job, *args) -> None:
+        """Run ``job(*args, should_stop, threads=)`` in the worker, its events shown here; ``what`` on the line."""
         self.last_outcome = None
         self._eta = Eta()
-        self._run_dir = session.run_dir
+        self._run_dir = run_dir
         self.pbar.begin()
         self._shown_at = 0.0
-        self.runner.start(second_pass_job, session.run_dir, threads=gui_torch_threads(), on_event=self._on_event,
-                          on_error=self._on_error, on_done=self._on_done)
-        self.status.setText("Training the second pass on the corrections; keep reviewing meanwhile…")
+        self.runner.start(job, *args, threads=gui_torch_threads(), on_event=self._on_event, on_error=self._on_error,
+                          on_done=self._on_done)
+        self.status.setText(f"{what}; keep reviewing meanwhile…")
         self._update()
 
     @staticmethod
