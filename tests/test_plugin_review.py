@@ -17,6 +17,7 @@ pytest.importorskip("pytestqt")
 import imageio.v3 as iio  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _scores import raise_suspicions  # noqa: E402
 
 from crl_napari import pipeline  # noqa: E402
 from crl_napari.cascade import TrainConfig  # noqa: E402
@@ -660,30 +661,24 @@ def test_a_row_switch_repaints_the_review_without_laying_out_the_window(make_nap
     assert requests.count == 0
 
 
-def test_opening_a_run_where_most_masks_look_wrong_suggests_a_keep_ratio(make_napari_viewer, run_dir):
-    """The open message carries the keep_ratio advice (scoring.keep_advice) only where most given masks look wrong:
-    the run's own scores first, then the same run with three quarters of its suspicions raised."""
-    import csv
-
+def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_viewer, run_dir):
+    """The open message carries the advice (scoring.keep_advice: a second pass, pointing at the button below, or a
+    lower keep ratio) only where most given masks look wrong: the run's own scores first, then the same run with
+    three quarters of its suspicions raised."""
     from crl_napari.scoring import keep_advice, suggested_keep_ratio
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32), np.uint8), name="someone else's layer")
     widget = _review(viewer, run_dir)
     own = [r.suspicion for r in RunFolder(run_dir).score_rows()]
-    assert widget.last_message.endswith(keep_advice(own, 0.5) or "(scoring.rank)")
-    table = run_dir / "scores.csv"
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 12
-    for i, row in enumerate(rows):
-        row["suspicion"] = f"{0.3 + i / 100:.4f}" if i < 9 else f"{0.01 + i / 1000:.4f}"
-    with open(table, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    assert suggested_keep_ratio([float(r["suspicion"]) for r in rows], 0.5) == 0.25
+    own_advice = keep_advice(own, 0.5, second_pass=True)
+    assert widget.last_message.endswith(f"{own_advice} (Second pass, below)" if own_advice else "(scoring.rank)")
+    assert len(own) == 12
+    raise_suspicions(run_dir)  # 9 of 12
+    assert suggested_keep_ratio([r.suspicion for r in RunFolder(run_dir).score_rows()], 0.5) == 0.25
     assert widget.open_run(run_dir), widget.last_message
     assert widget.last_message.startswith(f"Opened {run_dir.name}: 12 images")
-    assert "75% of the given masks look wrong" in widget.last_message
-    assert "training again with keep ratio 0.25" in widget.last_message
+    assert widget.last_message.endswith("75% of the given masks look wrong, more than the 0.5 of each batch training "
+                                        "learns from: a second pass on the corrections, or training again with keep "
+                                        "ratio 0.25, may correct them better (Second pass, below)")
+    assert widget.retrain.second_btn.isEnabled()

@@ -83,10 +83,11 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
     assert review.layer("image") is not None
 
 
-def test_the_finished_notice_suggests_a_keep_ratio_when_most_masks_look_wrong(make_napari_viewer, qtbot, tiny_data,
-                                                                               tmp_path):
+def test_the_finished_notice_gives_the_advice_when_most_masks_look_wrong(make_napari_viewer, qtbot, tiny_data,
+                                                                         tmp_path):
     """A run that learns from 95 % of each batch while its scores say more masks than that look wrong: the notice
-    that training finished carries the advice (scoring.keep_advice of the run's own scores)."""
+    that training finished carries the advice (scoring.keep_advice of the run's own scores), the second pass
+    first (the run has no round yet) and where to start it."""
     from napari.utils.notifications import notification_manager
 
     from crl_napari.scoring import keep_advice
@@ -108,10 +109,12 @@ def test_the_finished_notice_suggests_a_keep_ratio_when_most_masks_look_wrong(ma
     finally:
         notification_manager.notification_ready.disconnect(grab)
     assert widget.last_outcome == "finished", widget.last_error
-    advice = keep_advice([r.suspicion for r in RunFolder(out).score_rows()], 0.95)
+    advice = keep_advice([r.suspicion for r in RunFolder(out).score_rows()], 0.95, second_pass=True)
     assert advice.endswith("may correct them better")  # this run's scores do suggest one
+    assert "a second pass on the corrections, or training again with keep ratio" in advice
     finished = [n for n in notices if "training finished" in n]
-    assert len(finished) == 1 and finished[0].endswith(f"is ready for review. {advice}"), notices
+    assert len(finished) == 1, notices
+    assert finished[0].endswith(f"is ready for review. {advice} (the Review dock's Second pass)"), notices
 
 
 def _stage2_pixels(plot, x: float | None = None) -> int:
