@@ -37,6 +37,12 @@ queue is the same either way (the suspicion is the nets' own); what the reviewer
 recommended policy exports differ. Each has its own results (cleaning_curve.json / cleaning_curve-fit.json, .md,
 .png) and round folders (curve_... / curve-fit_...), both resumable.
 
+--second-pass (with the border fit) measures the path the advice takes a user on at heavy noise: the nets that
+score the queue and make the corrections are the second pass's (fresh nets trained on every fitted correction of
+the first pass: benchmarks/native_res.py's finished "crl+second-all-fit" cell of the same noise and seed, the
+training `next-round RUN --second-pass 2` and the Review dock's "Second pass" make), and order f's rounds start
+from them. At 75 % only (where the advice comes), orders a c d s f; results in cleaning_curve-second.*.
+
 About 600 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
 """
@@ -70,6 +76,9 @@ ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "ra
           "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets"}
 ROUND_ORDERS = ("b", "f")  # the orders that train a round after every batch
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
+#: --second-pass: where the advice offers it (75 %), the tool's own rounds (f) rather than the chained b
+SECOND_NOISE, SECOND_ORDERS = (0.75,), ("a", "c", "d", "s", "f")
+SECOND_CELL = "crl+second-all-fit"  # native_res.py's cell whose nets --second-pass starts from
 NOISE = (0.75, 0.5)
 BATCH = 20
 BUDGET = 0.4  # review at least this fraction of the training set
@@ -147,13 +156,18 @@ class Context:
     """What every order of one (seed, noise) shares: the data, the noise, and the crl run's scores."""
 
     def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
-                 results: dict, border_fit: bool = False):
+                 results: dict, border_fit: bool = False, second_pass: bool = False):
         self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
         self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
         self.border_fit = border_fit
         self.images, self.truth = train.images(), train.masks()
         self.given, _ = noise.simulate(self.truth, train.ids, ratio, seed=seed)
-        models, self.crl_cfg = self.models(CRL)
+        #: the nets the curve starts from (order f's rounds warm-start from them): crl's, or its second pass's
+        self.first_checkpoint = table1.cell_dir(prof_name, table1.cell_key(CRL, ratio, seed)) / cascade.CHECKPOINT
+        if second_pass:
+            models, self.crl_cfg = self.second_pass_models()
+        else:
+            models, self.crl_cfg = self.models(CRL)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
 
@@ -170,6 +184,18 @@ class Context:
             print(f"[{_now()}] training {key}", flush=True)
             self.results.setdefault("runs", {})[key] = table1.run_cell(
                 self.train, self.test, self.prof_name, self.prof, method, self.ratio, self.seed, self.threads)
+        return cascade.load_models(run_dir)
+
+    def second_pass_models(self):
+        """The nets of native_res.py's finished second pass on every fitted correction, same noise and seed."""
+        import native_res
+
+        run_dir = native_res.cell_dir(native_res.cell_key("full", SECOND_CELL, self.ratio, self.seed))
+        if not _finished(run_dir, self.prof["epochs"]):
+            raise SystemExit(f"{run_dir}: no finished second pass; train it first: python benchmarks/native_res.py "
+                             f"--threads 1 --options --methods {SECOND_CELL} --noise {self.ratio} "
+                             f"--option-seeds {self.seed}")
+        self.first_checkpoint = run_dir / cascade.CHECKPOINT
         return cascade.load_models(run_dir)
 
     def first_round_seconds(self) -> float | None:
@@ -254,7 +280,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     cannot drift round after round."""
     walk = Walk(ctx.given, ctx.truth)
     cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
-    prev = table1.cell_dir(ctx.prof_name, table1.cell_key(CRL, ctx.ratio, ctx.seed)) / cascade.CHECKPOINT
+    prev = ctx.first_checkpoint
     scores, test_dice = ctx.scores, ctx.test_dice
     points = cell.setdefault("points", [])
     if points:  # resume after the last finished round
@@ -307,14 +333,15 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
 
 # ----------------------------------------------------------------------------------------- results
 
-def stem(border_fit: bool) -> str:
-    """The results' file name (without suffix): the border fit's apart from the paper's."""
-    return "cleaning_curve-fit" if border_fit else "cleaning_curve"
+def stem(border_fit: bool, second_pass: bool = False) -> str:
+    """The results' file name (without suffix): the border fit's apart from the paper's, the second pass's apart."""
+    return "cleaning_curve-second" if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
 
 
-def rounds_dir(profile: str, key: str, border_fit: bool) -> Path:
-    """Where an order with rounds keeps its rounds (resumable); the border fit's apart from the paper's."""
-    return table1.RUNS / profile / f"curve{'-fit' if border_fit else ''}_{key}".replace(" | ", "_")
+def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: bool = False) -> Path:
+    """Where an order with rounds keeps its rounds (resumable); each variant apart."""
+    tag = "-second" if second_pass else "-fit" if border_fit else ""
+    return table1.RUNS / profile / f"curve{tag}_{key}".replace(" | ", "_")
 
 
 def cell_key(order: str, ratio: float, seed: int) -> str:
@@ -336,13 +363,22 @@ def _at(points: list[dict], n: int) -> dict | None:
 
 def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
-    planned = [cell_key(*p) for p in plan(seeds)]
+    second = results.get("second_pass", False)
+    planned = [cell_key(*p) for p in (plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second else plan(seeds))]
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
     fit = results.get("border_fit", False)
-    lines = ["# Cleaning curve (issue 14)" + (", border fit" if fit else ""), ""]
-    if fit:
+    lines = ["# Cleaning curve (issue 14)" + (", after the second pass" if second else ", border fit" if fit else ""),
+             ""]
+    if second:
+        lines += ["The path the advice takes a user on when most masks look wrong: the queue is scored and the "
+                  "corrections made (with the border fit) by the second pass's nets (fresh nets trained on every "
+                  "fitted correction of the first pass: native_res.py's `crl+second-all-fit` cells, what `next-round "
+                  "RUN --second-pass 2` and the Review dock's Second pass train), and order f's rounds warm-start "
+                  "from them. Compare with cleaning_curve-fit.md (the first pass's nets, the same corrections' "
+                  "kind).", ""]
+    elif fit:
         lines += ["Corrections: the product's default, the border fit (`scoring.score_probs(..., border_fit=True)`: "
                   "the given mask's border moved by the distance the nets agree with, their logit added). The queue "
                   "is the same as with the paper's corrections (cleaning_curve.md); what the reviewer is shown and "
@@ -399,10 +435,11 @@ def targets(results: dict) -> list[str]:
         return c["points"] if c and c.get("complete") else None
 
     seeds = sorted({c["seed"] for c in cells.values()})
+    rb = "f" if results.get("second_pass") else "b"  # the order with rounds the targets grade (f: the tool's rounds)
     for seed in seeds:
-        a, b = pts("a", 0.75, seed), pts("b", 0.75, seed)
+        a, b = pts("a", 0.75, seed), pts(rb, 0.75, seed)
         if b is None or a is None or not n_train:
-            lines.append(f"- seed {seed}, 75 %: Dice >= 0.97 within 25 % reviewed: open (orders a and b needed)")
+            lines.append(f"- seed {seed}, 75 %: Dice >= 0.97 within 25 % reviewed: open (orders a and {rb} needed)")
             continue
         hit = next((p for p in b if p["recommended"]["mean_dice"] >= 0.97), None)
         quarter = max(p["reviewed"] for p in b if p["reviewed"] <= 0.25 * n_train)
@@ -410,7 +447,7 @@ def targets(results: dict) -> list[str]:
         ref = _at(a, at["reviewed"])
         ok = hit is not None and hit["reviewed"] <= 0.25 * n_train and at["redraws"] <= ref["redraws"] / 2
         lines.append(
-            f"- seed {seed}, 75 %: order b + recommended policy "
+            f"- seed {seed}, 75 %: order {rb} + recommended policy "
             + (f"reaches {hit['recommended']['mean_dice']:.4f} after {hit['reviewed']} reviewed "
                f"({hit['reviewed'] / n_train:.0%})" if hit else
                f"stays below 0.97 (best {max(p['recommended']['mean_dice'] for p in b):.4f}; "
@@ -418,7 +455,7 @@ def targets(results: dict) -> list[str]:
             + f"; redraws there {at['redraws']} vs order a's {ref['redraws']}: {'met' if ok else 'MISSED'}")
     for ratio in NOISE:
         for seed in seeds:
-            got = {o: pts(o, ratio, seed) for o in ("b", "a", "d", "c")}
+            got = {o: pts(o, ratio, seed) for o in (rb, "a", "d", "c")}
             have = [o for o, v in got.items() if v is not None]
             if len(have) < 2:
                 continue
@@ -497,7 +534,7 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
     """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
     worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
     seeds or orders share one results file without losing each other's cells."""
-    name = stem(results.get("border_fit", False))
+    name = stem(results.get("border_fit", False), results.get("second_pass", False))
     out_json = out_dir / f"{name}.json"
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -518,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=sorted(table1.PROFILES), default="quick")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--noise", type=float, nargs="+", default=list(NOISE))
-    ap.add_argument("--orders", nargs="+", choices=list(ORDERS), default=list(PLAN_ORDERS))
+    ap.add_argument("--orders", nargs="+", choices=list(ORDERS), default=None,
+                    help=f"default: {' '.join(PLAN_ORDERS)} ({' '.join(SECOND_ORDERS)} with --second-pass)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=BATCH, help="images reviewed between two points (and rounds)")
     ap.add_argument("--data", type=Path, default=table1.DATA)
@@ -528,11 +566,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
     ap.add_argument("--border-fit", action="store_true",
                     help="score with the product's default corrections (border fit) into cleaning_curve-fit.*")
+    ap.add_argument("--second-pass", action="store_true",
+                    help="start from the second pass's nets (native_res.py's crl+second-all-fit cells; implies "
+                    "--border-fit) at 75 %%, orders a c d s f, into cleaning_curve-second.*")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
-    out_json = args.results / f"{stem(args.border_fit)}.json"
+    args.border_fit = args.border_fit or args.second_pass
+    out_json = args.results / f"{stem(args.border_fit, args.second_pass)}.json"
     if args.summary_only:
         save(json.loads(out_json.read_text()), args.results, args.seeds)
         return 0
@@ -550,8 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = ds.subset("train"), ds.subset("test")
     results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
     warm = rounds.default_warm_epochs(cascade.TrainConfig(epochs=prof["epochs"]))
-    results.update(border_fit=args.border_fit, profile=args.profile, settings=prof, batch=args.batch,
-                   n_train=len(train), round_epochs=warm,
+    results.update(border_fit=args.border_fit, second_pass=args.second_pass, profile=args.profile, settings=prof,
+                   batch=args.batch, n_train=len(train), round_epochs=warm,
                    machine=f"{platform.processor() or platform.machine()}, "
                    f"{args.threads} threads, torch {torch.__version__}")
     for path in args.table1_results:  # table1's JSON, or this script's (its "runs": the same first rounds)
@@ -564,13 +606,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.bounds_only:
         for ratio in [r for r in NOISE if r in args.noise]:
             for seed in args.seeds:
-                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit)
+                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit,
+                              args.second_pass)
                 results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(ctx, quarter)
         save(results, args.results, args.seeds)
         return 0
     contexts: dict[tuple[float, int], Context] = {}
     touched: set[str] = set()
-    for order, ratio, seed in plan(args.seeds, [r for r in NOISE if r in args.noise], args.orders):
+    levels = [r for r in (SECOND_NOISE if args.second_pass else NOISE) if r in args.noise]
+    orders = args.orders or (SECOND_ORDERS if args.second_pass else PLAN_ORDERS)
+    for order, ratio, seed in plan(args.seeds, levels, orders):
         key = cell_key(order, ratio, seed)
         if results["cells"].get(key, {}).get("complete"):
             continue
@@ -578,13 +623,13 @@ def main(argv: list[str] | None = None) -> int:
         if (ratio, seed) not in contexts:
             contexts.clear()  # one (seed, noise) in memory at a time
             contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results,
-                                              args.border_fit)
+                                              args.border_fit, args.second_pass)
             results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(contexts[(ratio, seed)], quarter)
         ctx = contexts[(ratio, seed)]
         touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order in ROUND_ORDERS:
-            run_rounds(ctx, steps, rounds_dir(args.profile, key, args.border_fit),
+            run_rounds(ctx, steps, rounds_dir(args.profile, key, args.border_fit, args.second_pass),
                        cell, lambda: save(results, args.results, args.seeds, touched), order)
         else:
             got = run_static(ctx, order, steps)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from scipy import ndimage
 
 from crl_napari import cascade, noise, scoring
@@ -224,3 +226,52 @@ def test_border_fit_scores_as_the_product_does_into_files_of_its_own(cc, tmp_pat
     assert "border fit" not in (tmp_path / "res" / "cleaning_curve.md").read_text()
     assert (tmp_path / "res" / "cleaning_curve-fit.png").read_bytes()[:4] == b"\x89PNG"
     assert cc.rounds_dir("smoke", key, True) != cc.rounds_dir("smoke", key, False)
+
+
+def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_own(cc, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """--second-pass: the queue and the corrections (border fit) come from the nets of native_res.py's finished
+    crl+second-all-fit cell of the same noise and seed, and order f's rounds start from its checkpoint; without
+    that cell the script says which command trains it, in one line."""
+    import native_res
+
+    write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.0, seed=1)
+    monkeypatch.setattr(native_res, "RUNS", tmp_path / "native_res")
+    with pytest.raises(SystemExit) as exc:
+        _run(cc, tmp_path, capsys, "--orders", "a", "--second-pass")
+    assert "no finished second pass" in str(exc.value) and "--methods crl+second-all-fit --noise 0.75" in str(
+        exc.value)
+    _run(cc, tmp_path, capsys, "--orders", "a")  # trains the smoke crl run; stands in here for a second pass's nets
+    crl_dir = cc.table1.cell_dir("smoke", cc.table1.cell_key(cc.CRL, 0.75, 0))
+    second = native_res.cell_dir(native_res.cell_key("full", "crl+second-all-fit", 0.75, 0))
+    shutil.copytree(crl_dir, second)
+    ckpt = torch.load(second / cascade.CHECKPOINT, weights_only=True)
+    gen = torch.Generator().manual_seed(0)
+    for state in ckpt["models"]:  # other nets than crl's: the curve must be scored by these
+        for name, t in state.items():
+            if name.endswith("weight") and t.is_floating_point() and t.numel() > 1:
+                t.add_(torch.randn(t.shape, generator=gen) * 0.5 * t.std())
+    torch.save(ckpt, second / cascade.CHECKPOINT)
+
+    assert cc.main(["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"),
+                    "--runs", str(tmp_path / "runs"), "--batch", "2", "--seeds", "0", "--orders", "a",
+                    "--second-pass"]) == 0
+    res = json.loads((tmp_path / "res" / "cleaning_curve-second.json").read_text())
+    assert res["second_pass"] and res["border_fit"]
+    train = load_dataset(tmp_path / "set", size=64).subset("train")
+    given, _ = noise.simulate(train.masks(), train.ids, 0.75, seed=0)
+    models, cfg = cascade.load_models(second)
+    sc = scoring.score_probs(cascade.peer_probs(models, train.images()), given, cfg.T, border_fit=True)
+    want = cc.Walk(given, train.masks()).point(sc.corrected, sc.suspicion, recommended_threshold(sc.suspicion), 0)
+    got = res["cells"]["order=a | noise=75% | seed=0"]["points"][0]
+    assert got["recommended"] == pytest.approx(want["recommended"], abs=1e-6)
+    ds = load_dataset(tmp_path / "set", size=64)
+    ctx = cc.Context(train, ds.subset("test"), "smoke", cc.table1.PROFILES["smoke"], 0.75, 0, 1, {}, True, True)
+    crl_models, _ = cascade.load_models(crl_dir)
+    by_crl = scoring.score_probs(cascade.peer_probs(crl_models, train.images()), given, cfg.T, border_fit=True)
+    assert np.allclose(ctx.scores.prob, sc.prob) and not np.allclose(ctx.scores.prob, by_crl.prob, atol=1e-3)
+    assert ctx.first_checkpoint == second / cascade.CHECKPOINT  # where order f's rounds warm-start
+    md = (tmp_path / "res" / "cleaning_curve-second.md").read_text()
+    assert md.startswith("# Cleaning curve (issue 14), after the second pass") and "PARTIAL: 1 of 5" in md
+    key = "order=f | noise=75% | seed=0"
+    assert len({cc.rounds_dir("smoke", key, True, True), cc.rounds_dir("smoke", key, True)}) == 2
