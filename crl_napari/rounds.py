@@ -271,7 +271,10 @@ def info(run_dir: Path | str) -> dict:
     scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
     how many images are under it (they come first: scoring.rank), the share at or above it (the scores' estimate
     of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
-    (scoring.suggested_keep_ratio), and every round (:func:`describe`)."""
+    (scoring.suggested_keep_ratio), whether the run can still take a second pass (second_pass.offered: `next-round
+    RUN --second-pass 2`), and every round (:func:`describe`)."""
+    from .second_pass import offered  # it trains through this module: imported when asked, not at load
+
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
     queue = None
@@ -281,7 +284,8 @@ def info(run_dir: Path | str) -> dict:
         share, keep = keep_advice(run, suspicion)
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
-                 "noise_share": _finite(share), "suggested_keep_ratio": keep}
+                 "noise_share": _finite(share), "suggested_keep_ratio": keep,
+                 "second_pass_offered": offered(run_dir)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 

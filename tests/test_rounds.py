@@ -346,7 +346,8 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
                               "under_threshold_first": sum(s < threshold for s in suspicion),
                               "noise_share": pytest.approx(sum(s >= threshold for s in suspicion) / 9, abs=1e-4),
                               "suggested_keep_ratio": suggested_keep_ratio(
-                                  suspicion, RunFolder(run).train_config.keep_ratio)}
+                                  suspicion, RunFolder(run).train_config.keep_ratio),
+                              "second_pass_offered": False}  # rounds were trained: a second pass comes before
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):

@@ -5,6 +5,7 @@ resumed, and the setting off giving exactly the one-pass run."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -199,6 +200,9 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
                      "--depth", "2", "--epochs", "2", "--batch-size", "3", "--no-augment", "--quiet"]) == 0
     assert RunFolder(run).train_config.second_pass == 0 and second_pass.offered(run)
+    capsys.readouterr()
+    assert cli.main(["info", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["queue"]["second_pass_offered"] is True
     raise_suspicions(run, 7)
     capsys.readouterr()
     say_keep_advice(run)
@@ -216,6 +220,8 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     assert {n: (run / "rounds" / "1" / n).read_bytes() for n in KEPT} == first  # the first pass, kept
     assert (run / "checkpoint.pt").read_bytes() != first["checkpoint.pt"] and not RunFolder(run).scores_stale
     assert not second_pass.offered(run)
+    assert cli.main(["info", str(run)]) == 0
+    assert json.loads(capsys.readouterr().out)["queue"]["second_pass_offered"] is False
 
     raise_suspicions(run, 7)
     capsys.readouterr()
