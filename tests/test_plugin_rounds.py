@@ -188,3 +188,32 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     assert {i: d["status"] for i, d in stored.items()} == {kept: "kept"}
     assert not widget.retrain.second_btn.isEnabled() and widget.retrain.retrain_btn.isEnabled()
 
+
+
+def test_a_stopped_second_pass_goes_on_when_pressed_again(make_napari_viewer, qtbot, trained, tmp_path):
+    """Stop pressed during the second pass's first epoch: the run keeps round 1's scores and the stopped round;
+    "Second pass" stays on and, pressed again, resumes the same round (not a new one) to its end."""
+    run = shutil.copytree(trained, tmp_path / "run")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    widget.run_edit.setText(str(run))
+    widget.open_btn.click()
+    widget.retrain.second_btn.click()
+    widget.retrain.worker.yielded.connect(  # the flag the Stop button sets, in the worker's thread: no race
+        lambda ev: widget.retrain.stop_flag.set() if isinstance(ev, Started) else None,
+        Qt.ConnectionType.DirectConnection)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "stopped", widget.retrain.status.text()
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.second_pass, r.finished is None) for r in rounds] == [(1, False, False), (2, True, True)]
+    assert widget.session.round == 1 and widget.retrain.second_btn.isEnabled()
+
+    seen: list = []
+    widget.retrain.second_btn.click()
+    widget.retrain.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    assert [(e.round, e.resumed, e.second_pass) for e in seen if isinstance(e, RoundStarted)] == [(2, True, True)]
+    assert [r.number for r in runs.read_rounds(run)] == [1, 2] and runs.read_rounds(run)[1].finished
+    assert widget.session.round == 2 and not widget.retrain.second_btn.isEnabled()
