@@ -110,11 +110,7 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
 
 def test_stop_while_the_round_scores_then_retrain_scores_the_rest(make_napari_viewer, qtbot, trained, tmp_path):
     run = shutil.copytree(trained, tmp_path / "run")
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
-    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-    widget.run_edit.setText(str(run))
-    widget.open_btn.click()
+    widget = _review_dock(make_napari_viewer, run)
     widget.keep_btn.click()
     widget.retrain.warm_epochs.setValue(1)
     widget.retrain.retrain_btn.click()
@@ -140,6 +136,17 @@ def test_stop_while_the_round_scores_then_retrain_scores_the_rest(make_napari_vi
     assert "scored by round 2" in widget.retrain.status.text() and widget.session.round == 2
 
 
+def _review_dock(make_napari_viewer, run):
+    """The Review dock opened from the Plugins menu of a viewer that already holds someone else's image, with
+    ``run`` opened in it as a user opens it (its path typed, Open pressed)."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    widget.run_edit.setText(str(run))
+    widget.open_btn.click()
+    return widget
+
+
 def _nice() -> int | None:
     """This thread's nice value (None where the platform has none)."""
     if not hasattr(os, "getpriority"):
@@ -155,11 +162,7 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     (a second pass comes once, before any round)."""
     run = shutil.copytree(trained, tmp_path / "run")
     raise_suspicions(run)
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
-    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-    widget.run_edit.setText(str(run))
-    widget.open_btn.click()
+    widget = _review_dock(make_napari_viewer, run)
     assert widget.model is not None, widget.last_message
     assert "look wrong" in widget.last_message and "a second pass on the corrections" in widget.last_message
     assert widget.last_message.endswith("(Second pass, below)")
@@ -194,11 +197,7 @@ def test_a_stopped_second_pass_goes_on_when_pressed_again(make_napari_viewer, qt
     """Stop pressed during the second pass's first epoch: the run keeps round 1's scores and the stopped round;
     "Second pass" stays on and, pressed again, resumes the same round (not a new one) to its end."""
     run = shutil.copytree(trained, tmp_path / "run")
-    viewer = make_napari_viewer()
-    viewer.add_image(np.zeros((8, 8)), name="someone else's image")
-    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
-    widget.run_edit.setText(str(run))
-    widget.open_btn.click()
+    widget = _review_dock(make_napari_viewer, run)
     widget.retrain.second_btn.click()
     widget.retrain.worker.yielded.connect(  # the flag the Stop button sets, in the worker's thread: no race
         lambda ev: widget.retrain.stop_flag.set() if isinstance(ev, Started) else None,

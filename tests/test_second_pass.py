@@ -203,10 +203,7 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     capsys.readouterr()
     assert cli.main(["info", str(run)]) == 0
     assert json.loads(capsys.readouterr().out)["queue"]["second_pass_offered"] is True
-    raise_suspicions(run, 7)
-    capsys.readouterr()
-    say_keep_advice(run)
-    err = capsys.readouterr().err
+    err = _advice(run, capsys)
     assert "a second pass on the corrections, or training again with keep ratio 0.22, may correct them" in err
     assert f"(crl-napari next-round {run} --second-pass 2, or crl-napari train ... --keep-ratio 0.22)" in err
     first = {n: (run / n).read_bytes() for n in KEPT}
@@ -223,10 +220,7 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     assert cli.main(["info", str(run)]) == 0
     assert json.loads(capsys.readouterr().out)["queue"]["second_pass_offered"] is False
 
-    raise_suspicions(run, 7)
-    capsys.readouterr()
-    say_keep_advice(run)
-    err = capsys.readouterr().err
+    err = _advice(run, capsys)
     assert "training again with keep ratio 0.22 may correct them" in err and "second pass" not in err
     before = {n: (run / n).read_bytes() for n in KEPT}
     assert cli.main(["next-round", str(run), "--second-pass", "2", "--quiet"]) != 0
@@ -236,3 +230,11 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     with pytest.raises(SystemExit):  # not a mode: argparse's usage line
         cli.main(["next-round", str(run), "--second-pass", "4"])
     assert "--second-pass: invalid choice: 4" in capsys.readouterr().err
+
+
+def _advice(run, capsys) -> str:
+    """The advice line after scoring, on the run's real scores with 7 of its 9 suspicions raised."""
+    raise_suspicions(run, 7)
+    capsys.readouterr()
+    say_keep_advice(run)
+    return capsys.readouterr().err
