@@ -155,3 +155,30 @@ def test_a_run_killed_before_its_second_pass_started_is_resumed_by_the_widget(ma
     assert {n: (kept / n).read_bytes() for n in first} == first  # the first pass kept as it was, not rescored
     assert (kept / runs.SCORES).stat().st_mtime_ns == scores_ns
     assert widget.plot.epochs == [1, 2, 3, 4, 5, 6] and not widget.resume_btn.enabled
+
+
+def test_the_review_docks_second_pass_trains_the_mode_the_run_asked_for_when_it_never_started(
+        make_napari_viewer, qtbot, tmp_path, data):
+    """A run trained with second pass 3 and killed before it started, opened in the Review dock: "Second pass"
+    trains the mode the run's settings asked for (the given masks with the suggested keep ratio), not the
+    advice's mode 2."""
+    out = tmp_path / "run"
+    config = TrainConfig(**TINY, threads=1, second_pass=second_pass.KEEP)
+    with pytest.raises(Kill):
+        for ev in second_pass.train_passes(data, out, config, size=32, simulate_noise=0.75):
+            if isinstance(ev, ScoresReady):
+                raise Kill
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="another image")
+    _, widget = viewer.window.add_plugin_dock_widget("crl-napari", "Review masks")
+    widget.run_edit.setText(str(out))
+    widget.open_btn.click()
+    assert widget.retrain.second_btn.isEnabled()
+    seen: list = []
+    widget.retrain.second_btn.click()
+    widget.retrain.worker.yielded.connect(seen.append)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    started = [e for e in seen if isinstance(e, RoundStarted)]
+    assert [(e.round, e.second_pass, e.keep_ratio, e.corrected) for e in started] == [(2, True, 0.22, 0)]
+    assert [r.keep_ratio for r in runs.read_rounds(out)] == [0.5, 0.22]

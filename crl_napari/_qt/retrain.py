@@ -48,15 +48,17 @@ def round_job(run_dir: Path, warm_epochs: int | None, from_scratch: bool, should
 
 def second_pass_job(run_dir: Path, should_stop: StopFlag, threads: int | None = None) -> Iterator:
     """The worker's generator for "Second pass": fresh nets on every image's correction (second_pass.EVERY, the
-    mode the advice names), or the stopped second pass going on; at lowered priority as :func:`round_job`."""
+    mode the advice names) unless the run's settings asked for a mode of their own that never started (a process
+    ended between the passes), or the stopped second pass going on; at lowered priority as :func:`round_job`."""
     background_priority()
     if threads is not None:
         torch.set_num_threads(threads)
     if second_pass.stopped(run_dir) and runs.read_rounds(run_dir):
         yield from rounds.next_round(run_dir, should_stop=should_stop, threads=threads)
     else:
+        own = RunFolder(run_dir).train_config.second_pass
         yield from second_pass.run_second_pass(run_dir, should_stop=should_stop, threads=threads,
-                                               mode=second_pass.EVERY)
+                                               mode=own or second_pass.EVERY)
 
 
 class RetrainControl(QWidget):
