@@ -116,6 +116,16 @@ def stopped(run_dir: Path | str) -> bool:
         return False
 
 
+def started_and_stopped(run_dir: Path | str) -> bool:
+    """A second pass that started (round 2 in rounds.json) and did not finish: going on means resuming that round
+    (rounds.next_round), not starting one. False for anything unreadable."""
+    try:
+        second = _second_pass_round(Path(run_dir))
+    except (RunError, TrainingError):
+        return False
+    return second is not None and second.finished is None
+
+
 def offered(run_dir: Path | str) -> bool:
     """A trained and scored run that can still take a second pass (:func:`run_second_pass`): no round yet, the
     scores current. False for anything unreadable."""

@@ -53,7 +53,7 @@ def second_pass_job(run_dir: Path, should_stop: StopFlag, threads: int | None = 
     background_priority()
     if threads is not None:
         torch.set_num_threads(threads)
-    if second_pass.stopped(run_dir) and runs.read_rounds(run_dir):
+    if second_pass.started_and_stopped(run_dir):
         yield from rounds.next_round(run_dir, should_stop=should_stop, threads=threads)
     else:
         own = RunFolder(run_dir).train_config.second_pass
@@ -173,7 +173,7 @@ class RetrainControl(QWidget):
     @staticmethod
     def _second_pass_open(run_dir: Path) -> bool:
         """The run can take its second pass now, or has one stopped to go on with."""
-        return second_pass.offered(run_dir) or (second_pass.stopped(run_dir) and bool(runs.read_rounds(run_dir)))
+        return second_pass.offered(run_dir) or second_pass.started_and_stopped(run_dir)
 
     def stop(self) -> None:
         """Stop after the current step; Retrain later resumes the same round."""

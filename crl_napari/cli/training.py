@@ -133,11 +133,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_next_round(args: argparse.Namespace) -> int:
     from ..rounds import RoundStarted, next_round
-    from ..runs import read_rounds
-    from ..second_pass import run_second_pass, stopped
+    from ..second_pass import run_second_pass, started_and_stopped
 
     if args.second_pass is not None:  # the scores' advice taken on a trained run: its second pass, then rescored
-        goes_on = stopped(args.run) and bool(read_rounds(args.run))  # this second pass, stopped: it resumes
+        goes_on = started_and_stopped(args.run)  # this second pass, stopped: it resumes
         events = next_round(args.run) if goes_on else run_second_pass(args.run, mode=args.second_pass)
         metrics = _consume(_announce_second_pass(events), args.quiet)
         print(json.dumps(metrics, indent=2))
