@@ -404,7 +404,7 @@ def summarise(results: dict, seeds: list[int]) -> str:
             row = []
             for n in steps:
                 pts = [p for c in got if (p := _at(c["points"], n))]
-                row.append("—" if not pts else "{:.3f} / {:.3f} [{:.2f}] r{:g}".format(*(np.mean(
+                row.append("—" if not pts else "{:.3f} / {:.3f} [{:.2f}] r{:.3g}".format(*(np.mean(
                     [p[a][b] if b else p[a] for p in pts]) for a, b in (
                         ("recommended", "mean_dice"), ("keep", "mean_dice"), ("recommended", "frac_good"),
                         ("redraws", None)))))
