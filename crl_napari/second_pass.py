@@ -140,13 +140,11 @@ def offered(run_dir: Path | str) -> bool:
 def _due(run_dir: Path) -> bool:
     """A first pass trained and scored whose settings ask for a second pass that has not started (no rounds yet):
     for KEEP only when its scores suggest a keep_ratio (else the run is finished as it is)."""
-    if not RunFolder.is_scored(run_dir) or (run_dir / runs.ROUNDS).exists():
+    if not offered(run_dir):
         return False
     run = RunFolder(run_dir)
     mode = run.train_config.second_pass
-    if mode == OFF or run.scores_stale or not run.has_checkpoint:
-        return False
-    return mode != KEEP or rounds.keep_advice(run)[1] is not None
+    return mode != OFF and (mode != KEEP or rounds.keep_advice(run)[1] is not None)
 
 
 def _second_pass_round(run_dir: Path) -> runs.Round | None:
