@@ -77,10 +77,12 @@ METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%
              "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%", "crl+second-fit": "crl k=50%",
              "crl+second-all-fit": "crl k=50%", "crl+second-all-fit-warm": "crl k=50%",
              "crl+second-all-fit-warm5": "crl k=50%", "crl+second-all-fit-k80": "crl k=50%",
-             "crl+keep-est": "crl k=50%"}  # Table 1's method definitions
+             "crl+keep-est": "crl k=50%", "crl+fit-labels": "crl k=50%",
+             "crl+fit-labels-only": "crl k=50% joint=all", "crl+keep-auto": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
-PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0}
+PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0, "fit_labels": 0,
+                 "keep_auto": 0}
 #: the second pass (TrainConfig.second_pass): trained on the labels crl_napari.second_pass makes from the finished
 #: "crl" cell of the same noise and seed (its checkpoint), so only the second pass trains here
 SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY,
@@ -111,6 +113,15 @@ KEEP_CLEAN = "crl+keep"
 #: "crl+keep-est": the user's path to it: keep_ratio = scoring.suggested_keep_ratio of the finished paper's crl cell
 #: of the same noise and seed (what `info` and train's metrics suggest after a first run), 0.5 when it suggests none
 KEEP_EST = "crl+keep-est"
+#: "crl+fit-labels": stage 2's corrected labels are the given borders moved as the peers agree
+#: (TrainConfig.fit_labels), in the one training: what the second pass learns from, without a second pass
+FIT_LABELS = "crl+fit-labels"
+OPTIONS_OF[FIT_LABELS] = {"fit_labels": 1}
+#: "crl+fit-labels-only": stage 2 learns from the fitted label alone (alpha 0) on every sample: as the second pass
+#: learns from the fitted corrections alone, but within the one training. The paper's corrected label alone
+#: collapses (Table 1's alpha=0 row); a fitted label keeps the given border's shape, moved by one distance
+FIT_LABELS_ONLY = "crl+fit-labels-only"
+OPTIONS_OF[FIT_LABELS_ONLY] = {"fit_labels": 1, "alpha": 0.0}
 AVERAGE_LAST = 5  # epochs whose weights the "average" variant averages (a quarter of the quick profile's 20)
 #: variant -> (weights, test-time flips, border fit), all measured from one training; weights: "last" (the
 #: paper's), "average" (of the last epochs, BatchNorm statistics averaged too, as crl_napari.weight_average does) or
@@ -125,7 +136,10 @@ OPTION_NOISE = [0.75, 0.5, 0.25]
 OPTION_SEEDS = [0, 1]
 OPTION_METHODS = ("crl", "crl+balance")
 #: methods --methods may name besides OPTION_METHODS; not run unless named (each needs its "crl" cell finished)
-EXTRA_METHODS = (*SECOND, KEEP_CLEAN, KEEP_EST)
+#: "crl+keep-auto": crl+keep-est's keep ratio estimated during the one training (TrainConfig.keep_auto)
+KEEP_AUTO = "crl+keep-auto"
+OPTIONS_OF[KEEP_AUTO] = {"keep_auto": 1}
+EXTRA_METHODS = (*SECOND, KEEP_CLEAN, KEEP_EST, FIT_LABELS, FIT_LABELS_ONLY, KEEP_AUTO)
 
 
 def _bilinear_prob(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -155,15 +169,17 @@ def cell_key(profile: str, method: str, ratio: float, seed: int) -> str:
     return f"{profile} | {method} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False, small_second: list[str] | None = None
-         ) -> list[tuple[str, str, float, int]]:
+def plan(seeds: list[int], small_seeds: list[int], small_keep: bool = False, small_second: list[str] | None = None,
+         small_auto: bool = False) -> list[tuple[str, str, float, int]]:
     """Priority order: seed 0 at 75, 50, 25 %, then the other seeds, then the small-set profile (with
     ``small_keep``, also crl+keep-est at 75 %, after its first pass: the small set's crl cell; with
-    ``small_second``, those second passes of SMALL_SECONDS at 75 %, the same way)."""
+    ``small_second``, those second passes of SMALL_SECONDS at 75 %, the same way; with ``small_auto``,
+    crl+keep-auto at 75 %)."""
     cells = [("full", "crl", r, s) for s in seeds for r in NOISE]
     cells += [("small110", m, r, s) for s in small_seeds for m, r in (("crl", 0.75), ("vanilla", 0.75),
                                                                        ("vanilla", 0.0))]
     cells += [("small110", KEEP_EST, 0.75, s) for s in small_seeds if small_keep]
+    cells += [("small110", KEEP_AUTO, 0.75, s) for s in small_seeds if small_auto]
     cells += [("small110", m, 0.75, s) for m in small_second or () for s in small_seeds]
     return cells
 
@@ -213,7 +229,7 @@ def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig
     a checkpoint the nets warm-start from (WARM_SECOND)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = (run_dir / cascade.CHECKPOINT).is_file()
-    seconds, models = [], None
+    seconds, models, keeps = [], None, []
     for ev in cascade.train(images, given, cfg, run_dir=run_dir, resume=resume, init_from=init_from):
         if isinstance(ev, cascade.CheckpointSaved) and ev.epoch >= cfg.epochs - min(AVERAGE_LAST, cfg.epochs):
             tmp = epoch_file(run_dir, ev.epoch).with_suffix(".tmp")
@@ -221,8 +237,10 @@ def train_models(images: np.ndarray, given: np.ndarray, cfg: cascade.TrainConfig
             tmp.replace(epoch_file(run_dir, ev.epoch))
         elif isinstance(ev, cascade.EpochEnd):
             seconds.append(ev.seconds)
+            keeps.append(ev.keep)
             print(f"  epoch {ev.epoch + 1}/{cfg.epochs} stage {ev.stage} loss {np.mean(ev.losses):.4f} "
-                  f"selected {ev.selected:.2f} {ev.seconds:.1f}s", flush=True)
+                  f"selected {ev.selected:.2f} {ev.seconds:.1f}s" + ("" if ev.keep is None else f" keep {ev.keep}"),
+                  flush=True)
         elif isinstance(ev, cascade.Finished):
             models = ev.models
     return models, (float(np.mean(seconds)) if seconds else None)
@@ -425,7 +443,7 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     out.update(evaluate(models, cfg, train, corrupted, test))
     if profile == "full":
         out["variants"] = variants(models, cfg, cell_dir(key), train, corrupted, test,
-                                   only=["paper", "fit"] if method in SECOND else None)
+                                   only=["paper", "fit"] if method in (*SECOND, FIT_LABELS, FIT_LABELS_ONLY) else None)
     out["wall_seconds"] = time.time() - t0
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return out
@@ -524,7 +542,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
     if small:
         lines += ["| method | noise | seeds | test Dice 64 px | test Dice 256 px (smooth + clean-up) | corrected Dice "
                   "corrupted 256 px (nearest / bilinear logit + clean-up) |", "|---|---|---|---|---|---|"]
-        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75),
+        for m, r in (("vanilla", 0.0), ("vanilla", 0.75), ("crl", 0.75), (KEEP_EST, 0.75), (KEEP_AUTO, 0.75),
                      *((m, 0.75) for m in SMALL_SECONDS)):
             got = [c for c in small if c["method"] == m and c["noise"] == r]
             if got:
@@ -533,7 +551,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                 seeds_got = ", ".join(str(c["seed"]) for c in got)
                 lines.append(f"| {m} | {int(r * 100)} % | {seeds_got} | {_mean(got, lambda c: c['test_dice'])}"
                              f" | {_mean(got, lambda c: c['test_dice_native_smooth'])} | {nn} / {sm} |")
-        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST),
+        gap = " ".join(g for g in (_small_gap(small), _small_gap(small, KEEP_EST), _small_gap(small, KEEP_AUTO),
                                    *(_small_gap(small, m) for m in SMALL_SECONDS)) if g)
         if gap:
             lines += ["", gap]
@@ -658,7 +676,12 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "warm second (every correction), labels fitted": ("crl+second-all-fit-warm", "paper"),
            "warm second (every correction), labels fitted+border fit": ("crl+second-all-fit-warm", "fit"),
            "warm second 5 epochs, labels fitted+border fit": ("crl+second-all-fit-warm5", "fit"),
-           "second keeping 0.8 (every correction), labels fitted+border fit": ("crl+second-all-fit-k80", "fit")}
+           "second keeping 0.8 (every correction), labels fitted+border fit": ("crl+second-all-fit-k80", "fit"),
+           "fitted labels in stage 2": (FIT_LABELS, "paper"),
+           "fitted labels in stage 2+border fit": (FIT_LABELS, "fit"),
+           "fitted labels alone in stage 2 (alpha 0, every sample)": (FIT_LABELS_ONLY, "paper"),
+           "keep estimated while training": (KEEP_AUTO, "paper"),
+           "keep estimated while training+border fit": (KEEP_AUTO, "fit")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 
 
@@ -845,6 +868,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small-keep", action="store_true",
                     help="the small-set profile also trains crl+keep-est at 75 %% (the keep_ratio its crl cell's "
                          "scores suggest)")
+    ap.add_argument("--small-auto", action="store_true",
+                    help="the small-set profile also trains crl+keep-auto at 75 %% (the keep ratio estimated while "
+                         "training)")
     ap.add_argument("--small-second", nargs="*", default=None, choices=SMALL_SECONDS, metavar="METHOD",
                     help="the small-set profile also trains these second passes at 75 %% (crl+second-all-fit when "
                          "none is named: a second pass on every correction of its crl cell, made with the border "
@@ -928,7 +954,8 @@ def main(argv: list[str] | None = None) -> int:
         cells = option_plan(args.noise, args.methods, args.option_seeds)
     else:
         small_second = None if args.small_second is None else (args.small_second or [SMALL_SECONDS[0]])
-        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep, small_second)
+        cells = plan([] if args.small_only else args.seeds, args.small_seeds, args.small_keep, small_second,
+                     args.small_auto)
     for cell in cells:
         key = cell_key(*cell)
         on_disk = json.loads(out_json.read_text())["cells"]  # another invocation may have finished it

@@ -22,11 +22,12 @@ resampling of the logit puts the border where it belongs at any original size.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
 from .native import LOGIT_CLIP
 
-__all__ = ["MAX_SHIFT", "WEIGHT", "signed_distance", "fit_shift", "corrected_prob"]
+__all__ = ["MAX_SHIFT", "WEIGHT", "signed_distance", "fit_shift", "corrected_prob", "fitted_labels"]
 
 #: The largest shift tried, in training pixels (either way): the paper's noise moves a border by 1-4 pixels
 #: at 64 px, 5-15 at 256 px.
@@ -76,7 +77,11 @@ def corrected_prob(given: np.ndarray, prob: np.ndarray, weight: float = WEIGHT) 
     """The corrected foreground probability (float32) of one image: sigmoid(``weight`` * (t - d) + logit(prob))
     with t = :func:`fit_shift`; ``prob`` unchanged for a given mask without a border (all in or all out: there
     is nothing to move, the nets' opinion is all there is)."""
-    d = signed_distance(given)
+    return _moved(signed_distance(given), prob, weight)
+
+
+def _moved(d: np.ndarray, prob: np.ndarray, weight: float = WEIGHT) -> np.ndarray:
+    """:func:`corrected_prob` from the given mask's signed distance ``d``."""
     p = np.asarray(prob, dtype=np.float32)
     if not np.isfinite(d).all():
         return p.copy()
@@ -84,3 +89,19 @@ def corrected_prob(given: np.ndarray, prob: np.ndarray, weight: float = WEIGHT) 
     nets = np.clip(np.log(q / (1 - q)), -LOGIT_CLIP, LOGIT_CLIP)  # as sure as a stored map can say
     z = np.clip(weight * (_shift(d, prob) - d) + nets, -_CLIP, _CLIP)
     return (1 / (1 + np.exp(-z))).astype(np.float32)
+
+
+def fitted_labels(given: torch.Tensor, corrected: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Stage 2's corrected labels moved as :func:`corrected_prob` moves a correction (TrainConfig.fit_labels):
+    ``given`` (B, H, W) class indices, each of ``corrected`` a (B, 2, H, W) soft label (the sharpened mean of
+    one net's peers); the same shapes back, on their device. Each given mask's distance map is made once for
+    the three nets. Why: the second pass showed that nets trained on the fitted corrections are better
+    (native_res.md); this gives stage 2 those labels within the one training."""
+    masks = given.detach().cpu().numpy() > 0
+    dists = [signed_distance(m) for m in masks]
+    out = []
+    for c in corrected:
+        fg = c[:, 1].detach().float().cpu().numpy()
+        moved = torch.from_numpy(np.stack([_moved(d, p) for d, p in zip(dists, fg, strict=True)])).to(c.device, c.dtype)
+        out.append(torch.stack([1 - moved, moved], dim=1))
+    return out

@@ -27,6 +27,7 @@ from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
 from .events import CheckpointSaved, EpochEnd, Event, Finished, StageChanged, Started, Step
 from .inference import dice_score, peer_probs, predict
+from .keep_estimate import KeepEstimate
 from .runs import CHECKPOINT, epoch_line
 from .settings import (
     CHECKPOINT_FORMAT,
@@ -202,6 +203,15 @@ def _resume(models, optims, config: TrainConfig, run_dir: Path | None,
     return int(ckpt["epoch"]) + 1, ckpt.get("history_line")
 
 
+def _resumed_keep(config: TrainConfig, line: dict | None, run_dir: Path | None) -> float | None:
+    """TrainConfig.keep_auto: the keep ratio a resumed run had estimated (its checkpoint's history line), checked."""
+    keep = (line or {}).get("keep")
+    if keep is not None and (isinstance(keep, bool) or not 0 < keep <= config.keep_ratio):
+        where = run_dir / CHECKPOINT if run_dir is not None else "the checkpoint"
+        raise TrainingError(f"{where}: its estimated keep ratio {keep!r} is not in (0, {config.keep_ratio}]")
+    return keep
+
+
 def _warm_start(models, config: TrainConfig, path: Path) -> None:
     """Load the weights of checkpoint ``path`` into the nets; its U-Nets must be the same shape."""
     ckpt = read_checkpoint(path)
@@ -227,6 +237,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
     average = WeightAverage()  # TrainConfig.average_last (ours): built over the last epochs, the nets at the end
     start_epoch, line = _resume(models, optims, config, run_dir, average) if resume else (0, None)
     stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
+    # TrainConfig.keep_auto: the keep ratio estimated while training (keep_estimate.py), resumed from the last line
+    keep = KeepEstimate(config, len(source), _resumed_keep(config, line, run_dir)) if config.keep_auto else None
     rank, world = distributed.rank(), distributed.world_size()
 
     t_all = torch.as_tensor(trusted).to(device) if trusted is not None else None
@@ -251,7 +263,9 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
             m.train()
         gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
-        drop = drop_fraction(config, epoch)
+        if keep is not None:
+            stepper.config = keep.config()
+        drop = drop_fraction(stepper.config, epoch)
         loss_sums = [0.0] * len(models)
         selected_sum = 0.0
         t0 = time.perf_counter()
@@ -273,6 +287,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
             # trusted is passed only when given: without it the call is the one it always was
             extra = {} if t_all is None else {"trusted": t_all[idx]}
             losses, frac = stepper(x, y, stage, drop, epoch, step, **extra)
+            if keep is not None and stage == 1:
+                keep.record(idx, stepper.suspicion)
             for i, v in enumerate(losses):
                 loss_sums[i] += v
             selected_sum += frac
@@ -285,7 +301,7 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
             for m in models:
                 m.train()
         end = EpochEnd(epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr,
-                       seconds, val_dice)
+                       seconds, val_dice, keep=None if keep is None else keep.epoch_end(epoch, stage))
         yield end
         path = None
         with distributed.Together(f"the checkpoint of epoch {epoch + 1}"):  # rank 0's write stops every rank

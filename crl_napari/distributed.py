@@ -245,6 +245,17 @@ def epoch_end(models: list[torch.nn.Module], values: Sequence[float]) -> list[fl
     return (t / world_size()).tolist()
 
 
+def merge_disjoint(values: np.ndarray) -> np.ndarray:
+    """Every rank's ``values`` (1-D float, NaN where the rank has none) put together: each rank holds its own
+    entries, NaN elsewhere (unchanged in one process)."""
+    if world_size() == 1:
+        return values
+    have = np.isfinite(values)
+    t = torch.as_tensor(np.stack([np.where(have, values, 0.0), have]), dtype=torch.float64)
+    dist.all_reduce(t)
+    return np.where(t[1].numpy() > 0, t[0].numpy() / np.maximum(t[1].numpy(), 1), np.nan)
+
+
 # --- rank 0 leads, the others follow ---------------------------------------------------------------------------
 def _broadcast(obj, src: int = 0):
     box = [obj]

@@ -65,6 +65,7 @@ class EpochEnd(InEpoch):
     lr: float
     seconds: float
     val_dice: float | None
+    keep: float | None = None  # TrainConfig.keep_auto: the keep ratio estimated at this epoch's end (None: the run's)
 
 
 @dataclass(frozen=True)

@@ -329,7 +329,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     progress.clear()
     share = scoring.noise_share(scores.suspicion) if len(ids) else None  # how many given masks look wrong
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()), "noise_share": share,
-               "suggested_keep_ratio": scoring.keep_from_share(share, run.train_config.keep_ratio)}
+               "suggested_keep_ratio": scoring.keep_from_share(share, run.keep_ratio)}
     d_corr = columns["correction_dice"]
     if corrupted is not None and not np.isnan(d_corr).any():
         metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, d_corr, corrupted))

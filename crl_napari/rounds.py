@@ -271,7 +271,8 @@ def info(run_dir: Path | str) -> dict:
     scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
     how many images are under it (they come first: scoring.rank), the share at or above it (the scores' estimate
     of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
-    (scoring.suggested_keep_ratio), whether the run can still take a second pass (second_pass.offered: `next-round
+    (scoring.suggested_keep_ratio) against the keep ratio its nets trained with (RunFolder.keep_ratio: with
+    TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered: `next-round
     RUN --second-pass 2`), and every round (:func:`describe`)."""
     from .second_pass import offered  # it trains through this module: imported when asked, not at load
 
@@ -285,7 +286,7 @@ def info(run_dir: Path | str) -> dict:
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
-                 "second_pass_offered": offered(run_dir)}
+                 "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 
@@ -300,7 +301,7 @@ def keep_advice(run: RunFolder, suspicion: np.ndarray | None = None) -> tuple[fl
     keep_ratio (scoring.noise_share, scoring.keep_from_share): what `info` lists, and the keep_ratio a second
     pass of mode KEEP trains with (crl_napari.second_pass). ``suspicion``: scores.csv's, when already read."""
     share = scoring.noise_share(_suspicion(run) if suspicion is None else suspicion)
-    return share, scoring.keep_from_share(share, run.train_config.keep_ratio)
+    return share, scoring.keep_from_share(share, run.keep_ratio)
 
 
 def _finite(x: float) -> float | None:

@@ -92,6 +92,8 @@ class TrainConfig:
     border_fit: int = 1  # 1: a correction starts from the given mask's border moved by the distance the nets agree
     # with (border_fit.py); 0: the paper's corrected label (the sharpened mean of the nets). Scoring only: the nets
     # train the same either way
+    keep_auto: int = 0  # 1: stage 1's keep ratio from the share of masks that look wrong, while training
+    fit_labels: int = 0  # 1: stage 2's corrected label is the given border moved as the peers agree (border_fit.py)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (a spin box, a computed k) become plain values, as JSON needs
@@ -171,6 +173,7 @@ def _range_problems(c: TrainConfig) -> list[str]:
         "momentum": (0, 1, None), "weight_decay": (0, 1, None), "ramp": (0, 1, None), "alpha": (0, 1, None),
         "rotation": (0, 180, None), "tta": (0, 1, None), "balance_area": (0, 1, None),
         "second_pass": (0, 3, None), "average_bn": (0, 1, None), "border_fit": (0, 1, None),
+        "fit_labels": (0, 1, None), "keep_auto": (0, 1, None),
     }
     for name, (lo, hi, text) in ranges.items():
         value = getattr(c, name)
@@ -293,6 +296,15 @@ SETTING_HELP = {
     "(the sharpened mean of the nets). Scoring only: training is the same. On by default: it raised the corrected "
     "Dice at the original size on the corrupted and the clean cases on every seed at 25, 50 and 75 % noise "
     "(benchmarks/results/native_res.md); runs made before it keep 0",
+    "keep_auto": "ours, not the paper's (ss and crl): 1 = from the end of the selection's ramp on, each stage-1 epoch "
+    "estimates the share of given masks that look wrong (as `info` and the advice do after training) and the "
+    "epochs after it keep 1 minus that share of each batch instead of keep_ratio, where that is lower by more than "
+    "0.05 (at most about half the masks looking wrong leaves keep_ratio as it is); 0 = keep_ratio throughout (the "
+    "paper). Off by default until measured (benchmarks/results/native_res.md, crl+keep-auto)",
+    "fit_labels": "ours, not the paper's: 1 = in stage 2 each net's corrected label is the given mask's border moved "
+    "in or out by the one distance its peers' sharpened mean agrees with (as the border fit makes a correction), "
+    "not that sharpened mean itself; 0 = the paper's corrected label. Off by default until measured "
+    "(benchmarks/results/native_res.md, crl+fit-labels)",
     "workers": "processes that read the training batches from the run's on-disk cache; 0 reads them in the "
     "training process (right for small data sets and for the plugin)",
 }

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from crl_napari import cli, native
-from crl_napari.border_fit import corrected_prob, fit_shift, signed_distance
+from crl_napari.border_fit import corrected_prob, fit_shift, fitted_labels, signed_distance
 from crl_napari.phantoms import write_sample_set
 from crl_napari.runs import RunFolder
 from crl_napari.settings import TrainConfig
@@ -43,6 +43,26 @@ def test_the_fit_finds_how_far_a_drawn_border_is_off(true_shift):
     fixed = corrected_prob(given, nets) > 0.5
     assert dice(fixed, truth) > 0.97
     assert dice(fixed, truth) > dice(given, truth) + 0.05
+
+
+def test_stage_2_labels_are_the_given_borders_moved_as_each_nets_peers_agree():
+    """TrainConfig.fit_labels: a batch of given masks drawn too loose or too tight, and per net a soft label
+    (its peers' sharpened mean) of the right lungs; the labels come back moved onto the right lungs."""
+    import torch
+
+    truths = [disk((64, 64), (30, 24), 14) | disk((64, 64), (34, 44), 11), disk((64, 64), (32, 32), 20)]
+    given = np.stack([(signed_distance(t) < s).astype(np.int64) for t, s in zip(truths, (4, -3), strict=True)])
+    fg = torch.as_tensor(np.stack([ndi.gaussian_filter(t.astype(np.float32), 1.0) for t in truths]))
+    soft = torch.stack([1 - fg, fg], dim=1)
+    labels = fitted_labels(torch.as_tensor(given), [soft, soft.clone(), soft[[1, 0]]])
+    assert len(labels) == 3 and all(lb.shape == soft.shape and lb.dtype == soft.dtype for lb in labels)
+    for k, truth in enumerate(truths):
+        assert dice(labels[0][k, 1] > 0.5, truth) > 0.97 > dice(given[k], truth) + 0.05
+        torch.testing.assert_close(labels[0][k, 1], torch.as_tensor(corrected_prob(given[k], fg[k].numpy())))
+    torch.testing.assert_close(labels[0].sum(dim=1), torch.ones(2, 64, 64))
+    # the third net's peers say the other image's lungs: its labels follow them, each from its own given mask
+    torch.testing.assert_close(labels[2][0, 1], torch.as_tensor(corrected_prob(given[0], fg[1].numpy())))
+    assert dice(labels[2][0, 1] > 0.5, truths[0]) < dice(labels[0][0, 1] > 0.5, truths[0]) - 0.05
 
 
 def test_a_clean_mask_comes_back_as_it_was():

@@ -262,3 +262,25 @@ def test_only_train_and_score_run_under_torchrun(ddp_run, tmp_path):
     assert res.returncode != 0
     assert "only train and score run under torchrun; run export as one process" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_keep_ratio_estimate_counts_every_ranks_samples(tmp_path):
+    """TrainConfig.keep_auto under torchrun: each rank saw only its shard; the estimate is the whole set's on every
+    rank (tests/_ddp_keep.py), so every rank selects alike."""
+    from crl_napari.keep_estimate import KeepEstimate
+    from crl_napari.settings import TrainConfig
+
+    helper = Path(__file__).with_name("_ddp_keep.py")
+    res = torchrun(2, str(helper), str(tmp_path), cwd=tmp_path, module=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    spec = importlib.util.spec_from_file_location("_ddp_keep", helper)
+    keep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(keep)
+    alone = KeepEstimate(TrainConfig(epochs=10, ramp=0.1), keep.N)
+    alone.record(torch.arange(keep.N), torch.as_tensor(keep.suspicions()))
+    want = alone.epoch_end(0, 1)
+    assert want is not None and want < 0.4
+    for r in range(2):
+        got = np.load(tmp_path / f"rank{r}.npz")
+        np.testing.assert_allclose(got["seen"], keep.suspicions())
+        assert float(got["keep"]) == want

@@ -347,6 +347,7 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
                               "noise_share": pytest.approx(sum(s >= threshold for s in suspicion) / 9, abs=1e-4),
                               "suggested_keep_ratio": suggested_keep_ratio(
                                   suspicion, RunFolder(run).train_config.keep_ratio),
+                              "trained_keep_ratio": 0.5,  # the setting's: keep_auto is off
                               "second_pass_offered": False}  # rounds were trained: a second pass comes before
 
 

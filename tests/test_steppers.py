@@ -164,3 +164,23 @@ def test_crl_stage2_label_is_the_sharpened_mean_of_the_two_peers(joint, monkeypa
         assert frac == pytest.approx(0.5)
     else:
         assert frac == 0.0 and not spy.calls("select")
+
+
+def test_crl_stage2_with_fit_labels_learns_the_given_border_moved_as_the_peers_agree(monkeypatch):
+    """TrainConfig.fit_labels: each net's corrected label is its peers' sharpened mean passed through the border
+    fit with that sample's given mask, and the joint loss takes that label, not the sharpened mean."""
+    from crl_napari.border_fit import corrected_prob
+
+    cfg, _, step, spy = stepper_for("crl", monkeypatch, joint="all", fit_labels=1)
+    x, y = batch()
+    losses, _ = step(x, y, 2, 0.5, 0, 0)
+    corrections, joints = spy.calls("corrected_label"), spy.calls("joint_loss")
+    assert len(corrections) == 3 and len(joints) == 3
+    for i in range(3):
+        sharpened = corrections[i][1][2]
+        _, (_, (_, given, target, _), per_sample) = joints[i]
+        want = np.stack([corrected_prob(g, p) for g, p in zip(y.numpy(), sharpened[:, 1].numpy(), strict=True)])
+        np.testing.assert_allclose(target[:, 1].numpy(), want, atol=1e-6)
+        torch.testing.assert_close(target.sum(dim=1), torch.ones_like(target[:, 0]))
+        assert not torch.allclose(target, sharpened, atol=1e-3)  # not the paper's label
+        assert losses[i] == pytest.approx(per_sample.mean().item(), rel=1e-5)

@@ -184,7 +184,7 @@ class TrainWidget(Container):
         offer it to the Review widget."""
         self.last_outcome = "finished"
         second = second_pass.offered(self.run_dir)  # the Review dock's "Second pass" can still train it
-        advice = advice_sentence(metrics.get("noise_share"), RunFolder(self.run_dir).train_config.keep_ratio,
+        advice = advice_sentence(metrics.get("noise_share"), RunFolder(self.run_dir).keep_ratio,
                                  metrics.get("suggested_keep_ratio"), second)  # scoring.suggested_keep_ratio
         advice += " (the Review dock's Second pass)" if advice and second else ""
         info(f"crl-napari: training finished; {self.run_dir} is ready for review"

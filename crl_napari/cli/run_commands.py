@@ -43,7 +43,7 @@ def say_keep_advice(run_dir) -> None:
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
-    (share, keep), keep_ratio = keep_advice(run), run.train_config.keep_ratio
+    (share, keep), keep_ratio = keep_advice(run), run.keep_ratio
     if keep is not None:
         second = offered(run_dir)
         how = f"crl-napari next-round {run_dir} --second-pass 2, or " if second else ""

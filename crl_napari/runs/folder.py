@@ -373,6 +373,19 @@ class RunFolder(CaseFiles):
             return []
         return _rows.history_rows(self.path / HISTORY, self.train_config.epochs)
 
+    @property
+    def keep_ratio(self) -> float:
+        """The keep ratio the run's nets were trained with: TrainConfig.keep_ratio, or with keep_auto the last
+        estimate its history holds (crl_napari.keep_estimate; the setting's own where there is none or it is not a
+        ratio below it). The advice weighs a suggested keep ratio against this one."""
+        cfg = self.train_config
+        rows = self.history_rows() if cfg.keep_auto else []
+        try:
+            keep = float(rows[-1].raw.get("keep") or "nan") if rows else float("nan")
+        except ValueError:
+            keep = float("nan")
+        return keep if 0 < keep <= cfg.keep_ratio else cfg.keep_ratio
+
     def cases(self) -> list[dict]:
         return [r.as_dict() for r in self.case_rows()]
 

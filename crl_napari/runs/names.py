@@ -75,7 +75,7 @@ SCORE_PARTS = ".score-part-*-of-*.npz"
 #: scores.csv is written
 SCORE_PROGRESS = ".scoring"
 
-HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice"]
+HISTORY_FIELDS = ["epoch", "stage", "loss_0", "loss_1", "loss_2", "selected", "lr", "seconds", "val_dice", "keep"]
 SCORE_FIELDS = ["id", "rank", "suspicion", "uncertainty", "disagreement", "dice_given_corrected", "corrupted",
                 "extra_pieces"]  # extra_pieces: absent in runs scored before it (read as 0)
 CASE_FIELDS = ["id", "split", "image_path", "mask_path", "orig_h", "orig_w", "corrupted", "noise_op", "noise_n"]

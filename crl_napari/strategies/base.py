@@ -12,6 +12,7 @@ import torch
 from .. import distributed, selection
 from ..device import amp_dtype
 from ..distributed import unwrap
+from ..keep_estimate import batch_suspicion
 from ..runs import CHECKPOINT
 from ..settings import TrainConfig, TrainingError
 from .ranked import Ranked
@@ -50,6 +51,7 @@ class Stepper:
         self.where = (0, 0)  # (epoch, step), for messages
         self.failure: TrainingError | None = None  # under torchrun: this step's first non-finite loss
         self.global_selection = distributed.global_selection(config)
+        self.suspicion: torch.Tensor | None = None  # TrainConfig.keep_auto: the last ranked batch's (B,)
 
     @property
     def amp(self) -> bool:
@@ -80,13 +82,16 @@ class Stepper:
     def signals_without_grad(self, x: torch.Tensor,
                              y: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """:meth:`losses_without_grad`, and with ``balance_area`` each net's predicted area (else None) from the
-        same forward pass."""
-        if not self.config.balance_area:
+        same forward pass; with ``keep_auto`` the batch's suspicions go to ``self.suspicion``."""
+        if not self.config.balance_area and not self.config.keep_auto:
             return self.losses_without_grad(x, y), None
         with torch.no_grad(), self.autocast():
             logits = [unwrap(m)(x) for m in self.models]
+            probs = [torch.softmax(lg.float(), dim=1) for lg in logits]
+            if self.config.keep_auto:  # the keep ratio's estimate (keep_estimate.py) reads this after the step
+                self.suspicion = batch_suspicion(probs, y, self.config.T)
             return ([selection.per_sample_ce(lg, y) for lg in logits],
-                    [selection.predicted_area(torch.softmax(lg.float(), dim=1)) for lg in logits])
+                    [selection.predicted_area(p) for p in probs] if self.config.balance_area else None)
 
     def larger(self, i: int, y: torch.Tensor, areas: list[torch.Tensor] | None) -> torch.Tensor | None:
         """For net ``i``'s selection under ``balance_area``: which given masks are larger than its peers predict."""

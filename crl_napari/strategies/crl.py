@@ -1,7 +1,8 @@
 """crl, the cascaded framework: stage 1 is ss (sample selection by the peers); from epoch k, stage 2.
 
 Stage 2, for each net i with peers p, q:
-- corrected label  = sharpen(mean(softmax_p, softmax_q), T)            (selection.corrected_label)
+- corrected label  = sharpen(mean(softmax_p, softmax_q), T)            (selection.corrected_label); with
+  ``fit_labels`` (ours) the given mask's border moved by the distance that label agrees with (border_fit)
 - joint loss       = alpha * CE(f_i(x), given) + (1 - alpha) * CE(f_i(x), corrected)   (selection.joint_loss)
 - on which samples = ``joint="all"``: every sample; ``"unselected"``: the samples the peers would select keep
   plain CE on their given label, the rest get the joint loss. Trusted samples (a reviewer decided their mask)
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import selection
+from .. import border_fit, selection
 from .base import peers
 from .ss import SampleSelection
 
@@ -36,12 +37,14 @@ class CRL(SampleSelection):
             ce = [selection.per_sample_ce(lg.detach(), y) for lg in logits]
             areas = [selection.predicted_area(p) for p in probs] if cfg.balance_area else None
         ranked = self.ranked(ce, y, areas, trusted)
+        corrected = [selection.corrected_label([probs[p] for p in peers(i)], cfg.T) for i in range(3)]
+        if cfg.fit_labels:  # ours: the given border moved as the peers agree (border_fit.fitted_labels)
+            corrected = border_fit.fitted_labels(y, corrected)
         total = 0.0
         losses, fracs = [], []
         for i in range(3):
             p, q = peers(i)
-            corrected = selection.corrected_label([probs[p], probs[q]], cfg.T)
-            per_sample = selection.joint_loss(logits[i], y, corrected, cfg.alpha)
+            per_sample = selection.joint_loss(logits[i], y, corrected[i], cfg.alpha)
             chosen = None
             if cfg.joint != "all":
                 chosen = selection.select(ranked.ce[p], ranked.ce[q], cfg.keep_ratio, cfg.drop_uncertain,
