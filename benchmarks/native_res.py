@@ -78,7 +78,8 @@ METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%
              "crl+second-all-fit": "crl k=50%", "crl+second-all-fit-warm": "crl k=50%",
              "crl+second-all-fit-warm5": "crl k=50%", "crl+second-all-fit-k80": "crl k=50%",
              "crl+keep-est": "crl k=50%", "crl+fit-labels": "crl k=50%",
-             "crl+fit-labels-only": "crl k=50% joint=all", "crl+keep-auto": "crl k=50%"}  # Table 1's method definitions
+             "crl+fit-labels-only": "crl k=50% joint=all", "crl+keep-auto": "crl k=50%",
+             "crl+keep-auto+second-all-fit": "crl k=50%"}  # Table 1's method definitions
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0, "fit_labels": 0,
@@ -88,11 +89,15 @@ PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 
 SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.EVERY,
           "crl+second-fit": second_pass.RECOMMENDED, "crl+second-all-fit": second_pass.EVERY,
           "crl+second-all-fit-warm": second_pass.EVERY, "crl+second-all-fit-warm5": second_pass.EVERY,
-          "crl+second-all-fit-k80": second_pass.EVERY}
+          "crl+second-all-fit-k80": second_pass.EVERY, "crl+keep-auto+second-all-fit": second_pass.EVERY}
 #: second passes whose labels are the first pass's corrections made with the border fit (TrainConfig.border_fit,
 #: the default: what `--second-pass 1/2` trains on now); the others' are the paper's corrected labels
 FIT_SECOND = {"crl+second-fit", "crl+second-all-fit", "crl+second-all-fit-warm", "crl+second-all-fit-warm5",
-              "crl+second-all-fit-k80"}
+              "crl+second-all-fit-k80", "crl+keep-auto+second-all-fit"}
+#: second passes whose first pass is another cell than the paper's crl: "crl+keep-auto+second-all-fit" is what
+#: `--second-pass 2` trains today (the first pass with the keep ratio estimated, TrainConfig.keep_auto; the second
+#: pass with it too, from the setting's 0.5)
+FIRST_PASS_OF = {"crl+keep-auto+second-all-fit": "crl+keep-auto"}
 #: second passes that warm-start from the first pass's nets (its checkpoint) as a review round does
 #: (rounds.round_config: stage 2 from the start, the learning rate annealed from the first pass's last, the round's
 #: epochs' weights averaged) for this many epochs (None: rounds.default_warm_epochs, a tenth of the first pass's),
@@ -139,6 +144,7 @@ OPTION_METHODS = ("crl", "crl+balance")
 #: "crl+keep-auto": crl+keep-est's keep ratio estimated during the one training (TrainConfig.keep_auto)
 KEEP_AUTO = "crl+keep-auto"
 OPTIONS_OF[KEEP_AUTO] = {"keep_auto": 1}
+OPTIONS_OF["crl+keep-auto+second-all-fit"] = {**OPTIONS_OF["crl+keep-auto+second-all-fit"], "keep_auto": 1}
 EXTRA_METHODS = (*SECOND, KEEP_CLEAN, KEEP_EST, FIT_LABELS, FIT_LABELS_ONLY, KEEP_AUTO)
 
 
@@ -375,11 +381,11 @@ class FirstPassMissing(Exception):
     """A second-pass cell whose "crl" cell has not finished training."""
 
 
-def first_pass_scores(profile: str, ratio: float, seed: int, train: dict, border_fit: bool = False
-                      ) -> tuple[Path, scoring.ImageScores, object]:
-    """The finished paper's crl cell of the same profile, noise and seed: its folder, its scores of the training
-    images against ``train["given"]`` (as the engine scores them), its settings."""
-    first = cell_dir(cell_key(profile, "crl", ratio, seed))
+def first_pass_scores(profile: str, ratio: float, seed: int, train: dict, border_fit: bool = False,
+                      method: str = "crl") -> tuple[Path, scoring.ImageScores, object]:
+    """The finished ``method`` cell (the paper's crl unless named) of the same profile, noise and seed: its folder,
+    its scores of the training images against ``train["given"]`` (as the engine scores them), its settings."""
+    first = cell_dir(cell_key(profile, method, ratio, seed))
     if not (first / cascade.CHECKPOINT).is_file():
         raise FirstPassMissing(f"{first}: no checkpoint")
     epoch = read_checkpoint(first / cascade.CHECKPOINT)["epoch"]
@@ -390,11 +396,12 @@ def first_pass_scores(profile: str, ratio: float, seed: int, train: dict, border
                                       cfg.T, border_fit=border_fit), cfg
 
 
-def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int, border_fit: bool = False
-                      ) -> tuple[np.ndarray, dict]:
+def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: int, border_fit: bool = False,
+                      method: str = "crl") -> tuple[np.ndarray, dict]:
     """The second pass's labels, made as the engine makes them (second_pass.training_labels of scoring's
-    corrections) from the finished paper's crl cell of the same profile, noise and seed, and what they hold."""
-    first, sc, _cfg = first_pass_scores(profile, ratio, seed, train, border_fit)
+    corrections) from the finished ``method`` cell (the paper's crl unless named) of the same profile, noise and
+    seed, and what they hold."""
+    first, sc, _cfg = first_pass_scores(profile, ratio, seed, train, border_fit, method)
     take = second_pass.takes_correction(sc.suspicion, mode)
     labels = second_pass.training_labels(train["given"], sc.corrected, sc.suspicion, mode)
     corrupted = np.array(train["corrupted"])
@@ -419,7 +426,7 @@ def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train
     labels, first = given, None
     if method in SECOND:  # the second pass trains on the first pass's corrections; measured against ``given``
         labels, first = first_pass_labels(profile, ratio, seed, {**train, "corrupted": corrupted}, SECOND[method],
-                                          border_fit=method in FIT_SECOND)
+                                          border_fit=method in FIT_SECOND, method=FIRST_PASS_OF.get(method, "crl"))
         print(f"  first pass {first}", flush=True)
     init = None
     if method in WARM_SECOND:  # a warm round from the first pass's nets, as rounds.next_round makes it
@@ -681,7 +688,9 @@ OPTIONS = {"tta": ("crl", "tta"), "average": ("crl", "average"), "average+tta": 
            "fitted labels in stage 2+border fit": (FIT_LABELS, "fit"),
            "fitted labels alone in stage 2 (alpha 0, every sample)": (FIT_LABELS_ONLY, "paper"),
            "keep estimated while training": (KEEP_AUTO, "paper"),
-           "keep estimated while training+border fit": (KEEP_AUTO, "fit")}
+           "keep estimated while training+border fit": (KEEP_AUTO, "fit"),
+           "keep estimated, then second (every correction), labels fitted+border fit":
+           ("crl+keep-auto+second-all-fit", "fit")}
 WIN_KEYS = ("dice_corrupted", "dice_clean", "test_dice")
 
 

@@ -27,7 +27,7 @@ from .checkpoint import expected_state, read_checkpoint
 from .device import available_devices, is_oom, pick_device, release_memory
 from .events import CheckpointSaved, EpochEnd, Event, Finished, StageChanged, Started, Step
 from .inference import dice_score, peer_probs, predict
-from .keep_estimate import KeepEstimate
+from .keep_estimate import KEEP_STRATEGIES, KeepEstimate
 from .runs import CHECKPOINT, epoch_line
 from .settings import (
     CHECKPOINT_FORMAT,
@@ -238,7 +238,8 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
     start_epoch, line = _resume(models, optims, config, run_dir, average) if resume else (0, None)
     stepper = make_stepper(config, distributed.wrap(models, config), optims, device, run_dir)
     # TrainConfig.keep_auto: the keep ratio estimated while training (keep_estimate.py), resumed from the last line
-    keep = KeepEstimate(config, len(source), _resumed_keep(config, line, run_dir)) if config.keep_auto else None
+    keep = (KeepEstimate(config, len(source), _resumed_keep(config, line, run_dir))
+            if config.keep_auto and config.strategy in KEEP_STRATEGIES else None)
     rank, world = distributed.rank(), distributed.world_size()
 
     t_all = torch.as_tensor(trusted).to(device) if trusted is not None else None

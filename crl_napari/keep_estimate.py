@@ -11,8 +11,9 @@ of the nets' sharpened mean against the given mask), on the batch as trained (au
 From the end of the selection's ramp on, each stage-1 epoch's end sets the keep ratio of the epochs after it from
 those suspicions by the advice's own rule (scoring.noise_share, scoring.keep_from_share): lower than the run's
 keep_ratio only where more than about half of the masks look wrong, so at lower noise the paper's selection is
-left as it is. Stage 2 keeps the last stage-1 estimate (its joint loss spares the samples the peers select with
-that ratio). The estimate rides in each epoch's history line (``keep``), so a resumed run goes on with it.
+left as it is; and only once the nets agree closely with the masks that look right (:func:`nets_can_tell`).
+Stage 2 keeps the last stage-1 estimate (its joint loss spares the samples the peers select with that ratio).
+The estimate rides in each epoch's history line (``keep``), so a resumed run goes on with it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ import numpy as np
 import torch
 
 from . import distributed, selection
-from .scoring import keep_from_share, noise_share
+from .scoring import keep_from_share, noise_share, recommended_threshold
 from .settings import TrainConfig
 
-__all__ = ["KeepEstimate", "batch_suspicion"]
+__all__ = ["KEEP_STRATEGIES", "RIGHT", "KeepEstimate", "batch_suspicion", "nets_can_tell"]
+
+#: the strategies whose stage 1 selects with keep_ratio; the others train as they would without the setting
+KEEP_STRATEGIES = ("ss", "crl")
+#: the most a mask that looks right may differ from the nets' correction, at the median, for the share to count
+#: (1 - Dice; the masks a trained run agrees with differ by a few per cent: scoring.recommended_threshold's why)
+RIGHT = 0.15
 
 
 def batch_suspicion(probs: list[torch.Tensor], y: torch.Tensor, T: float) -> torch.Tensor:
@@ -61,6 +68,16 @@ class KeepEstimate:
         self._values = np.full(self.n, np.nan)
         if stage == 1 and epoch >= self.first:
             seen = values[np.isfinite(values)]
-            if seen.size:
+            if nets_can_tell(seen):
                 self.current = keep_from_share(noise_share(seen), self.base.keep_ratio)
         return self.current
+
+
+def nets_can_tell(suspicion: np.ndarray) -> bool:
+    """Whether the nets already tell right masks from wrong ones: the masks below the recommended threshold (those
+    that look right) differ from the nets' correction by at most RIGHT at the median. Nets that cannot yet (a tiny
+    or barely started run) find every mask wrong, and their share would take the keep ratio to its floor."""
+    if not suspicion.size:
+        return False
+    right = suspicion[suspicion < recommended_threshold(suspicion)]
+    return bool(right.size) and float(np.median(right)) <= RIGHT

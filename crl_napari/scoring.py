@@ -217,24 +217,34 @@ def keep_from_share(share: float | None, keep_ratio: float = 0.5, floor: float =
     return keep if keep < keep_ratio - 0.05 else None
 
 
-def keep_advice(suspicion: np.ndarray, keep_ratio: float, second_pass: bool = False) -> str:
+def keep_advice(suspicion: np.ndarray, keep_ratio: float, second_pass: bool = False,
+                setting: float | None = None) -> str:
     """The advice when most given masks look wrong (:func:`suggested_keep_ratio`) as a sentence ("" for none): the
-    Review widget says it on opening a run, `crl-napari train` and `score` after scoring. ``second_pass``: the run
-    can still take one (no round yet: crl_napari.second_pass.offered)."""
+    Review widget says it on opening a run, `crl-napari train` and `score` after scoring. ``keep_ratio``: the one
+    the nets trained with (RunFolder.keep_ratio); ``setting``: the run's keep_ratio setting (see
+    :func:`advice_sentence`); ``second_pass``: the run can still take one (crl_napari.second_pass.offered)."""
     share = noise_share(suspicion)
-    return advice_sentence(share, keep_ratio, keep_from_share(share, keep_ratio), second_pass)
+    return advice_sentence(share, keep_ratio, keep_from_share(share, keep_ratio), second_pass, setting)
 
 
-def advice_sentence(share: float | None, keep_ratio: float, keep: float | None, second_pass: bool = False) -> str:
+def advice_sentence(share: float | None, keep_ratio: float, keep: float | None, second_pass: bool = False,
+                    setting: float | None = None) -> str:
     """:func:`keep_advice` from the numbers a scoring's metrics hold (noise_share, suggested_keep_ratio).
 
     Where the run can still take it, the second pass on every correction comes first: at 75 % simulated noise it
     beat the suggested keep ratio on test Dice (0.940 against 0.935) and on the 110-image set (gap to clean labels
     0.015 against 0.029), at equal corrections (0.948 / 0.947 on the corrupted cases;
-    benchmarks/results/native_res.md); it costs a second training."""
-    if keep is None or share is None:
+    benchmarks/results/native_res.md); it costs a second training. A run whose training already lowered its keep
+    ratio (TrainConfig.keep_auto: ``keep_ratio`` below the ``setting``) is offered the second pass whenever most
+    masks look wrong against the setting, and a keep ratio only when one lower still is suggested."""
+    if share is None or not np.isfinite(share):
         return ""
-    remedy = (f"a second pass on the corrections, or training again with keep ratio {keep:g}," if second_pass
-              else f"training again with keep ratio {keep:g}")
-    return (f"{share:.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch training "
-            f"learns from: {remedy} may correct them better")
+    if keep is not None:
+        remedy = (f"a second pass on the corrections, or training again with keep ratio {keep:g}," if second_pass
+                  else f"training again with keep ratio {keep:g}")
+        return (f"{share:.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch training "
+                f"learns from: {remedy} may correct them better")
+    if second_pass and setting is not None and keep_from_share(share, setting) is not None:
+        return (f"{share:.0%} of the given masks look wrong (training learnt from {keep_ratio:g} of each batch): a "
+                f"second pass on the corrections may correct them better")
+    return ""

@@ -177,7 +177,7 @@ def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | No
     if mode == KEEP:
         share, keep = rounds.keep_advice(run)
         if keep is None:
-            reason = no_keep_reason(share, run.train_config.keep_ratio)
+            reason = no_keep_reason(share, run.keep_ratio)
             yield NoSecondPass(reason, {**(metrics or {}), "no_second_pass": reason})
             return
     rows = run.score_rows()

@@ -43,12 +43,12 @@ def say_keep_advice(run_dir) -> None:
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
-    (share, keep), keep_ratio = keep_advice(run), run.keep_ratio
-    if keep is not None:
-        second = offered(run_dir)
-        how = f"crl-napari next-round {run_dir} --second-pass 2, or " if second else ""
-        print(f"advice: {advice_sentence(share, keep_ratio, keep, second)} ({how}crl-napari train ... --keep-ratio "
-              f"{keep:g})", file=sys.stderr)
+    (share, keep), second = keep_advice(run), offered(run_dir)
+    sentence = advice_sentence(share, run.keep_ratio, keep, second, run.train_config.keep_ratio)
+    if sentence:
+        how = [f"crl-napari next-round {run_dir} --second-pass 2"] if second else []
+        how += [f"crl-napari train ... --keep-ratio {keep:g}"] if keep is not None else []
+        print(f"advice: {sentence} ({', or '.join(how)})", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -365,8 +365,7 @@ def epoch_line(end: EpochEnd) -> dict[str, Any]:
     line = {"epoch": end.epoch, "stage": end.stage, "selected": round(end.selected, 4), "lr": end.lr,
             "seconds": round(end.seconds, 3), "val_dice": end.val_dice}
     line.update({f"loss_{i}": round(v, 6) for i, v in enumerate(end.losses)})
-    if end.keep is not None:  # TrainConfig.keep_auto's estimate: a resume goes on with it
-        line["keep"] = end.keep
+    line["keep"] = end.keep  # TrainConfig.keep_auto's estimate (None: none, or the setting off): a resume goes on
     return line
 
 
