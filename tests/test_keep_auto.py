@@ -232,3 +232,15 @@ def test_after_the_estimate_lowered_the_keep_ratio_the_advice_still_offers_the_s
     capsys.readouterr()
     say_keep_advice(run)
     assert capsys.readouterr().err == ""  # a round was trained: no second pass now, and no lower ratio to suggest
+
+
+def test_the_command_line_says_when_training_lowered_the_keep_ratio(tmp_path, capsys):
+    """`crl-napari train`'s epoch lines name the keep ratio the estimate set, on the epochs it set one."""
+    from crl_napari.cli.training import _consume
+
+    images, given, _ = noisy_disks()
+    events = cascade.train(images, given, TrainConfig(strategy="crl", **TINY))  # keep_auto: the default
+    _consume(events)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 6 and "keep ratio" not in lines[0]
+    assert ", keep ratio 0." in lines[2] and lines[2].endswith("from now on (most masks look wrong)")

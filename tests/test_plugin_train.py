@@ -415,6 +415,9 @@ def test_the_step_bar_and_status_line_are_redrawn_together_at_most_once_a_second
     shown.show(EpochEnd(0, 2, 1, (0.9, 0.8, 0.7), 1.0, 0.001, 2.0, None))
     assert shown.pbar.value() == 20 and shown.pbar.text() == "20 / 40 steps"
     assert shown.status.value.startswith("Epoch 1/2 · stage 1 · loss 0.8000")
+    assert "keep ratio" not in shown.status.value
+    shown.show(EpochEnd(1, 2, 1, (0.9, 0.8, 0.7), 0.5, 0.001, 2.0, None, keep=0.32))  # TrainConfig.keep_auto
+    assert "· 2.0 s · keep ratio 0.32 (most masks look wrong) · " in shown.status.value
     shown.end()
     assert shown.pbar.value() == 20  # what was made stays on screen after the worker ends
 

@@ -83,7 +83,8 @@ class TrainProgress:
         elif isinstance(ev, EpochEnd):
             self.plot.add(ev.epoch, ev.losses, ev.selected, ev.stage)
             self._text = (f"{self.pass_name}Epoch {ev.epoch + 1}/{ev.epochs} · stage {ev.stage} · loss "
-                          f"{float(np.mean(ev.losses)):.4f} · selected {ev.selected:.2f} · {ev.seconds:.1f} s")
+                          f"{float(np.mean(ev.losses)):.4f} · selected {ev.selected:.2f} · {ev.seconds:.1f} s"
+                          + (f" · keep ratio {ev.keep:g} (most masks look wrong)" if ev.keep is not None else ""))
             self._show_pace(now=True)
         elif isinstance(ev, Started):
             self.passes = 2 if ev.config.second_pass or self.second else 1

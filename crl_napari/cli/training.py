@@ -77,8 +77,9 @@ def _consume(events, quiet: bool = False) -> dict:
             bar.set_postfix(epoch=ev.epoch + 1, loss=f"{ev.loss:.4f}")
         elif isinstance(ev, EpochEnd) and bar is not None:
             val = f", val Dice {ev.val_dice:.4f}" if ev.val_dice is not None else ""
+            keep = f", keep ratio {ev.keep:g} from now on (most masks look wrong)" if ev.keep is not None else ""
             tqdm.write(f"epoch {ev.epoch + 1}/{ev.epochs} stage {ev.stage} loss {sum(ev.losses) / len(ev.losses):.4f}"
-                       f" selected {ev.selected:.2f} ({ev.seconds:.1f}s){val}", file=sys.stderr)
+                       f" selected {ev.selected:.2f} ({ev.seconds:.1f}s){val}{keep}", file=sys.stderr)
         elif isinstance(ev, CheckpointSaved):
             pass
         elif isinstance(ev, Finished):
