@@ -167,7 +167,7 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     assert "look wrong" in widget.last_message and "a second pass on the corrections" in widget.last_message
     assert widget.last_message.endswith("(Second pass, below)")
     n = len(widget.model.ids)
-    before_order = widget.model.ids
+    before = {r.id: r.suspicion for r in runs.read_score_rows(run)}
     assert widget.retrain.second_btn.isEnabled()
 
     said: list = []
@@ -186,7 +186,8 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     assert [(r.number, r.second_pass) for r in rounds] == [(1, False), (2, True)] and rounds[1].finished
     assert rounds[1].decisions == {"corrected": n}
     assert "scored by round 2" in widget.retrain.status.text() and widget.session.round == 2
-    assert widget.model.ids == [r.id for r in runs.read_score_rows(run)] != before_order
+    assert widget.model.ids == [r.id for r in runs.read_score_rows(run)]  # the queue is round 2's ranking
+    assert {r.id: r.suspicion for r in runs.read_score_rows(run)} != before  # of round 2's own scores
     stored = json.loads((run / "review.json").read_text())["decisions"]
     assert {i: d["status"] for i, d in stored.items()} == {kept: "kept"}
     assert not widget.retrain.second_btn.isEnabled() and widget.retrain.retrain_btn.isEnabled()
