@@ -104,7 +104,7 @@ FIRST_PASS_OF = {"crl+keep-auto+second-all-fit": "crl+keep-auto"}
 #: instead of three fresh nets trained for the whole profile
 WARM_SECOND = {"crl+second-all-fit-warm": None, "crl+second-all-fit-warm5": 5}
 #: the second passes the small-set profile can measure (--small-second [METHOD ...]; the first when none is named)
-SMALL_SECONDS = ("crl+second-all-fit", "crl+second-all-fit-warm")
+SMALL_SECONDS = ("crl+second-all-fit", "crl+second-all-fit-warm", "crl+keep-auto+second-all-fit")
 OPTIONS_OF = {"crl+balance": {"balance_area": 1}, **{m: {"second_pass": mode} for m, mode in SECOND.items()}}
 #: the second pass learns from the first pass's corrections, far fewer of them wrong than the given masks (label Dice
 #: 0.95 at 75 % noise): "-k80" keeps 0.8 of each batch in its stage 1 instead of the paper's half (the fifth it
