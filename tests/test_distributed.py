@@ -139,17 +139,21 @@ def test_world_size_1_equals_the_plain_path(selection, data, tmp_path):
     assert losses[0] == losses[1]
 
 
+def run_helper(name: str, out: Path):
+    """tests/<name>.py run on 2 processes writing to ``out``: the helper module and what each rank saved."""
+    helper = Path(__file__).with_name(f"{name}.py")
+    res = torchrun(2, str(helper), str(out), cwd=out, module=False)
+    assert res.returncode == 0, res.stderr[-3000:]
+    spec = importlib.util.spec_from_file_location(name, helper)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+
+
 @pytest.fixture(scope="module")
 def one_step(tmp_path_factory):
     """tests/_ddp_one_step.py run on 2 processes: the helper module and what each rank saved."""
-    out = tmp_path_factory.mktemp("one-step")
-    helper = Path(__file__).with_name("_ddp_one_step.py")
-    res = torchrun(2, str(helper), str(out), cwd=out, module=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    spec = importlib.util.spec_from_file_location("_ddp_one_step", helper)
-    one = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(one)
-    return one, [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+    return run_helper("_ddp_one_step", tmp_path_factory.mktemp("one-step"))
 
 
 def test_ddp_gradients_are_the_mean_of_the_shards_gradients(one_step):
@@ -270,17 +274,11 @@ def test_the_keep_ratio_estimate_counts_every_ranks_samples(tmp_path):
     from crl_napari.keep_estimate import KeepEstimate
     from crl_napari.settings import TrainConfig
 
-    helper = Path(__file__).with_name("_ddp_keep.py")
-    res = torchrun(2, str(helper), str(tmp_path), cwd=tmp_path, module=False)
-    assert res.returncode == 0, res.stderr[-3000:]
-    spec = importlib.util.spec_from_file_location("_ddp_keep", helper)
-    keep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(keep)
+    keep, ranks = run_helper("_ddp_keep", tmp_path)
     alone = KeepEstimate(TrainConfig(epochs=10, ramp=0.1), keep.N)
     alone.record(torch.arange(keep.N), torch.as_tensor(keep.suspicions()))
     want = alone.epoch_end(0, 1)
     assert want is not None and want < 0.4
-    for r in range(2):
-        got = np.load(tmp_path / f"rank{r}.npz")
+    for got in ranks:
         np.testing.assert_allclose(got["seen"], keep.suspicions())
         assert float(got["keep"]) == want
