@@ -64,10 +64,10 @@ class KeepEstimate:
     def epoch_end(self, epoch: int, stage: int) -> float | None:
         """After stage-1 epoch ``epoch``: the keep ratio from now on (None: the run's own); under torchrun every
         rank's samples count (each rank saw its own share of them)."""
-        values = distributed.merge_disjoint(self._values)
-        self._values = np.full(self.n, np.nan)
-        if stage == 1 and epoch >= self.first:
-            seen = values[np.isfinite(values)]
+        values, self._values = self._values, np.full(self.n, np.nan)
+        if stage == 1 and epoch >= self.first:  # the same on every rank: all of them merge, or none
+            seen = distributed.merge_disjoint(values)
+            seen = seen[np.isfinite(seen)]
             if nets_can_tell(seen):
                 self.current = keep_from_share(noise_share(seen), self.base.keep_ratio)
         return self.current
