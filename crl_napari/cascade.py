@@ -301,8 +301,9 @@ def _train_events(source: Source, config: TrainConfig, device: torch.device,
             val_dice = float(dice_score(predict(models, val[0]), val[1]).mean())
             for m in models:
                 m.train()
+        estimate = None if keep is None else keep.epoch_end(epoch, stage)  # under torchrun: every rank, together
         end = EpochEnd(epoch, config.epochs, stage, tuple(s / steps for s in loss_sums), selected_sum / steps, lr,
-                       seconds, val_dice, keep=None if keep is None else keep.epoch_end(epoch, stage))
+                       seconds, val_dice, keep=estimate)
         yield end
         path = None
         with distributed.Together(f"the checkpoint of epoch {epoch + 1}"):  # rank 0's write stops every rank

@@ -196,17 +196,18 @@ def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: b
     decisions = _decisions_now(run_dir) if labels is None else labels
     if not decisions and labels is None:
         raise RunError(f"{run.review_path}: no decisions yet; review some images before training a round with them")
+    trained_keep = run.keep_ratio  # what the nets trained with (with keep_auto, the estimate; history.csv read once)
     if not rounds:  # a run made before rounds (or never retrained): it was round 1
         created = run.config.get("created")
         rounds = [runs.Round(1, created if isinstance(created, str) else "", _mtime(run.scores_path),
-                             keep_ratio=run.keep_ratio)]
+                             keep_ratio=trained_keep)]
     current = rounds[-1].number
     runs.keep_round_files(run_dir, current)
     first = RunFolder(runs.round_dir(run_dir, 1)).train_config
     warm = None if from_scratch else (warm_epochs or default_warm_epochs(first))
     previous = run.train_config
     if not from_scratch:  # a warm crl round has no stage 1 to estimate in: it goes on with the nets' keep ratio
-        previous = replace(previous, keep_ratio=run.keep_ratio)  # (with keep_auto, the estimate)
+        previous = replace(previous, keep_ratio=trained_keep)
     config = round_config(previous, first, warm, from_scratch)
     if keep_ratio is not None:
         config = replace(config, keep_ratio=keep_ratio)  # checked as every setting is (TrainingError)
