@@ -42,6 +42,8 @@ score the queue and make the corrections are the second pass's (fresh nets train
 the first pass: benchmarks/native_res.py's finished "crl+second-all-fit" cell of the same noise and seed, the
 training `next-round RUN --second-pass 2` and the Review dock's "Second pass" make), and order f's rounds start
 from them. At 75 % only (where the advice comes), orders a c d s f; results in cleaning_curve-second.*.
+`--second-pass crl+keep-auto+second-all-fit` starts from the second pass after today's default first pass (the
+keep ratio estimated while training), the advised path now; results in cleaning_curve-keep-auto-second.*.
 
 About 600 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
@@ -78,7 +80,12 @@ ROUND_ORDERS = ("b", "f")  # the orders that train a round after every batch
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 #: --second-pass: where the advice offers it (75 %), the tool's own rounds (f) rather than the chained b
 SECOND_NOISE, SECOND_ORDERS = (0.75,), ("a", "c", "d", "s", "f")
-SECOND_CELL = "crl+second-all-fit"  # native_res.py's cell whose nets --second-pass starts from
+SECOND_CELL = "crl+second-all-fit"  # native_res.py's cell whose nets --second-pass starts from by default
+#: --second-pass CELL: native_res.py's second-pass cells a curve can start from, and their results' stems.
+#: "crl+keep-auto+second-all-fit" is today's advised path: the default (keep ratio estimated while training),
+#: then the second pass on its fitted corrections
+SECOND_CELLS = {SECOND_CELL: "cleaning_curve-second",
+                "crl+keep-auto+second-all-fit": "cleaning_curve-keep-auto-second"}
 NOISE = (0.75, 0.5)
 BATCH = 20
 BUDGET = 0.4  # review at least this fraction of the training set
@@ -156,7 +163,7 @@ class Context:
     """What every order of one (seed, noise) shares: the data, the noise, and the crl run's scores."""
 
     def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
-                 results: dict, border_fit: bool = False, second_pass: bool = False):
+                 results: dict, border_fit: bool = False, second_pass: str | None = None):
         self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
         self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
         self.border_fit = border_fit
@@ -165,7 +172,7 @@ class Context:
         #: the nets the curve starts from (order f's rounds warm-start from them): crl's, or its second pass's
         self.first_checkpoint = table1.cell_dir(prof_name, table1.cell_key(CRL, ratio, seed)) / cascade.CHECKPOINT
         if second_pass:
-            models, self.crl_cfg = self.second_pass_models()
+            models, self.crl_cfg = self.second_pass_models(second_pass)
         else:
             models, self.crl_cfg = self.models(CRL)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
@@ -186,15 +193,16 @@ class Context:
                 self.train, self.test, self.prof_name, self.prof, method, self.ratio, self.seed, self.threads)
         return cascade.load_models(run_dir)
 
-    def second_pass_models(self):
-        """The nets of native_res.py's finished second pass on every fitted correction, same noise and seed."""
+    def second_pass_models(self, cell: str):
+        """The nets of native_res.py's finished second-pass ``cell`` (one of SECOND_CELLS), same noise and seed."""
         import native_res
 
-        run_dir = native_res.cell_dir(native_res.cell_key("full", SECOND_CELL, self.ratio, self.seed))
+        run_dir = native_res.cell_dir(native_res.cell_key("full", cell, self.ratio, self.seed))
         if not _finished(run_dir, self.prof["epochs"]):
-            raise SystemExit(f"{run_dir}: no finished second pass; train it first: python benchmarks/native_res.py "
-                             f"--threads 1 --options --methods {SECOND_CELL} --noise {self.ratio} "
-                             f"--option-seeds {self.seed}")
+            first = native_res.FIRST_PASS_OF.get(cell, "crl")
+            raise SystemExit(f"{run_dir}: no finished second pass; train it (and its first pass) first: python "
+                             f"benchmarks/native_res.py --threads 1 --options --methods {first} {cell} --noise "
+                             f"{self.ratio} --option-seeds {self.seed}")
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
         return cascade.load_models(run_dir)
 
@@ -333,14 +341,21 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
 
 # ----------------------------------------------------------------------------------------- results
 
-def stem(border_fit: bool, second_pass: bool = False) -> str:
-    """The results' file name (without suffix): the border fit's apart from the paper's, the second pass's apart."""
-    return "cleaning_curve-second" if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
+def second_cell(results: dict) -> str | None:
+    """The second-pass cell a results file starts from (None: the first pass's nets). Files written before
+    --second-pass took a cell say ``true``: SECOND_CELL."""
+    got = results.get("second_pass")
+    return SECOND_CELL if got is True else got or None
 
 
-def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: bool = False) -> Path:
+def stem(border_fit: bool, second_pass: str | None = None) -> str:
+    """The results' file name (without suffix): the border fit's apart from the paper's, each second pass's apart."""
+    return SECOND_CELLS[second_pass] if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
+
+
+def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: str | None = None) -> Path:
     """Where an order with rounds keeps its rounds (resumable); each variant apart."""
-    tag = "-second" if second_pass else "-fit" if border_fit else ""
+    tag = stem(border_fit, second_pass).removeprefix("cleaning_curve")
     return table1.RUNS / profile / f"curve{tag}_{key}".replace(" | ", "_")
 
 
@@ -363,21 +378,24 @@ def _at(points: list[dict], n: int) -> dict | None:
 
 def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
-    second = results.get("second_pass", False)
+    second = second_cell(results)
     planned = [cell_key(*p) for p in (plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second else plan(seeds))]
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
     fit = results.get("border_fit", False)
-    lines = ["# Cleaning curve (issue 14)" + (", after the second pass" if second else ", border fit" if fit else ""),
-             ""]
+    after = {SECOND_CELL: "the paper's crl", "crl+keep-auto+second-all-fit": "the default crl (keep ratio estimated "
+             "while training, `keep_auto` 1)"}
+    lines = ["# Cleaning curve (issue 14)" + (f", after the second pass on {after[second]}" if second else
+                                               ", border fit" if fit else ""), ""]
     if second:
         lines += ["The path the advice takes a user on when most masks look wrong: the queue is scored and the "
                   "corrections made (with the border fit) by the second pass's nets (fresh nets trained on every "
-                  "fitted correction of the first pass: native_res.py's `crl+second-all-fit` cells, what `next-round "
-                  "RUN --second-pass 2` and the Review dock's Second pass train), and order f's rounds warm-start "
-                  "from them. Compare with cleaning_curve-fit.md (the first pass's nets, the same corrections' "
-                  "kind).", ""]
+                  f"fitted correction of the first pass, {after[second]}: native_res.py's `{second}` cells, what "
+                  "`next-round RUN --second-pass 2` and the Review dock's Second pass train), and order f's rounds "
+                  "warm-start from them. Compare with cleaning_curve-fit.md (the paper's crl's nets, the same "
+                  "corrections' kind)" + ("" if second == SECOND_CELL else " and cleaning_curve-second.md (the "
+                                          "second pass after the paper's crl)") + ".", ""]
     elif fit:
         lines += ["Corrections: the product's default, the border fit (`scoring.score_probs(..., border_fit=True)`: "
                   "the given mask's border moved by the distance the nets agree with, their logit added). The queue "
@@ -435,7 +453,7 @@ def targets(results: dict) -> list[str]:
         return c["points"] if c and c.get("complete") else None
 
     seeds = sorted({c["seed"] for c in cells.values()})
-    rb = "f" if results.get("second_pass") else "b"  # the order with rounds the targets grade (f: the tool's rounds)
+    rb = "f" if second_cell(results) else "b"  # the order with rounds the targets grade (f: the tool's rounds)
     for seed in seeds:
         a, b = pts("a", 0.75, seed), pts(rb, 0.75, seed)
         if b is None or a is None or not n_train:
@@ -523,7 +541,9 @@ def plot(results: dict, path: Path) -> None:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
-    if results.get("border_fit"):
+    if second_cell(results):
+        fig.suptitle(f"corrections: border fit, nets: native_res.py's {second_cell(results)}", fontsize=9)
+    elif results.get("border_fit"):
         fig.suptitle("corrections: border fit (the product's default)", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
@@ -534,7 +554,7 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
     """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
     worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
     seeds or orders share one results file without losing each other's cells."""
-    name = stem(results.get("border_fit", False), results.get("second_pass", False))
+    name = stem(results.get("border_fit", False), second_cell(results))
     out_json = out_dir / f"{name}.json"
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -566,14 +586,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="table1.py's JSON for runs it trained into --runs (their seconds per epoch: the first round)")
     ap.add_argument("--border-fit", action="store_true",
                     help="score with the product's default corrections (border fit) into cleaning_curve-fit.*")
-    ap.add_argument("--second-pass", action="store_true",
-                    help="start from the second pass's nets (native_res.py's crl+second-all-fit cells; implies "
-                    "--border-fit) at 75 %%, orders a c d s f, into cleaning_curve-second.*")
+    ap.add_argument("--second-pass", nargs="?", const=SECOND_CELL, default=None, choices=list(SECOND_CELLS),
+                    metavar="CELL", help="start from the second pass's nets (native_res.py's CELL cells: "
+                    f"{' or '.join(SECOND_CELLS)}; {SECOND_CELL} when none is named; implies --border-fit) at 75 %%, "
+                    "orders a c d s f, into the CELL's own results (" + ", ".join(
+                        f"{v}.*" for v in SECOND_CELLS.values()) + ")")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
-    args.border_fit = args.border_fit or args.second_pass
+    args.border_fit = args.border_fit or bool(args.second_pass)
     out_json = args.results / f"{stem(args.border_fit, args.second_pass)}.json"
     if args.summary_only:
         save(json.loads(out_json.read_text()), args.results, args.seeds)

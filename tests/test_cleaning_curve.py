@@ -232,15 +232,20 @@ def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_o
                                                                                      monkeypatch):
     """--second-pass: the queue and the corrections (border fit) come from the nets of native_res.py's finished
     crl+second-all-fit cell of the same noise and seed, and order f's rounds start from its checkpoint; without
-    that cell the script says which command trains it, in one line."""
+    that cell the script says which command trains it (and its first pass), in one line. --second-pass
+    crl+keep-auto+second-all-fit (the advised path after the default first pass) does the same from that cell, into
+    files and round folders of its own."""
     import native_res
 
     write_sample_set(tmp_path / "set", n=16, size=64, noise_ratio=0.0, seed=1)
     monkeypatch.setattr(native_res, "RUNS", tmp_path / "native_res")
     with pytest.raises(SystemExit) as exc:
         _run(cc, tmp_path, capsys, "--orders", "a", "--second-pass")
-    assert "no finished second pass" in str(exc.value) and "--methods crl+second-all-fit --noise 0.75" in str(
+    assert "no finished second pass" in str(exc.value) and "--methods crl crl+second-all-fit --noise 0.75" in str(
         exc.value)
+    with pytest.raises(SystemExit) as exc:
+        _run(cc, tmp_path, capsys, "--orders", "a", "--second-pass", "crl+keep-auto+second-all-fit")
+    assert "--methods crl+keep-auto crl+keep-auto+second-all-fit --noise 0.75" in str(exc.value)
     _run(cc, tmp_path, capsys, "--orders", "a")  # trains the smoke crl run; stands in here for a second pass's nets
     crl_dir = cc.table1.cell_dir("smoke", cc.table1.cell_key(cc.CRL, 0.75, 0))
     second = native_res.cell_dir(native_res.cell_key("full", "crl+second-all-fit", 0.75, 0))
@@ -266,7 +271,8 @@ def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_o
     got = res["cells"]["order=a | noise=75% | seed=0"]["points"][0]
     assert got["recommended"] == pytest.approx(want["recommended"], abs=1e-6)
     ds = load_dataset(tmp_path / "set", size=64)
-    ctx = cc.Context(train, ds.subset("test"), "smoke", cc.table1.PROFILES["smoke"], 0.75, 0, 1, {}, True, True)
+    ctx = cc.Context(train, ds.subset("test"), "smoke", cc.table1.PROFILES["smoke"], 0.75, 0, 1, {}, True,
+                     cc.SECOND_CELL)
     crl_models, _ = cascade.load_models(crl_dir)
     by_crl = scoring.score_probs(cascade.peer_probs(crl_models, train.images()), given, cfg.T, border_fit=True)
     assert np.allclose(ctx.scores.prob, sc.prob) and not np.allclose(ctx.scores.prob, by_crl.prob, atol=1e-3)
@@ -274,4 +280,19 @@ def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_o
     md = (tmp_path / "res" / "cleaning_curve-second.md").read_text()
     assert md.startswith("# Cleaning curve (issue 14), after the second pass") and "PARTIAL: 1 of 5" in md
     key = "order=f | noise=75% | seed=0"
-    assert len({cc.rounds_dir("smoke", key, True, True), cc.rounds_dir("smoke", key, True)}) == 2
+    assert len({cc.rounds_dir("smoke", key, True, cc.SECOND_CELL), cc.rounds_dir("smoke", key, True)}) == 2
+    assert cc.second_cell(res) == cc.SECOND_CELL == cc.second_cell({"second_pass": True})  # files before the choice
+
+    after_default = native_res.cell_dir(native_res.cell_key("full", "crl+keep-auto+second-all-fit", 0.75, 0))
+    shutil.copytree(second, after_default)
+    assert cc.main(["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"),
+                    "--runs", str(tmp_path / "runs"), "--batch", "2", "--seeds", "0", "--orders", "a",
+                    "--second-pass", "crl+keep-auto+second-all-fit"]) == 0
+    other = json.loads((tmp_path / "res" / "cleaning_curve-keep-auto-second.json").read_text())
+    assert other["second_pass"] == "crl+keep-auto+second-all-fit"
+    assert other["cells"]["order=a | noise=75% | seed=0"]["points"][0]["recommended"] == pytest.approx(
+        got["recommended"], abs=1e-6)  # the same nets here, so the same point; the earlier file is untouched
+    assert json.loads((tmp_path / "res" / "cleaning_curve-second.json").read_text())["cells"] == res["cells"]
+    assert (tmp_path / "res" / "cleaning_curve-keep-auto-second.md").read_text().startswith(
+        "# Cleaning curve (issue 14), after the second pass on the default crl")
+    assert len({cc.rounds_dir("smoke", key, True, c) for c in cc.SECOND_CELLS}) == 2
