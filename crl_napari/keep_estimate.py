@@ -49,7 +49,7 @@ class KeepEstimate:
     def __init__(self, config: TrainConfig, n: int, resumed: float | None = None) -> None:
         self.base, self.n = config, n
         self.current = resumed
-        self.first = max(1, round(config.ramp * config.epochs)) - 1  # the first epoch whose end estimates
+        self.first = config.full_selection_epoch  # the first epoch whose end estimates: the ramp's end
         self._values = np.full(n, np.nan)
 
     def config(self) -> TrainConfig:

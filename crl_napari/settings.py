@@ -127,6 +127,17 @@ class TrainConfig:
         return self.epochs // 2 if self.k is None else self.k
 
     @property
+    def ramp_epochs(self) -> float:
+        """The epochs over which stage 1's selection ramps up from keeping everything (strategies.drop_fraction)."""
+        return max(1.0, self.ramp * self.epochs)
+
+    @property
+    def full_selection_epoch(self) -> int:
+        """The first (0-based) epoch whose selection drops its full share, ``(epoch + 1) >= ramp_epochs``: where
+        the keep ratio's estimate (keep_estimate.py) starts, so both read the ramp the same way."""
+        return math.ceil(self.ramp_epochs) - 1
+
+    @property
     def n_threads(self) -> int:
         """The CPU threads training uses."""
         return default_threads() if self.threads is None else self.threads

@@ -47,7 +47,8 @@ def squares(n: int = 32, size: int = 16, seed: int = 0):
     return images, given, truth
 
 
-TINY = dict(epochs=6, batch_size=8, width=8, depth=2, lr=0.05, device="cpu", ramp=0.34, augment=False)
+# ramp 0.3 of 6 epochs: the selection drops its full share from epoch 1 on, whose end estimates first
+TINY = dict(epochs=6, batch_size=8, width=8, depth=2, lr=0.05, device="cpu", ramp=0.3, augment=False)
 
 
 def test_the_batch_suspicion_is_the_one_scoring_gives_the_finished_nets():
@@ -73,6 +74,18 @@ def test_the_estimate_follows_the_advice_rule_from_the_end_of_the_ramp_and_stage
     few = np.r_[rng.uniform(0.2, 0.5, 120), rng.uniform(0.01, 0.03, 280)]  # three in ten: the paper's ratio again
     est.record(torch.arange(400), torch.as_tensor(few))
     assert est.epoch_end(2, 1) is None and est.config() is cfg
+
+
+@pytest.mark.parametrize(("ramp", "epochs"), [(0.1, 20), (0.1, 100), (0.102, 20), (0.1, 30), (0.0, 20), (1.0, 3)])
+def test_the_estimate_starts_at_the_first_epoch_whose_selection_drops_its_full_share(ramp, epochs):
+    """One reading of the ramp: at a fractional ramp * epochs (2.04) rounding would start the estimate an epoch
+    before the selection reached its full strength."""
+    from crl_napari.strategies import drop_fraction
+
+    cfg = TrainConfig(epochs=epochs, ramp=ramp)
+    first = KeepEstimate(cfg, 10).first
+    assert drop_fraction(cfg, first) == pytest.approx(1 - cfg.keep_ratio)
+    assert first == 0 or drop_fraction(cfg, first - 1) < 1 - cfg.keep_ratio - 1e-9
 
 
 def train(cfg, images, given, **kw):

@@ -25,8 +25,7 @@ def drop_fraction(config: TrainConfig, epoch: int) -> float:
     schedule does, selection starts by keeping everything and reaches its full strength after
     ``ramp * epochs`` epochs.
     """
-    ramp_epochs = max(1.0, config.ramp * config.epochs)
-    return (1 - config.keep_ratio) * min(1.0, (epoch + 1) / ramp_epochs)
+    return (1 - config.keep_ratio) * min(1.0, (epoch + 1) / config.ramp_epochs)
 
 
 def peers(i: int, n: int = 3) -> tuple[int, ...]:
