@@ -1,7 +1,7 @@
 """Read a run's cases ahead of the reviewer, so switching images does not wait for the disk.
 
 Showing a case reads an image and two masks; at a radiograph's own size (3000 px) that is a PNG decode of
-~0.1-0.3 s plus the corrected mask made from the probability (:func:`crl_napari.native.native_mask`). The
+~0.1-0.3 s plus the corrected mask made at that size (:func:`crl_napari.native_correction.corrected_mask`). The
 :class:`CaseCache` does that in a background thread: first worst-ranked first (the order a review goes in) up to a
 memory budget, then, once the budget is full, around the image asked for last (the next few and the previous
 one), letting go of the cases used longest ago. A case not read yet is read on demand. No Qt here: the Review
@@ -25,7 +25,7 @@ import numpy as np
 from .case_process import read_in_helper, warm_helper
 from .data import DataError, read_image, read_mask
 from .export import upsample_nearest  # masks kept only at training size (simulated noise, older edits)
-from .native import native_mask
+from .native_correction import corrected_mask
 from .runs import IMAGES, CaseRow, RunError, RunFolder
 
 __all__ = ["Case", "CaseCache", "NativeCases", "run_copies", "display_uint8", "display_grid", "outline_width",
@@ -126,7 +126,9 @@ class NativeCases:
       the one the reviewer pointed at), windowed for display (:func:`display_uint8`);
     * given: the original mask file, or, when the run simulated noise, the noisy mask training saw (only kept
       at training size) up-sampled by nearest neighbour;
-    * corrected: :func:`crl_napari.native.native_mask` of the run's probability, as the export writes it.
+    * corrected: :func:`crl_napari.native_correction.corrected_mask`, as the export writes it (the original
+      mask's border moved; where the original mask is not at hand, or is the truth of simulated noise, the
+      training-size correction resampled).
 
     Where the original cannot be read (the data moved, a file is gone or of another size), the image is the
     run's training-size copy and the given mask is that copy's mask up-sampled; :meth:`note` says why. When the
@@ -137,7 +139,7 @@ class NativeCases:
         self.run = run
         self.cleanup = cleanup
         self.rows: dict[str, CaseRow] = {r.id: r for r in run.case_rows()} if run.has_cases else {}
-        self.simulated = float(run.config["data"].get("simulate_noise") or 0) > 0
+        self.simulated = run.noise_simulated
         self.notes: dict[str, str] = {}  # id -> why the training-size image is shown
         # large cases are read in the helper process (crl_napari.case_process); it is started now, while the
         # reviewer looks at the first training-size copy
@@ -176,18 +178,19 @@ class NativeCases:
 
     def _read(self, id_: str) -> Case:
         run = self.run
-        prob = run.prob(id_)
-        shape = self.shape(id_, prob.shape)
-        corrected = native_mask(prob, shape, cleanup=self.cleanup)
-        if shape == prob.shape:
+        small = run.given(id_).astype(np.uint8)
+        shape = self.shape(id_, small.shape)
+        if shape == small.shape:
             self.notes.pop(id_, None)
-            return Case(run.image(id_), run.given(id_).astype(np.uint8), corrected)
+            return Case(run.image(id_), small, corrected_mask(run, id_, shape, cleanup=self.cleanup))
         image, given, why = self._originals(id_, shape)
         if image is None:
             self.notes[id_] = why
-            return Case(run.image(id_), upsample_nearest(run.given(id_).astype(np.uint8), shape), corrected)
+            return Case(run.image(id_), upsample_nearest(small, shape),
+                        corrected_mask(run, id_, shape, cleanup=self.cleanup))
         self.notes.pop(id_, None)
-        return Case(image, given, corrected)
+        drawn = None if self.simulated else given  # simulated noise: the original mask is the truth, not the given
+        return Case(image, given, corrected_mask(run, id_, shape, drawn, cleanup=self.cleanup))
 
     def _originals(self, id_: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None, str]:
         row, run = self.rows[id_], self.run

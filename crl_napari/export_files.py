@@ -30,7 +30,7 @@ from . import runs
 from .atomic import encode_png, fsync_dir, sync_files, write_new
 from .data import DataError, read_image, read_mask
 from .eta import format_seconds
-from .native import native_mask
+from .native_correction import corrected_mask
 from .postprocess import extra_pieces
 
 MANIFEST_FIELDS = [
@@ -122,14 +122,16 @@ def csv_text(rows: list[dict[str, Any]], fields: list[str]) -> str:
 
 
 def _mask(item: Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
-    """The exported mask at the radiograph's own size: a correction is the run's training-size probability
-    resampled smoothly and thresholded, then cleaned up (crl_napari.native), never a binary mask blown up in
-    blocks; an edit drawn at the original size is written unchanged (one drawn at training size by an older
+    """The exported mask at the radiograph's own size: a correction is made at that size as the Review widget
+    shows it (crl_napari.native_correction: the original mask's border moved as the nets agree, or the
+    training-size probability resampled smoothly), then cleaned up, never a binary mask blown up in blocks; an
+    edit drawn at the original size is written unchanged (one drawn at training size by an older
     version is upsampled by nearest neighbour; any other size is refused); an original is as it is."""
     try:
         if item.mask_source in ("corrected", "corrected_by_policy"):
             try:
-                return native_mask(run.prob(item.id), item.orig_shape, cleanup=cleanup)
+                drawn = None if run.noise_simulated else read_mask(item.orig_mask)  # simulated: the truth
+                return corrected_mask(run, item.id, item.orig_shape, drawn, cleanup=cleanup)
             except runs.RunError as exc:
                 raise ExportError(f"cannot export the correction of {item.id!r}: {exc}") from exc
         mask = read_mask(item.mask_src)

@@ -36,6 +36,7 @@ __all__ = [
     "resample_logit",
     "resample_prob",
     "native_mask",
+    "mask_from_logit",
     "boundary_distance",
 ]
 
@@ -114,7 +115,13 @@ def native_mask(prob: np.ndarray, shape: tuple[int, int], cleanup: bool | Mappin
     ``cleanup``: True = :func:`crl_napari.postprocess.clean_mask` with its defaults, a mapping = its keyword
     arguments (``{"keep_largest": 2}``), False = the thresholded mask as it is.
     """
-    mask = (resample_logit(prob, shape, order) > 0).numpy()
+    return mask_from_logit(resample_logit(prob, shape, order), cleanup)
+
+
+def mask_from_logit(logit: torch.Tensor | np.ndarray, cleanup: bool | Mapping[str, Any] = True) -> np.ndarray:
+    """A logit map at the original size thresholded at 0 (p = 0.5) and cleaned as :func:`native_mask` cleans,
+    uint8 {0, 1}."""
+    mask = np.asarray(logit) > 0
     if cleanup is False or cleanup is None:
         return mask.astype(np.uint8)
     return clean_mask(mask, **({} if cleanup is True else dict(cleanup)))

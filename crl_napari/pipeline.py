@@ -295,6 +295,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
                 "clean_known": known}
     if run.train_config.border_fit:  # only then: the chunks a scoring without it kept still match their own
         settings["border_fit"] = run.train_config.border_fit
+        settings["nets_maps"] = 1  # chunks scored before the nets' maps were kept (NETS16) are scored again
     progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, settings))
     progress.prepare()
     mine = distributed.block(n, distributed.rank(), distributed.world_size())

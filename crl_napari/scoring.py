@@ -31,8 +31,11 @@ class ImageScores:
     disagreement: np.ndarray
     dice_given_corrected: np.ndarray
     corrected: np.ndarray  # bool: the corrected mask
-    prob: np.ndarray  # sharpened foreground probability of the ensemble
+    prob: np.ndarray  # sharpened foreground probability of the ensemble (with the border fit: of the correction)
     pixel_uncertainty: np.ndarray  # mean |p_a - p_b| over pairs of nets
+    #: with the border fit: the nets' own sharpened probability, which the fit moved the given border with; what
+    #: the correction at the original size is made from (border_fit.native_logit). None without the fit
+    nets_prob: np.ndarray | None = None
 
     @property
     def rank(self) -> np.ndarray:
@@ -81,7 +84,9 @@ def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit
         pix = torch.zeros(p.shape[1:])
     sharp = selection.sharpen(two.mean(0), T, dim=1)[:, 1]
     suspicion = 1 - selection.dice(sharp > 0.5, y)
+    nets = None
     if border_fit:
+        nets = sharp.numpy()
         sharp = torch.as_tensor(np.stack([border_fit_prob(g, q) for g, q in zip(np.asarray(given), sharp.numpy(),
                                                                                 strict=True)]))
     corrected = sharp > 0.5
@@ -95,6 +100,7 @@ def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit
         corrected=corrected.numpy(),
         prob=sharp.numpy(),
         pixel_uncertainty=pix.numpy(),
+        nets_prob=nets,
     )
 
 

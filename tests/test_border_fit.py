@@ -149,3 +149,114 @@ def test_the_export_writes_the_fitted_corrections_at_the_original_size(scored_bo
         assert mask.shape == (64, 64)
         assert np.array_equal(mask, native.native_mask(fit.prob(i), (64, 64)) > 0)
     assert any(not np.array_equal(m, exported["paper"][i]) for i, m in exported["fit"].items())
+
+
+# ----------------------------------------------------------------------------------------- at the original size
+
+def _lungs(shape, scale=1.0):
+    """Two lung-like disks at ``shape``, with a slit 2 px tall (at 256 px) cut 30 px deep into the left one from
+    its outer side: detail finer than a 64 px training pixel (4 px)."""
+    h, w = shape
+    m = disk(shape, (0.47 * h, 0.34 * w), 0.22 * min(h, w)) | disk(shape, (0.53 * h, 0.68 * w), 0.19 * min(h, w))
+    m[int(0.46 * h):int(0.46 * h) + max(1, round(2 * scale)), :int(0.24 * w)] = 0
+    return m
+
+
+def test_at_the_original_size_the_correction_keeps_what_was_drawn_finer_than_a_training_pixel():
+    """A clean 256 px mask trained at 64 px, the nets agreeing with it: the correction made from the original
+    mask gives it back nearly pixel for pixel; the training-size correction resampled cannot (its 64 px mask lost
+    what was finer). A slit narrower than a training pixel deep inside, where the nets are sure of lung, is
+    theirs to fill: only its mouth, where they are not, stays as drawn."""
+    from crl_napari.border_fit import native_logit
+    from crl_napari.image_files import resize_mask
+
+    truth = _lungs((256, 256))
+    small = resize_mask(truth, 64)
+    nets = ndi.gaussian_filter(small.astype(np.float32), 1.0)
+    native_fit = native.mask_from_logit(native_logit(nets, small, truth), cleanup=False)
+    resampled = native.native_mask(corrected_prob(small, nets), (256, 256), cleanup=False)
+    assert dice(native_fit, truth) > 0.995 and dice(native_fit, truth) > dice(resampled, truth) + 0.005
+    assert (native_fit != truth).sum() * 3 < (resampled != truth).sum()
+    mouth = (slice(int(0.46 * 256), int(0.46 * 256) + 2), slice(32, 34))  # the slit's first pixels in the lung
+    assert truth[mouth].sum() == 0 and native_fit[mouth].sum() == 0 and resampled[mouth].all()
+
+
+@pytest.mark.parametrize(("shape", "size", "shift"), [((256, 256), 64, -12), ((256, 256), 64, 10),
+                                                      ((300, 240), 32, -14), ((300, 240), 32, 10)])
+def test_at_the_original_size_the_original_border_moves_by_the_fitted_shift(shape, size, shift):
+    """A mask drawn ``shift`` original pixels too tight or too loose (non-square originals too): the correction
+    moves the ORIGINAL border by what the nets agree with at training size; at the training size it is the
+    training-size correction."""
+    from crl_napari.border_fit import native_logit
+    from crl_napari.image_files import resize_mask
+
+    truth = _lungs(shape, scale=shape[0] / 256)
+    given = (signed_distance(truth) < shift).astype(np.uint8)
+    small, small_truth = resize_mask(given, size), resize_mask(truth, size)
+    nets = ndi.gaussian_filter(small_truth.astype(np.float32), 1.0)
+    fixed = native.mask_from_logit(native_logit(nets, small, given), cleanup=False)
+    assert fixed.shape == shape
+    resampled = native.native_mask(corrected_prob(small, nets), shape, cleanup=False)
+    assert dice(fixed, truth) > 0.96 and dice(fixed, truth) > dice(given, truth) + 0.1
+    assert dice(fixed, truth) > dice(resampled, truth) + 0.005
+    at_size = native.mask_from_logit(native_logit(nets, small, small), cleanup=False)
+    assert np.array_equal(at_size > 0, corrected_prob(small, nets) > 0.5)
+
+
+def test_without_a_border_to_move_the_correction_is_the_nets_own():
+    from crl_napari.border_fit import native_logit
+
+    nets = ndi.gaussian_filter(disk((32, 32), (16, 16), 8).astype(np.float32), 1.0)
+    out = native_logit(nets, np.zeros((32, 32), np.uint8), np.zeros((96, 96), np.uint8))
+    assert np.array_equal(out.numpy() > 0, native.resample_logit(nets, (96, 96)).numpy() > 0)
+
+
+@pytest.fixture(scope="module")
+def native_run(tmp_path_factory):
+    """Phantoms whose noisy masks are drawn at 96 px (their own size: not simulated by training), trained at 32."""
+    data = write_sample_set(tmp_path_factory.mktemp("data96") / "set", n=12, size=96, noise_ratio=0.5, seed=3)
+    out = tmp_path_factory.mktemp("runs96") / "run"
+    args = [a for a in SMALL if a not in ("--simulate-noise", "0.5")]
+    assert cli.main(["train", str(data), "--out", str(out), *args]) == 0
+    return data, RunFolder(out)
+
+
+def test_review_and_export_make_the_correction_from_the_original_mask(native_run, tmp_path):
+    """The run keeps the nets' map beside each correction; the export writes, per accepted correction, the
+    original mask's border moved (native_correction.corrected_mask, what Review shows); a correction without
+    the nets' map (a run scored before it was kept) or without its original mask is the resampled one."""
+    from crl_napari.border_fit import native_logit
+    from crl_napari.image_files import read_mask
+    from crl_napari.native_correction import corrected_mask
+
+    data, run = native_run
+    assert not run.noise_simulated
+    ids = [r.id for r in run.score_rows()]
+    rows = {r.id: r for r in run.case_rows()}
+    dest = tmp_path / "clean"
+    assert cli.main(["export", str(run.path), "--to", str(dest), "--unreviewed", "accept_above",
+                     "--threshold", "0"]) == 0
+    moved = 0
+    for i in ids:
+        original = read_mask(rows[i].mask_path)
+        assert run.nets_prob(i) is not None and original.shape == (96, 96)
+        want = native.mask_from_logit(native_logit(run.nets_prob(i), run.given(i), original))
+        got = read_mask(dest / "masks" / f"{i}.png") > 0
+        assert np.array_equal(got, want > 0) and np.array_equal(corrected_mask(run, i, (96, 96), original), want)
+        moved += not np.array_equal(got, native.native_mask(run.prob(i), (96, 96)) > 0)
+    assert moved >= len(ids) // 2  # not the resampled correction
+    i = ids[0]
+    resampled = native.native_mask(run.prob(i), (96, 96))
+    assert np.array_equal(corrected_mask(run, i, (96, 96), None), resampled)
+    assert np.array_equal(corrected_mask(run, i, (32, 32), read_mask(rows[i].mask_path)),
+                          native.native_mask(run.prob(i), (32, 32)))  # at the training size: the run's own
+    (run.path / "corrected" / f"{i}_nets16.png").unlink()  # as a run scored before the map was kept
+    assert run.nets_prob(i) is None
+    assert np.array_equal(corrected_mask(run, i, (96, 96), read_mask(rows[i].mask_path)), resampled)
+
+
+def test_a_scoring_without_the_fit_keeps_no_nets_map(scored_both_ways):
+    _data, fit, paper = scored_both_ways
+    ids = [r.id for r in fit.score_rows()]
+    assert all(fit.nets_prob(i) is not None for i in ids) and all(paper.nets_prob(i) is None for i in ids)
+    assert fit.noise_simulated and paper.noise_simulated  # simulated: the export resamples (test above)

@@ -1,8 +1,8 @@
 """Issue 11: review and edit at the radiograph's own resolution, in a real napari viewer that already holds other
 layers. The run's originals are 300 x 240 phantoms (non-square) trained at 32 px: every review layer must lie on
 the original pixel grid, an edit is painted and saved at 300 x 240 and exported unchanged, the correction shown
-is the one exported (``native.native_mask``: smooth, not 9 x 9 blocks), and data that moved is found again
-once the reviewer points at it, for good."""
+is the one exported (``native_correction.corrected_mask``: the original mask's border moved as the nets agree,
+smooth, not 9 x 9 blocks), and data that moved is found again once the reviewer points at it, for good."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from crl_napari.cascade import TrainConfig  # noqa: E402
 from crl_napari.data import read_mask  # noqa: E402
 from crl_napari.export import export, upsample_nearest  # noqa: E402
 from crl_napari.native import native_mask  # noqa: E402
+from crl_napari.native_correction import corrected_mask  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
 
@@ -73,6 +74,13 @@ def _originals(run, image_id):
     return iio.imread(row.image_path), read_mask(row.mask_path)
 
 
+def _correction(run, image_id, original_mask=None):
+    """What Review shows and the export writes at the original size: the ORIGINAL mask's border moved as the
+    nets agree (the run keeps the nets' map beside the correction's), not the training-size correction resampled."""
+    mask = _originals(run, image_id)[1] if original_mask is None else original_mask
+    return corrected_mask(run, image_id, (H, W), mask)
+
+
 def _world_box(layer) -> np.ndarray:
     """The outer edges of ``layer``'s pixels in world coordinates: [[top, left], [bottom, right]]."""
     h, w = layer.data.shape[-2:]
@@ -104,8 +112,10 @@ def test_every_review_layer_lies_on_the_original_pixel_grid(make_napari_viewer, 
         np.testing.assert_allclose(layer.scale, (H / SIZE, W / SIZE))
         np.testing.assert_allclose(_world_box(layer), [[-0.5, -0.5], [H - 0.5, W - 0.5]])
     np.testing.assert_array_equal(widget.layer("original").data > 0, mask)  # the original mask file itself
-    correction = native_mask(run.prob(image_id), (H, W))
+    correction = _correction(run, image_id)
     np.testing.assert_array_equal(widget.layer("corrected").data, correction)  # what the export writes
+    # made from the original mask, not only resampled from the training size: they differ along the border
+    assert run.nets_prob(image_id) is not None and (correction != native_mask(run.prob(image_id), (H, W))).any()
     # smooth, not the training pixels blown up: the nearest-neighbour blocks (9.4 x 7.5 px) are not what is shown
     blocks = upsample_nearest(run.corrected(image_id).astype(np.uint8), (H, W))
     assert (widget.layer("corrected").data != blocks).sum() > 50
@@ -129,7 +139,7 @@ def test_every_review_layer_lies_on_the_original_pixel_grid(make_napari_viewer, 
     widget.next()
     assert widget.current_id != image_id
     assert widget.layer("image").data.shape == (H, W)
-    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(widget.current_id), (H, W)))
+    np.testing.assert_array_equal(widget.layer("corrected").data, _correction(run, widget.current_id))
     assert len(viewer.layers) == 2 + 5
 
 
@@ -151,7 +161,7 @@ def test_an_edit_is_painted_saved_and_exported_at_the_original_size(make_napari_
     qtbot.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_D)  # edit, seeded from the correction
     edit = widget.layer("edit")
     assert edit.data.shape == (H, W) and edit.mode == "paint" and tuple(edit.scale) == (1, 1)
-    np.testing.assert_array_equal(edit.data, native_mask(run.prob(edited), (H, W)))
+    np.testing.assert_array_equal(edit.data, _correction(run, edited))
     assert 4 <= edit.brush_size <= 12  # about 1/50 of the image, in original pixels
     seed = np.asarray(edit.data).copy()
     # a stroke of the brush over background, in original pixels (where depends on what the nets made)
@@ -170,7 +180,7 @@ def test_an_edit_is_painted_saved_and_exported_at_the_original_size(make_napari_
     assert report.counts["edited"] == 1 and report.counts["corrected"] == 1
     np.testing.assert_array_equal(iio.imread(tmp_path / "clean" / "masks" / f"{edited}.png") > 0, drawn > 0)
     exported = iio.imread(tmp_path / "clean" / "masks" / f"{accepted}.png") > 0
-    np.testing.assert_array_equal(exported, native_mask(run.prob(accepted), (H, W)) > 0)
+    np.testing.assert_array_equal(exported, _correction(run, accepted) > 0)
 
     # the session refuses a drawing of any other size, naming the sizes it takes
     with pytest.raises(ValueError, match=r"\(300, 240\) \(the original image's size\), or \(32, 32\)"):
@@ -222,7 +232,10 @@ def test_moved_data_falls_back_then_is_found_once_pointed_at(make_napari_viewer,
     image = widget.layer("image")  # the training-size copy, laid over the original grid; masks still native
     assert image.data.shape == (SIZE, SIZE)
     np.testing.assert_allclose(_world_box(image), [[-0.5, -0.5], [H - 0.5, W - 0.5]])
-    assert widget.layer("corrected").data.shape == (H, W)
+    image_id = widget.current_id
+    # without the original mask at hand, the training-size correction resampled (smooth all the same)
+    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(RunFolder(native_run).prob(image_id),
+                                                                              (H, W)))
     assert "training-size copy" in widget.last_message and "Data folder" in widget.last_message
     assert "not found" in widget.run_row.originals_label.text()
 
@@ -230,6 +243,9 @@ def test_moved_data_falls_back_then_is_found_once_pointed_at(make_napari_viewer,
     widget.data_btn.click()  # the reviewer points at the new place once
     assert widget.layer("image").data.shape == (H, W), widget.last_message
     assert widget.run_row.originals_label.text() == "at their own size"
+    assert widget.current_id == image_id  # now from the original mask found there
+    moved = read_mask(next((new_root / "masks").glob(f"{image_id}.*")))
+    np.testing.assert_array_equal(widget.layer("corrected").data, _correction(RunFolder(native_run), image_id, moved))
     assert json.loads((native_run / "data_root.json").read_text())["root"] == str(new_root.resolve())
     viewer.window.remove_dock_widget("all")
 
@@ -283,7 +299,7 @@ def test_large_images_carry_their_outlines_and_still_edit_and_save_masks(make_na
     widget = _open(viewer, native_run)
     run = RunFolder(native_run)
     image_id = widget.current_id
-    correction = native_mask(run.prob(image_id), (H, W))
+    correction = _correction(run, image_id)
     corrected = widget.layer("corrected")
     np.testing.assert_array_equal(corrected.data > 0, correction > 0)
     assert set(np.unique(corrected.data)) == {0, 1, 2} and corrected.contour == 0
@@ -383,7 +399,7 @@ def test_a_large_radiograph_shows_its_training_size_copy_first_and_is_edited_onl
     for role in ("image", "original", "corrected"):
         layer = widget.layer(role)
         assert layer.data.shape == (H, W) and tuple(layer.scale) == (1, 1), role
-    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(image_id), (H, W)))
+    np.testing.assert_array_equal(widget.layer("corrected").data, _correction(run, image_id))
     assert widget.run_row.originals_label.text() == "at their own size" and widget.edit_btn.isEnabled()
     assert len(viewer.layers) == 2 + 5
     widget.edit_btn.click()
@@ -425,4 +441,4 @@ def test_the_original_replaces_its_stand_in_one_layer_per_turn_of_the_event_loop
     assert seen["original"] == (True, image_id, (SIZE, SIZE), False)
     assert seen["corrected"][:2] == (True, image_id)  # in a turn of its own, the stand-in named until it is in
     assert widget.edit_btn.isEnabled() and widget.run_row.originals_label.text() == "at their own size"
-    np.testing.assert_array_equal(widget.layer("corrected").data, native_mask(run.prob(image_id), (H, W)))
+    np.testing.assert_array_equal(widget.layer("corrected").data, _correction(run, image_id))

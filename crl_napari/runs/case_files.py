@@ -14,7 +14,7 @@ from ..data import IMAGE_EXTENSIONS
 from ..ids import check_id
 from ..native import decode_prob
 from .errors import RunError
-from .names import CONFIG, CORRECTED, GIVEN, IMAGES, PROB16
+from .names import CONFIG, CORRECTED, GIVEN, IMAGES, NETS16, PROB16
 
 
 class CaseFiles:
@@ -101,6 +101,18 @@ class CaseFiles:
             except ValueError as exc:
                 raise RunError(f"{self.path / CORRECTED / (id_ + PROB16)}: {exc}") from None
         return self._png(CORRECTED, f"{self._id(id_)}_prob.png").astype(np.float32) / 255
+
+    def nets_prob(self, id_: str) -> np.ndarray | None:
+        """The nets' own sharpened probability at training size, which the border fit moved the given border with
+        (scoring.ImageScores.nets_prob); None where the run has none (scored without the fit, or before it was
+        kept)."""
+        name = f"{self._id(id_)}{NETS16}"
+        if not (self.path / CORRECTED / name).is_file():
+            return None
+        try:
+            return decode_prob(self._png(CORRECTED, name))
+        except ValueError as exc:
+            raise RunError(f"{self.path / CORRECTED / name}: {exc}") from None
 
     def uncertainty(self, id_: str) -> np.ndarray:
         return self._png(CORRECTED, f"{self._id(id_)}_unc.png").astype(np.float32) / 255

@@ -48,6 +48,7 @@ from .names import (
     HISTORY,
     HISTORY_FIELDS,
     IMAGES,
+    NETS16,
     PROB16,
     REVIEW,
     SCORE_FIELDS,
@@ -211,6 +212,12 @@ class RunFolder(CaseFiles):
         """size, simulate_noise, noise_seed as the run was made."""
         return {k: self.config["data"][k] for k in ("size", "simulate_noise", "noise_seed")}
 
+    @property
+    def noise_simulated(self) -> bool:
+        """Whether training corrupted the masks itself (simulate_noise): then an original mask file is the truth
+        the noise was drawn from, not the mask training was given."""
+        return float(self.config["data"].get("simulate_noise") or 0) > 0
+
     # --- creating ---------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path | str, train: TrainConfig, data: dict) -> RunFolder:
@@ -313,6 +320,10 @@ class RunFolder(CaseFiles):
                 batch.add(self.file(CORRECTED, f"{id_}.png"), encode_png(_to_uint8(scores.corrected[i])))
                 batch.add(self.file(CORRECTED, f"{id_}_prob.png"), encode_png(_to_uint8(prob)))
                 batch.add(self.file(CORRECTED, f"{id_}{PROB16}"), encode_png(encode_prob(scores.prob[i])))
+                if scores.nets_prob is not None:
+                    batch.add(self.file(CORRECTED, f"{id_}{NETS16}"), encode_png(encode_prob(scores.nets_prob[i])))
+                else:  # a scoring without the border fit: no stale map of an earlier one beside the new correction
+                    self.file(CORRECTED, f"{id_}{NETS16}").unlink(missing_ok=True)
                 batch.add(self.file(CORRECTED, f"{id_}_unc.png"), encode_png(_to_uint8(unc)))
         return [extra_pieces(clean_mask(scores.corrected[i])) for i in range(len(ids))]
 

@@ -15,6 +15,7 @@ __all__ = [
     "CORRECTED",
     "EDITS",
     "PROB16",
+    "NETS16",
     "DATA_ROOT",
     "HISTORY_FIELDS",
     "SCORE_FIELDS",
@@ -56,6 +57,9 @@ SUMMARY = "summary.png"  # the summary figure (crl_napari.report; `crl-napari re
 DATA_ROOT = "data_root.json"  # {"root": folder}: where the originals are now, when the data moved (set in review)
 PROB16 = "_prob16.png"  # in corrected/: <id>_prob16.png, the sharpened probability in 16 bits; corrections at the
 #                        radiograph's own size are resampled from it (crl_napari.native)
+NETS16 = "_nets16.png"  # in corrected/ (border fit on): the nets' own sharpened probability in 16 bits, which the
+#                        correction at the radiograph's own size moves the original mask's border with
+#                        (crl_napari.native_correction)
 CACHE = "cache"  # the decoded training data (crl_napari.cache): rebuilt from the data folder when gone
 CACHE_INDEX = "index.json"  # in cache/: what each slot holds and the fingerprint of its source files
 CACHE_IMAGES = "images.u8"  # in cache/: uint8 (N, size, size), the images at training size, before z-scoring
