@@ -144,6 +144,7 @@ def test_demo_reports_what_it_measured_and_what_it_assumed(tmp_path, capsys):
     assert against.startswith("the clean masks in ") and Path(against.split(" in ", 1)[1]).resolve() == \
         (data / "clean_masks").resolve()
     assert f"held-out phantoms, against {against}" in text
+    assert "at the training size; at the original size, as the export writes them: " in text
     from crl_napari.scoring import recommended_threshold  # the demo's default, as the Review widget's
 
     t = recommended_threshold(np.array([r.suspicion for r in RunFolder(out / "run").score_rows()]))

@@ -49,7 +49,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"corrected masks vs truth, Dice: {metrics['corrected_dice_corrupted']:.3f} on the corrupted ones "
               f"(their given masks: {metrics['noisy_dice_corrupted']:.3f}), "
               f"{metrics['corrected_dice_clean']:.3f} on the others "
-              f"(their given masks: {metrics['given_dice_clean']:.3f})")
+              f"(their given masks: {metrics['given_dice_clean']:.3f}), at the training size; at the original "
+              f"size, as the export writes them: {metrics['original_dice_corrupted']:.3f} and "
+              f"{metrics['original_dice_clean']:.3f}")
     print(f"run folder:     {run_dir}\nsummary figure: {fig}")
     print(f"cleaned export: {rep.dest}: with no review, corrections accepted where suspicion >= {rep.threshold:.3f}, "
           f"original masks elsewhere: {rep.counts}" + _accepted_breakdown(rep.dest, corrupted))
@@ -77,6 +79,7 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
 
     from ..data import read_mask, resize_mask
     from ..inference import dice_score
+    from ..native_correction import corrected_mask
     from ..scoring import auroc
 
     noise_csv = data / "noise.csv"
@@ -103,4 +106,12 @@ def _demo_flagging(run_dir: Path, data: Path) -> tuple[dict, dict | None]:
         "corrected_dice_corrupted": float(np.mean([dice(run.corrected(i), truth[i]) for i in bad])) if bad else 1.0,
         "noisy_dice_corrupted": float(np.mean([dice(run.given(i), truth[i]) for i in bad])) if bad else 1.0,
     }
+    cases = {r.id: r for r in run.case_rows()}
+
+    def at_original_size(i: str) -> float:  # the correction the export writes, against the truth at that size
+        drawn = read_mask(cases[i].mask_path)
+        return dice(corrected_mask(run, i, drawn.shape, drawn), read_mask(data / "clean_masks" / f"{i}.png"))
+
+    for name, which in (("corrupted", bad), ("clean", good)):
+        metrics[f"original_dice_{name}"] = float(np.mean([at_original_size(i) for i in which])) if which else 1.0
     return metrics, corrupted
