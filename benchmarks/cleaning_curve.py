@@ -74,6 +74,12 @@ from crl_napari.atomic import atomic_write, atomic_write_json, atomic_write_text
 from crl_napari.data import load_dataset  # noqa: E402
 
 ROOT = table1.ROOT
+NATIVE_TEXT = ("Where the user sees it (--native, curve_native.py): the noise is drawn on Shenzhen's 256 px masks (the "
+               "paper's protocol), the nets are benchmarks/native_noise.py's default crl trained at 64 px on them "
+               "shrunk, the queue is scored at 64 px, and the reviewer, the corrections (the original mask's border "
+               "moved as the nets agree: native_correction, what the export writes) and the exported set are "
+               "measured at 256 px against the true masks. Order d's vanilla U-Net trains on the same shrunk masks; "
+               "order f's rounds train on the exported set shrunk to 64 px.")
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
           "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets"}
 ROUND_ORDERS = ("b", "f")  # the orders that train a round after every batch
@@ -206,6 +212,15 @@ class Context:
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
         return cascade.load_models(run_dir)
 
+    def training_masks(self, final: np.ndarray) -> np.ndarray:
+        """The masks a round trains on, from the exported set's (the same size here; see curve_native.py)."""
+        return final
+
+    @property
+    def given_small(self) -> np.ndarray:
+        """The given masks at the training size (what the nets were scored against)."""
+        return self.given
+
     def first_round_seconds(self) -> float | None:
         run = self.results.get("runs", {}).get(table1.cell_key(CRL, self.ratio, self.seed), {})
         return None if not run.get("sec_per_epoch") else run["sec_per_epoch"] * self.prof["epochs"]
@@ -255,7 +270,7 @@ def static_queue(ctx: Context, order: str) -> np.ndarray | None:
         return None
     models, _ = ctx.models(VANILLA)
     fg = cascade.peer_probs(models, ctx.images)[0]
-    quality, _ = get_label_quality_scores(ctx.given.astype(np.int64), np.stack([1 - fg, fg], axis=1),
+    quality, _ = get_label_quality_scores(ctx.given_small.astype(np.int64), np.stack([1 - fg, fg], axis=1),
                                           verbose=False)
     return np.argsort(quality, kind="stable")  # lowest quality first
 
@@ -314,7 +329,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
         models = None
         cfg = rounds.round_config(cfg, ctx.crl_cfg, rounds.default_warm_epochs(ctx.crl_cfg), from_scratch=False)
         cfg.threads = ctx.threads
-        for ev in cascade.train(ctx.images, walk.final, cfg, run_dir=round_dir, trusted=walk.reviewed.copy(),
+        for ev in cascade.train(ctx.images, ctx.training_masks(walk.final), cfg, run_dir=round_dir,
+                                trusted=walk.reviewed.copy(),
                                 init_from=prev):
             if isinstance(ev, cascade.Finished):
                 models = ev.models
@@ -348,14 +364,18 @@ def second_cell(results: dict) -> str | None:
     return SECOND_CELL if got is True else got or None
 
 
-def stem(border_fit: bool, second_pass: str | None = None) -> str:
-    """The results' file name (without suffix): the border fit's apart from the paper's, each second pass's apart."""
+def stem(border_fit: bool, second_pass: str | None = None, native: bool = False) -> str:
+    """The results' file name (without suffix): the border fit's apart from the paper's, each second pass's apart,
+    the original size's (curve_native.py) apart."""
+    if native:
+        return "cleaning_curve-native"
     return SECOND_CELLS[second_pass] if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
 
 
-def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: str | None = None) -> Path:
+def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: str | None = None,
+               native: bool = False) -> Path:
     """Where an order with rounds keeps its rounds (resumable); each variant apart."""
-    tag = stem(border_fit, second_pass).removeprefix("cleaning_curve")
+    tag = stem(border_fit, second_pass, native).removeprefix("cleaning_curve")
     return table1.RUNS / profile / f"curve{tag}_{key}".replace(" | ", "_")
 
 
@@ -379,16 +399,21 @@ def _at(points: list[dict], n: int) -> dict | None:
 def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
     second = second_cell(results)
-    planned = [cell_key(*p) for p in (plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second else plan(seeds))]
+    native = results.get("native", False)
+    planned = [cell_key(*p) for p in (plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second or native else
+                                      plan(seeds))]
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
     fit = results.get("border_fit", False)
     after = {SECOND_CELL: "the paper's crl", "crl+keep-auto+second-all-fit": "the default crl (keep ratio estimated "
              "while training, `keep_auto` 1)"}
-    lines = ["# Cleaning curve (issue 14)" + (f", after the second pass on {after[second]}" if second else
+    lines = ["# Cleaning curve (issue 14)" + (", at the radiograph's own size" if native else
+                                               f", after the second pass on {after[second]}" if second else
                                                ", border fit" if fit else ""), ""]
-    if second:
+    if native:
+        lines += [NATIVE_TEXT, ""]
+    elif second:
         lines += ["The path the advice takes a user on when most masks look wrong: the queue is scored and the "
                   "corrections made (with the border fit) by the second pass's nets (fresh nets trained on every "
                   f"fitted correction of the first pass, {after[second]}: native_res.py's `{second}` cells, what "
@@ -453,7 +478,8 @@ def targets(results: dict) -> list[str]:
         return c["points"] if c and c.get("complete") else None
 
     seeds = sorted({c["seed"] for c in cells.values()})
-    rb = "f" if second_cell(results) else "b"  # the order with rounds the targets grade (f: the tool's rounds)
+    # the order with rounds the targets grade (f: the tool's rounds)
+    rb = "f" if second_cell(results) or results.get("native") else "b"
     for seed in seeds:
         a, b = pts("a", 0.75, seed), pts(rb, 0.75, seed)
         if b is None or a is None or not n_train:
@@ -541,7 +567,9 @@ def plot(results: dict, path: Path) -> None:
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
-    if second_cell(results):
+    if results.get("native"):
+        fig.suptitle("at 256 px, noise drawn at 256 px; corrections: the original border moved", fontsize=9)
+    elif second_cell(results):
         fig.suptitle(f"corrections: border fit, nets: native_res.py's {second_cell(results)}", fontsize=9)
     elif results.get("border_fit"):
         fig.suptitle("corrections: border fit (the product's default)", fontsize=9)
@@ -554,7 +582,7 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
     """Merge into the JSON on disk under a lock, then rewrite JSON, markdown and PNG: the cells this process
     worked on (``touched``) are its own, every other cell is taken from the disk, so two invocations on other
     seeds or orders share one results file without losing each other's cells."""
-    name = stem(results.get("border_fit", False), second_cell(results))
+    name = stem(results.get("border_fit", False), second_cell(results), results.get("native", False))
     out_json = out_dir / f"{name}.json"
     with open(out_json.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -568,6 +596,16 @@ def save(results: dict, out_dir: Path, seeds: list[int], touched: set[str] = fro
         atomic_write_json(out_json, results)
         atomic_write_text(out_dir / f"{name}.md", summarise(results, seeds))
         plot(results, out_dir / f"{name}.png")
+
+
+def make_context(args, train, test, prof: dict, ratio: float, seed: int, results: dict) -> Context:
+    """The (seed, noise) every order shares: at the training size, or with --native at the original size."""
+    if args.native:
+        from curve_native import NativeContext
+
+        return NativeContext(train, test, args.profile, prof, ratio, seed, args.threads, results, args.data)
+    return Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit,
+                   args.second_pass)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -591,12 +629,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{' or '.join(SECOND_CELLS)}; {SECOND_CELL} when none is named; implies --border-fit) at 75 %%, "
                     "orders a c d s f, into the CELL's own results (" + ", ".join(
                         f"{v}.*" for v in SECOND_CELLS.values()) + ")")
+    ap.add_argument("--native", action="store_true",
+                    help="at the radiograph's own size: noise drawn at 256 px, native_noise.py's nets, everything "
+                    "measured at 256 px (curve_native.py) at 75 %%, orders a c d s f, into cleaning_curve-native.*")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
-    args.border_fit = args.border_fit or bool(args.second_pass)
-    out_json = args.results / f"{stem(args.border_fit, args.second_pass)}.json"
+    args.border_fit = args.border_fit or bool(args.second_pass) or args.native
+    out_json = args.results / f"{stem(args.border_fit, args.second_pass, args.native)}.json"
     if args.summary_only:
         save(json.loads(out_json.read_text()), args.results, args.seeds)
         return 0
@@ -614,7 +655,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = ds.subset("train"), ds.subset("test")
     results["commands"] = list(dict.fromkeys(results.get("commands", []) + [command]))
     warm = rounds.default_warm_epochs(cascade.TrainConfig(epochs=prof["epochs"]))
-    results.update(border_fit=args.border_fit, second_pass=args.second_pass, profile=args.profile, settings=prof,
+    results.update(border_fit=args.border_fit, second_pass=args.second_pass, native=args.native, profile=args.profile,
+                   settings=prof,
                    batch=args.batch, n_train=len(train), round_epochs=warm,
                    machine=f"{platform.processor() or platform.machine()}, "
                    f"{args.threads} threads, torch {torch.__version__}")
@@ -628,15 +670,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.bounds_only:
         for ratio in [r for r in NOISE if r in args.noise]:
             for seed in args.seeds:
-                ctx = Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit,
-                              args.second_pass)
+                ctx = make_context(args, train, test, prof, ratio, seed, results)
                 results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(ctx, quarter)
         save(results, args.results, args.seeds)
         return 0
     contexts: dict[tuple[float, int], Context] = {}
     touched: set[str] = set()
-    levels = [r for r in (SECOND_NOISE if args.second_pass else NOISE) if r in args.noise]
-    orders = args.orders or (SECOND_ORDERS if args.second_pass else PLAN_ORDERS)
+    levels = [r for r in (SECOND_NOISE if args.second_pass or args.native else NOISE) if r in args.noise]
+    orders = args.orders or (SECOND_ORDERS if args.second_pass or args.native else PLAN_ORDERS)
     for order, ratio, seed in plan(args.seeds, levels, orders):
         key = cell_key(order, ratio, seed)
         if results["cells"].get(key, {}).get("complete"):
@@ -644,14 +685,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{_now()}] {key}", flush=True)
         if (ratio, seed) not in contexts:
             contexts.clear()  # one (seed, noise) in memory at a time
-            contexts[(ratio, seed)] = Context(train, test, args.profile, prof, ratio, seed, args.threads, results,
-                                              args.border_fit, args.second_pass)
+            contexts[(ratio, seed)] = make_context(args, train, test, prof, ratio, seed, results)
             results.setdefault("bounds", {})[bound_key(ratio, seed)] = quality_bound(contexts[(ratio, seed)], quarter)
         ctx = contexts[(ratio, seed)]
         touched.add(key)
         cell = results["cells"].setdefault(key, {"order": order, "noise": ratio, "seed": seed})
         if order in ROUND_ORDERS:
-            run_rounds(ctx, steps, rounds_dir(args.profile, key, args.border_fit, args.second_pass),
+            run_rounds(ctx, steps, rounds_dir(args.profile, key, args.border_fit, args.second_pass, args.native),
                        cell, lambda: save(results, args.results, args.seeds, touched), order)
         else:
             got = run_static(ctx, order, steps)

@@ -64,6 +64,11 @@ def cell_key(ratio: float, seed: int) -> str:
     return f"crl default | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
+def run_name(ratio: float, seed: int) -> str:
+    """The cell's run folder under RUNS."""
+    return cell_key(ratio, seed).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+
+
 def config(seed: int) -> cascade.TrainConfig:
     """The product's defaults at the quick profile's size (what `crl-napari train --size 64` would train)."""
     return cascade.TrainConfig(epochs=PROFILE["epochs"], batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
@@ -82,7 +87,7 @@ def run_cell(ratio: float, seed: int, train: dict, test: dict) -> dict:
     t0 = time.time()
     given256, given, corrupted = noisy(train["truth"], train["ids"], ratio, seed, PROFILE["size"])
     cfg = config(seed)
-    run_dir = RUNS / cell_key(ratio, seed).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+    run_dir = RUNS / run_name(ratio, seed)
     models, sec_per_epoch = native_res.train_models(train["images"], given, cfg, run_dir)
     line = read_checkpoint(run_dir / cascade.CHECKPOINT).get("history_line") or {}
     out = {"noise": ratio, "seed": seed, "n_train": len(given), "n_corrupted": int(corrupted.sum()),

@@ -296,3 +296,38 @@ def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_o
     assert (tmp_path / "res" / "cleaning_curve-keep-auto-second.md").read_text().startswith(
         "# Cleaning curve (issue 14), after the second pass on the default crl")
     assert len({cc.rounds_dir("smoke", key, True, c) for c in cc.SECOND_CELLS}) == 2
+
+
+def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(cc, tmp_path, capsys, monkeypatch):
+    """--native: noise drawn on the 256 px masks, the nets of benchmarks/native_noise.py's cell (the default crl
+    trained at 64 px on them shrunk), the reviewer and the exported set at 256 px with the corrections the export
+    writes (the original border moved); order f's rounds train on the exported set shrunk. Without the cell the
+    script names the command that trains it."""
+    import native_noise
+
+    write_sample_set(tmp_path / "set", n=16, size=256, noise_ratio=0.0, seed=1)
+    monkeypatch.setattr(native_noise, "RUNS", tmp_path / "native_noise")
+    monkeypatch.setattr(native_noise, "RESULTS", tmp_path / "nn_res")
+    monkeypatch.setattr(native_noise, "PROFILE", cc.table1.PROFILES["smoke"])
+    args = ["--profile", "smoke", "--data", str(tmp_path / "set"), "--results", str(tmp_path / "res"), "--runs",
+            str(tmp_path / "runs"), "--batch", "4", "--seeds", "0", "--native"]
+    with pytest.raises(SystemExit) as exc:
+        cc.main([*args, "--orders", "a"])
+    assert "no finished native_noise cell" in str(exc.value) and "native_noise.py --threads 1 --noise 0.75" in str(
+        exc.value)
+    assert native_noise.main(["--noise", "0.75", "--seeds", "0", "--data", str(tmp_path / "set"), "--results",
+                              str(tmp_path / "nn_res")]) == 0
+    assert cc.main([*args, "--orders", "a", "s", "f"]) == 0
+    res = json.loads((tmp_path / "res" / "cleaning_curve-native.json").read_text())
+    assert res["native"] and res["border_fit"]
+    train = load_dataset(tmp_path / "set", size=256).subset("train")
+    given256, given64, _ = native_noise.noisy(train.masks(), train.ids, 0.75, 0, 64)
+    assert given256.shape[1:] == (256, 256) and given64.shape[1:] == (64, 64)
+    a = res["cells"]["order=a | noise=75% | seed=0"]["points"]
+    assert a[0]["keep"]["mean_dice"] == pytest.approx(float(cc.dice(given256, train.masks()).mean()), abs=1e-6)
+    f = res["cells"]["order=f | noise=75% | seed=0"]
+    assert f["complete"] and [p["reviewed"] for p in f["points"]] == [0, 4, 8]
+    assert f["points"][0] == a[0]  # before any review: the native_noise nets themselves, as order a
+    md = (tmp_path / "res" / "cleaning_curve-native.md").read_text()
+    assert md.startswith("# Cleaning curve (issue 14), at the radiograph's own size") and "PARTIAL: 3 of 5" in md
+    assert cc.rounds_dir("smoke", "k", True, None, True) != cc.rounds_dir("smoke", "k", True)

@@ -1,0 +1,85 @@
+"""cleaning_curve.py --native: the cleaning curve where the user sees it, at the radiograph's own size.
+
+The noise is drawn on Shenzhen's 256 px masks (the paper's protocol, as benchmarks/native_noise.py draws it), and
+the nets the curve starts from are native_noise.py's finished cell of the same noise and seed: the product's
+default crl trained at 64 px on those masks shrunk as the data loader shrinks them. The queue is scored at 64 px
+as the product scores it; the corrections the reviewer is shown and the recommended policy exports are made at
+256 px from the original masks (native_correction's border_fit.native_logit, cleaned up: what the export
+writes); the simulated reviewer decides at 256 px, and the exported set is measured at 256 px against the true
+masks. Order d's vanilla U-Net trains on the same shrunk noisy masks (kept beside native_noise's runs); order f's
+rounds train at 64 px on the exported set shrunk the same way, the reviewed masks trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import native_noise
+import numpy as np
+from cleaning_curve import VANILLA, Context, _finished, _now
+
+from crl_napari import cascade, scoring
+from crl_napari.border_fit import native_logit
+from crl_napari.data import load_dataset
+from crl_napari.image_files import resize_mask
+from crl_napari.native import mask_from_logit
+
+
+class NativeContext(Context):
+    """Context at 256 px: ``given`` and ``truth`` (what the reviewer and the exported set see) are the 256 px
+    masks; the nets are scored at the training size against the given masks shrunk."""
+
+    def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
+                 results: dict, data: Path):
+        self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
+        self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
+        self.border_fit = True
+        self.images = train.images()
+        big = load_dataset(data, size=256).subset("train")
+        assert big.ids == train.ids, "the 64 px and 256 px data sets list different cases"
+        self.truth = big.masks()
+        self.given, self._given_small, _ = native_noise.noisy(self.truth, train.ids, ratio, seed, prof["size"])
+        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed)
+        if not _finished(run_dir, prof["epochs"]):
+            raise SystemExit(f"{run_dir}: no finished native_noise cell; train it first: python "
+                             f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}")
+        self.first_checkpoint = run_dir / cascade.CHECKPOINT
+        models, self.crl_cfg = cascade.load_models(run_dir)
+        self.scores = self.score(models, self.given, self.crl_cfg.T)
+        self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
+        done = native_noise.RESULTS / "native_noise.json"  # the cell's seconds per epoch: the first round's time
+        cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
+        self._sec_per_epoch = cells.get(native_noise.cell_key(ratio, seed), {}).get("sec_per_epoch")
+
+    @property
+    def given_small(self) -> np.ndarray:
+        return self._given_small
+
+    def training_masks(self, final: np.ndarray) -> np.ndarray:
+        return np.stack([resize_mask(m, self.prof["size"]) for m in final])
+
+    def score(self, models, given: np.ndarray, T: float) -> scoring.ImageScores:
+        """Scored at the training size against ``given`` (256 px) shrunk; the corrections made at 256 px from
+        ``given`` itself, as the export makes them."""
+        small = self.training_masks(given)
+        sc = scoring.score_probs(cascade.peer_probs(models, self.images), small, T, border_fit=True)
+        corrected = np.stack([mask_from_logit(native_logit(n, s, g)) > 0
+                              for n, s, g in zip(sc.nets_prob, small, given, strict=True)])
+        return replace(sc, corrected=corrected)
+
+    def models(self, method: str):
+        """Order d's vanilla U-Net, trained (once) on the same shrunk noisy masks as the crl nets."""
+        assert method == VANILLA
+        cfg = cascade.TrainConfig(strategy="vanilla", epochs=self.prof["epochs"], batch_size=self.prof["batch_size"],
+                                  lr=self.prof["lr"], lr_decay=self.prof["lr_decay"], width=self.prof["width"],
+                                  depth=self.prof["depth"], seed=self.seed)
+        run_dir = native_noise.RUNS / f"vanilla_{native_noise.run_name(self.ratio, self.seed)}"
+        if not _finished(run_dir, self.prof["epochs"]):
+            print(f"[{_now()}] training vanilla on the shrunk noisy masks", flush=True)
+            native_noise.native_res.train_models(self.images, self._given_small, cfg, run_dir)
+        return cascade.load_models(run_dir)
+
+    def first_round_seconds(self) -> float | None:
+        return None if not self._sec_per_epoch else self._sec_per_epoch * self.prof["epochs"]
