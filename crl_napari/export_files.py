@@ -30,7 +30,7 @@ from . import runs
 from .atomic import encode_png, fsync_dir, sync_files, write_new
 from .data import DataError, read_image, read_mask
 from .eta import format_seconds
-from .native_correction import corrected_mask
+from .native_correction import corrected_mask, uses_original
 from .postprocess import extra_pieces
 
 MANIFEST_FIELDS = [
@@ -130,7 +130,9 @@ def _mask(item: Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
     try:
         if item.mask_source in ("corrected", "corrected_by_policy"):
             try:
-                drawn = None if run.noise_simulated else read_mask(item.orig_mask)  # simulated: the truth
+                # simulated noise: the original mask is the truth, not what training was given
+                drawn = (read_mask(item.orig_mask) if not run.noise_simulated
+                         and uses_original(run, item.id, item.orig_shape) else None)
                 return corrected_mask(run, item.id, item.orig_shape, drawn, cleanup=cleanup)
             except runs.RunError as exc:
                 raise ExportError(f"cannot export the correction of {item.id!r}: {exc}") from exc

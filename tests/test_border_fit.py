@@ -227,7 +227,7 @@ def test_review_and_export_make_the_correction_from_the_original_mask(native_run
     the nets' map (a run scored before it was kept) or without its original mask is the resampled one."""
     from crl_napari.border_fit import native_logit
     from crl_napari.image_files import read_mask
-    from crl_napari.native_correction import corrected_mask
+    from crl_napari.native_correction import corrected_mask, uses_original
 
     data, run = native_run
     assert not run.noise_simulated
@@ -250,8 +250,9 @@ def test_review_and_export_make_the_correction_from_the_original_mask(native_run
     assert np.array_equal(corrected_mask(run, i, (96, 96), None), resampled)
     assert np.array_equal(corrected_mask(run, i, (32, 32), read_mask(rows[i].mask_path)),
                           native.native_mask(run.prob(i), (32, 32)))  # at the training size: the run's own
+    assert uses_original(run, i, (96, 96)) and not uses_original(run, i, (32, 32))  # the export reads it only then
     (run.path / "corrected" / f"{i}_nets16.png").unlink()  # as a run scored before the map was kept
-    assert run.nets_prob(i) is None
+    assert run.nets_prob(i) is None and not uses_original(run, i, (96, 96))
     assert np.array_equal(corrected_mask(run, i, (96, 96), read_mask(rows[i].mask_path)), resampled)
 
 

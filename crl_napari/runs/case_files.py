@@ -102,12 +102,16 @@ class CaseFiles:
                 raise RunError(f"{self.path / CORRECTED / (id_ + PROB16)}: {exc}") from None
         return self._png(CORRECTED, f"{self._id(id_)}_prob.png").astype(np.float32) / 255
 
+    def has_nets_prob(self, id_: str) -> bool:
+        """Whether the run kept the nets' own map of ``id_`` (:meth:`nets_prob`)."""
+        return (self.path / CORRECTED / f"{self._id(id_)}{NETS16}").is_file()
+
     def nets_prob(self, id_: str) -> np.ndarray | None:
         """The nets' own sharpened probability at training size, which the border fit moved the given border with
         (scoring.ImageScores.nets_prob); None where the run has none (scored without the fit, or before it was
         kept)."""
         name = f"{self._id(id_)}{NETS16}"
-        if not (self.path / CORRECTED / name).is_file():
+        if not self.has_nets_prob(id_):
             return None
         try:
             return decode_prob(self._png(CORRECTED, name))
