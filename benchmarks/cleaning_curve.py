@@ -44,6 +44,8 @@ training `next-round RUN --second-pass 2` and the Review dock's "Second pass" ma
 from them. At 75 % only (where the advice comes), orders a c d s f; results in cleaning_curve-second.*.
 `--second-pass crl+keep-auto+second-all-fit` starts from the second pass after today's default first pass (the
 keep ratio estimated while training), the advised path now; results in cleaning_curve-keep-auto-second.*.
+--native measures the curve where the user sees it, at the radiograph's own size (curve_native.py): the noise
+drawn at 256 px, benchmarks/native_noise.py's nets, the corrections the export writes; cleaning_curve-native.*.
 
 About 600 lines, over the house's 400: the reviewer, the orders, the bookkeeping and the report of one
 benchmark, each short and only meaningful together (table1.py is the same shape).
