@@ -321,7 +321,14 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
                                                                                          "seed=0"]
     assert set(cell["variants"]) == {"given", "resampled", "native"} and cell["n_corrupted"] == 9
     assert cell["variants"]["given"]["dice_clean"] == 1.0  # a clean case's given mask is its truth at 256 px
-    assert "| 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
+    assert "| default | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
+    # the advised path: a second pass on every correction of that cell, measured the same way, in a cell of its own
+    assert native_noise.main(["--noise", "0.75", "--seeds", "0", "--second", "--data", str(tmp_path / "set"),
+                              "--results", str(tmp_path / "nn_res")]) == 0
+    cells = json.loads((tmp_path / "nn_res" / "native_noise.json").read_text())["cells"]
+    assert cells["crl default+second | noise=75% | seed=0"]["second"] and cells[
+        "crl default | noise=75% | seed=0"] == {**cell, "second": False}
+    assert "| second pass | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
     assert cc.main([*args, "--orders", "a", "s", "f"]) == 0
     res = json.loads((tmp_path / "res" / "cleaning_curve-native.json").read_text())
     assert res["native"] and res["border_fit"]
