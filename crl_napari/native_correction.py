@@ -24,7 +24,8 @@ __all__ = ["corrected_mask", "uses_original"]
 def uses_original(run, id_: str, shape: tuple[int, int]) -> bool:
     """Whether :func:`corrected_mask` at ``shape`` would use the case's original mask: the run kept the nets' map
     and ``shape`` is not the training size (so a caller reads the original only when it counts)."""
-    return run.has_nets_prob(id_) and tuple(int(s) for s in shape) != run.given(id_).shape
+    size = int(run.config["data"]["size"])  # the training size (square)
+    return run.has_nets_prob(id_) and (int(shape[0]), int(shape[1])) != (size, size)
 
 
 def corrected_mask(run, id_: str, shape: tuple[int, int], given_native: np.ndarray | None = None,
