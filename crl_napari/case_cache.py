@@ -189,8 +189,7 @@ class NativeCases:
             return Case(run.image(id_), upsample_nearest(small, shape),
                         corrected_mask(run, id_, shape, cleanup=self.cleanup))
         self.notes.pop(id_, None)
-        drawn = None if self.simulated else given  # simulated noise: the original mask is the truth, not the given
-        return Case(image, given, corrected_mask(run, id_, shape, drawn, cleanup=self.cleanup))
+        return Case(image, given, corrected_mask(run, id_, shape, given, cleanup=self.cleanup))
 
     def _originals(self, id_: str, shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None, str]:
         row, run = self.rows[id_], self.run

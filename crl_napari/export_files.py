@@ -130,9 +130,7 @@ def _mask(item: Item, run: runs.RunFolder, cleanup: bool) -> np.ndarray:
     try:
         if item.mask_source in ("corrected", "corrected_by_policy"):
             try:
-                # simulated noise: the original mask is the truth, not what training was given
-                drawn = (read_mask(item.orig_mask) if not run.noise_simulated
-                         and uses_original(run, item.id, item.orig_shape) else None)
+                drawn = read_mask(item.orig_mask) if uses_original(run, item.id, item.orig_shape) else None
                 return corrected_mask(run, item.id, item.orig_shape, drawn, cleanup=cleanup)
             except runs.RunError as exc:
                 raise ExportError(f"cannot export the correction of {item.id!r}: {exc}") from exc

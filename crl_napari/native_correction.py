@@ -22,20 +22,23 @@ __all__ = ["corrected_mask", "uses_original"]
 
 
 def uses_original(run, id_: str, shape: tuple[int, int]) -> bool:
-    """Whether :func:`corrected_mask` at ``shape`` would use the case's original mask: the run kept the nets' map
-    and ``shape`` is not the training size (so a caller reads the original only when it counts)."""
+    """Whether :func:`corrected_mask` at ``shape`` uses the case's original mask (so a caller reads it only when it
+    counts): the run kept the nets' map, ``shape`` is not the training size, and the original mask is what
+    training was given (with simulated noise it is the truth the noise was drawn from)."""
     size = int(run.config["data"]["size"])  # the training size (square)
-    return run.has_nets_prob(id_) and (int(shape[0]), int(shape[1])) != (size, size)
+    return (not run.noise_simulated and (int(shape[0]), int(shape[1])) != (size, size)
+            and run.has_nets_prob(id_))
 
 
 def corrected_mask(run, id_: str, shape: tuple[int, int], given_native: np.ndarray | None = None,
                    cleanup: bool | Mapping[str, Any] = True) -> np.ndarray:
     """The corrected mask of case ``id_`` of ``run`` (a runs.RunFolder) at ``shape`` (H, W), uint8 {0, 1}.
-    ``given_native``: the case's original mask at that shape (None: not at hand, so the training-size
-    correction resampled). At the training size it is the run's own correction, thresholded and cleaned."""
-    prob = run.prob(id_)
+    ``given_native``: the case's original mask file at that shape (None: not at hand, so the training-size
+    correction resampled; ignored where :func:`uses_original` says no). At the training size it is the run's own
+    correction, thresholded and cleaned."""
+    prob = run.prob(id_)  # the run's correction: read (and refused, naming its file) whichever way is made here
     shape = (int(shape[0]), int(shape[1]))
-    if shape != prob.shape and given_native is not None and np.shape(given_native) == shape:
+    if given_native is not None and np.shape(given_native) == shape and uses_original(run, id_, shape):
         nets = run.nets_prob(id_)
         if nets is not None and nets.shape == prob.shape:
             return mask_from_logit(native_logit(nets, run.given(id_), given_native), cleanup)
