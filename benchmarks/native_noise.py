@@ -25,7 +25,9 @@ scored against the given masks as the product scores a second pass, the same thr
 
 Resumable cell by cell (a killed training resumes from its checkpoint) into benchmarks/results/native_noise.json,
 with native_noise.md rewritten after every cell; --remeasure measures the finished cells again from their
-checkpoints (after a change to the corrections).
+checkpoints (after a change to the corrections). --set NAME=VALUE (repeatable) probes the default with training
+settings changed (e.g. --set alpha=0.35, --set k=16): cells of their own, beside the default's, measured to decide
+whether a change becomes a default (it must win on every seed).
 
     python benchmarks/native_noise.py --threads 1 --noise 0.75 --seeds 0 1 2
 """
@@ -33,6 +35,7 @@ checkpoints (after a change to the corrections).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import platform
@@ -65,20 +68,39 @@ VARIANTS = ("given", "resampled", "native")
 TARGET = native_res.TARGET_256  # corrected Dice on the corrupted cases at 256 px, per noise level
 
 
-def cell_key(ratio: float, seed: int, second: bool = False) -> str:
-    return f"crl default{'+second' if second else ''} | noise={int(round(ratio * 100))}% | seed={seed}"
+def probe_name(probe: dict | None) -> str:
+    """``alpha=0.35,k=16`` for a probe's settings (sorted), "" for the default."""
+    return ",".join(f"{k}={v:g}" for k, v in sorted((probe or {}).items()))
 
 
-def run_name(ratio: float, seed: int, second: bool = False) -> str:
+def cell_key(ratio: float, seed: int, second: bool = False, probe: dict | None = None) -> str:
+    kind = "+second" if second else (f"+{probe_name(probe)}" if probe else "")
+    return f"crl default{kind} | noise={int(round(ratio * 100))}% | seed={seed}"
+
+
+def run_name(ratio: float, seed: int, second: bool = False, probe: dict | None = None) -> str:
     """The cell's run folder under RUNS."""
-    return cell_key(ratio, seed, second).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+    return cell_key(ratio, seed, second, probe).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
-def config(seed: int) -> cascade.TrainConfig:
-    """The product's defaults at the quick profile's size (what `crl-napari train --size 64` would train)."""
+def config(seed: int, probe: dict | None = None) -> cascade.TrainConfig:
+    """The product's defaults at the quick profile's size (what `crl-napari train --size 64` would train), with a
+    probe's settings (--set) over them."""
     return cascade.TrainConfig(epochs=PROFILE["epochs"], batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
                                lr_decay=PROFILE["lr_decay"], width=PROFILE["width"], depth=PROFILE["depth"],
-                               seed=seed)
+                               seed=seed, **(probe or {}))
+
+
+def parse_probe(items: list[str]) -> dict:
+    """``["alpha=0.35", "k=16"]`` -> {"alpha": 0.35, "k": 16}, each value of its TrainConfig field's type."""
+    kinds = {f.name: f.type for f in dataclasses.fields(cascade.TrainConfig)}
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in kinds or not value:
+            raise SystemExit(f"--set {item}: expected NAME=VALUE with NAME a training setting ({', '.join(kinds)})")
+        out[name] = int(value) if "int" in str(kinds[name]) and "float" not in str(kinds[name]) else float(value)
+    return out
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
@@ -92,12 +114,13 @@ def noisy(truth256: np.ndarray, ids: list[str], ratio: float, seed: int, size: i
     return given256, np.stack([resize_mask(g, size) for g in given256]), np.array([r.corrupted for r in records])
 
 
-def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool = False) -> dict:
+def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool = False,
+             probe: dict | None = None) -> dict:
     """Train (or resume, or reload) one cell and measure it; ``second``: the second pass on the corrections of the
-    finished first cell of the same noise and seed."""
+    finished first cell of the same noise and seed; ``probe``: the default with these settings changed."""
     t0 = time.time()
     given256, given, corrupted = noisy(train["truth"], train["ids"], ratio, seed, PROFILE["size"])
-    cfg = config(seed)
+    cfg = config(seed, probe)
     labels = given
     if second:
         first = RUNS / run_name(ratio, seed)
@@ -108,11 +131,11 @@ def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool = Fa
         sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], train["images"]), given,
                                  first_cfg.T, border_fit=True)
         labels = second_pass.training_labels(given, sc.corrected, sc.suspicion, second_pass.EVERY)
-    run_dir = RUNS / run_name(ratio, seed, second)
+    run_dir = RUNS / run_name(ratio, seed, second, probe)
     models, sec_per_epoch = native_res.train_models(train["images"], labels, cfg, run_dir)
     line = read_checkpoint(run_dir / cascade.CHECKPOINT).get("history_line") or {}
-    out = {"noise": ratio, "seed": seed, "n_train": len(given), "n_corrupted": int(corrupted.sum()),
-           "sec_per_epoch": sec_per_epoch, "keep_estimate": line.get("keep")}
+    out = {"noise": ratio, "seed": seed, "probe": probe or None, "n_train": len(given),
+           "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch, "keep_estimate": line.get("keep")}
     out.update(measure(models, cfg, given256, given, corrupted, train, test))
     out["wall_seconds"] = time.time() - t0
     out["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -138,7 +161,7 @@ def measure(models, cfg, given256: np.ndarray, given: np.ndarray, corrupted: np.
 # ----------------------------------------------------------------------------------------- report
 
 def summarise(results: dict) -> str:
-    cells = sorted(results["cells"].values(), key=lambda c: (c.get("second", False), -c["noise"], c["seed"]))
+    cells = sorted(results["cells"].values(), key=lambda c: (_order(c), -c["noise"], c["seed"]))
     ref = native_res._clean_vanilla()
     lines = ["# Corrections at 256 px with the noise drawn at 256 px (issue 11: the paper's protocol)", "",
              "The product's default crl (border fit, keep ratio estimated) trained at 64 px on Shenzhen's training "
@@ -150,7 +173,8 @@ def summarise(results: dict) -> str:
              f"Commands: {'; '.join(f'`{c}`' for c in results.get('commands', []))}. "
              f"Machine: {results.get('machine', '?')}.", "",
              "`second pass`: the advised path at heavy noise (--second: fresh nets trained on every correction of the "
-             "default cell, `next-round RUN --second-pass 2`).", "",
+             "default cell, `next-round RUN --second-pass 2`). `probe NAME=VALUE`: the default with a training setting "
+             "changed (--set NAME=VALUE), measured to decide whether it becomes a default.", "",
              "| path | noise | seed | keep est. | given corrupted | resampled corrupted / clean | native corrupted / "
              "clean | boundary px corrupted: resampled / native | test Dice 64 (gap to clean vanilla) | native won |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -168,8 +192,8 @@ def summarise(results: dict) -> str:
     lines += ["", "## Per noise level, mean over the seeds measured", "",
               "| path | noise | seeds | resampled corrupted / clean | native corrupted (target) / clean | native won | "
               "islands < 1 % (native) | test gap to clean vanilla |", "|---|---|---|---|---|---|---|---|"]
-    for second, ratio in [(b, r) for b in (False, True) for r in NOISE]:
-        mine = [c for c in cells if c["noise"] == ratio and c.get("second", False) == second]
+    for path, ratio in [(p, r) for p in dict.fromkeys(_path(c) for c in cells) for r in NOISE]:
+        mine = [c for c in cells if c["noise"] == ratio and _path(c) == path]
         if not mine:
             continue
         m = {v: {k: np.mean([c["variants"][v][k] for c in mine]) for k in ("dice_corrupted", "dice_clean")}
@@ -186,7 +210,13 @@ def summarise(results: dict) -> str:
 
 
 def _path(c: dict) -> str:
-    return "second pass" if c.get("second") else "default"
+    if c.get("second"):
+        return "second pass"
+    return f"probe {probe_name(c['probe'])}" if c.get("probe") else "default"
+
+
+def _order(c: dict) -> tuple:
+    return (bool(c.get("second")), probe_name(c.get("probe")))
 
 
 def _won(c: dict) -> bool:
@@ -216,9 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--second", action="store_true",
                     help="the advised path: the second pass on every correction of the finished default cell")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a probe: the default with this training setting changed (repeatable)")
     ap.add_argument("--remeasure", action="store_true", help="measure the finished cells again (checkpoints)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
     args = ap.parse_args(argv)
+    probe = parse_probe(args.set)
+    if args.second and probe:
+        ap.error("--set probes the first pass; it does not go with --second")
     out_json = args.results / "native_noise.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     if args.summary_only:
@@ -239,11 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     test = native_res._arrays(ds64.subset("test"), ds256.subset("test"))
     for ratio in args.noise:
         for seed in args.seeds:
-            key = cell_key(ratio, seed, args.second)
+            key = cell_key(ratio, seed, args.second, probe)
             if key in results["cells"] and not args.remeasure:
                 continue
             print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-            results["cells"][key] = {**run_cell(ratio, seed, train, test, args.second), "second": args.second}
+            results["cells"][key] = {**run_cell(ratio, seed, train, test, args.second, probe),
+                                     "second": args.second}
             results = save(results, out_json, {key})
     return 0
 

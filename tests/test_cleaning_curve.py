@@ -329,6 +329,17 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
     assert cells["crl default+second | noise=75% | seed=0"]["second"] and cells[
         "crl default | noise=75% | seed=0"] == {**cell, "second": False}
     assert "| second pass | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
+    # a probe: the default with a training setting changed, trained with it, in a cell and a row of its own
+    with pytest.raises(SystemExit, match="--set bogus=1: expected NAME=VALUE"):
+        native_noise.main(["--noise", "0.75", "--set", "bogus=1", "--data", str(tmp_path / "set")])
+    assert native_noise.main(["--noise", "0.75", "--seeds", "0", "--set", "alpha=0.35", "--data",
+                              str(tmp_path / "set"), "--results", str(tmp_path / "nn_res")]) == 0
+    cells = json.loads((tmp_path / "nn_res" / "native_noise.json").read_text())["cells"]
+    assert cells["crl default+alpha=0.35 | noise=75% | seed=0"]["probe"] == {"alpha": 0.35}
+    _, probe_cfg = cascade.load_models(native_noise.RUNS / native_noise.run_name(0.75, 0, probe={"alpha": 0.35}), "cpu")
+    assert probe_cfg.alpha == 0.35 and probe_cfg.keep_auto == 1 and probe_cfg.border_fit == 1
+    assert "| probe alpha=0.35 | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
+    assert cells["crl default | noise=75% | seed=0"] == {**cell, "second": False}
     assert cc.main([*args, "--orders", "a", "s", "f"]) == 0
     res = json.loads((tmp_path / "res" / "cleaning_curve-native.json").read_text())
     assert res["native"] and res["border_fit"]
