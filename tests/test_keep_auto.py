@@ -159,7 +159,8 @@ def test_the_advice_weighs_its_suggestion_against_the_keep_ratio_the_run_estimat
     data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=3)
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
-                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--keep-auto", "1", "--quiet"]) == 0
+                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--keep-auto", "1", "--second-pass", "0",
+                     "--quiet"]) == 0  # one pass: a run the advice can still offer the second pass to
     assert RunFolder(run).train_config.keep_auto == 1
     assert open(run / "history.csv").readline().rstrip().split(",")[-1] == "keep"
     raise_suspicions(run, 7)
@@ -205,7 +206,7 @@ def test_a_review_round_goes_on_with_the_estimate_warm_and_estimates_afresh_from
     data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=3)
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
-                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--quiet"]) == 0
+                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--second-pass", "0", "--quiet"]) == 0
     assert RunFolder(run).train_config.keep_auto == 1  # the default
     _set_last_keep(run, "0.3")  # as a training that found most masks wrong leaves its history
     session = ReviewSession.open(run, reviewer="ana")
@@ -226,7 +227,7 @@ def test_after_the_estimate_lowered_the_keep_ratio_the_advice_still_offers_the_s
     data = write_sample_set(tmp_path / "set", n=12, size=32, noise_ratio=0.0, seed=3)
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
-                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--quiet"]) == 0
+                     "--depth", "2", "--epochs", "4", "--batch-size", "4", "--second-pass", "0", "--quiet"]) == 0
     raise_suspicions(run, 7)
     _set_last_keep(run, "0.25")
     capsys.readouterr()

@@ -101,7 +101,7 @@ def test_the_finished_notice_gives_the_advice_when_most_masks_look_wrong(make_na
     viewer.add_image(np.zeros((8, 8), np.float32), name="another layer")
     widget = _train_widget(viewer)
     out = tmp_path / "run"
-    _configure(widget, tiny_data, out, keep_ratio=0.95, drop_uncertain=0.0)
+    _configure(widget, tiny_data, out, keep_ratio=0.95, drop_uncertain=0.0, second_pass=0)  # one pass: advised after
     notification_manager.notification_ready.connect(grab)
     try:
         widget.start()

@@ -14,7 +14,7 @@ from crl_napari.runs import SCORE_PROGRESS, RunError, RunFolder
 from crl_napari.settings import TrainConfig
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "4", "--batch-size", "4", "--lr", "0.05",
-        "--quiet"]
+        "--second-pass", "0", "--quiet"]  # one pass: the scoring at the end of it is what these tests stop
 CHUNK = 16  # images per scoring chunk (conftest's score_chunks_of_16)
 
 pytestmark = pytest.mark.usefixtures("score_chunks_of_16")

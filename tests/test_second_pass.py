@@ -127,7 +127,8 @@ def test_second_pass_trains_fresh_nets_on_the_first_pass_corrections(data, tmp_p
 
 def test_off_is_exactly_the_one_pass_run(data, tmp_path):
     one = list(train_run(data, tmp_path / "one", TrainConfig(**TINY), size=32, simulate_noise=0.5))
-    off = list(train_passes(data, tmp_path / "off", TrainConfig(**TINY), size=32, simulate_noise=0.5))
+    off = list(train_passes(data, tmp_path / "off", TrainConfig(**TINY, second_pass=second_pass.OFF), size=32,
+                            simulate_noise=0.5))
     assert [type(e) for e in one] == [type(e) for e in off]
     assert not any(isinstance(e, RoundStarted) for e in off)
     assert not (tmp_path / "off" / runs.ROUNDS).exists() and not (tmp_path / "off" / "rounds").exists()
@@ -184,7 +185,7 @@ def test_a_stopped_second_pass_resumes_from_the_command_line(data, tmp_path, cap
 
 
 def test_the_command_line_offers_it_and_refuses_a_bad_value(data, tmp_path, capsys):
-    assert cli.main(["train", str(data), "--out", str(tmp_path / "run"), "--second-pass", "4", "--quiet"]) != 0
+    assert cli.main(["train", str(data), "--out", str(tmp_path / "run"), "--second-pass", "5", "--quiet"]) != 0
     assert "second_pass" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingError):
@@ -198,7 +199,8 @@ def test_a_trained_run_takes_the_advised_second_pass_from_next_round(data, tmp_p
     refused in one line with nothing written."""
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", "0.5", "--size", "32", "--width", "4",
-                     "--depth", "2", "--epochs", "2", "--batch-size", "3", "--no-augment", "--quiet"]) == 0
+                     "--depth", "2", "--epochs", "2", "--batch-size", "3", "--no-augment", "--second-pass", "0",
+                     "--quiet"]) == 0  # without (a release before the default, or the setting off)
     assert RunFolder(run).train_config.second_pass == 0 and second_pass.offered(run)
     capsys.readouterr()
     assert cli.main(["info", str(run)]) == 0

@@ -73,9 +73,9 @@ def test_the_train_widget_trains_a_second_pass_stops_in_each_and_reviews_its_sco
                                                                                      tmp_path):
     viewer, widget = _train_widget_in_use(make_napari_viewer, tmp_path)
     out = widget.form.out
-    field = widget.cfg["second_pass"]  # under Advanced, with the engine's help, 0-3
+    field = widget.cfg["second_pass"]  # under Advanced, with the engine's help, 0-4 (4, AUTO, by default)
     assert field in widget.advanced
-    assert (field.value, field.min, field.max) == (0, 0, 3) and field.tooltip == SETTING_HELP["second_pass"]
+    assert (field.value, field.min, field.max) == (4, 0, 4) and field.tooltip == SETTING_HELP["second_pass"]
     field.value = 1
 
     said: list[str] = []  # the status line after every event the widget showed

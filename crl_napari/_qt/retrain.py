@@ -56,9 +56,9 @@ def second_pass_job(run_dir: Path, should_stop: StopFlag, threads: int | None = 
     if second_pass.started_and_stopped(run_dir):
         yield from rounds.next_round(run_dir, should_stop=should_stop, threads=threads)
     else:
-        own = RunFolder(run_dir).train_config.second_pass
-        yield from second_pass.run_second_pass(run_dir, should_stop=should_stop, threads=threads,
-                                               mode=own or second_pass.EVERY)
+        own = RunFolder(run_dir).train_config.second_pass  # OFF or AUTO (the default): the button asks for EVERY
+        mode = second_pass.EVERY if own in (second_pass.OFF, second_pass.AUTO) else own
+        yield from second_pass.run_second_pass(run_dir, should_stop=should_stop, threads=threads, mode=mode)
 
 
 class RetrainControl(QWidget):

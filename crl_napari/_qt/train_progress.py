@@ -23,7 +23,7 @@ from ..layers_dataset import DataWritten
 from ..pipeline import ScoresReady, ScoringStopped
 from ..rounds import RoundStarted
 from ..runs import HistoryRow
-from ..second_pass import NoSecondPass, labels_text
+from ..second_pass import AUTO, OFF, NoSecondPass, labels_text
 from ._plots import LossPlot
 from .status_line import StatusLine
 from .step_bar import StepBar
@@ -48,6 +48,7 @@ class TrainProgress:
         self.passes = 1  # 2 when the run trains a second pass (its Started says so)
         self._epochs = 1_000_000  # the run's epochs (its Started says)
         self.second = False  # the second pass is running (RoundStarted(second_pass=True) came)
+        self.auto = False  # second_pass AUTO: whether a second pass follows is decided after the first pass's scores
 
     def begin(self, resume: bool) -> None:
         """A training starts: an empty plot and a bar that counts the steps once the engine says how many."""
@@ -71,7 +72,8 @@ class TrainProgress:
 
     @property
     def pass_name(self) -> str:
-        """"First pass · " / "Second pass · " while a run with a second pass trains, else nothing."""
+        """"First pass · " / "Second pass · " while a run asked for a second pass trains ("Second pass · " only once it
+        starts when second_pass AUTO decides after the first), else nothing."""
         return "Second pass · " if self.second else "First pass · " if self.passes == 2 else ""
 
     def show(self, ev: object) -> None:
@@ -87,7 +89,9 @@ class TrainProgress:
                           + (f" · keep ratio {ev.keep:g} (most masks look wrong)" if ev.keep is not None else ""))
             self._show_pace(now=True)
         elif isinstance(ev, Started):
-            self.passes = 2 if ev.config.second_pass or self.second else 1
+            # AUTO (the default) decides after the first pass: its lines stay plain until a second pass starts
+            self.passes = 2 if ev.config.second_pass not in (OFF, AUTO) or self.second else 1
+            self.auto = ev.config.second_pass == AUTO and not self.second
             self._epochs = ev.config.epochs
             self.pbar.set_total((ev.config.epochs - ev.start_epoch) * ev.steps_per_epoch)
             self._text = (f"{self.pass_name}Training {ev.config.strategy} on {ev.n_train} images ({ev.device})"
@@ -100,7 +104,7 @@ class TrainProgress:
             self.status.value = self._text = (
                 f"Second pass (round {ev.round}, fresh nets): {'resuming' if ev.resumed else 'training'} "
                 f"{labels_text(ev)}; rounds/1/ keeps the first pass")
-        elif isinstance(ev, NoSecondPass):
+        elif isinstance(ev, NoSecondPass) and not ev.auto:  # AUTO's: the first pass's "Done" line stays
             self.say(ev.reason[:1].upper() + ev.reason[1:])
         elif isinstance(ev, CacheProgress) and ev.what.startswith("scoring"):  # after training: minutes at 256 px
             t = self._clock()

@@ -173,10 +173,11 @@ class TrainWidget(Container):
             self.form.device_label.value = ev.device
         elif (isinstance(ev, Finished) and ev.stopped) or isinstance(ev, ScoringStopped):
             self.last_outcome = "stopped"  # in an epoch, or while scoring (the chunks scored are kept)
-        elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or self.progress.passes == 1):
+        elif isinstance(ev, ScoresReady) and ("round" in ev.metrics or (self.progress.passes == 1
+                                                                        and not self.progress.auto)):
             self._finished(ev.metrics)  # the last pass scored (a second pass's metrics name its round)
-        elif isinstance(ev, second_pass.NoSecondPass):
-            self._finished(ev.metrics, ev.reason)  # the first pass was the last (second_pass.KEEP suggested none)
+        elif isinstance(ev, second_pass.NoSecondPass):  # the first pass was the last (KEEP suggested none, or AUTO)
+            self._finished(ev.metrics, "" if ev.auto else ev.reason)
         self.progress.show(ev)
 
     def _finished(self, metrics: dict, note: str = "") -> None:

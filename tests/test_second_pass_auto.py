@@ -1,0 +1,103 @@
+"""Second pass mode 4 (second_pass.AUTO, the default): after the first pass is scored, fresh nets train again on every
+image's correction when most given masks look wrong (where the scores' advice would offer a second pass), and there
+is no second pass otherwise. Real run folders of tiny phantoms: the project's noise protocol at 75 % makes 7 of 9
+masks look wrong, clean masks 3 of 9 (as tests/test_second_pass_keep.py); trained by the command line with its
+defaults, as a user would, and by the engine; a process ended between the two passes is resumed into the second."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from crl_napari import cascade, cli, runs, second_pass
+from crl_napari.pipeline import ScoresReady
+from crl_napari.rounds import RoundStarted
+from crl_napari.runs import RunFolder
+from crl_napari.scoring import noise_share
+from crl_napari.second_pass import AUTO, OFF, NoSecondPass, train_passes
+from crl_napari.settings import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = dict(width=4, depth=2, epochs=6, batch_size=3, lr=0.1, augment=False, threads=1)
+HEAVY, CLEAN = 0.75, 0.0
+KEPT = ("config.json", "history.csv", "checkpoint.pt", "scores.csv")
+CLI_TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "6", "--batch-size", "3", "--lr", "0.1",
+            "--no-augment", "--threads", "1", "--quiet"]
+
+
+class Kill(Exception):
+    """The process ends (as a kill would, between two events of the stream)."""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from crl_napari.phantoms import write_sample_set
+
+    return write_sample_set(tmp_path_factory.mktemp("auto") / "set", n=12, size=32, noise_ratio=0.0, seed=3)
+
+
+def test_it_is_the_default():
+    assert TrainConfig().second_pass == AUTO
+    assert TrainConfig.from_dict({**asdict(TrainConfig()), "second_pass": OFF}).second_pass == OFF  # older runs
+
+
+def test_the_command_line_default_trains_the_second_pass_on_every_correction_when_most_masks_look_wrong(
+        data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", str(HEAVY), *CLI_TINY]) == 0
+    out, err = capsys.readouterr()
+    assert ("starting the second pass (round 2, fresh nets): trained on the first pass's corrections of 9 "
+            "image(s)") in err
+    assert json.loads(out[:out.rindex("}") + 1])["round"] == 2
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.second_pass, r.from_scratch) for r in rounds] == [(1, False, False), (2, True, True)]
+    assert rounds[1].decisions == {"corrected": 9} and all(r.finished for r in rounds)
+    first = RunFolder(runs.round_dir(run, 1))
+    share = noise_share(np.array([r.suspicion for r in first.score_rows()]))  # what made it train the second pass
+    assert share == pytest.approx(7 / 9)
+    assert RunFolder(run).train_config.second_pass == AUTO == first.train_config.second_pass
+    # the second pass's labels were the first pass's corrections, each image's (mode 2)
+    assert runs.read_round_decisions(runs.round_dir(run, 2)) == {r.id: runs.CORRECTED for r in first.score_rows()}
+    assert all((runs.round_dir(run, 2) / name).read_bytes() == (run / name).read_bytes() for name in KEPT)
+    assert "a second pass on the corrections" not in err  # taken: the advice no longer offers one
+
+
+def test_clean_masks_get_no_second_pass_and_the_run_is_exactly_the_one_pass_run(data, tmp_path):
+    auto = list(train_passes(data, tmp_path / "auto", TrainConfig(**TINY), size=32, simulate_noise=CLEAN))
+    off = list(train_passes(data, tmp_path / "off", TrainConfig(**TINY, second_pass=OFF), size=32,
+                            simulate_noise=CLEAN))
+    assert not any(isinstance(e, RoundStarted) for e in auto)
+    assert [type(e) for e in auto[-2:]] == [ScoresReady, NoSecondPass]
+    scored, none = auto[-2:]
+    assert scored.metrics["noise_share"] == pytest.approx(3 / 9)
+    assert none.reason == ("no second pass: 33% of the given masks look wrong; one trains by itself (second_pass 4) "
+                           "only when more than 55% do")
+    assert none.metrics == {**scored.metrics, "no_second_pass": none.reason}
+    assert [type(e) for e in auto[:-1]] == [type(e) for e in off]
+    assert not (tmp_path / "auto" / runs.ROUNDS).exists() and not (tmp_path / "auto" / "rounds").exists()
+    assert (tmp_path / "auto" / "scores.csv").read_text() == (tmp_path / "off" / "scores.csv").read_text()
+    for a, b in zip(cascade.load_models(tmp_path / "auto")[0], cascade.load_models(tmp_path / "off")[0], strict=True):
+        assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a.state_dict().values(),
+                                                                        b.state_dict().values(), strict=True))
+    assert not second_pass.stopped(tmp_path / "auto") and not RunFolder.can_resume(tmp_path / "auto")
+
+
+def test_a_kill_between_the_passes_resumes_into_the_second_pass(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(Kill):
+        for ev in train_passes(data, run, TrainConfig(**TINY), size=32, simulate_noise=HEAVY):
+            if isinstance(ev, ScoresReady):
+                raise Kill  # scores.csv is written; the second pass has not started
+    assert RunFolder(run).has_scores and not (run / runs.ROUNDS).exists()
+    assert not RunFolder.can_resume(run) and second_pass.stopped(run)  # Resume is offered for it
+    first = {n: (run / n).read_bytes() for n in KEPT}
+    assert cli.main(["train", str(data), "--out", str(run), "--resume", "--quiet"]) == 0
+    assert "starting the second pass (round 2" in capsys.readouterr().err
+    rounds = runs.read_rounds(run)
+    assert [r.second_pass for r in rounds] == [False, True] and all(r.finished for r in rounds)
+    assert rounds[1].decisions == {"corrected": 9}
+    assert {n: (runs.round_dir(run, 1) / n).read_bytes() for n in KEPT} == first  # the first pass untouched
