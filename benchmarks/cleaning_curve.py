@@ -76,12 +76,12 @@ from crl_napari.atomic import atomic_write, atomic_write_json, atomic_write_text
 from crl_napari.data import load_dataset  # noqa: E402
 
 ROOT = table1.ROOT
-NATIVE_TEXT = ("Where the user sees it (--native, curve_native.py): the noise is drawn on Shenzhen's 256 px masks (the "
-               "paper's protocol), the nets are benchmarks/native_noise.py's default crl trained at 64 px on them "
-               "shrunk, the queue is scored at 64 px, and the reviewer, the corrections (the original mask's border "
-               "moved as the nets agree: native_correction, what the export writes) and the exported set are "
-               "measured at 256 px against the true masks. Order d's vanilla U-Net trains on the same shrunk masks; "
-               "order f's rounds train on the exported set shrunk to 64 px.")
+NATIVE_TEXT = ("Where the user sees it (--native, curve_native.py): the noise is drawn on Shenzhen's 256 px masks "
+               "(the paper's protocol), the nets are benchmarks/native_noise.py's default crl (its first pass) "
+               "trained at 64 px on them shrunk, the queue is scored at 64 px, and the reviewer, the corrections (the "
+               "original mask's border moved as the nets agree: native_correction, what the export writes) and the "
+               "exported set are measured at 256 px against the true masks. Order d's vanilla U-Net trains on the "
+               "same shrunk masks; order f's rounds train on the exported set shrunk to 64 px.")
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
           "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets"}
 ROUND_ORDERS = ("b", "f")  # the orders that train a round after every batch
@@ -366,16 +366,17 @@ def second_cell(results: dict) -> str | None:
     return SECOND_CELL if got is True else got or None
 
 
-def stem(border_fit: bool, second_pass: str | None = None, native: bool = False) -> str:
+def stem(border_fit: bool, second_pass: str | None = None, native: bool | str = False) -> str:
     """The results' file name (without suffix): the border fit's apart from the paper's, each second pass's apart,
-    the original size's (curve_native.py) apart."""
+    the original size's (curve_native.py) apart, from the first pass's nets (``native`` True) or the product's
+    default nets (``native`` "default": --default-nets)."""
     if native:
-        return "cleaning_curve-native"
+        return "cleaning_curve-native" + ("-default" if native == "default" else "")
     return SECOND_CELLS[second_pass] if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
 
 
 def rounds_dir(profile: str, key: str, border_fit: bool, second_pass: str | None = None,
-               native: bool = False) -> Path:
+               native: bool | str = False) -> Path:
     """Where an order with rounds keeps its rounds (resumable); each variant apart."""
     tag = stem(border_fit, second_pass, native).removeprefix("cleaning_curve")
     return table1.RUNS / profile / f"curve{tag}_{key}".replace(" | ", "_")
@@ -415,6 +416,12 @@ def summarise(results: dict, seeds: list[int]) -> str:
                                                ", border fit" if fit else ""), ""]
     if native:
         lines += [NATIVE_TEXT, ""]
+    if native == "default":
+        lines += ["From the product's DEFAULT nets (--default-nets; second_pass 4 since 1 Dec 2026): where the first "
+                  "pass's scores say most masks look wrong the default trains a second pass on every correction by "
+                  "itself, so the queue, the corrections and order f's first nets are that second pass's "
+                  "(native_noise.py's --second cell of the same noise and seed); elsewhere the first pass's. "
+                  "cleaning_curve-native.md starts from the first pass's nets.", ""]
     elif second:
         lines += ["The path the advice takes a user on when most masks look wrong: the queue is scored and the "
                   "corrections made (with the border fit) by the second pass's nets (fresh nets trained on every "
@@ -570,7 +577,8 @@ def plot(results: dict, path: Path) -> None:
         else:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
     if results.get("native"):
-        fig.suptitle("at 256 px, noise drawn at 256 px; corrections: the original border moved", fontsize=9)
+        fig.suptitle("at 256 px, noise drawn at 256 px; corrections: the original border moved"
+                     + ("; the default's nets (second pass)" if results["native"] == "default" else ""), fontsize=9)
     elif second_cell(results):
         fig.suptitle(f"corrections: border fit, nets: native_res.py's {second_cell(results)}", fontsize=9)
     elif results.get("border_fit"):
@@ -605,7 +613,8 @@ def make_context(args, train, test, prof: dict, ratio: float, seed: int, results
     if args.native:
         from curve_native import NativeContext
 
-        return NativeContext(train, test, args.profile, prof, ratio, seed, args.threads, results, args.data)
+        return NativeContext(train, test, args.profile, prof, ratio, seed, args.threads, results, args.data,
+                             default_nets=args.native == "default")
     return Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit,
                    args.second_pass)
 
@@ -634,11 +643,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--native", action="store_true",
                     help="at the radiograph's own size: noise drawn at 256 px, native_noise.py's nets, everything "
                     "measured at 256 px (curve_native.py) at 75 %%, orders a c d s f, into cleaning_curve-native.*")
+    ap.add_argument("--default-nets", action="store_true",
+                    help="with --native: start from the product's default nets (second_pass 4: the second pass where "
+                    "the first pass's scores asked for it, native_noise.py --second), into "
+                    "cleaning_curve-native-default.*")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
-    args.border_fit = args.border_fit or bool(args.second_pass) or args.native
+    if args.default_nets and not args.native:
+        ap.error("--default-nets goes with --native")
+    args.native = "default" if args.default_nets else args.native
+    args.border_fit = args.border_fit or bool(args.second_pass) or bool(args.native)
     out_json = args.results / f"{stem(args.border_fit, args.second_pass, args.native)}.json"
     if args.summary_only:
         save(json.loads(out_json.read_text()), args.results, args.seeds)

@@ -32,7 +32,7 @@ class NativeContext(Context):
     masks; the nets are scored at the training size against the given masks shrunk."""
 
     def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
-                 results: dict, data: Path):
+                 results: dict, data: Path, default_nets: bool = False):
         self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
         self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
         self.border_fit = True
@@ -41,17 +41,30 @@ class NativeContext(Context):
         assert big.ids == train.ids, "the 64 px and 256 px data sets list different cases"
         self.truth = big.masks()
         self.given, self._given_small, _ = native_noise.noisy(self.truth, train.ids, ratio, seed, prof["size"])
-        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed)
+        done = native_noise.RESULTS / "native_noise.json"  # the cell's seconds per epoch: the first round's time
+        cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
+        second = default_nets and self._second_is_default(cells, ratio, seed)
+        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second)
         if not _finished(run_dir, prof["epochs"]):
             raise SystemExit(f"{run_dir}: no finished native_noise cell; train it first: python "
-                             f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}")
+                             f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}"
+                             + (" --second" if second else ""))
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
         models, self.crl_cfg = cascade.load_models(run_dir)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
-        done = native_noise.RESULTS / "native_noise.json"  # the cell's seconds per epoch: the first round's time
-        cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
-        self._sec_per_epoch = cells.get(native_noise.cell_key(ratio, seed), {}).get("sec_per_epoch")
+        self._sec_per_epoch = cells.get(native_noise.cell_key(ratio, seed, second), {}).get("sec_per_epoch")
+
+    @staticmethod
+    def _second_is_default(cells: dict, ratio: float, seed: int) -> bool:
+        """Whether the product's default (second_pass AUTO) trains the second pass for this noise and seed, as
+        native_noise.py recorded it from the first pass's scores."""
+        first = cells.get(native_noise.cell_key(ratio, seed), {})
+        if "auto_second" not in first:
+            raise SystemExit(f"native_noise.json has not decided the default's path at noise {ratio}, seed {seed}: "
+                             f"python benchmarks/native_noise.py --threads 1 --remeasure --noise {ratio} --seeds "
+                             f"{seed}")
+        return bool(first["auto_second"])
 
     @property
     def given_small(self) -> np.ndarray:

@@ -354,3 +354,27 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
     md = (tmp_path / "res" / "cleaning_curve-native.md").read_text()
     assert md.startswith("# Cleaning curve (issue 14), at the radiograph's own size") and "PARTIAL: 3 of 5" in md
     assert cc.rounds_dir("smoke", "k", True, None, True) != cc.rounds_dir("smoke", "k", True)
+    assert a[0]["recommended"]["mean_dice"] == pytest.approx(cell["exported"]["mean_dice"], abs=1e-6)  # one policy
+
+    # --default-nets: the product's default nets, the second pass where native_noise decided the default trains one
+    with pytest.raises(SystemExit):
+        cc.main([*[x for x in args if x != "--native"], "--default-nets", "--orders", "a"])  # only with --native
+    nn_json = tmp_path / "nn_res" / "native_noise.json"
+    saved = json.loads(nn_json.read_text())
+    assert 0 <= cell["noise_share"] <= 1 and isinstance(cell["auto_second"], bool)  # the first pass decided
+    older = json.loads(nn_json.read_text())
+    del older["cells"]["crl default | noise=75% | seed=0"]["auto_second"]  # a cell measured before it was kept
+    nn_json.write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="--remeasure --noise 0.75 --seeds 0"):
+        cc.main([*args, "--default-nets", "--orders", "a"])
+    saved["cells"]["crl default | noise=75% | seed=0"]["auto_second"] = True  # as at 75 % on Shenzhen
+    nn_json.write_text(json.dumps(saved))
+    assert cc.main([*args, "--default-nets", "--orders", "a"]) == 0
+    res = json.loads((tmp_path / "res" / "cleaning_curve-native-default.json").read_text())
+    second = saved["cells"]["crl default+second | noise=75% | seed=0"]
+    a2 = res["cells"]["order=a | noise=75% | seed=0"]["points"]
+    assert res["native"] == "default" and a2[0]["test_dice"] == pytest.approx(second["test_dice"], abs=1e-6)
+    assert a2[0]["recommended"]["mean_dice"] == pytest.approx(second["exported"]["mean_dice"], abs=1e-6)
+    assert a2[0]["keep"] == a[0]["keep"]  # the same given masks
+    assert "From the product's DEFAULT nets" in (tmp_path / "res" / "cleaning_curve-native-default.md").read_text()
+    assert cc.rounds_dir("smoke", "k", True, None, "default") != cc.rounds_dir("smoke", "k", True, None, True)

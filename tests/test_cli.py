@@ -138,6 +138,8 @@ def test_demo_reports_what_it_measured_and_what_it_assumed(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(out), "--epochs", "1", "--size", "32", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "synthetic phantoms, not radiographs" in captured.err and "(the paper: 256 px" in captured.err
+    # the product's default path (second_pass 4): one epoch of training cannot tell right masks from wrong ones yet
+    assert "no second pass: " in captured.err and not (out / "run" / "rounds").exists()
     text = captured.out
     data = Path(RunFolder(out / "run").config["data"]["root"])
     against = json.loads((out / "run" / "evaluation.json").read_text())["masks"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..runs import RunError, RunFolder
 from ..settings import TrainConfig
-from .training import _consume
+from .training import _announce_second_pass, _consume
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -18,8 +18,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..evaluation import evaluation_data
     from ..export import export
     from ..phantoms import sample_root
-    from ..pipeline import evaluate_run, train_run
+    from ..pipeline import evaluate_run
     from ..report import summary_figure
+    from ..second_pass import train_passes
 
     out = Path(args.out)
     marker = out / ".crl-napari-demo"
@@ -36,7 +37,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"clean_masks/); a CPU-sized run: {args.size} px, width 16, {args.epochs} epochs (the paper: 256 px, "
           "width 64, 100 epochs)", file=sys.stderr)
     run_dir = out / "run"
-    _consume(train_run(data, run_dir, config, size=args.size), args.quiet)
+    _consume(_announce_second_pass(train_passes(data, run_dir, config, size=args.size)), args.quiet)  # as `train`
     metrics, corrupted = _demo_flagging(run_dir, data)
     test, against = evaluation_data(run_dir, data, "test", clean_masks=data / "clean_masks")
     ev = evaluate_run(run_dir, test, "test", masks=against)
