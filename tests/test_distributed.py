@@ -68,6 +68,8 @@ def ddp_run(data) -> Path:
     """A run trained by two processes."""
     res = torchrun(2, "train", str(data), "--out", "run", "--epochs", "2", *TINY, cwd=data.parent)
     assert res.returncode == 0, res.stderr[-3000:]
+    # the default second_pass 4 under torchrun: one pass, and one line (from rank 0) says why there is no second
+    assert res.stderr.count("no second pass") == 1 and not (data.parent / "run" / "rounds").exists(), res.stderr
     return data.parent / "run"
 
 

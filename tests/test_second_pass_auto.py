@@ -101,3 +101,30 @@ def test_a_kill_between_the_passes_resumes_into_the_second_pass(data, tmp_path, 
     assert [r.second_pass for r in rounds] == [False, True] and all(r.finished for r in rounds)
     assert rounds[1].decisions == {"corrected": 9}
     assert {n: (runs.round_dir(run, 1) / n).read_bytes() for n in KEPT} == first  # the first pass untouched
+
+
+def test_the_rule_reads_the_scores_as_the_advice_does():
+    wrong, right = [0.3 + i / 100 for i in range(7)], [0.01, 0.02]  # 7 of 9 look wrong, the rest agree with the nets
+    assert second_pass.auto_reason(np.array(wrong + right), 0.5) is None
+    assert second_pass.auto_reason(np.array(wrong[:4] + right * 3), 0.5) == (
+        "no second pass: 40% of the given masks look wrong; one trains by itself (second_pass 4) only when more than "
+        "55% do")
+    vague = second_pass.auto_reason(np.array(wrong + [0.2, 0.25]), 0.5)  # the nets cannot tell right from wrong yet
+    assert vague.startswith("no second pass: 78% of the given masks look wrong, but the nets cannot yet tell")
+    assert second_pass.auto_reason(np.array(wrong[:4] + right * 3), 0.95) is None  # against the run's own setting
+    assert "no image has a score" in second_pass.auto_reason(np.array([np.nan, np.nan]), 0.5)
+
+
+def test_under_torchrun_the_line_names_the_command_where_a_second_pass_would_train(data, tmp_path):
+    from _scores import raise_suspicions
+
+    run = tmp_path / "run"
+    list(train_passes(data, run, TrainConfig(**TINY), size=32, simulate_noise=CLEAN))
+    folder = RunFolder(run)
+    quiet = second_pass._no_second_pass_under_torchrun(folder, run, {"noise_share": 0.33})
+    assert quiet.auto and quiet.reason == second_pass.auto_mode(folder)[1] and "55%" in quiet.reason
+    raise_suspicions(run, 7)  # as a first pass that finds 7 of 9 masks wrong scores them
+    told = second_pass._no_second_pass_under_torchrun(RunFolder(run), run, {"noise_share": 0.78})
+    assert told.auto and told.reason == (f"no second pass under torchrun yet, though most given masks look wrong: "
+                                         f"`crl-napari next-round {run} --second-pass 2` in one process trains it")
+    assert told.metrics == {"noise_share": 0.78, "no_second_pass": told.reason}
