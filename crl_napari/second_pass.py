@@ -16,15 +16,16 @@ Which corrections the second pass takes (TrainConfig.second_pass):
   0.970 / 0.973 at 50 % against 0.925 / 0.928 and 0.950 / 0.953 for every correction
   (benchmarks/results/threshold_rules.md).
 * 2: every image's correction (the plain reading of "train on the corrections").
-* 4 (AUTO, the default): mode 2 when most given masks look wrong, else no second pass. "Most" is what the scores'
-  advice offers a second pass at (scoring.keep_from_share against the run's keep_ratio setting: more than 55 % at
-  the paper's 0.5), so a run trains the second pass by itself exactly where the advice would have told the user to
-  ask for one. Why: at 75 % noise drawn as the paper draws it (benchmarks/results/native_noise.md, "second pass")
-  it won on every seed where the user sees it: the exported set with nobody reviewing (the recommended policy)
-  0.961 / 0.960 / 0.963 against 0.951 / 0.952 / 0.958, corrections of the corrupted masks 0.954 against 0.949 at
-  256 px, test Dice 0.943 against 0.932; it loses on the corrections of the clean masks (0.966 against 0.970),
-  which the recommended policy mostly leaves alone. At 25 and 50 % noise the scores read 29-55 % wrong on every
-  seed: no second pass, the run as before.
+* 4 (AUTO, the default): mode 2 when most given masks look wrong and the nets can tell right masks from wrong
+  ones, else no second pass (:func:`auto_reason`). "Most" is what the scores' advice offers a second pass at
+  (scoring.keep_from_share against the run's keep_ratio setting: more than 55 % at the paper's 0.5), so a run trains
+  the second pass by itself where the advice would have told the user to ask for one; barely trained nets find every
+  mask wrong (keep_estimate.nets_can_tell), and a short try is not doubled for that. Why: at 75 % noise drawn as
+  the paper draws it (benchmarks/results/native_noise.md, "The product's default") it won on every seed where the
+  user sees it: the exported set with nobody reviewing (the recommended policy) 0.961 / 0.960 / 0.963 against
+  0.951 / 0.952 / 0.958, corrections of the corrupted masks 0.954 against 0.949 at 256 px, test Dice 0.943 against
+  0.932; it loses on the corrections of the clean masks (0.966 against 0.970), which the recommended policy mostly
+  leaves alone. At 25 and 50 % noise the scores read 29-55 % wrong on every seed: no second pass, the run as before.
 * 3 (KEEP): not the corrections but the keep_ratio. The first pass's scores estimate how many given masks are wrong
   (scoring.noise_share); when that is more than the run's keep_ratio lets through, a lower one is suggested
   (scoring.keep_from_share, as `info` lists it) and the second pass trains on the GIVEN masks with it, every
