@@ -421,7 +421,8 @@ def summarise(results: dict, seeds: list[int]) -> str:
                   "pass's scores say most masks look wrong the default trains a second pass on every correction by "
                   "itself, so the queue, the corrections and order f's first nets are that second pass's "
                   "(native_noise.py's --second cell of the same noise and seed); elsewhere the first pass's. "
-                  "cleaning_curve-native.md starts from the first pass's nets.", ""]
+                  "cleaning_curve-native.md starts from the first pass's nets. A round's time is compared with the "
+                  "first training the user waited for: both passes there.", ""]
     elif second:
         lines += ["The path the advice takes a user on when most masks look wrong: the queue is scored and the "
                   "corrections made (with the border fit) by the second pass's nets (fresh nets trained on every "
