@@ -38,6 +38,8 @@ def trained(tmp_path_factory):
     assert cli.main(["train", str(data), "--out", str(root / "run"), "--simulate-noise", "0.5", "--size", "64",
                      "--width", "8", "--depth", "3", "--epochs", "8", "--batch-size", "4", "--lr", "0.01",
                      "--no-augment", "--device", "cpu", "--quiet",
+                     # one pass: a run the dock's Second pass and rounds start from (the setting off, or older)
+                     "--second-pass", "0",
                      # not the viewer's count: the round must train with the viewer's, whatever the run's
                      "--threads", str(gui_torch_threads() + 1)]) == 0
     return root / "run"
