@@ -170,7 +170,7 @@ def measure(models, cfg, given256: np.ndarray, given: np.ndarray, corrupted: np.
     out["exported"] = exported(masks["native"], given256, train["truth"], corrupted, sc.suspicion)
     share = scoring.noise_share(sc.suspicion)  # the first pass's share decides second_pass AUTO (the default)
     out["noise_share"] = share
-    out["auto_second"] = second_pass.auto_reason(sc.suspicion) is None
+    out["auto_second"] = second_pass.auto_reason(sc.suspicion, cfg.keep_ratio) is None
     out["test_dice"] = float(cascade.dice_score(cascade.predict(models, test["images"]), test["clean"]).mean())
     return out
 
@@ -243,10 +243,9 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass where
     the first pass's scores say most masks look wrong; the issue's targets on it."""
     seconds = {(c["noise"], c["seed"]): c for c in cells if c.get("second")}
-    lines = ["", "## The product's default: a second pass where many masks look wrong (second_pass 4)", "",
-             "Each seed's first pass decides: where its scores say at least 40 % of the given masks look wrong "
-             "(`noise share`, scoring.SECOND_PASS_SHARE: where the advice names a second pass) and the nets can tell "
-             "right masks from wrong ones, the default trains the second pass on "
+    lines = ["", "## The product's default: a second pass where most masks look wrong (second_pass 4)", "",
+             "Each seed's first pass decides: where its scores say most given masks look wrong (`noise share` above "
+             "0.55 at keep ratio 0.5, where the advice offers a second pass), the default trains the second pass on "
              "every correction and the run's nets are the second pass's; elsewhere the first pass's. `exported`: the "
              "exported set with nobody reviewing under the recommended policy (each correction whose suspicion "
              "reaches the recommended threshold, the given mask elsewhere), mean Dice at 256 px over the training "

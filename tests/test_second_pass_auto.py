@@ -75,7 +75,7 @@ def test_clean_masks_get_no_second_pass_and_the_run_is_exactly_the_one_pass_run(
     scored, none = auto[-2:]
     assert scored.metrics["noise_share"] == pytest.approx(3 / 9)
     assert none.reason == ("no second pass: 33% of the given masks look wrong; one trains by itself (second_pass 4) "
-                           "from 40% on")
+                           "only when more than 55% do")
     assert none.metrics == {**scored.metrics, "no_second_pass": none.reason}
     assert [type(e) for e in auto[:-1]] == [type(e) for e in off]
     assert not (tmp_path / "auto" / runs.ROUNDS).exists() and not (tmp_path / "auto" / "rounds").exists()
@@ -105,13 +105,14 @@ def test_a_kill_between_the_passes_resumes_into_the_second_pass(data, tmp_path, 
 
 def test_the_rule_reads_the_scores_as_the_advice_does():
     wrong, right = [0.3 + i / 100 for i in range(7)], [0.01, 0.02]  # 7 of 9 look wrong, the rest agree with the nets
-    assert second_pass.auto_reason(np.array(wrong + right)) is None
-    assert second_pass.auto_reason(np.array(wrong[:4] + right * 3)) is None  # 4 of 10: from 40 % on
-    assert second_pass.auto_reason(np.array(wrong[:3] + right * 4)) == (
-        "no second pass: 27% of the given masks look wrong; one trains by itself (second_pass 4) from 40% on")
-    vague = second_pass.auto_reason(np.array(wrong + [0.2, 0.25]))  # the nets cannot tell right from wrong yet
+    assert second_pass.auto_reason(np.array(wrong + right), 0.5) is None
+    assert second_pass.auto_reason(np.array(wrong[:4] + right * 3), 0.5) == (
+        "no second pass: 40% of the given masks look wrong; one trains by itself (second_pass 4) only when more than "
+        "55% do")
+    vague = second_pass.auto_reason(np.array(wrong + [0.2, 0.25]), 0.5)  # the nets cannot tell right from wrong yet
     assert vague.startswith("no second pass: 78% of the given masks look wrong, but the nets cannot yet tell")
-    assert "no image has a score" in second_pass.auto_reason(np.array([np.nan, np.nan]))
+    assert second_pass.auto_reason(np.array(wrong[:4] + right * 3), 0.95) is None  # against the run's own setting
+    assert "no image has a score" in second_pass.auto_reason(np.array([np.nan, np.nan]), 0.5)
 
 
 def test_under_torchrun_the_line_names_the_command_where_a_second_pass_would_train(data, tmp_path):
@@ -121,7 +122,7 @@ def test_under_torchrun_the_line_names_the_command_where_a_second_pass_would_tra
     list(train_passes(data, run, TrainConfig(**TINY), size=32, simulate_noise=CLEAN))
     folder = RunFolder(run)
     quiet = second_pass._no_second_pass_under_torchrun(folder, run, {"noise_share": 0.33})
-    assert quiet.auto and quiet.reason == second_pass.auto_mode(folder)[1] and "from 40% on" in quiet.reason
+    assert quiet.auto and quiet.reason == second_pass.auto_mode(folder)[1] and "55%" in quiet.reason
     raise_suspicions(run, 7)  # as a first pass that finds 7 of 9 masks wrong scores them
     told = second_pass._no_second_pass_under_torchrun(RunFolder(run), run, {"noise_share": 0.78})
     assert told.auto and told.reason == (f"no second pass under torchrun yet, though most given masks look wrong: "

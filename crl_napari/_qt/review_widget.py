@@ -187,7 +187,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self.run_row.opened(path)
         self.retrain.set_run(path)
         second = second_pass.offered(path)  # most masks look wrong: a second pass ("Second pass"), a lower keep ratio
-        advice = keep_advice(scores, run.keep_ratio, second)
+        advice = keep_advice(scores, run.keep_ratio, second, run.train_config.keep_ratio)
         advice += " (Second pass, below)" if advice and second else ""
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
                       + (f". {advice}" if advice else ""))

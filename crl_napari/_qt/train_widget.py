@@ -187,7 +187,7 @@ class TrainWidget(Container):
         second = second_pass.offered(self.run_dir)  # the Review dock's "Second pass" can still train it
         run = RunFolder(self.run_dir)
         advice = advice_sentence(metrics.get("noise_share"), run.keep_ratio, metrics.get("suggested_keep_ratio"),
-                                 second)  # scoring.suggested_keep_ratio
+                                 second, run.train_config.keep_ratio)  # scoring.suggested_keep_ratio
         advice += " (the Review dock's Second pass)" if advice and second else ""
         info(f"crl-napari: training finished; {self.run_dir} is ready for review"
              + "".join(f". {part[:1].upper()}{part[1:]}" for part in (note, advice) if part))

@@ -44,7 +44,7 @@ def say_keep_advice(run_dir) -> None:
     if not run.has_scores:
         return
     (share, keep), second = keep_advice(run), offered(run_dir)
-    sentence = advice_sentence(share, run.keep_ratio, keep, second)
+    sentence = advice_sentence(share, run.keep_ratio, keep, second, run.train_config.keep_ratio)
     if sentence:
         how = [f"crl-napari next-round {run_dir} --second-pass 2"] if second else []
         how += [f"crl-napari train ... --keep-ratio {keep:g}"] if keep is not None else []
