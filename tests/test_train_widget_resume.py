@@ -182,3 +182,29 @@ def test_the_review_docks_second_pass_trains_the_mode_the_run_asked_for_when_it_
     started = [e for e in seen if isinstance(e, RoundStarted)]
     assert [(e.round, e.second_pass, e.keep_ratio, e.corrected) for e in started] == [(2, True, 0.22, 0)]
     assert [r.keep_ratio for r in runs.read_rounds(out)] == [0.5, 0.22]
+
+
+@pytest.mark.parametrize("noise", [0.75, 0.0])
+def test_the_default_decides_after_the_first_pass_and_says_a_pass_only_once_a_second_starts(make_napari_viewer,
+                                                                                            qtbot, tmp_path, data,
+                                                                                            noise):
+    """second_pass 4, the form's default: at 75 % simulated noise (7 of 9 masks look wrong) the first pass's lines are
+    plain, the second pass starts by itself on every correction and its lines say so; with clean masks one pass, its
+    "Done" line left as it is (the reason is the command line's, not the status line's)."""
+    viewer, widget = _train_widget_in_use(make_napari_viewer, data, tmp_path / "run", noise)
+    widget.cfg["second_pass"].value = second_pass.AUTO
+    out = widget.form.out
+    said: list[str] = []
+    _press(qtbot, widget, widget.start_btn, lambda ev: said.append(widget.status.value))
+    assert widget.last_outcome == "finished", widget.last_error
+    first = [s for s in said if "Epoch" in s][: TINY["epochs"]]
+    assert len(first) == TINY["epochs"] and not any(s.startswith(("First pass", "Second pass")) for s in first), said
+    if noise:
+        assert any(s.startswith("Second pass (round 2, fresh nets): training on the first pass's corrections of 9 "
+                                "image(s)") for s in said), said
+        assert widget.status.value.startswith("Second pass · Done: 9 images scored"), widget.status.value
+        assert [(r.number, r.second_pass, r.decisions) for r in runs.read_rounds(out)] == \
+            [(1, False, {}), (2, True, {"corrected": 9})]
+    else:
+        assert widget.status.value.startswith("Done: 9 images scored"), widget.status.value
+        assert not (out / runs.ROUNDS).exists() and not any("second pass" in s.lower() for s in said), said
