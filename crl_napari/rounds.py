@@ -284,7 +284,7 @@ def info(run_dir: Path | str) -> dict:
     run = RunFolder(run_dir)
     queue = None
     if run.has_scores:
-        suspicion = _suspicion(run)
+        suspicion = suspicions(run)
         threshold = scoring.recommended_threshold(suspicion)
         share, keep = keep_advice(run, suspicion)
         queue = {"recommended_threshold": round(threshold, 4),
@@ -295,7 +295,7 @@ def info(run_dir: Path | str) -> dict:
             "rounds": describe(run_dir)}
 
 
-def _suspicion(run: RunFolder) -> np.ndarray:
+def suspicions(run: RunFolder) -> np.ndarray:
     """scores.csv's suspicion of every scored image."""
     return np.array([r.suspicion for r in run.score_rows() if r.suspicion is not None], dtype=np.float64)
 
@@ -304,7 +304,7 @@ def keep_advice(run: RunFolder, suspicion: np.ndarray | None = None) -> tuple[fl
     """(noise share, suggested keep_ratio or None) of a scored run, from scores.csv against the run's own
     keep_ratio (scoring.noise_share, scoring.keep_from_share): what `info` lists, and the keep_ratio a second
     pass of mode KEEP trains with (crl_napari.second_pass). ``suspicion``: scores.csv's, when already read."""
-    share = scoring.noise_share(_suspicion(run) if suspicion is None else suspicion)
+    share = scoring.noise_share(suspicions(run) if suspicion is None else suspicion)
     return share, scoring.keep_from_share(share, run.keep_ratio)
 
 

@@ -215,12 +215,16 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
     return keep_from_share(noise_share(suspicion), keep_ratio, floor)
 
 
+#: A keep_ratio is suggested only below the run's own by more than this (:func:`keep_from_share`).
+KEEP_MARGIN = 0.05
+
+
 def keep_from_share(share: float | None, keep_ratio: float = 0.5, floor: float = 0.1) -> float | None:
     """:func:`suggested_keep_ratio` from a :func:`noise_share` already computed (None or NaN: none)."""
     if share is None or not np.isfinite(share):
         return None
     keep = round(max(floor, 1.0 - share), 2)
-    return keep if keep < keep_ratio - 0.05 else None
+    return keep if keep < keep_ratio - KEEP_MARGIN else None
 
 
 def keep_advice(suspicion: np.ndarray, keep_ratio: float, second_pass: bool = False,

@@ -185,8 +185,7 @@ def _due(run_dir: Path) -> bool:
 def auto_mode(run: RunFolder) -> tuple[int | None, str]:
     """What AUTO trains for a scored run: (EVERY, "") where :func:`auto_reason` finds no reason against, else (None,
     that reason)."""
-    suspicion = np.array([np.nan if r.suspicion is None else r.suspicion for r in run.score_rows()], dtype=np.float64)
-    reason = auto_reason(suspicion, run.train_config.keep_ratio)
+    reason = auto_reason(rounds.suspicions(run), run.train_config.keep_ratio)
     return (EVERY, "") if reason is None else (None, reason)
 
 
@@ -204,7 +203,7 @@ def auto_reason(suspicion: np.ndarray, keep_ratio: float) -> str | None:
     share = scoring.noise_share(s)
     if scoring.keep_from_share(share, keep_ratio) is None:
         return (f"no second pass: {share:.0%} of the given masks look wrong; one trains by itself (second_pass "
-                f"{AUTO}) only when more than {1 - (keep_ratio - 0.05):.0%} do")
+                f"{AUTO}) only when more than {1 - keep_ratio + scoring.KEEP_MARGIN:.0%} do")
     if not nets_can_tell(s):
         return (f"no second pass: {share:.0%} of the given masks look wrong, but the nets cannot yet tell right masks "
                 "from wrong ones (train longer, or ask for one: second_pass 2)")
