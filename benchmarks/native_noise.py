@@ -29,6 +29,9 @@ trained at 64 px on every training-size correction of the finished default cell 
 (second_pass.training_labels, mode EVERY), scored against the given masks as the product scores a second pass,
 the same three variants at 256 px.
 
+--third probes a third pass: fresh nets on every correction of the finished --second cell (scored against the
+given masks again), measured to decide whether the default should train three passes at heavy noise.
+
 Resumable cell by cell (a killed training resumes from its checkpoint) into benchmarks/results/native_noise.json,
 with native_noise.md rewritten after every cell; --remeasure measures the finished cells again from their
 checkpoints (after a change to the corrections). --set NAME=VALUE (repeatable) probes the default with training
@@ -82,12 +85,20 @@ def probe_name(probe: dict | None) -> str:
     return ",".join(f"{k}={format(v, 'g') if isinstance(v, int | float) else v}" for k, v in items)
 
 
-def cell_key(ratio: float, seed: int, second: bool = False, probe: dict | None = None) -> str:
-    kind = "+second" if second else (f"+{probe_name(probe)}" if probe else "")
+PASS_KINDS = {1: "", 2: "+second", 3: "+third"}  # a cell's pass: 1 the default's first, 2 --second, 3 --third
+
+
+def pass_number(second: bool | int) -> int:
+    """1, 2 or 3 from a cell's ``second`` (False / True: the first or the second pass; an int: that pass)."""
+    return int(second) + 1 if isinstance(second, bool) else int(second)
+
+
+def cell_key(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None) -> str:
+    kind = PASS_KINDS[pass_number(second)] or (f"+{probe_name(probe)}" if probe else "")
     return f"crl default{kind} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def run_name(ratio: float, seed: int, second: bool = False, probe: dict | None = None) -> str:
+def run_name(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None) -> str:
     """The cell's run folder under RUNS."""
     return cell_key(ratio, seed, second, probe).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
@@ -127,19 +138,22 @@ def noisy(truth256: np.ndarray, ids: list[str], ratio: float, seed: int, size: i
     return given256, np.stack([resize_mask(g, size) for g in given256]), np.array([r.corrupted for r in records])
 
 
-def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool = False,
+def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | int = False,
              probe: dict | None = None) -> dict:
-    """Train (or resume, or reload) one cell and measure it; ``second``: the second pass on the corrections of the
-    finished first cell of the same noise and seed; ``probe``: the default with these settings changed."""
+    """Train (or resume, or reload) one cell and measure it; ``second``: the second pass (True or 2) on the
+    corrections of the finished first cell of the same noise and seed, or the third (3) on the second's;
+    ``probe``: the default with these settings changed."""
     t0 = time.time()
     given256, given, corrupted = noisy(train["truth"], train["ids"], ratio, seed, PROFILE["size"])
     cfg = config(seed, probe)
     labels = given
-    if second:
-        first = RUNS / run_name(ratio, seed)
+    number = pass_number(second)
+    if number > 1:
+        first = RUNS / run_name(ratio, seed, number - 1)
         if not finished(first, cfg.epochs):
-            raise SystemExit(f"{first}: the first pass is not trained; run python benchmarks/native_noise.py "
-                             f"--threads 1 --noise {ratio} --seeds {seed} first")
+            flag = {1: "", 2: " --second"}[number - 1]
+            raise SystemExit(f"{first}: pass {number - 1} is not trained; run python benchmarks/native_noise.py "
+                             f"--threads 1{flag} --noise {ratio} --seeds {seed} first")
         models, first_cfg = cascade.load_models(first, "cpu")
         sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], train["images"]), given,
                                  first_cfg.T, border_fit=True)
@@ -203,8 +217,9 @@ def summarise(results: dict) -> str:
              f"Machine: {results.get('machine', '?')}.", "",
              "`second pass`: fresh nets trained on every correction of the first pass (--second; what the default "
              "trains by itself where the first pass's scores say most masks look wrong, `next-round RUN --second-pass "
-             "2` on a run without it). `probe NAME=VALUE`: the default with a training setting "
-             "changed (--set NAME=VALUE), measured to decide whether it becomes a default.", "",
+             "2` on a run without it). `third pass`: fresh nets on every correction of the second pass (--third, "
+             "a probe of a default that trains three passes at heavy noise). `probe NAME=VALUE`: the default with a "
+             "training setting changed (--set NAME=VALUE), measured to decide whether it becomes a default.", "",
              "| path | noise | seed | keep est. | given corrupted | resampled corrupted / clean | native corrupted / "
              "clean | boundary px corrupted: resampled / native | test Dice 64 (gap to clean vanilla) | native won |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -242,7 +257,7 @@ def summarise(results: dict) -> str:
 def default_section(cells: list[dict], ref: dict) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass where
     the first pass's scores say most masks look wrong; the issue's targets on it."""
-    seconds = {(c["noise"], c["seed"]): c for c in cells if c.get("second")}
+    seconds = {(c["noise"], c["seed"]): c for c in cells if _pass(c) == 2}
     lines = ["", "## The product's default: a second pass where most masks look wrong (second_pass 4)", "",
              "Each seed's first pass decides: where its scores say most given masks look wrong (`noise share` above "
              "0.55 at keep ratio 0.5, where the advice offers a second pass), the default trains the second pass on "
@@ -293,13 +308,17 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
 
 
 def _path(c: dict) -> str:
-    if c.get("second"):
-        return "second pass"
+    if _pass(c) > 1:
+        return {2: "second pass", 3: "third pass"}[_pass(c)]
     return f"probe {probe_name(c['probe'])}" if c.get("probe") else "default"
 
 
 def _order(c: dict) -> tuple:
-    return (bool(c.get("second")), probe_name(c.get("probe")))
+    return (_pass(c), probe_name(c.get("probe")))
+
+
+def _pass(c: dict) -> int:
+    return int(c.get("pass") or (2 if c.get("second") else 1))
 
 
 def _won(c: dict) -> bool:
@@ -329,14 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--second", action="store_true",
                     help="the advised path: the second pass on every correction of the finished default cell")
+    ap.add_argument("--third", action="store_true",
+                    help="a third pass on every correction of the finished --second cell (a probe)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a probe: the default with this training setting changed (repeatable)")
     ap.add_argument("--remeasure", action="store_true", help="measure the finished cells again (checkpoints)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
     args = ap.parse_args(argv)
     probe = parse_probe(args.set)
-    if args.second and probe:
-        ap.error("--set probes the first pass; it does not go with --second")
+    number = 3 if args.third else 2 if args.second else 1
+    if number > 1 and probe:
+        ap.error("--set probes the first pass; it does not go with --second or --third")
     out_json = args.results / "native_noise.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     if args.summary_only:
@@ -357,11 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     test = native_res._arrays(ds64.subset("test"), ds256.subset("test"))
     for ratio in args.noise:
         for seed in args.seeds:
-            key = cell_key(ratio, seed, args.second, probe)
+            key = cell_key(ratio, seed, number, probe)
             if key in results["cells"] and not args.remeasure:
                 continue
             print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-            cell = {**run_cell(ratio, seed, train, test, args.second, probe), "second": args.second}
+            cell = {**run_cell(ratio, seed, train, test, number, probe), "second": number == 2, "pass": number}
             old = results["cells"].get(key)
             if old and cell["sec_per_epoch"] is None:  # measured again from its checkpoint: the training's times stay
                 cell.update({k: old[k] for k in ("sec_per_epoch", "wall_seconds", "finished") if k in old},
