@@ -10,11 +10,8 @@ What a decision means for training (the masks at training size):
   trains round 2 from scratch with ``labels`` in place of the review's decisions).
 A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
 A review round after a second pass warm-starts from the second pass's nets (it trained from scratch), and its
-undecided (pending, flagged) images train on what the second pass trained on (its labels, kept as
-``rounds/<n>/labels.u8``), not trusted: a warm round goes on with its base's training, and giving those images
-their given masks back undid the second pass. At 75 % noise on Shenzhen (cleaning_curve-native-default.md) the
-rounds on the given masks lowered the nets' test Dice on two seeds of three; on the second pass's labels they raised
-it (orders f and g). A second pass finished by an earlier release kept no labels: its rounds use the given masks.
+pending images train on their given masks like any round's: the second pass's labels were the nets' own
+corrections, not a reviewer's, and what they taught is in those nets already.
 
 A round either warm-starts for a few epochs from the nets of the last round that trained in full (round 1, or a
 later round from scratch: :func:`warm_base`), continuing the cascade in stage 2 with every decision so far
@@ -36,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cascade, run_data, runs, scoring
-from .cache import CacheError, Slots
+from .cache import Slots
 from .data import DataError, read_mask, resize_mask
 from .pipeline import ScoresReady, accepted_corrections, record_history, score_saved, trained_models
 from .review import ReviewError, ReviewSession
@@ -50,7 +47,6 @@ WARM_FRACTION = 0.1
 WARM_LR_START = 0.1
 WARM_LR_END = 0.1
 TRUSTED_STATUSES = ("accepted", "edited", "kept")
-UNDECIDED_STATUSES = ("pending", "flagged")  # trained on as the cascade trains on a given mask: not trusted
 
 
 @dataclass(frozen=True)
@@ -66,16 +62,7 @@ class RoundStarted:
     warm_from: int | None = None  # the round whose nets a warm round starts from (warm_base)
     second_pass: bool = False  # trained after the first pass by itself (crl_napari.second_pass), not a review
     keep_ratio: float | None = None  # a second pass's keep_ratio (its config's); None for a review round
-    #: a second pass: how many images train on the previous round's correction; a warm round after a second pass:
-    #: how many undecided images train on that second pass's labels (base_labels)
-    corrected: int = 0
-
-
-def undecided_text(ev: RoundStarted) -> str:
-    """The start line's words for a warm round's undecided images on a second pass's labels ("" otherwise)."""
-    if ev.second_pass or not ev.corrected:
-        return ""
-    return f", {ev.corrected} undecided on the second pass's labels (round {ev.warm_from})"
+    corrected: int = 0  # how many images train on the previous round's correction (a second pass's labels)
 
 
 def default_warm_epochs(first: TrainConfig) -> int:
@@ -132,62 +119,28 @@ def _decisions_now(run_dir: Path) -> dict[str, str]:
         raise RunError(str(exc)) from None
 
 
-def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path,
-                         base_labels: Slots | None = None) -> tuple[np.ndarray, np.ndarray]:
+def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Write the masks the round trains on, one case at a time, into ``path`` (uint8 (n trained, S, S), read
     back slot by slot as training reads the cache: memory holds one mask, not the data set); returns (trusted
-    (N,) bool, trained (N,) bool) for the run's training cases in cases.csv order (see the module docstring).
-    ``base_labels`` (a warm round after a second pass: :func:`base_labels`) are what the undecided and flagged
-    images train on in place of their given masks."""
+    (N,) bool, trained (N,) bool) for the run's training cases in cases.csv order (see the module docstring)."""
     size = run.config["data"]["size"]
     rows = run.case_rows()
     statuses = [decisions.get(r.id, "pending") for r in rows]
     trained = np.array([s != "excluded" for s in statuses], dtype=bool)
     masks = Slots(path, int(trained.sum()), size, writable=True)
     try:
-        slot = 0
-        for index, (row, status) in enumerate(zip(rows, statuses, strict=True)):
-            if status == "excluded":
-                continue
+        for slot, (row, status) in enumerate((r, s) for r, s in zip(rows, statuses, strict=True) if s != "excluded"):
             if status in ("accepted", runs.CORRECTED):
                 mask = run.corrected(row.id)
             elif status == "edited":
                 mask = _edit(run, row.id, size)
-            elif base_labels is not None and status in UNDECIDED_STATUSES:
-                mask = base_labels[index]
             else:
                 mask = run.given(row.id)
             masks[slot] = np.asarray(mask) > 0
-            slot += 1
         masks.flush()
     finally:
         masks.close()
     return np.array([s in TRUSTED_STATUSES for s in statuses]), trained
-
-
-def base_labels(run_dir: Path, rounds: list, base: int | None, n: int, size: int) -> Slots | None:
-    """The masks the warm round's base trained on when the base is a second pass (its ROUND_LABELS), else None:
-    a warm round goes on with its base round's training, so the images nobody decided train on what the base's
-    nets learnt from, not on the given masks the second pass had replaced (cleaning_curve-native-default.md,
-    orders f and g). None too for a second pass finished before its labels were kept (the given masks, as then)."""
-    if base is None or not rounds[base - 1].second_pass:
-        return None
-    path = runs.inside(runs.round_dir(run_dir, base), runs.ROUND_LABELS)
-    if not path.is_file():
-        return None
-    try:
-        return Slots(path, n, size)
-    except CacheError as exc:
-        raise RunError(f"{path}: the labels round {base} (a second pass) trained on do not fit the run's {n} cases "
-                       f"of {size} px ({exc}); delete it to train the undecided images on their given masks") from None
-
-
-def _keep_labels(folder: Path, mask_file: Path, number: int, rounds: list, trained: np.ndarray) -> None:
-    """A second pass's training masks stay as its ROUND_LABELS (see :func:`base_labels`); any other round's go."""
-    labels = runs.inside(folder, runs.ROUND_LABELS)
-    if rounds[number - 1].second_pass and trained.all() and not labels.exists():
-        mask_file.replace(labels)  # a resume into scoring rebuilt mask_file from rescored corrections: not kept
-    mask_file.unlink(missing_ok=True)
 
 
 def _edit(run: RunFolder, image_id: str, size: int) -> np.ndarray:
@@ -282,21 +235,14 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     run = RunFolder(run_dir)
     decisions = runs.read_round_decisions(folder)
     mask_file = runs.inside(folder, runs.ROUND_MASKS)
+    trusted, trained = write_training_masks(run, decisions, mask_file)  # again on a resume: decisions.json decides
     rows, size = run.case_rows(), run.config["data"]["size"]
-    base = None if this.warm_epochs is None else warm_base(rounds, this.number)
-    labels_of_base = base_labels(run_dir, rounds, base, len(rows), size)
-    try:  # again on a resume: decisions.json decides
-        trusted, trained = write_training_masks(run, decisions, mask_file, labels_of_base)
-    finally:
-        if labels_of_base is not None:
-            labels_of_base.close()
     # the images streamed from the run's cache when it is whole, else read as before (run folders made before the
     # cache); the masks streamed from the round's own file
     source = run_data.training_source(run, [r for r, t in zip(rows, trained, strict=True) if t], size,
                                       Slots(mask_file, int(trained.sum()), size))
+    base = None if this.warm_epochs is None else warm_base(rounds, this.number)
     corrected = sum(v == runs.CORRECTED for v in decisions.values())
-    if labels_of_base is not None:  # the undecided images train on the second pass's labels
-        corrected = sum(decisions.get(r.id, "pending") in UNDECIDED_STATUSES for r in rows)
     keep = plan.config.keep_ratio if this.second_pass else None
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
                        this.from_scratch, base, this.second_pass, keep, corrected)
@@ -311,7 +257,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     models = yield from trained_models(record_history(events, plan.run, [h.as_dict() for h in plan.history]))
     if models is None:
         return
-    _keep_labels(folder, mask_file, this.number, rounds, trained)  # else decisions.json makes it again when needed
+    mask_file.unlink(missing_ok=True)  # decisions.json makes it again: a finished round keeps no copy of its masks
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw

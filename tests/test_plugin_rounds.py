@@ -194,18 +194,6 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     assert {i: d["status"] for i, d in stored.items()} == {kept: "kept"}
     assert not widget.retrain.second_btn.isEnabled() and widget.retrain.retrain_btn.isEnabled()
 
-    # a review round after it goes on with the second pass's training: the undecided images on its labels
-    assert (run / "rounds" / "2" / runs.ROUND_LABELS).is_file()
-    said.clear()
-    widget.retrain.retrain_btn.click()
-    widget.retrain.worker.yielded.connect(
-        lambda ev: said.append(widget.retrain.status.text()) if isinstance(ev, RoundStarted) else None)
-    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
-    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
-    assert len(said) == 1 and "Training round 3 (warm start from round 2" in said[0], said
-    assert f"1 trusted, 0 left out, {n - 1} undecided on the second pass's labels (round 2))" in said[0], said
-    assert widget.session.round == 3
-
 
 
 def test_a_stopped_second_pass_goes_on_when_pressed_again(make_napari_viewer, qtbot, trained, tmp_path):

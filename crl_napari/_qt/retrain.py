@@ -24,7 +24,7 @@ from .. import pipeline, rounds, runs, second_pass
 from ..cache import CacheProgress
 from ..eta import Eta
 from ..events import Finished, Started, Step
-from ..rounds import RoundStarted, default_warm_epochs, undecided_text
+from ..rounds import RoundStarted, default_warm_epochs
 from ..runs import RunError, RunFolder
 from ._common import StopFlag, info, report_error
 from .status_line import StatusLine
@@ -188,7 +188,7 @@ class RetrainControl(QWidget):
             session = self._review.session
             shown = session.round if session is not None else ev.round - 1
             what = (f"the second pass (round {ev.round}, fresh nets {second_pass.labels_text(ev)})" if ev.second_pass
-                    else f"round {ev.round} ({how}; {ev.trusted} trusted, {ev.excluded} left out{undecided_text(ev)})")
+                    else f"round {ev.round} ({how}; {ev.trusted} trusted, {ev.excluded} left out)")
             self._round_text = (f"{'Resuming' if ev.resumed else 'Training'} {what}; the queue is round {shown}'s, "
                                 f"decisions made now count for round {ev.round + 1}")
             self.status.setText(self._round_text + "…")

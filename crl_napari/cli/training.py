@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_next_round(args: argparse.Namespace) -> int:
-    from ..rounds import RoundStarted, next_round, undecided_text
+    from ..rounds import RoundStarted, next_round
     from ..second_pass import run_second_pass, started_and_stopped
 
     if args.second_pass is not None:  # the scores' advice taken on a trained run: its second pass, then rescored
@@ -150,8 +150,7 @@ def cmd_next_round(args: argparse.Namespace) -> int:
                 how = ("from scratch" if ev.from_scratch
                        else f"warm start from round {ev.warm_from}, {ev.warm_epochs} epoch(s)")
                 print(f"{'resuming' if ev.resumed else 'starting'} review round {ev.round} ({how}): {ev.trusted} "
-                      f"mask(s) trusted, {ev.excluded} excluded image(s) left out{undecided_text(ev)}",
-                      file=sys.stderr)
+                      f"mask(s) trusted, {ev.excluded} excluded image(s) left out", file=sys.stderr)
             yield ev
 
     events = next_round(args.run, warm_epochs=args.warm_epochs, from_scratch=args.from_scratch)
