@@ -20,7 +20,7 @@ import native_noise
 import numpy as np
 from cleaning_curve import VANILLA, Context, _finished, _now
 
-from crl_napari import cascade, scoring
+from crl_napari import cascade, scoring, second_pass
 from crl_napari.border_fit import native_logit
 from crl_napari.data import load_dataset
 from crl_napari.image_files import resize_mask
@@ -50,6 +50,7 @@ class NativeContext(Context):
                              f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}"
                              + (" --second" if second else ""))
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
+        self._second, self._base_labels = second, None
         models, self.crl_cfg = cascade.load_models(run_dir)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
@@ -96,6 +97,19 @@ class NativeContext(Context):
             print(f"[{_now()}] training vanilla on the shrunk noisy masks", flush=True)
             native_noise.native_res.train_models(self.images, self._given_small, cfg, run_dir)
         return cascade.load_models(run_dir)
+
+    def base_labels(self) -> np.ndarray:
+        """What the first round's nets trained on (order g): after the default's second pass, every correction of
+        the first pass (as native_noise.py --second made them); elsewhere the given masks shrunk."""
+        if not self._second:
+            return self._given_small
+        if self._base_labels is None:
+            models, cfg = cascade.load_models(native_noise.RUNS / native_noise.run_name(self.ratio, self.seed))
+            sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], self.images), self._given_small,
+                                     cfg.T, border_fit=True)
+            self._base_labels = second_pass.training_labels(self._given_small, sc.corrected, sc.suspicion,
+                                                            second_pass.EVERY)
+        return self._base_labels
 
     def first_round_seconds(self) -> float | None:
         """The first training's seconds (native_noise.py's cells): with --default-nets where the default trains a
