@@ -418,12 +418,64 @@ def first_pass_labels(profile: str, ratio: float, seed: int, train: dict, mode: 
     return labels, info
 
 
+def profile_set(train: dict, profile: str, seed: int) -> dict:
+    """The training arrays of ``profile``: all of them, or SMALL_N drawn with the seed (small110)."""
+    if profile != "small110":
+        return train
+    idx = np.sort(np.random.default_rng(seed).choice(len(train["ids"]), SMALL_N, replace=False))
+    return {k: (np.asarray(v)[idx] if k != "ids" else [v[i] for i in idx]) for k, v in train.items()}
+
+
+def small_default(seed: int, train: dict, test: dict) -> dict:
+    """What the product's default (second_pass 4) decides on the small set at 75 %: crl+keep-auto's first pass (its
+    cell's nets; trained again into its folder when that is gone) scored with the border fit, as the engine scores
+    it, and whether its noise share sends it on to the second pass (second_pass.auto_reason): then the default's
+    nets are crl+keep-auto+second-all-fit's, else crl+keep-auto's."""
+    key = cell_key("small110", KEEP_AUTO, 0.75, seed)
+    train = profile_set(train, "small110", seed)
+    given, _ = noise.simulate(train["clean"], train["ids"], 0.75, seed=seed)
+    retrained = not (cell_dir(key) / cascade.CHECKPOINT).is_file()
+    cfg = config(KEEP_AUTO, seed, 0.75)
+    models, _ = train_models(train["images"], given, cfg, cell_dir(key))
+    models = [m.eval() for m in models]
+    sc = scoring.score_probs(cascade.peer_probs(models, train["images"]), given, cfg.T, border_fit=True)
+    test_dice = float(cascade.dice_score(cascade.predict(models, test["images"]), test["clean"]).mean())
+    return {"noise_share": scoring.noise_share(sc.suspicion),
+            "auto_second": second_pass.auto_reason(sc.suspicion, cfg.keep_ratio) is None,
+            "retrained": retrained, "test_dice_first_pass": test_dice,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _small_default_lines(results: dict, small: list[dict]) -> list[str]:
+    """The small set's 75 % gap of the product's default: per seed its decision and the cell that stands for it."""
+    got = results.get("small_default", {})
+    ref = {c["seed"]: c["test_dice"] for c in small if c["method"] == "vanilla" and c["noise"] == 0.0}
+    by = {(c["method"], c["seed"]): c for c in small if c["noise"] == 0.75}
+    rows, gaps = [], []
+    for seed in sorted(int(s) for s in got):
+        d = got[str(seed)]
+        method = "crl+keep-auto+second-all-fit" if d["auto_second"] else KEEP_AUTO
+        cell = by.get((method, seed))
+        gap = None if cell is None or seed not in ref else ref[seed] - cell["test_dice"]
+        if gap is not None:
+            gaps.append(gap)
+        rows.append(f"seed {seed}: noise share {d['noise_share']:.2f} -> {method}"
+                    + ("" if gap is None else f", gap {gap:+.4f}")
+                    + (" (its first pass trained again for the decision: test Dice "
+                       f"{d['test_dice_first_pass']:.4f}, the committed cell {by[(KEEP_AUTO, seed)]['test_dice']:.4f})"
+                       if d.get("retrained") and (KEEP_AUTO, seed) in by else ""))
+    if not rows:
+        return []
+    verdict = "" if not gaps else (f"; mean gap {np.mean(gaps):+.4f} over {len(gaps)} seed(s) (target within 0.020: "
+                                   f"{'met' if np.mean(gaps) <= 0.020 else 'MISSED'})")
+    return ["", "The product's default (second_pass 4: the second pass where the first pass's scores say most masks "
+            "look wrong, `--small-decide`): " + "; ".join(rows) + verdict + "."]
+
+
 def run_cell(key: str, profile: str, method: str, ratio: float, seed: int, train: dict, test: dict) -> dict:
     """Train one cell (or resume it, or reload it when finished) and measure it."""
     t0 = time.time()
-    if profile == "small110":
-        idx = np.sort(np.random.default_rng(seed).choice(len(train["ids"]), SMALL_N, replace=False))
-        train = {k: (np.asarray(v)[idx] if k != "ids" else [v[i] for i in idx]) for k, v in train.items()}
+    train = profile_set(train, profile, seed)
     given, records = noise.simulate(train["clean"], train["ids"], ratio, seed=seed)
     corrupted = np.array([r.corrupted for r in records])
     train = {**train, "given": given}
@@ -567,6 +619,7 @@ def summarise(results: dict, seeds: list[int], small_seeds: list[int]) -> str:
                                    *(_small_gap(small, m) for m in SMALL_SECONDS)) if g)
         if gap:
             lines += ["", gap]
+        lines += _small_default_lines(results, small)
     else:
         lines.append("Not run yet.")
     lines += option_summary(cells, results.get("rescored", {}))
@@ -887,7 +940,8 @@ def save(results: dict, out_json: Path, seeds: list[int], small_seeds: list[int]
         fcntl.flock(lock, fcntl.LOCK_EX)
         disk = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
         merged = {**disk, **results, "cells": _newer_cells(disk["cells"], results["cells"]),
-                  "rescored": {**disk.get("rescored", {}), **results.get("rescored", {})}}
+                  "rescored": {**disk.get("rescored", {}), **results.get("rescored", {})},
+                  "small_default": {**disk.get("small_default", {}), **results.get("small_default", {})}}
         merged["commands"] = list(dict.fromkeys(disk.get("commands", []) + results.get("commands", [])))
         merged["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         atomic_write_json(out_json, merged)
@@ -915,6 +969,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the small-set profile also trains these second passes at 75 %% (crl+second-all-fit when "
                          "none is named: a second pass on every correction of its crl cell, made with the border "
                          "fit; crl+second-all-fit-warm: the same labels, warm-started from its nets)")
+    ap.add_argument("--small-decide", action="store_true",
+                    help="what the product's default (second_pass 4) decides on the small set at 75 %% (the noise "
+                    "share of crl+keep-auto, its folder trained again when gone) and the gap of the cell that stands "
+                    "for it")
     ap.add_argument("--options", action="store_true",
                     help="run the cells of our options (issue 11 item 4): crl with its variants, crl+balance")
     ap.add_argument("--noise", type=float, nargs="+", default=None, choices=OPTION_NOISE,
@@ -981,6 +1039,12 @@ def main(argv: list[str] | None = None) -> int:
         results["rescored"] = {**results.get("rescored", {}), f"table1 quick {run_dir.name}": got}
         results = save(results, out_json, args.seeds, args.small_seeds)
     if args.rescore:
+        return 0
+    if args.small_decide:
+        for seed in args.small_seeds:
+            print(f"[{datetime.now(timezone.utc):%H:%M:%S}] small-set default, seed {seed}", flush=True)
+            results["small_default"] = {**results.get("small_default", {}), str(seed): small_default(seed, train, test)}
+            results = save(results, out_json, args.seeds, args.small_seeds)
         return 0
     if args.add_variants:
         for key in [k for k, c in results["cells"].items() if c["profile"] == "full" and c.get("variants")]:
