@@ -93,14 +93,19 @@ def pass_number(second: bool | int) -> int:
     return int(second) + 1 if isinstance(second, bool) else int(second)
 
 
-def cell_key(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None) -> str:
+def cell_key(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None,
+             mode: int = second_pass.EVERY) -> str:
+    """``mode``: the second pass's labels (second_pass.EVERY, or RECOMMENDED: --second-mode 1)."""
     kind = PASS_KINDS[pass_number(second)] or (f"+{probe_name(probe)}" if probe else "")
+    if pass_number(second) > 1 and mode == second_pass.RECOMMENDED:
+        kind += "-recommended"
     return f"crl default{kind} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
-def run_name(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None) -> str:
+def run_name(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None,
+             mode: int = second_pass.EVERY) -> str:
     """The cell's run folder under RUNS."""
-    return cell_key(ratio, seed, second, probe).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
+    return cell_key(ratio, seed, second, probe, mode).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
 def config(seed: int, probe: dict | None = None) -> cascade.TrainConfig:
@@ -139,7 +144,7 @@ def noisy(truth256: np.ndarray, ids: list[str], ratio: float, seed: int, size: i
 
 
 def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | int = False,
-             probe: dict | None = None) -> dict:
+             probe: dict | None = None, mode: int = second_pass.EVERY) -> dict:
     """Train (or resume, or reload) one cell and measure it; ``second``: the second pass (True or 2) on the
     corrections of the finished first cell of the same noise and seed, or the third (3) on the second's;
     ``probe``: the default with these settings changed."""
@@ -157,8 +162,8 @@ def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | in
         models, first_cfg = cascade.load_models(first, "cpu")
         sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], train["images"]), given,
                                  first_cfg.T, border_fit=True)
-        labels = second_pass.training_labels(given, sc.corrected, sc.suspicion, second_pass.EVERY)
-    run_dir = RUNS / run_name(ratio, seed, second, probe)
+        labels = second_pass.training_labels(given, sc.corrected, sc.suspicion, mode)
+    run_dir = RUNS / run_name(ratio, seed, second, probe, mode)
     models, sec_per_epoch = native_res.train_models(train["images"], labels, cfg, run_dir)
     line = read_checkpoint(run_dir / cascade.CHECKPOINT).get("history_line") or {}
     out = {"noise": ratio, "seed": seed, "probe": probe or None, "n_train": len(given),
@@ -257,7 +262,7 @@ def summarise(results: dict) -> str:
 def default_section(cells: list[dict], ref: dict) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass where
     the first pass's scores say most masks look wrong; the issue's targets on it."""
-    seconds = {(c["noise"], c["seed"]): c for c in cells if _pass(c) == 2}
+    seconds = {(c["noise"], c["seed"]): c for c in cells if _pass(c) == 2 and _mode(c) == second_pass.EVERY}
     lines = ["", "## The product's default: a second pass where most masks look wrong (second_pass 4)", "",
              "Each seed's first pass decides: where its scores say most given masks look wrong (`noise share` above "
              "0.55 at keep ratio 0.5, where the advice offers a second pass), the default trains the second pass on "
@@ -309,12 +314,17 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
 
 def _path(c: dict) -> str:
     if _pass(c) > 1:
-        return {2: "second pass", 3: "third pass"}[_pass(c)]
+        return {2: "second pass", 3: "third pass"}[_pass(c)] + (
+            " (recommended corrections)" if _mode(c) == second_pass.RECOMMENDED else "")
     return f"probe {probe_name(c['probe'])}" if c.get("probe") else "default"
 
 
 def _order(c: dict) -> tuple:
-    return (_pass(c), probe_name(c.get("probe")))
+    return (_pass(c), _mode(c), probe_name(c.get("probe")))
+
+
+def _mode(c: dict) -> int:
+    return int(c.get("second_mode") or second_pass.EVERY)
 
 
 def _pass(c: dict) -> int:
@@ -348,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--second", action="store_true",
                     help="the advised path: the second pass on every correction of the finished default cell")
+    ap.add_argument("--second-mode", type=int, choices=(second_pass.RECOMMENDED, second_pass.EVERY),
+                    default=second_pass.EVERY, help="with --second: the second pass's labels, every correction (2, "
+                    "what the default trains) or only those the recommended threshold takes (1); cells of their own")
     ap.add_argument("--third", action="store_true",
                     help="a third pass on every correction of the finished --second cell (a probe)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -379,11 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     test = native_res._arrays(ds64.subset("test"), ds256.subset("test"))
     for ratio in args.noise:
         for seed in args.seeds:
-            key = cell_key(ratio, seed, number, probe)
+            key = cell_key(ratio, seed, number, probe, args.second_mode)
             if key in results["cells"] and not args.remeasure:
                 continue
             print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-            cell = {**run_cell(ratio, seed, train, test, number, probe), "second": number == 2, "pass": number}
+            cell = {**run_cell(ratio, seed, train, test, number, probe, args.second_mode), "second": number == 2,
+                    "pass": number, **({"second_mode": args.second_mode} if number > 1 else {})}
             old = results["cells"].get(key)
             if old and cell["sec_per_epoch"] is None:  # measured again from its checkpoint: the training's times stay
                 cell.update({k: old[k] for k in ("sec_per_epoch", "wall_seconds", "finished") if k in old},
