@@ -19,7 +19,7 @@ vanilla trained on clean labels (table1-quick.json, same seed). The variants sha
 wins a seed when it beats "resampled" on the corrupted AND the clean cases.
 
 Each first-pass cell records its scores' noise share and whether the default (second_pass 4) goes on with a second
-pass there (second_pass.auto_reason), and the exported set with nobody reviewing (the recommended policy); the md's
+pass there (second_pass.auto_choice), and the exported set with nobody reviewing (the recommended policy); the md's
 last section is the product's default: per seed the first pass, or the --second cell where the first pass's scores
 asked for it.
 
@@ -189,7 +189,8 @@ def measure(models, cfg, given256: np.ndarray, given: np.ndarray, corrupted: np.
     out["exported"] = exported(masks["native"], given256, train["truth"], corrupted, sc.suspicion)
     share = scoring.noise_share(sc.suspicion)  # the first pass's share decides second_pass AUTO (the default)
     out["noise_share"] = share
-    out["auto_second"] = second_pass.auto_reason(sc.suspicion, cfg.keep_ratio) is None
+    mode, _ = second_pass.auto_choice(sc.suspicion, cfg.keep_ratio)
+    out["auto_second"], out["auto_mode"] = mode is not None, mode  # the default's second pass here, and its labels
     out["test_dice"] = float(cascade.dice_score(cascade.predict(models, test["images"]), test["clean"]).mean())
     return out
 
@@ -260,13 +261,17 @@ def summarise(results: dict) -> str:
 
 
 def default_section(cells: list[dict], ref: dict) -> list[str]:
-    """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass where
-    the first pass's scores say most masks look wrong; the issue's targets on it."""
-    seconds = {(c["noise"], c["seed"]): c for c in cells if _pass(c) == 2 and _mode(c) == second_pass.EVERY}
-    lines = ["", "## The product's default: a second pass where most masks look wrong (second_pass 4)", "",
-             "Each seed's first pass decides: where its scores say most given masks look wrong (`noise share` above "
-             "0.55 at keep ratio 0.5, where the advice offers a second pass), the default trains the second pass on "
-             "every correction and the run's nets are the second pass's; elsewhere the first pass's. `exported`: the "
+    """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass its
+    scores choose (second_pass.auto_choice: on every correction, or on the recommended ones); the issue's targets on
+    it."""
+    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells if _pass(c) == 2}
+    lines = ["", "## The product's default: a second pass where many masks look wrong (second_pass 4)", "",
+             "Each seed's first pass decides (second_pass.auto_choice): where its scores say most given masks look "
+             "wrong (`noise share` above 0.55 at keep ratio 0.5, where the advice offers a second pass) the default "
+             "trains the second pass on every correction; where more than "
+             f"{second_pass.AUTO_SHARE:.0%} do, on the recommended policy's corrections (`--second-mode 1`); the "
+             "run's nets are then the second pass's, elsewhere the first pass's. Cells decided before 1 Dec 2026 "
+             "06:50 (`auto_mode` absent) read as the rule then: every correction, above 0.55. `exported`: the "
              "exported set with nobody reviewing under the recommended policy (each correction whose suspicion "
              "reaches the recommended threshold, the given mask elsewhere), mean Dice at 256 px over the training "
              "cases [share with Dice ≥ 0.95], and how many corrections of corrupted / clean masks it took.", "",
@@ -278,8 +283,11 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | — | not decided (measured before the share "
                          "was kept: --remeasure) | | | | |")
             continue
-        use = seconds.get((c["noise"], c["seed"])) if c["auto_second"] else c
-        path = ("second pass" if c["auto_second"] else "first pass") + ("" if use else " (NOT MEASURED: --second)")
+        mode = c.get("auto_mode", second_pass.EVERY) if c["auto_second"] else None
+        use = seconds.get((c["noise"], c["seed"], mode)) if mode else c
+        path = ({None: "first pass", second_pass.EVERY: "second pass", second_pass.RECOMMENDED:
+                 "second pass (recommended corrections)"}[mode]
+                + ("" if use else f" (NOT MEASURED: --second --second-mode {mode})"))
         if use is None:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | {c['noise_share']:.2f} | {path} | | | | |")
             continue

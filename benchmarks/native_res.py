@@ -429,7 +429,7 @@ def profile_set(train: dict, profile: str, seed: int) -> dict:
 def small_default(seed: int, train: dict, test: dict) -> dict:
     """What the product's default (second_pass 4) decides on the small set at 75 %: crl+keep-auto's first pass (its
     cell's nets; trained again into its folder when that is gone) scored with the border fit, as the engine scores
-    it, and whether its noise share sends it on to the second pass (second_pass.auto_reason): then the default's
+    it, and whether its noise share sends it on to the second pass (second_pass.auto_choice): then the default's
     nets are crl+keep-auto+second-all-fit's, else crl+keep-auto's."""
     key = cell_key("small110", KEEP_AUTO, 0.75, seed)
     train = profile_set(train, "small110", seed)
@@ -441,7 +441,7 @@ def small_default(seed: int, train: dict, test: dict) -> dict:
     sc = scoring.score_probs(cascade.peer_probs(models, train["images"]), given, cfg.T, border_fit=True)
     test_dice = float(cascade.dice_score(cascade.predict(models, test["images"]), test["clean"]).mean())
     return {"noise_share": scoring.noise_share(sc.suspicion),
-            "auto_second": second_pass.auto_reason(sc.suspicion, cfg.keep_ratio) is None,
+            "auto_second": second_pass.auto_choice(sc.suspicion, cfg.keep_ratio)[0] is not None,
             "retrained": retrained, "test_dice_first_pass": test_dice,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
