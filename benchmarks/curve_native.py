@@ -43,32 +43,35 @@ class NativeContext(Context):
         self.given, self._given_small, _ = native_noise.noisy(self.truth, train.ids, ratio, seed, prof["size"])
         done = native_noise.RESULTS / "native_noise.json"  # the cell's seconds per epoch: the first round's time
         cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
-        second = default_nets and self._second_is_default(cells, ratio, seed)
-        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second)
+        mode = self._default_second_mode(cells, ratio, seed) if default_nets else None
+        second = mode is not None
+        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second, mode=mode or second_pass.EVERY)
         if not _finished(run_dir, prof["epochs"]):
             raise SystemExit(f"{run_dir}: no finished native_noise cell; train it first: python "
                              f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}"
-                             + (" --second" if second else ""))
+                             + (f" --second --second-mode {mode}" if second else ""))
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
-        self._second, self._base_labels = second, None
+        self._second, self._base_labels = mode, None
         models, self.crl_cfg = cascade.load_models(run_dir)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
         # the first round is the training the user waited for: with the default's second pass, both passes
-        passes = [native_noise.cell_key(ratio, seed)] + ([native_noise.cell_key(ratio, seed, True)] if second else [])
+        passes = [native_noise.cell_key(ratio, seed)] + ([native_noise.cell_key(ratio, seed, True, mode=mode)]
+                                                          if second else [])
         per_epoch = [cells.get(k, {}).get("sec_per_epoch") for k in passes]
         self._sec_per_epoch = None if None in per_epoch else sum(per_epoch)
 
     @staticmethod
-    def _second_is_default(cells: dict, ratio: float, seed: int) -> bool:
-        """Whether the product's default (second_pass AUTO) trains the second pass for this noise and seed, as
-        native_noise.py recorded it from the first pass's scores."""
+    def _default_second_mode(cells: dict, ratio: float, seed: int) -> int | None:
+        """The second pass the product's default (second_pass AUTO) trains for this noise and seed (its labels'
+        mode; None: none), as native_noise.py recorded it from the first pass's scores (cells decided before the
+        mode was recorded: every correction)."""
         first = cells.get(native_noise.cell_key(ratio, seed), {})
         if "auto_second" not in first:
             raise SystemExit(f"native_noise.json has not decided the default's path at noise {ratio}, seed {seed}: "
                              f"python benchmarks/native_noise.py --threads 1 --remeasure --noise {ratio} --seeds "
                              f"{seed}")
-        return bool(first["auto_second"])
+        return first.get("auto_mode", second_pass.EVERY) if first["auto_second"] else None
 
     @property
     def given_small(self) -> np.ndarray:
@@ -108,7 +111,7 @@ class NativeContext(Context):
             sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], self.images), self._given_small,
                                      cfg.T, border_fit=True)
             self._base_labels = second_pass.training_labels(self._given_small, sc.corrected, sc.suspicion,
-                                                            second_pass.EVERY)
+                                                            self._second)
         return self._base_labels
 
     def first_round_seconds(self) -> float | None:
