@@ -283,7 +283,7 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | — | not decided (measured before the share "
                          "was kept: --remeasure) | | | | |")
             continue
-        mode = c.get("auto_mode", second_pass.EVERY) if c["auto_second"] else None
+        mode = (c.get("auto_mode") or second_pass.EVERY) if c["auto_second"] else None
         use = seconds.get((c["noise"], c["seed"], mode)) if mode else c
         path = ({None: "first pass", second_pass.EVERY: "second pass", second_pass.RECOMMENDED:
                  "second pass (recommended corrections)"}[mode]

@@ -329,6 +329,14 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
     assert cells["crl default+second | noise=75% | seed=0"]["second"] and cells[
         "crl default | noise=75% | seed=0"] == {**cell, "second": False}
     assert "| second pass | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
+    # the second pass on the recommended corrections (what the default trains where 40-55 % look wrong): its own cell
+    assert native_noise.main(["--noise", "0.75", "--seeds", "0", "--second", "--second-mode", "1", "--data",
+                              str(tmp_path / "set"), "--results", str(tmp_path / "nn_res")]) == 0
+    cells = json.loads((tmp_path / "nn_res" / "native_noise.json").read_text())["cells"]
+    assert cells["crl default+second-recommended | noise=75% | seed=0"]["second_mode"] == 1
+    assert (native_noise.RUNS / native_noise.run_name(0.75, 0, True, mode=1)).is_dir()
+    md = (tmp_path / "nn_res" / "native_noise.md").read_text()
+    assert "| second pass (recommended corrections) | 75 % | 0 |" in md
     # a probe: the default with a training setting changed, trained with it, in a cell and a row of its own
     with pytest.raises(SystemExit, match="--set bogus=1: expected NAME=VALUE"):
         native_noise.main(["--noise", "0.75", "--set", "bogus=1", "--data", str(tmp_path / "set")])
@@ -367,7 +375,7 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
     nn_json.write_text(json.dumps(older))
     with pytest.raises(SystemExit, match="--remeasure --noise 0.75 --seeds 0"):
         cc.main([*args, "--default-nets", "--orders", "a"])
-    saved["cells"]["crl default | noise=75% | seed=0"]["auto_second"] = True  # as at 75 % on Shenzhen
+    saved["cells"]["crl default | noise=75% | seed=0"].update(auto_second=True, auto_mode=2)  # as at 75 % on Shenzhen
     nn_json.write_text(json.dumps(saved))
     assert cc.main([*args, "--default-nets", "--orders", "a"]) == 0
     res = json.loads((tmp_path / "res" / "cleaning_curve-native-default.json").read_text())
