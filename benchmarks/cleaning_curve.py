@@ -414,8 +414,8 @@ def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
     second = second_cell(results)
     native = results.get("native", False)
-    planned = [cell_key(*p) for p in (plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second or native else
-                                      plan(seeds))]
+    planned = [cell_key(*p) for p in (plan(seeds, NOISE, SECOND_ORDERS) if native == "default" else
+                                      plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second or native else plan(seeds))]
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
     status = "complete" if done >= total else f"PARTIAL: {done} of {total} cells finished"
@@ -429,9 +429,11 @@ def summarise(results: dict, seeds: list[int]) -> str:
         lines += [NATIVE_TEXT, ""]
     if native == "default":
         lines += ["From the product's DEFAULT nets (--default-nets; second_pass 4 since 1 Dec 2026): where the first "
-                  "pass's scores say most masks look wrong the default trains a second pass on every correction by "
-                  "itself, so the queue, the corrections and order f's first nets are that second pass's "
-                  "(native_noise.py's --second cell of the same noise and seed); elsewhere the first pass's. "
+                  "pass's scores say most masks look wrong (every 75 % seed) the default trains a second pass on every "
+                  "correction by itself, where more than 40 % do (every 50 % seed, since 1 Dec 2026 06:50) one on the "
+                  "recommended corrections, so the queue, the corrections and order f's first nets are that second "
+                  "pass's (native_noise.py's --second cell of the same noise, seed and mode); elsewhere the first "
+                  "pass's. "
                   "cleaning_curve-native.md starts from the first pass's nets. A round's time is compared with the "
                   "first training the user waited for: both passes there. Order g (a probe, not the tool's rounds) "
                   "is f with the images nobody reviewed trained on what the second pass trained on (the first "
@@ -710,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     contexts: dict[tuple[float, int], Context] = {}
     touched: set[str] = set()
-    levels = [r for r in (SECOND_NOISE if args.second_pass or args.native else NOISE) if r in args.noise]
+    # the default's nets differ from the first pass's at 50 % too since it trains a second pass there (second_pass 4)
+    levels = [r for r in (SECOND_NOISE if args.second_pass or args.native is True else NOISE) if r in args.noise]
     orders = args.orders or (SECOND_ORDERS if args.second_pass or args.native else PLAN_ORDERS)
     for order, ratio, seed in plan(args.seeds, levels, orders):
         key = cell_key(order, ratio, seed)
