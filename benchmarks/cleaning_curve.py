@@ -18,6 +18,8 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
        the queue re-ranked (the tool's rounds until they drifted: see f)
     f  as b, but every round warm-starts from the first round's nets with all the decisions so far
        (rounds.warm_base: the tool's rounds)
+    m  the images whose suspicion is closest to the recommended threshold first, either side (where the policy's
+       own decision is least sure), no retraining (a probe)
     g  as f, but the images nobody reviewed train on what the first round's nets trained on: after the
        default's second pass (--native --default-nets) the first pass's corrections, where f gives them their
        noisy given masks back (a probe: not a win on every seed, so not the tool's; elsewhere g is f)
@@ -87,7 +89,8 @@ NATIVE_TEXT = ("Where the user sees it (--native, curve_native.py): the noise is
                "same shrunk masks; order f's rounds train on the exported set shrunk to 64 px.")
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
           "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets",
-          "g": "as f, unreviewed images on the first round's own labels"}
+          "g": "as f, unreviewed images on the first round's own labels",
+          "m": "closest to the policy's threshold first (a probe)"}
 ROUND_ORDERS = ("b", "f", "g")  # the orders that train a round after every batch
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 #: --second-pass: where the advice offers it (75 %), the tool's own rounds (f) rather than the chained b
@@ -264,11 +267,15 @@ def _now() -> str:
 # ----------------------------------------------------------------------------------------- the orders
 
 def static_queue(ctx: Context, order: str) -> np.ndarray | None:
-    """The queue of orders a, s, c, d (None: order d without cleanlab)."""
+    """The queue of orders a, s, m, c, d (None: order d without cleanlab)."""
     if order == "a":
         return np.argsort(ctx.scores.rank)
     if order == "s":
         return np.argsort(suspicion_rank(ctx.scores))
+    if order == "m":  # where the recommended policy's own decision is least sure, either side of its threshold
+        t = scoring.recommended_threshold(ctx.scores.suspicion)
+        s = np.maximum(np.asarray(ctx.scores.suspicion, dtype=np.float64), 1e-9)
+        return np.argsort(np.abs(np.log(s / t)), kind="stable")
     if order == "c":
         # not default_rng(seed): noise.simulate draws the corrupted cases first from that very stream, so its
         # permutation would put exactly the corrupted masks first (an oracle, not a random order)
@@ -579,7 +586,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C5"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C5", "C6"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue
