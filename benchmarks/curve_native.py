@@ -71,7 +71,7 @@ class NativeContext(Context):
             raise SystemExit(f"native_noise.json has not decided the default's path at noise {ratio}, seed {seed}: "
                              f"python benchmarks/native_noise.py --threads 1 --remeasure --noise {ratio} --seeds "
                              f"{seed}")
-        return (first.get("auto_mode") or second_pass.EVERY) if first["auto_second"] else None
+        return native_noise.default_mode(first)
 
     @property
     def given_small(self) -> np.ndarray:

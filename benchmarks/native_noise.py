@@ -283,7 +283,7 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | — | not decided (measured before the share "
                          "was kept: --remeasure) | | | | |")
             continue
-        mode = (c.get("auto_mode") or second_pass.EVERY) if c["auto_second"] else None
+        mode = default_mode(c)
         use = seconds.get((c["noise"], c["seed"], mode)) if mode else c
         path = ({None: "first pass", second_pass.EVERY: "second pass", second_pass.RECOMMENDED:
                  "second pass (recommended corrections)"}[mode]
@@ -318,6 +318,12 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
             line += f"; exported set with nobody reviewing {np.mean(exp):.4f}"
         lines.append(line)
     return lines
+
+
+def default_mode(first: dict) -> int | None:
+    """The second pass the product's default trains after a decided first-pass cell: its labels' mode, None for none
+    (cells decided before the mode was recorded: every correction)."""
+    return (first.get("auto_mode") or second_pass.EVERY) if first["auto_second"] else None
 
 
 def _path(c: dict) -> str:
