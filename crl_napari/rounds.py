@@ -276,9 +276,10 @@ def info(run_dir: Path | str) -> dict:
     how many images are under it (they come first: scoring.rank), the share at or above it (the scores' estimate
     of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
     (scoring.suggested_keep_ratio) against the keep ratio its nets trained with (RunFolder.keep_ratio: with
-    TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered: `next-round
-    RUN --second-pass 2`), and every round (:func:`describe`)."""
-    from .second_pass import offered  # it trains through this module: imported when asked, not at load
+    TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered) and
+    the one its scores ask for (second_pass.advised: `next-round RUN --second-pass MODE`), and every round
+    (:func:`describe`)."""
+    from .second_pass import advised, offered  # it trains through this module: imported when asked, not at load
 
     run_dir = Path(run_dir)
     run = RunFolder(run_dir)
@@ -290,7 +291,8 @@ def info(run_dir: Path | str) -> dict:
         queue = {"recommended_threshold": round(threshold, 4),
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
-                 "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir)}
+                 "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
+                 "second_pass_advised": advised(run_dir)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 

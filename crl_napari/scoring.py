@@ -227,27 +227,27 @@ def keep_from_share(share: float | None, keep_ratio: float = 0.5, floor: float =
     return keep if keep < keep_ratio - KEEP_MARGIN else None
 
 
-def keep_advice(suspicion: np.ndarray, keep_ratio: float, second_pass: bool = False,
-                setting: float | None = None) -> str:
-    """The advice when most given masks look wrong (:func:`suggested_keep_ratio`) as a sentence ("" for none): the
+def keep_advice(suspicion: np.ndarray, keep_ratio: float, second_pass: int | None = None) -> str:
+    """The advice when many given masks look wrong (:func:`suggested_keep_ratio`) as a sentence ("" for none): the
     Review widget says it on opening a run, `crl-napari train` and `score` after scoring. ``keep_ratio``: the one
-    the nets trained with (RunFolder.keep_ratio); ``setting``: the run's keep_ratio setting (see
-    :func:`advice_sentence`); ``second_pass``: the run can still take one (crl_napari.second_pass.offered)."""
+    the nets trained with (RunFolder.keep_ratio); ``second_pass``: the second pass the run can still take and its
+    scores ask for (crl_napari.second_pass.advised; see :func:`advice_sentence`)."""
     share = noise_share(suspicion)
-    return advice_sentence(share, keep_ratio, keep_from_share(share, keep_ratio), second_pass, setting)
+    return advice_sentence(share, keep_ratio, keep_from_share(share, keep_ratio), second_pass)
 
 
-def advice_sentence(share: float | None, keep_ratio: float, keep: float | None, second_pass: bool = False,
-                    setting: float | None = None) -> str:
+def advice_sentence(share: float | None, keep_ratio: float, keep: float | None,
+                    second_pass: int | None = None) -> str:
     """:func:`keep_advice` from the numbers a scoring's metrics hold (noise_share, suggested_keep_ratio).
 
-    Where the run can still take it, the second pass on every correction comes first: at 75 % simulated noise,
-    after the keep ratio estimated while training (the default), it reached test Dice 0.944 against 0.934 and
-    corrected Dice 0.952 against 0.946 on the corrupted cases, and on the 110-image set a gap to clean labels of
-    0.013 against 0.025 (benchmarks/results/native_res.md); it costs a second training. A run whose training
-    already lowered its keep ratio (TrainConfig.keep_auto: ``keep_ratio`` below the ``setting``) is offered the
-    second pass whenever most masks look wrong against the setting, and a keep ratio only when one lower still is
-    suggested."""
+    ``second_pass``: the second pass to offer, the one the default would train after these scores
+    (crl_napari.second_pass.advised): 2 (every correction) where most masks look wrong against the run's keep_ratio
+    setting, 1 (the corrections the recommended threshold takes) where more than 40 % do; None or 0: none to offer.
+    It comes first: at 75 % simulated noise the second pass on every correction reached test Dice 0.944 against
+    0.934 and corrected Dice 0.952 against 0.946 on the corrupted cases (benchmarks/results/native_res.md), at 50 %
+    the one on the recommended corrections exported 0.982 against 0.980 (native_noise.md); it costs a second
+    training. A lower keep ratio is suggested where one below the nets' own ``keep_ratio`` is (``keep``); mode 2
+    offered with no ``keep``: the run's training had already lowered its keep ratio (TrainConfig.keep_auto)."""
     if share is None or not np.isfinite(share):
         return ""
     if keep is not None:
@@ -255,7 +255,10 @@ def advice_sentence(share: float | None, keep_ratio: float, keep: float | None, 
                   else f"training again with keep ratio {keep:g}")
         return (f"{share:.0%} of the given masks look wrong, more than the {keep_ratio:g} of each batch training "
                 f"learns from: {remedy} may correct them better")
-    if second_pass and setting is not None and keep_from_share(share, setting) is not None:
+    if second_pass == 2:
         return (f"{share:.0%} of the given masks look wrong (training learnt from {keep_ratio:g} of each batch): a "
                 f"second pass on the corrections may correct them better")
+    if second_pass == 1:
+        return (f"{share:.0%} of the given masks look wrong: a second pass on the corrections the recommended "
+                f"threshold takes (the given masks elsewhere) may correct them better")
     return ""

@@ -138,9 +138,10 @@ def train_passes(data, out: Path | str, config: TrainConfig | None = None, *, re
 
 def _no_second_pass_under_torchrun(run: RunFolder, out: Path, metrics: dict) -> NoSecondPass:
     """AUTO under torchrun: the second pass is not trained there; where it would be, the line says how to get it."""
-    mode, reason = auto_mode(run)
+    suspicion = rounds.suspicions(run)
+    mode, reason = auto_choice(suspicion, run.train_config.keep_ratio)
     if mode is not None:
-        reason = (f"no second pass under torchrun yet, though {scoring.noise_share(rounds.suspicions(run)):.0%} of "
+        reason = (f"no second pass under torchrun yet, though {scoring.noise_share(suspicion):.0%} of "
                   f"the given masks look wrong: `crl-napari next-round {out} --second-pass {mode}` in one process "
                   "trains the one the default would")
     return NoSecondPass(reason, {**metrics, "no_second_pass": reason}, auto=True)
@@ -209,14 +210,48 @@ def auto_choice(suspicion: np.ndarray, keep_ratio: float) -> tuple[int | None, s
         return None, ("no second pass: no image has a score to estimate the wrong masks from; the run stays as the "
                       "first pass made it")
     share = scoring.noise_share(s)
-    if not share > AUTO_SHARE:
+    mode = share_mode(share, keep_ratio)
+    if mode is None:
         return None, (f"no second pass: {share:.0%} of the given masks look wrong; one trains by itself (second_pass "
                       f"{AUTO}) only when more than {AUTO_SHARE:.0%} do")
-    mode = EVERY if scoring.keep_from_share(share, keep_ratio) is not None else RECOMMENDED
     if not nets_can_tell(s):
         return None, (f"no second pass: {share:.0%} of the given masks look wrong, but the nets cannot yet tell right "
                       f"masks from wrong ones (train longer, or ask for one: second_pass {mode})")
     return mode, ""
+
+
+def share_mode(share: float | None, keep_ratio: float) -> int | None:
+    """The second pass a first pass's estimate of the wrong masks asks for (scoring.noise_share, with the run's
+    keep_ratio setting): EVERY when most look wrong (scoring.keep_from_share suggests a lower keep ratio),
+    RECOMMENDED when more than AUTO_SHARE do, else None. AUTO's rule (:func:`auto_choice`), the advice's and the
+    Review dock's "Second pass" (:func:`advised`, :func:`asked_mode`): one rule, so what the tool offers is what its
+    default trains."""
+    if share is None or not np.isfinite(share) or not share > AUTO_SHARE:
+        return None
+    return EVERY if scoring.keep_from_share(share, keep_ratio) is not None else RECOMMENDED
+
+
+def advised(run_dir: Path | str) -> int | None:
+    """The second pass the scores' advice names for a run that can still take one (:func:`offered`): the mode AUTO
+    would have trained after these scores (:func:`auto_choice`), None for none (no second pass advised, or the run
+    cannot take one). For runs trained without AUTO (second_pass 0, or before it was the default) and runs whose
+    second pass was stopped before it started."""
+    if not offered(run_dir):
+        return None
+    run = RunFolder(run_dir)
+    return auto_choice(rounds.suspicions(run), run.train_config.keep_ratio)[0]
+
+
+def asked_mode(run: RunFolder) -> int:
+    """The second pass to train when the user asks for one without naming it (the Review dock's "Second pass"): the
+    run's own setting where it named a mode (1-3) that never started, else the one its scores ask for
+    (:func:`share_mode`, even where the nets cannot yet tell right masks from wrong ones: the user asked), and the
+    recommended policy's corrections where they ask for none (the mode that replaces fewest given masks)."""
+    own = run.train_config.second_pass
+    if own not in (OFF, AUTO):
+        return own
+    mode = share_mode(scoring.noise_share(rounds.suspicions(run)), run.train_config.keep_ratio)
+    return RECOMMENDED if mode is None else mode
 
 
 def _second_pass_round(run_dir: Path) -> runs.Round | None:

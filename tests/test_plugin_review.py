@@ -663,15 +663,16 @@ def test_a_row_switch_repaints_the_review_without_laying_out_the_window(make_nap
 
 def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_viewer, run_dir):
     """The open message carries the advice (scoring.keep_advice: a second pass, pointing at the button below, or a
-    lower keep ratio) only where most given masks look wrong: the run's own scores first, then the same run with
-    three quarters of its suspicions raised."""
+    lower keep ratio) only where many given masks look wrong: the run's own scores first, then the same run with
+    three quarters of its suspicions raised, then with 5 of 12 (the second pass on the recommended corrections)."""
+    from crl_napari import second_pass
     from crl_napari.scoring import keep_advice, suggested_keep_ratio
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32), np.uint8), name="someone else's layer")
     widget = _review(viewer, run_dir)
     own = [r.suspicion for r in RunFolder(run_dir).score_rows()]
-    own_advice = keep_advice(own, 0.5, second_pass=True)
+    own_advice = keep_advice(own, 0.5, second_pass.advised(run_dir))
     assert widget.last_message.endswith(f"{own_advice} (Second pass, below)" if own_advice else "(scoring.rank)")
     assert len(own) == 12
     raise_suspicions(run_dir)  # 9 of 12
@@ -682,3 +683,8 @@ def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_
                                         "learns from: a second pass on the corrections, or training again with keep "
                                         "ratio 0.25, may correct them better (Second pass, below)")
     assert widget.retrain.second_btn.isEnabled()
+    raise_suspicions(run_dir, 5)  # many but not most: the second pass the default trains there
+    assert widget.open_run(run_dir), widget.last_message
+    assert widget.last_message.endswith("42% of the given masks look wrong: a second pass on the corrections the "
+                                        "recommended threshold takes (the given masks elsewhere) may correct them "
+                                        "better (Second pass, below)")

@@ -196,6 +196,35 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
 
 
 
+def test_where_many_but_not_most_masks_look_wrong_the_button_trains_on_the_recommended_corrections(
+        make_napari_viewer, qtbot, trained, tmp_path):
+    """The run's scores with 44 % of its masks looking wrong (the built-in sample set's kind): the open message
+    names the second pass on the corrections the recommended threshold takes, and "Second pass" trains exactly
+    that one (second_pass.RECOMMENDED, what the default trains there): round 2's labels are those images'
+    corrections, the given masks elsewhere."""
+    from crl_napari import second_pass
+    from crl_napari.runs import RunFolder
+
+    run = shutil.copytree(trained, tmp_path / "run")
+    n = len(runs.read_score_rows(run))
+    raise_suspicions(run, n * 44 // 100)
+    rows = RunFolder(run).score_rows()
+    take = second_pass.takes_correction(np.array([r.suspicion for r in rows]), second_pass.RECOMMENDED)
+    assert 0 < take.sum() < n
+    widget = _review_dock(make_napari_viewer, run)
+    assert "a second pass on the corrections the recommended threshold takes" in widget.last_message
+    assert widget.last_message.endswith("(Second pass, below)")
+    widget.retrain.second_btn.click()
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    rounds = runs.read_rounds(run)
+    assert [(r.number, r.second_pass) for r in rounds] == [(1, False), (2, True)]
+    assert rounds[1].decisions == {"corrected": int(take.sum())}
+    assert runs.read_round_decisions(runs.round_dir(run, 2)) == {
+        r.id: runs.CORRECTED for r, t in zip(rows, take, strict=True) if t}
+    assert widget.session.round == 2
+
+
 def test_a_stopped_second_pass_goes_on_when_pressed_again(make_napari_viewer, qtbot, trained, tmp_path):
     """Stop pressed during the second pass's first epoch: the run keeps round 1's scores and the stopped round;
     "Second pass" stays on and, pressed again, resumes the same round (not a new one) to its end."""

@@ -86,11 +86,12 @@ def test_train_widget_runs_a_tiny_training_to_the_end(make_napari_viewer, qtbot,
 def test_the_finished_notice_gives_the_advice_when_most_masks_look_wrong(make_napari_viewer, qtbot, tiny_data,
                                                                          tmp_path):
     """A run that learns from 95 % of each batch while its scores say more masks than that look wrong: the notice
-    that training finished carries the advice (scoring.keep_advice of the run's own scores), the second pass
-    first (the run has no round yet) and where to start it."""
+    that training finished carries the advice (scoring.keep_advice of the run's own scores): the lower keep ratio,
+    and no second pass where too few masks look wrong for the default to train one."""
     from napari.utils.notifications import notification_manager
 
-    from crl_napari.scoring import keep_advice
+    from crl_napari import second_pass
+    from crl_napari.scoring import keep_advice, noise_share
 
     notices: list[str] = []
 
@@ -109,12 +110,19 @@ def test_the_finished_notice_gives_the_advice_when_most_masks_look_wrong(make_na
     finally:
         notification_manager.notification_ready.disconnect(grab)
     assert widget.last_outcome == "finished", widget.last_error
-    advice = keep_advice([r.suspicion for r in RunFolder(out).score_rows()], 0.95, second_pass=True)
+    scores = [r.suspicion for r in RunFolder(out).score_rows()]
+    advice = keep_advice(scores, 0.95, second_pass.advised(out))
     assert advice.endswith("may correct them better")  # this run's scores do suggest one
-    assert "a second pass on the corrections, or training again with keep ratio" in advice
+    # about a third of the masks look wrong: more than keep ratio 0.95 lets through, too few for the second pass the
+    # default would train (second_pass.share_mode), so the advice names the keep ratio alone
+    share = noise_share(scores)
+    assert 0.05 < share <= second_pass.AUTO_SHARE and second_pass.advised(out) is None
+    assert advice.startswith(f"{share:.0%} of the given masks look wrong")
+    assert "training again with keep ratio" in advice
+    assert "second pass" not in advice
     finished = [n for n in notices if "training finished" in n]
     assert len(finished) == 1, notices
-    assert finished[0].endswith(f"is ready for review. {advice} (the Review dock's Second pass)"), notices
+    assert finished[0].endswith(f"is ready for review. {advice}"), notices
 
 
 def _stage2_pixels(plot, x: float | None = None) -> int:

@@ -348,7 +348,8 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
                               "suggested_keep_ratio": suggested_keep_ratio(
                                   suspicion, RunFolder(run).train_config.keep_ratio),
                               "trained_keep_ratio": 0.5,  # the setting's: keep_auto is off
-                              "second_pass_offered": False}  # rounds were trained: a second pass comes before
+                              # rounds were trained: a second pass comes before them
+                              "second_pass_offered": False, "second_pass_advised": None}
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):

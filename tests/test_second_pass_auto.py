@@ -155,3 +155,41 @@ def test_under_torchrun_the_line_names_the_command_where_a_second_pass_would_tra
                                          f"wrong: `crl-napari next-round {run} --second-pass 2` in one process trains "
                                          "the one the default would")
     assert told.metrics == {"noise_share": 0.78, "no_second_pass": told.reason}
+
+
+def test_the_advice_and_the_review_docks_button_name_the_second_pass_the_default_would_train(data, tmp_path, capsys):
+    """A run trained without AUTO (second_pass 0, the paper's one pass): the advice line, `info` and the mode the
+    Review dock's "Second pass" trains (second_pass.asked_mode) follow AUTO's rule on the run's real scores with
+    3 (its own), 4 and 7 of its 9 suspicions raised: nothing / the recommended corrections / every correction."""
+    from _scores import raise_suspicions
+
+    from crl_napari.cli.run_commands import say_keep_advice
+
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), "--simulate-noise", str(CLEAN), "--second-pass", "0",
+                     *CLI_TINY]) == 0
+    capsys.readouterr()
+    seen = {}
+    for raised in (None, 4, 7):
+        if raised:
+            raise_suspicions(run, raised)
+        say_keep_advice(run)
+        err = capsys.readouterr().err.strip()
+        assert cli.main(["info", str(run)]) == 0
+        queue = json.loads(capsys.readouterr().out)["queue"]
+        seen[raised] = (err, queue["second_pass_advised"], second_pass.asked_mode(RunFolder(run)))
+        assert queue["second_pass_offered"] is True  # no round yet: the button is there at any share
+    assert seen[None] == ("", None, second_pass.RECOMMENDED)  # 33 %: no advice; pressed anyway, the mildest mode
+    err, advised, asked = seen[4]
+    assert err == (f"advice: 44% of the given masks look wrong: a second pass on the corrections the recommended "
+                   f"threshold takes (the given masks elsewhere) may correct them better (crl-napari next-round {run} "
+                   f"--second-pass 1)")
+    assert advised == asked == second_pass.RECOMMENDED
+    err, advised, asked = seen[7]
+    assert err.startswith("advice: 78% of the given masks look wrong, more than the 0.5 of each batch training learns "
+                          "from: a second pass on the corrections, or training again with keep ratio 0.22,")
+    assert err.endswith(f"(crl-napari next-round {run} --second-pass 2, or crl-napari train ... --keep-ratio 0.22)")
+    assert advised == asked == second_pass.EVERY
+    own = RunFolder(run).train_config
+    assert second_pass.share_mode(0.44, own.keep_ratio) == second_pass.RECOMMENDED  # the rule, as AUTO reads it
+    assert second_pass.share_mode(float("nan"), own.keep_ratio) is None and second_pass.share_mode(0.4, 0.5) is None

@@ -47,17 +47,17 @@ def round_job(run_dir: Path, warm_epochs: int | None, from_scratch: bool, should
 
 
 def second_pass_job(run_dir: Path, should_stop: StopFlag, threads: int | None = None) -> Iterator:
-    """The worker's generator for "Second pass": fresh nets on every image's correction (second_pass.EVERY, the
-    mode the advice names) unless the run's settings asked for a mode of their own that never started (a process
-    ended between the passes), or the stopped second pass going on; at lowered priority as :func:`round_job`."""
+    """The worker's generator for "Second pass": fresh nets on the corrections the run's scores ask for (the mode
+    the advice names and the default trains: second_pass.asked_mode) unless the run's settings asked for a mode of
+    their own that never started (a process ended between the passes), or the stopped second pass going on; at
+    lowered priority as :func:`round_job`."""
     background_priority()
     if threads is not None:
         torch.set_num_threads(threads)
     if second_pass.started_and_stopped(run_dir):
         yield from rounds.next_round(run_dir, should_stop=should_stop, threads=threads)
     else:
-        own = RunFolder(run_dir).train_config.second_pass  # OFF or AUTO (the default): the button asks for EVERY
-        mode = second_pass.EVERY if own in (second_pass.OFF, second_pass.AUTO) else own
+        mode = second_pass.asked_mode(RunFolder(run_dir))
         yield from second_pass.run_second_pass(run_dir, should_stop=should_stop, threads=threads, mode=mode)
 
 
@@ -82,7 +82,8 @@ class RetrainControl(QWidget):
                                     "image is scored again and the queue re-ranked. Keep reviewing meanwhile.")
         self.second_btn = QPushButton("Second pass")
         self.second_btn.setToolTip("Right after the first training, before any round: three fresh nets train again "
-                                   "on every image's correction, then every image is scored again. At 75 % "
+                                   "on the corrections (every image's where most masks look wrong, else those the "
+                                   "recommended threshold takes), then every image is scored again. At 50 and 75 % "
                                    "simulated noise it gave better nets and corrections (docs/paper.md); it takes "
                                    "about as long as the first training.")
         self.stop_btn = QPushButton("Stop")

@@ -186,8 +186,8 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
-        second = second_pass.offered(path)  # most masks look wrong: a second pass ("Second pass"), a lower keep ratio
-        advice = keep_advice(scores, run.keep_ratio, second, run.train_config.keep_ratio)
+        second = second_pass.advised(path)  # many masks look wrong: a second pass ("Second pass"), a lower keep ratio
+        advice = keep_advice(scores, run.keep_ratio, second)
         advice += " (Second pass, below)" if advice and second else ""
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
                       + (f". {advice}" if advice else ""))

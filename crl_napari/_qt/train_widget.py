@@ -184,10 +184,10 @@ class TrainWidget(Container):
         """The run is trained and scored: say so (with ``note``, and the keep ratio advice when there is one) and
         offer it to the Review widget."""
         self.last_outcome = "finished"
-        second = second_pass.offered(self.run_dir)  # the Review dock's "Second pass" can still train it
+        second = second_pass.advised(self.run_dir)  # the Review dock's "Second pass" can still train it
         run = RunFolder(self.run_dir)
         advice = advice_sentence(metrics.get("noise_share"), run.keep_ratio, metrics.get("suggested_keep_ratio"),
-                                 second, run.train_config.keep_ratio)  # scoring.suggested_keep_ratio
+                                 second)  # scoring.suggested_keep_ratio
         advice += " (the Review dock's Second pass)" if advice and second else ""
         info(f"crl-napari: training finished; {self.run_dir} is ready for review"
              + "".join(f". {part[:1].upper()}{part[1:]}" for part in (note, advice) if part))

@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--from-scratch", action="store_true", help="train anew with the first round's settings")
     how.add_argument("--second-pass", type=int, choices=(1, 2, 3), default=None, metavar="MODE",
                      help="instead of a review round, the second pass a first training can be followed by (as "
-                     "train --second-pass MODE; 2: fresh nets on every image's correction, what the scores' "
-                     "advice suggests when most masks look wrong); only before any round")
+                     "train --second-pass MODE: 1 on the corrections the recommended threshold takes, 2 on every "
+                     "image's correction; the scores' advice names the one the default would train); only before "
+                     "any round")
     n.add_argument("--quiet", action="store_true")
     n.set_defaults(func=cmd_next_round)
 

@@ -33,20 +33,20 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def say_keep_advice(run_dir) -> None:
-    """After scoring: when most given masks look wrong, the keep_ratio to train again with (scoring.keep_advice),
-    on stderr beside the metrics' suggested_keep_ratio."""
+    """After scoring: when many given masks look wrong, the second pass the default would train and the keep_ratio
+    to train again with (scoring.advice_sentence), on stderr beside the metrics' suggested_keep_ratio."""
     from ..rounds import keep_advice
     from ..runs import RunFolder
     from ..scoring import advice_sentence
-    from ..second_pass import offered
+    from ..second_pass import advised
 
     run = RunFolder(run_dir)
     if not run.has_scores:
         return
-    (share, keep), second = keep_advice(run), offered(run_dir)
-    sentence = advice_sentence(share, run.keep_ratio, keep, second, run.train_config.keep_ratio)
+    (share, keep), second = keep_advice(run), advised(run_dir)
+    sentence = advice_sentence(share, run.keep_ratio, keep, second)
     if sentence:
-        how = [f"crl-napari next-round {run_dir} --second-pass 2"] if second else []
+        how = [f"crl-napari next-round {run_dir} --second-pass {second}"] if second else []
         how += [f"crl-napari train ... --keep-ratio {keep:g}"] if keep is not None else []
         print(f"advice: {sentence} ({', or '.join(how)})", file=sys.stderr)
 
