@@ -340,6 +340,19 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
     assert not exp.threshold.native.isVisibleTo(exp.native)  # only for that policy
     exp.policy.value = "accept the correction above a score"
     assert exp.threshold.native.isVisibleTo(exp.native)
+    # the score starts at the run's recommended threshold, and exported as shown it is that very one (the command
+    # line's default), not the field's rounding of it
+    from crl_napari.scoring import recommended_threshold
+
+    recommended = recommended_threshold([r["suspicion"] for r in rows])
+    assert float(exp.threshold.value) == round(recommended, 3) and 0.0 < recommended < 0.5
+    exp.dest.value = tmp_path / "clean-recommended"
+    exp.run_export()
+    qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)
+    assert exp.report is not None and exp.report.threshold == recommended, exp.last_error
+    man_r = _manifest(tmp_path / "clean-recommended")
+    assert {i: man_r[i]["mask_source"] for i in ids[3:]} == {
+        r["id"]: "corrected_by_policy" if r["suspicion"] >= recommended else "original" for r in rows[3:]}
     cut = sorted(r["suspicion"] for r in rows[3:])[len(rows[3:]) // 2]  # unreviewed images on both sides of it
     exp.threshold.value = cut
     exp.dest.value = tmp_path / "clean2"

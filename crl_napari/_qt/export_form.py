@@ -14,6 +14,10 @@ import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 
 from ..export import export
+from ..rounds import suspicions
+from ..runs import RunError, RunFolder
+from ..scoring import recommended_threshold
+from ..settings import TrainingError
 from ._common import info, report_error, run_link, start_function
 
 __all__ = ["ExportForm", "POLICIES"]
@@ -42,7 +46,8 @@ class ExportForm(Container):
                                tooltip="what the export uses for images nobody reviewed and for flagged ones")
         self.threshold = FloatSpinBox(label="Score at least", value=0.5, min=0.0, max=1.0, step=0.01,
                                       tooltip="unreviewed images with a suspicion score at least this get the "
-                                      "corrected mask")
+                                      "corrected mask (a run's recommended threshold once a run is chosen)")
+        self._threshold_of: tuple[Path, float] | None = None  # the run whose recommended threshold the field shows
         self.threshold.native.setDecimals(3)
         self.cleanup = CheckBox(text="Clean up corrections", value=True,
                                 tooltip="drop pieces below 1 % of a corrected mask and fill its holes (the "
@@ -53,6 +58,7 @@ class ExportForm(Container):
         self.extend([self.run_dir, self.dest, self.policy, self.threshold, self.cleanup, self.export_btn,
                      self.status])
         self.policy.changed.connect(self._update)
+        self.run_dir.changed.connect(self._recommend_threshold)
         self.export_btn.clicked.connect(self.run_export)
         link = run_link(viewer)
         if follow_runs:
@@ -67,6 +73,31 @@ class ExportForm(Container):
 
     def _update(self, *_args) -> None:
         self.threshold.visible = POLICIES[self.policy.value] == "accept_above"
+
+    def _recommend_threshold(self, *_args) -> None:
+        """A run was chosen: the score starts at its recommended threshold (scoring.recommended_threshold of its
+        scores), what the command line's export uses when given none and what the Review dock's "accept above"
+        starts at, so the two ways to export give the same set. Anything else in the field (a folder that is not
+        a scored run, one being typed) leaves the score as it is."""
+        path = self._path(self.run_dir)
+        if path is None or (self._threshold_of and path.resolve() == self._threshold_of[0].resolve()) \
+                or not RunFolder.is_run(path):
+            return
+        try:
+            run = RunFolder(path)
+            if not run.has_scores:
+                return
+            threshold = recommended_threshold(suspicions(run))
+        except (RunError, TrainingError, OSError, ValueError):
+            return  # unreadable: the export itself names the file when pressed
+        self.show_recommended(path, threshold)
+
+    def show_recommended(self, run: Path, threshold: float) -> None:
+        """The score field shows ``run``'s recommended threshold (rounded; exported as shown, the exact one)."""
+        self._threshold_of = (Path(run), float(threshold))
+        self.threshold.value = round(float(threshold), 3)
+        self.threshold.tooltip = (f"unreviewed images with a suspicion score at least this get the corrected mask; "
+                                  f"recommended for this run: {threshold:.3f} (Otsu's split of its scores)")
 
     @staticmethod
     def _path(w: FileEdit) -> Path | None:
@@ -83,6 +114,9 @@ class ExportForm(Container):
             return
         policy = POLICIES[self.policy.value]
         threshold = float(self.threshold.value) if policy == "accept_above" else None
+        if (threshold is not None and self._threshold_of is not None
+                and self._threshold_of[0].resolve() == run.resolve() and threshold == round(self._threshold_of[1], 3)):
+            threshold = None  # the field shows the run's recommended one, rounded: the engine uses it exactly
         self.report, self.last_error = None, None
         self.status.value = f"Exporting to {dest}…"
         self.export_btn.enabled = False

@@ -176,7 +176,7 @@ class ReviewWidget(ReviewActions, QWidget):
         recommended = self.set_policy(scores)  # once per run: the mark, the second press, the batch's default
         self.batch.set_recommended(recommended)
         self._table.source.clean_below = recommended
-        self.export_widget.threshold.value = round(recommended, 3)  # "accept above a score" in the export too
+        self.export_widget.show_recommended(path, recommended)  # "accept above a score" in the export too
         self.info.show_counts(self.model.counts())
         model.subscribe(self._on_model)
         if model.current is not None:
