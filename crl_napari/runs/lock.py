@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -25,14 +26,20 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 
-def _holder(fd: int) -> str:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        info = json.loads(os.read(fd, 4096).decode("utf-8", "replace"))
-        return (f"pid {int(info['pid'])} on {str(info['host'])[:64]} ({str(info['command'])[:80]}, "
-                f"since {str(info['time'])[:32]})")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def _holder(fd: int, wait: float = 1.0) -> str:
+    """Who holds the lock, from the lock file; for up to ``wait`` seconds while it is unreadable (the holder is
+    between taking the lock and writing its name, a moment a busy machine can stretch), then "another process"."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            info = json.loads(os.read(fd, 4096).decode("utf-8", "replace"))
+            return (f"pid {int(info['pid'])} on {str(info['host'])[:64]} ({str(info['command'])[:80]}, "
+                    f"since {str(info['time'])[:32]})")
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= end:
+                return "another process"
+            time.sleep(0.02)
 
 
 @contextmanager
