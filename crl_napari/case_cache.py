@@ -303,6 +303,12 @@ class CaseCache:
                         self._reading = None
                         self._read_done.notify_all()
 
+    def reorder(self, order: list[str]) -> None:
+        """The queue was re-ordered (the same ids): read ahead around each image in the new order from now on."""
+        with self._lock:
+            self._order = list(order)
+            self._pos = {id_: i for i, id_ in enumerate(self._order)}
+
     def _around(self, id_: str) -> list[str]:
         i, n = self._pos.get(id_), len(self._order)
         if i is None:

@@ -57,14 +57,13 @@ from .export_files import build as _build
 from .export_plan import open_run as _open_run
 from .export_plan import plan as _plan
 from .review import ReviewError, ReviewSession
-from .scoring import recommended_threshold
+from .scoring import UNREVIEWED, recommended_threshold
 
 __all__ = ["MASK_SOURCES", "MANIFEST_FIELDS", "ExportError", "ExportProgress", "ExportReport", "export",
            "upsample_nearest"]
 
 #: Values of the manifest's ``mask_source`` column.
 MASK_SOURCES = ("original", "corrected", "edited", "corrected_by_policy")
-_POLICIES = ("keep", "accept_above")
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,19 @@ class ExportReport:
         t = self.threshold
         above = "" if t is None else f"; unreviewed corrections accepted at suspicion >= {t:.3f}"
         return f"exported {self.n_images} images to {self.dest} ({parts}{left_out}{pieces}{above})"
+
+
+def _check_policy(unreviewed: str, threshold: float | None) -> float | None:
+    """``threshold`` as a float (or None) for the policy ``unreviewed``; ExportError for a bad pair."""
+    if unreviewed not in UNREVIEWED:
+        raise ExportError(f"unreviewed must be one of {', '.join(UNREVIEWED)}, got {unreviewed!r}")
+    if unreviewed == "accept_above":
+        if threshold is not None and not math.isfinite(float(threshold)):
+            raise ExportError("unreviewed='accept_above' needs a finite threshold on the suspicion score")
+        return None if threshold is None else float(threshold)
+    if threshold is not None:
+        raise ExportError("threshold only applies with unreviewed='accept_above'")
+    return None
 
 
 # ------------------------------------------------------------------------------------------ the safety
@@ -119,7 +131,7 @@ def _check_dest(dest: Path, protected: list[tuple[Path, str]]) -> None:
 def export(
     run_dir: str | Path,
     dest: str | Path,
-    unreviewed: str = "keep",
+    unreviewed: str | None = None,
     threshold: float | None = None,
     data_root: str | Path | None = None,
     cleanup: bool = True,
@@ -133,9 +145,11 @@ def export(
 
     ``unreviewed`` decides pending images: "keep" (original mask) or "accept_above" (corrected mask when
     suspicion >= ``threshold``; None: the run's recommended one, scoring.recommended_threshold, as the Review
-    widget's default). ``data_root`` is the data folder (``images/``, ``masks/``) when it is no
-    longer where cases.csv says (the run moved machines); files are then found by name. Raises ExportError
-    before writing anything when the export would be unsafe or the run is incomplete.
+    widget's default); None: what the review chose, the choice its queue was ordered for
+    (ReviewSession.unreviewed: scoring.DEFAULT_UNREVIEWED when it chose nothing). ``data_root`` is the data
+    folder (``images/``, ``masks/``) when it is no longer where cases.csv says (the run moved machines); files are
+    then found by name. Raises ExportError before writing anything when the export would be unsafe or the run is
+    incomplete.
 
     ``workers`` threads write the images' files (None: export_files.default_workers, one per core up to 4 for
     a large export; 1: this process); the output is the same whatever the number. ``progress`` is called with an
@@ -143,14 +157,8 @@ def export(
     """
     run_dir = Path(run_dir).expanduser()
     dest = Path(dest).expanduser()
-    if unreviewed not in _POLICIES:
-        raise ExportError(f"unreviewed must be one of {', '.join(_POLICIES)}, got {unreviewed!r}")
-    if unreviewed == "accept_above":
-        if threshold is not None and not math.isfinite(float(threshold)):
-            raise ExportError("unreviewed='accept_above' needs a finite threshold on the suspicion score")
-        threshold = None if threshold is None else float(threshold)
-    elif threshold is not None:
-        raise ExportError("threshold only applies with unreviewed='accept_above'")
+    if unreviewed is not None:
+        threshold = _check_policy(unreviewed, threshold)
     if workers is not None and (type(workers) is not int or not 1 <= workers <= MAX_WORKERS):
         raise ExportError(f"workers must be a whole number in [1, {MAX_WORKERS}], got {workers!r}")
     if not run_dir.is_dir():
@@ -165,6 +173,9 @@ def export(
         session = ReviewSession.open(run_dir, reviewer="export")
     except ReviewError as exc:
         raise ExportError(str(exc)) from exc
+    if unreviewed is None:  # the review's choice (its queue was made for it)
+        unreviewed = session.unreviewed
+        threshold = _check_policy(unreviewed, threshold)
     if unreviewed == "accept_above" and threshold is None:
         threshold = recommended_threshold([r["suspicion"] for r in session.rows])  # as the Review widget's
     by_id = {c["id"]: c for c in cases}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ids, runs
+from .scoring import UNREVIEWED
 
 REVIEW_FILE = runs.REVIEW
 REVIEW_VERSION = 1
@@ -128,14 +129,31 @@ def validate(data: Any, path: Path) -> tuple[dict[str, dict[str, Any]], list[dic
     return decisions, log
 
 
-def read(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-    """(decisions, log, comments) of the review file ``path``, checked; ReviewError naming it otherwise."""
+def read(path: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], dict[str, str], str | None]:
+    """(decisions, log, comments, unreviewed) of the review file ``path``, checked; ReviewError naming it
+    otherwise. ``unreviewed``: what the review chose the export to give images nobody reviewed (None: not chosen,
+    as in files written before the choice existed)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReviewError(f"{path}: not a readable review file ({exc})") from exc
     decisions, log = validate(data, path)
-    return decisions, log, _check_comments(data.get("comments"), path)
+    return decisions, log, _check_comments(data.get("comments"), path), _check_unreviewed(data, path)
+
+
+def _check_unreviewed(data: dict, path: Path) -> str | None:
+    """The optional ``unreviewed`` choice: one of scoring.UNREVIEWED, or absent."""
+    choice = data.get("unreviewed")
+    if choice is not None and choice not in UNREVIEWED:
+        raise ReviewError(f"{path}: 'unreviewed' must be one of {', '.join(UNREVIEWED)}, got {choice!r}")
+    return choice
+
+
+def read_unreviewed(run_dir: Path | str) -> str | None:
+    """The review's choice for images nobody reviewed in ``RUN/review.json`` (None: no file, or no choice made),
+    checked as a session opens it."""
+    path = Path(run_dir) / REVIEW_FILE
+    return read(path)[3] if path.exists() else None
 
 
 def read_statuses(run_dir: Path | str) -> dict[str, str]:

@@ -68,6 +68,10 @@ class ReviewModel:
         """Every image id, in the queue's order (the session's rank: scoring.rank)."""
         return list(self._ids)
 
+    def position(self, image_id: str) -> int:
+        """``image_id``'s place in the queue, 1 = first."""
+        return self._index[image_id] + 1
+
     @property
     def edit_state(self) -> str:
         """``"idle"`` or ``"editing"``."""
@@ -101,6 +105,17 @@ class ReviewModel:
         cut, status, score = self.min_score - _EPS, self.session.status, self._score
         return [i for i in self._ids if i == self.current
                 or (score[i] >= cut and not (self.pending_only and status(i) != "pending"))]
+
+    def requeue(self, unreviewed: str) -> None:
+        """Order the queue for what the export gives images nobody reviewed (ReviewSession.choose_unreviewed:
+        saved to review.json): the image shown, the decisions and the filter stay; the table lists the new order
+        ("filter")."""
+        if unreviewed == self.session.unreviewed and self.session.unreviewed_chosen:
+            return
+        self.session.choose_unreviewed(unreviewed)
+        self._ids = self.session.ids
+        self._index = {i: k for k, i in enumerate(self._ids)}
+        self._emit("filter")
 
     # ------------------------------------------------------------------------------------- navigation
     def set_filter(self, pending_only: bool | None = None, min_score: float | None = None) -> None:

@@ -115,7 +115,7 @@ def test_on_real_masks_the_queue_gains_more_per_look_than_suspicion_first(cc):
     assert (given != truth).any(axis=(1, 2))[scores.suspicion < threshold].sum() >= 10
     queue = scoring.rank(scores.suspicion, scores.uncertainty, threshold)
     gained = {}
-    for name, rank in (("queue", queue), ("suspicion first", cc.suspicion_rank(scores))):
+    for name, rank in (("queue", queue), ("suspicion first", cc.keep_rank(scores))):
         walk = cc.Walk(given, truth)
         walk.review(np.argsort(rank)[:20], scores.corrected)
         gained[name] = walk.point(scores.corrected, scores.suspicion, threshold, 0)["recommended"]["mean_dice"]

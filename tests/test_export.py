@@ -70,7 +70,7 @@ def test_export_chooses_the_right_mask_per_status(rf, tmp_path):
     drawn = _decide(rf.run)
     before_src, before_run = _tree(rf.src), _tree(rf.run)
     dest = tmp_path / "out" / "clean"
-    report = export(rf.run, dest)
+    report = export(rf.run, dest, unreviewed="keep")
     assert report.dest == dest and report.n_images == 8
     assert report.counts == {"original": 6, "corrected": 1, "edited": 1, "corrected_by_policy": 0}
     assert "8 images" in report.summary()
@@ -138,11 +138,43 @@ def test_accept_above_without_a_threshold_takes_the_runs_recommended_one(rf, tmp
     assert policy and policy == {i for i, row in m.items() if row["status"] == "pending" and suspicion[i] >= t}
 
 
+def test_unreviewed_images_get_what_the_review_chose_unless_told(rf, tmp_path):
+    """No policy named: what the review chose for images nobody reviews (the choice its queue was ordered for);
+    until it chooses, the recommended policy where the nets can tell right masks from wrong (these scores), the
+    given masks where they cannot (the fixture's own scores); a policy named wins; a threshold with the review's
+    "keep" is refused as with a "keep" named."""
+    from test_review import POLICY_QUEUE, TELLING, rescore
+
+    from crl_napari.scoring import recommended_threshold
+
+    def sources(dest):
+        m = _manifest(dest)
+        return {i: m[i]["mask_source"] for i in TRAIN_IDS}
+
+    untold = export(rf.run, tmp_path / "untold")  # the fixture's scores: nets that cannot tell, nothing replaced
+    assert untold.threshold is None and set(sources(tmp_path / "untold").values()) == {"original"}
+    rescore(rf.run, POLICY_QUEUE, TELLING)
+    t = recommended_threshold(np.array(list(TELLING.values())))
+    taken = {i for i in TRAIN_IDS if TELLING[i] >= t}
+    assert 0 < len(taken) < len(TRAIN_IDS)  # some taken, some kept: the policies differ here
+    first = export(rf.run, tmp_path / "default")  # nothing chosen yet: the recommended policy
+    assert first.threshold == t and sources(tmp_path / "default") == {
+        i: "corrected_by_policy" if i in taken else "original" for i in TRAIN_IDS}
+    ReviewSession.open(rf.run, reviewer="ana").choose_unreviewed("keep")
+    kept = export(rf.run, tmp_path / "kept")
+    assert kept.threshold is None and set(sources(tmp_path / "kept").values()) == {"original"}
+    named = export(rf.run, tmp_path / "named", unreviewed="accept_above")
+    assert named.threshold == t and sources(tmp_path / "named") == sources(tmp_path / "default")
+    with pytest.raises(ExportError, match="threshold only applies"):
+        export(rf.run, tmp_path / "bad", threshold=0.5)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_policy_arguments_are_checked(rf, tmp_path):
     with pytest.raises(ExportError, match="finite threshold"):
         export(rf.run, tmp_path / "a", unreviewed="accept_above", threshold=float("nan"))
     with pytest.raises(ExportError, match="threshold only applies"):
-        export(rf.run, tmp_path / "a", threshold=0.5)
+        export(rf.run, tmp_path / "a", unreviewed="keep", threshold=0.5)
     with pytest.raises(ExportError, match="unreviewed must be one of"):
         export(rf.run, tmp_path / "a", unreviewed="accept_all")
     assert not (tmp_path / "a").exists()
@@ -226,7 +258,7 @@ def test_moved_data_needs_data_root(rf, tmp_path):
     assert not (tmp_path / "clean").exists()
     with pytest.raises(ExportError, match="refusing"):
         export(rf.run, moved / "clean", data_root=moved)
-    report = export(rf.run, tmp_path / "clean", data_root=moved)
+    report = export(rf.run, tmp_path / "clean", data_root=moved, unreviewed="keep")
     assert report.n_images == 8
     np.testing.assert_array_equal(_mask(tmp_path / "clean", "case02"), rf.orig_masks["case02"])
 

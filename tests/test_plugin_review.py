@@ -308,6 +308,10 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
 
     _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")
     assert str(exp.run_dir.value) == str(run_dir)  # follows the run the review opened
+    # and what the review chose for unreviewed images: nothing yet, so the recommended policy (these nets can tell
+    # right masks from wrong ones); the user picks the other one here
+    assert exp.policy.value == "accept the correction above a score"
+    exp.policy.value = "keep the original mask"
     dest = tmp_path / "clean"
     exp.dest.value = dest
     exp.run_export()
@@ -333,7 +337,7 @@ def test_export_writes_exactly_the_chosen_masks(make_napari_viewer, qtbot, run_d
     np.testing.assert_array_equal(exported(ids[1]), original(ids[1]))
     np.testing.assert_array_equal(exported(ids[2]), drawn > 0)
     for i in ids[3:]:
-        np.testing.assert_array_equal(exported(i), original(i))  # unreviewed: kept by default
+        np.testing.assert_array_equal(exported(i), original(i))  # unreviewed: kept, as chosen
     assert [man[i]["mask_source"] for i in ids[:4]] == ["corrected", "original", "edited", "original"]
 
     # the other policy: unreviewed images above a score get the correction
@@ -701,3 +705,40 @@ def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_
     assert widget.last_message.endswith("42% of the given masks look wrong: a second pass on the corrections the "
                                         "recommended threshold takes (the given masks elsewhere) may correct them "
                                         "better (Second pass, below)")
+
+
+def test_choosing_what_unreviewed_images_get_orders_the_queue_and_the_export_follows(make_napari_viewer, qtbot,
+                                                                                      run_dir, tmp_path):
+    """The Review dock's Unreviewed choice, as a reviewer uses it in a viewer that already holds other layers: the
+    queue starts as the recommended policy's (scores.csv's rank); chosen "keep the original mask", the table lists
+    the most suspicious first (its # column the new places), the image shown and the decision made stay, the run
+    remembers it, and the Export dock opened next starts at it and keeps every unreviewed mask."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.float32), name="someone else's image")
+    widget = _review(viewer, run_dir)
+    rows = RunFolder(run_dir).scores()
+    assert widget.unreviewed_combo.currentText() == "accept the correction above a score"
+    assert widget.visible_ids() == [r["id"] for r in rows]  # scores.csv's rank
+    widget.keep_btn.click()
+    decided = widget.model.ids[0]
+    shown = widget.current_id
+    widget.unreviewed_combo.setCurrentText("keep the original mask")
+    by_suspicion = [r["id"] for r in sorted(rows, key=lambda r: (-r["suspicion"], -r["uncertainty"]))]
+    assert widget.visible_ids() == by_suspicion != [r["id"] for r in rows]
+    assert widget.current_id == shown and widget.session.status(decided) == "kept"
+    listed = widget.table.model()  # the # column: places in the new queue
+    assert [listed.data(listed.index(k, 0)) for k in range(3)] == ["1", "2", "3"]
+    assert [listed.data(listed.index(k, 1)) for k in range(3)] == by_suspicion[:3]
+    assert json.loads((run_dir / "review.json").read_text())["unreviewed"] == "keep"
+    assert "Queue ordered for an export that gives unreviewed images: keep the original mask" in widget.last_message
+    assert widget.export_widget.policy.value == "keep the original mask"  # the Review dock's own Export
+    _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")
+    assert str(exp.run_dir.value) == str(run_dir) and exp.policy.value == "keep the original mask"
+    exp.dest.value = tmp_path / "clean"
+    exp.run_export()
+    qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)
+    assert exp.report is not None and exp.report.threshold is None, exp.last_error
+    assert {v["mask_source"] for i, v in _manifest(tmp_path / "clean").items() if v["status"] == "pending"} == {
+        "original"}
+    assert widget.open_run(run_dir) and widget.unreviewed_combo.currentText() == "keep the original mask"
+    assert widget.visible_ids() == by_suspicion

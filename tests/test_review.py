@@ -525,3 +525,71 @@ def test_export_leaves_excluded_images_out_and_treats_flagged_as_pending(rf, tmp
     assert man["case04"]["comment"] == ""
     ids = {c.id for c in load_dataset(tmp_path / "clean")}  # the cleaned set loads without the excluded one
     assert "case02" not in ids and len(ids) == 7
+
+
+# -------------------------------------------------------------------------------- what unreviewed images get
+
+
+def rescore(run: Path, order: list[str], suspicion: dict[str, float] | None = None) -> None:
+    """Rewrite scores.csv's rank column so that ``order`` is its queue (as scoring.rank's recommended-policy queue
+    differs from the plain suspicion order), and its suspicions when given (their uncertainty a third of them)."""
+    with open(run / "scores.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r["rank"] = str(order.index(r["id"]) + 1)
+        if suspicion is not None:
+            r["suspicion"], r["uncertainty"] = f"{suspicion[r['id']]:.6f}", f"{suspicion[r['id']] / 3:.6f}"
+    _write_csv(run / "scores.csv", list(rows[0]), rows)
+
+
+#: scores as nets that tell right masks from wrong ones give them: a few per cent, or tens of per cent
+TELLING = {"case00": 0.40, "case01": 0.02, "case02": 0.30, "case03": 0.03, "case04": 0.35, "case05": 0.01}
+BY_TELLING = sorted(TELLING, key=lambda i: -TELLING[i])
+POLICY_QUEUE = ["case03", "case01", "case05", "case04", "case00", "case02"]  # under the threshold first: not BY_TELLING
+
+
+def test_the_queue_is_ordered_for_what_the_export_gives_unreviewed_images(rf):
+    """Scores from nets that can tell right masks from wrong: the recommended policy's queue (scores.csv's rank)
+    by default; chosen "keep", the most suspicious first (rows aligned), the choice in review.json surviving a
+    reopen, every decision kept; a hostile choice in the file is refused naming it, the file untouched."""
+    from crl_napari.scoring import DEFAULT_UNREVIEWED
+
+    rescore(rf.run, POLICY_QUEUE, TELLING)
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    assert s.unreviewed == DEFAULT_UNREVIEWED == "accept_above" and not s.unreviewed_chosen
+    assert s.ids == POLICY_QUEUE and [r["id"] for r in s.rows] == POLICY_QUEUE
+    s.accept("case05")
+    s.choose_unreviewed("keep")
+    assert s.ids == BY_TELLING and [r["id"] for r in s.rows] == BY_TELLING  # most suspicious first
+    assert s.column("suspicion") == [pytest.approx(TELLING[i]) for i in BY_TELLING]
+    data = json.loads((rf.run / "review.json").read_text())
+    assert data["unreviewed"] == "keep" and data["decisions"]["case05"]["status"] == "accepted"
+    again = ReviewSession.open(rf.run, reviewer="bo")
+    assert again.unreviewed == "keep" and again.unreviewed_chosen and again.ids == BY_TELLING
+    assert again.status("case05") == "accepted" and again.next_pending() == BY_TELLING[0]
+    again.choose_unreviewed("accept_above")
+    assert again.ids == POLICY_QUEUE and ReviewSession.open(rf.run).ids == POLICY_QUEUE
+    with pytest.raises(ValueError, match="unreviewed must be one of"):
+        again.choose_unreviewed("accept_all")
+    path = rf.run / "review.json"
+    text = path.read_text().replace('"unreviewed": "accept_above"', '"unreviewed": "accept_all"')
+    path.write_text(text)
+    with pytest.raises(ReviewError) as err:
+        ReviewSession.open(rf.run)
+    assert str(path) in str(err.value) and "'unreviewed' must be one of accept_above, keep" in str(err.value)
+    assert path.read_text() == text
+
+
+def test_nets_that_cannot_tell_right_from_wrong_leave_unreviewed_masks_as_given_by_default(rf):
+    """This run's scores (right masks at 0.1-0.3 from the nets' corrections: nets that cannot yet tell) default to
+    keeping every unreviewed mask (review.default_unreviewed), so the queue is the most suspicious first; the
+    recommended policy can still be chosen."""
+    from crl_napari.review import default_unreviewed
+
+    assert default_unreviewed(list(SUSPICION.values())) == "keep"
+    assert default_unreviewed(list(TELLING.values())) == "accept_above"
+    assert default_unreviewed([None, None]) == "keep"
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    assert s.unreviewed == "keep" and not s.unreviewed_chosen and s.ids == RANKED
+    s.choose_unreviewed("accept_above")
+    assert s.unreviewed_chosen and s.ids == RANKED  # scores.csv's rank: the same order here

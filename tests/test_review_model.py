@@ -124,3 +124,29 @@ def test_an_image_shown_from_outside_the_filter_is_listed_until_left(model):
     assert ("filter", ()) in m.heard and m.visible_ids() == [RANKED[0], RANKED[1], RANKED[5]]
     m.next()
     assert m.current == RANKED[0] and m.visible_ids() == [RANKED[0], RANKED[1]]
+
+
+def test_requeue_orders_the_queue_for_the_export_and_keeps_the_image_and_the_filter(tmp_path):
+    """The model's queue follows the export's choice for unreviewed images (ReviewSession.choose_unreviewed): the
+    image shown, the filter and every decision stay, the table hears "filter", the positions are the new order."""
+    from test_review import BY_TELLING, POLICY_QUEUE, TELLING, rescore
+
+    rf = make_run(tmp_path)
+    policy_queue = POLICY_QUEUE
+    rescore(rf.run, policy_queue, TELLING)
+    m = ReviewModel(ReviewSession.open(rf.run, reviewer="ana"))
+    heard = []
+    m.subscribe(lambda event, ids: heard.append(event))
+    assert m.ids == policy_queue and m.current == "case03" and m.position("case03") == 1
+    m.decide("kept")
+    m.set_filter(min_score=0.02)
+    shown = m.current
+    heard.clear()
+    m.requeue("keep")
+    assert m.ids == BY_TELLING and m.current == shown and heard == ["filter"]
+    assert [m.position(i) for i in BY_TELLING] == [1, 2, 3, 4, 5, 6]
+    assert m.visible_ids() == [i for i in BY_TELLING if TELLING[i] >= 0.02 or i == shown]
+    assert m.status("case03") == "kept" and m.session.unreviewed == "keep"
+    k = BY_TELLING.index(shown)
+    assert m.next_pending() == next(i for i in BY_TELLING[k + 1:] + BY_TELLING[:k]  # the new order, wrapping
+                                    if TELLING[i] >= 0.02 and m.status(i) == "pending")

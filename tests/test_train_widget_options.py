@@ -27,6 +27,7 @@ from crl_napari.checkpoint import read_checkpoint  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.rounds import RoundStarted  # noqa: E402
 from crl_napari.runs import RunFolder  # noqa: E402
+from crl_napari.scoring import rank  # noqa: E402
 from crl_napari.settings import SETTING_HELP  # noqa: E402
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
@@ -129,7 +130,10 @@ def test_the_train_widget_trains_a_second_pass_stops_in_each_and_reviews_its_sco
 
     review = run_link(viewer).review_widget
     assert review is not None and review.session is not None and review.session.run_dir == out
-    assert review.visible_ids() == [r.id for r in RunFolder(out).score_rows()]
+    rows = RunFolder(out).score_rows()  # the queue: the second pass's scores ranked for the review's export policy
+    queue = rank(np.array([r.suspicion for r in rows]), np.array([r.uncertainty for r in rows]),
+                 unreviewed=review.session.unreviewed)
+    assert review.visible_ids() == [rows[i].id for i in np.argsort(queue)]
     shown = {r["id"]: (float(r["suspicion"]), float(r["uncertainty"])) for r in review.session.rows}
     assert shown.keys() == second.keys() and all(shown[i] == pytest.approx(second[i]) for i in second)
     assert "another image" in viewer.layers and "someone's labels" in viewer.layers

@@ -14,19 +14,26 @@ import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, Label, PushButton
 
 from ..export import export
+from ..review import default_unreviewed
+from ..review_file import ReviewError, read_unreviewed
 from ..rounds import suspicions
 from ..runs import RunError, RunFolder
-from ..scoring import recommended_threshold
+from ..scoring import DEFAULT_UNREVIEWED, recommended_threshold
 from ..settings import TrainingError
 from ._common import info, report_error, run_link, start_function
 
-__all__ = ["ExportForm", "POLICIES"]
+__all__ = ["ExportForm", "POLICIES", "policy_label"]
 
 #: Label shown -> ``unreviewed`` argument of export().
 POLICIES = {
     "keep the original mask": "keep",
     "accept the correction above a score": "accept_above",
 }
+
+
+def policy_label(unreviewed: str) -> str:
+    """The words shown for an export policy (scoring.UNREVIEWED)."""
+    return next(k for k, v in POLICIES.items() if v == unreviewed)
 
 
 class ExportForm(Container):
@@ -42,8 +49,10 @@ class ExportForm(Container):
         self.run_dir = FileEdit(label="Run folder", mode="d", tooltip="the reviewed run folder")
         self.dest = FileEdit(label="Destination", mode="d",
                              tooltip="a new or empty folder outside the source data and the run folder")
-        self.policy = ComboBox(label="Unreviewed images", choices=list(POLICIES), value="keep the original mask",
-                               tooltip="what the export uses for images nobody reviewed and for flagged ones")
+        self.policy = ComboBox(label="Unreviewed images", choices=list(POLICIES),
+                               value=policy_label(DEFAULT_UNREVIEWED),
+                               tooltip="what the export uses for images nobody reviewed and for flagged ones: "
+                               "a run's starts at what its review chose (the Review dock's Unreviewed)")
         self.threshold = FloatSpinBox(label="Score at least", value=0.5, min=0.0, max=1.0, step=0.01,
                                       tooltip="unreviewed images with a suspicion score at least this get the "
                                       "corrected mask (a run's recommended threshold once a run is chosen)")
@@ -87,13 +96,19 @@ class ExportForm(Container):
             run = RunFolder(path)
             if not run.has_scores:
                 return
-            threshold = recommended_threshold(suspicions(run))
-        except (RunError, TrainingError, OSError, ValueError):
+            scores = suspicions(run)
+            threshold = recommended_threshold(scores)
+            unreviewed = read_unreviewed(path) or default_unreviewed(scores)
+        except (RunError, ReviewError, TrainingError, OSError, ValueError):
             return  # unreadable: the export itself names the file when pressed
-        self.show_recommended(path, threshold)
+        self.show_recommended(path, threshold, unreviewed)
 
-    def show_recommended(self, run: Path, threshold: float) -> None:
-        """The score field shows ``run``'s recommended threshold (rounded; exported as shown, the exact one)."""
+    def show_recommended(self, run: Path, threshold: float, unreviewed: str | None = None) -> None:
+        """The score field shows ``run``'s recommended threshold (rounded; exported as shown, the exact one), and
+        the policy the review chose for images nobody reviewed (``unreviewed``, ReviewSession.unreviewed: its queue
+        was ordered for it) when given."""
+        if unreviewed is not None:
+            self.policy.value = policy_label(unreviewed)
         self._threshold_of = (Path(run), float(threshold))
         self.threshold.value = round(float(threshold), 3)
         self.threshold.tooltip = (f"unreviewed images with a suspicion score at least this get the corrected mask; "

@@ -24,6 +24,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..review import default_reviewer
+from ..scoring import DEFAULT_UNREVIEWED
+from .export_form import POLICIES, policy_label
 from .review_layers import COLORS
 from .review_settings import ReviewSettings
 from .review_table import CLEAN_COLOR
@@ -144,6 +146,22 @@ class FilterRow(QHBoxLayout):
         self.min_score = _score_box("score ≥ ")
         self.addWidget(self.filter_combo)
         self.addWidget(self.min_score)
+
+
+class QueueRow(QHBoxLayout):
+    """What the export gives images nobody reviews (export_form.POLICIES' words): the queue is ordered for it
+    (scoring.rank) and the export follows it (ReviewSession.unreviewed, saved in the run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unreviewed_combo = QComboBox()
+        self.unreviewed_combo.addItems(list(POLICIES))
+        self.unreviewed_combo.setCurrentText(policy_label(DEFAULT_UNREVIEWED))
+        self.unreviewed_combo.setToolTip(
+            "what the export gives the images you do not review; the queue puts first the images a look pays most "
+            "for under it: with the correction above the run's recommended score, the masks just under it (the "
+            "policy keeps those), most suspicious first; keeping the original masks, the most suspicious of all")
+        self.addWidget(self.unreviewed_combo, stretch=1)
 
 
 class DecisionPanel(QGridLayout):

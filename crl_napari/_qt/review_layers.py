@@ -144,6 +144,11 @@ class LayerPresenter:
         self._reader = NativeCases(run)
         self.run, self._cases, self._grid = run, CaseCache(run, ids, reader=self._reader), None
 
+    def reorder(self, ids: list[str]) -> None:
+        """The queue was re-ordered: read ahead in its new order."""
+        if self._cases is not None:
+            self._cases.reorder(ids)
+
     def close(self) -> None:
         self._timer.stop()
         self._poll.stop()

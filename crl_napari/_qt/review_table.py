@@ -16,7 +16,8 @@ WARN_COLOR = "#ff9800"  # the ID's mark for a correction in more pieces than two
 CLEAN_COLOR = "#00796b"  # the score of an image that looks clean (under the run's recommended threshold)
 #: what each column means (the header's tooltip)
 COLUMN_TIPS = (
-    "rank: the review queue, 1 = the image a look is worth most for (scoring.rank)",
+    "the review queue, 1 = the image a look is worth most for, for what the export gives images nobody reviews "
+    "(scoring.rank)",
     "image id (its file name); an orange mark: the correction is in more pieces than two lungs, look before "
     "accepting",
     "suspicion = 1 - Dice(original, corrected): how much the correction would change the mask; sorts the table; "
@@ -79,7 +80,7 @@ class ReviewTableModel(QAbstractTableModel):
             if role == _DISPLAY:
                 r = self._rows[image_id]
                 if col == 0:
-                    return str(r["rank"])
+                    return str(self.review.position(image_id))
                 if col == 1:
                     return image_id
                 value = r["suspicion"] if col == 2 else r.get("dice_given_corrected")

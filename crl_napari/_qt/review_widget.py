@@ -27,10 +27,10 @@ from ..scoring import keep_advice
 from ._common import report_error, run_link, scroll_area
 from ._plots import ScoreHistogram
 from .edit_controller import EditController
-from .export_form import ExportForm
+from .export_form import POLICIES, ExportForm, policy_label
 from .retrain import RetrainControl
 from .review_actions import ReviewActions
-from .review_controls import BatchRow, DecisionPanel, FilterRow, InfoPanel, RunRow, legend
+from .review_controls import BatchRow, DecisionPanel, FilterRow, InfoPanel, QueueRow, RunRow, legend
 from .review_keys import KEYS, TableKeys, bind_keys, describe_keys, unbind_keys
 from .review_layers import COLORS, LAYERS, LayerPresenter
 from .review_table import ReviewTable
@@ -78,13 +78,14 @@ class ReviewWidget(ReviewActions, QWidget):
         body = QWidget()  # all of it scrolls (see scroll_area)
         outer = QVBoxLayout(body)
         parts = (RunRow(self.open_run, self.set_data_root), FilterRow(), DecisionPanel(),
-                 BatchRow(lambda: self.model, self._guard, self._message), InfoPanel())
+                 BatchRow(lambda: self.model, self._guard, self._message), InfoPanel(), QueueRow())
         for part in parts:  # their fields become this widget's attributes (run_edit, accept_btn, ...)
             for name, value in vars(part).items():
                 if not name.startswith("_"):
                     setattr(self, name, value)
         self.run_row, self.decisions, self.batch, self.info = parts[0], parts[2], parts[3], parts[4]
         parts[0].addRow("Show", parts[1])
+        parts[0].addRow("Unreviewed", parts[5])
         outer.addLayout(parts[0])
         outer.addWidget(self.table, stretch=1)
         outer.addLayout(self.info)
@@ -109,6 +110,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self._table.picked.connect(self.select)
         self.reviewer_edit.editingFinished.connect(self._on_reviewer)
         self.filter_combo.currentIndexChanged.connect(self.apply_filter)
+        self.unreviewed_combo.currentIndexChanged.connect(self._on_unreviewed)
         self.min_score.valueChanged.connect(self.apply_filter)
         self.advance_check.toggled.connect(lambda on: self.model and setattr(self.model, "advance", on))
         self.decisions.connect_to(self)
@@ -176,7 +178,8 @@ class ReviewWidget(ReviewActions, QWidget):
         recommended = self.set_policy(scores)  # once per run: the mark, the second press, the batch's default
         self.batch.set_recommended(recommended)
         self._table.source.clean_below = recommended
-        self.export_widget.show_recommended(path, recommended)  # "accept above a score" in the export too
+        self.export_widget.show_recommended(path, recommended, session.unreviewed)  # the export follows the review
+        self._show_unreviewed(session.unreviewed)
         self.info.show_counts(self.model.counts())
         model.subscribe(self._on_model)
         if model.current is not None:
@@ -195,6 +198,29 @@ class ReviewWidget(ReviewActions, QWidget):
             self._said_fallback = False
             self._say_originals(model.current)
         return True
+
+    def _show_unreviewed(self, policy: str) -> None:
+        """The queue's choice as the combo shows it (without choosing it again)."""
+        self.unreviewed_combo.blockSignals(True)
+        self.unreviewed_combo.setCurrentText(policy_label(policy))
+        self.unreviewed_combo.blockSignals(False)
+
+    def _on_unreviewed(self, *_args) -> None:
+        """The reviewer chose what the export gives images nobody reviews: the queue is ordered for it (the image
+        shown and every decision stay), the run remembers it, the export follows."""
+        if self.model is None:
+            return
+        policy = POLICIES[self.unreviewed_combo.currentText()]
+        if self._guard(lambda: self.model.requeue(policy) or True, "ordering the queue") is None:
+            self._show_unreviewed(self.session.unreviewed)
+            return
+        self.layers.reorder(self.model.ids)
+        self.export_widget.show_recommended(self.session.run_dir, self.clean_below, policy)
+        first = ("the masks just under the recommended score first (the export takes the corrections above it)"
+                 if policy == "accept_above" else "the most suspicious masks first (the export keeps every mask "
+                 "nobody reviews)")
+        self._message(f"Queue ordered for an export that gives unreviewed images: {self.unreviewed_combo.currentText()}"
+                      f"; {first}")
 
     def set_data_root(self, path: str | Path) -> bool:
         """The original images are now under ``path`` (the data moved): the run remembers it

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..noise import FOOTPRINTS
+from ..scoring import DEFAULT_UNREVIEWED, UNREVIEWED
 from .demo import cmd_demo
 from .options import _add_pixel_budget, _add_train_options
 from .run_commands import cmd_evaluate, cmd_export, cmd_import_chexmask, cmd_info, cmd_score
@@ -87,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", allow_abbrev=False, help="write the cleaned data set")
     x.add_argument("run", type=Path)
     x.add_argument("--to", type=Path, required=True, help="a new folder outside the data and the run folder")
-    x.add_argument("--unreviewed", choices=("keep", "accept_above"), default="keep",
-                   help="masks nobody reviewed: keep the original, or accept the correction above --threshold")
+    x.add_argument("--unreviewed", choices=UNREVIEWED, default=None,
+                   help="masks nobody reviewed: keep the original, or accept the correction above --threshold "
+                   "(default: what the review chose, the choice its queue was ordered for; until it chooses, "
+                   f"{DEFAULT_UNREVIEWED} where the nets can tell right masks from wrong ones, else keep)")
     x.add_argument("--threshold", type=float, default=None,
                    help="with --unreviewed accept_above (default: the run's recommended threshold, as in Review)")
     x.add_argument("--data-root", type=Path, default=None, help="where the original data is now, if it moved")
