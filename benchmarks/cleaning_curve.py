@@ -88,10 +88,15 @@ NATIVE_TEXT = ("Where the user sees it (--native, curve_native.py): the noise is
                "exported set are measured at 256 px against the true masks. Order d's vanilla U-Net trains on the "
                "same shrunk masks; order f's rounds train on the exported set shrunk to 64 px.")
 ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "random", "d": "cleanlab",
-          "s": "suspicion first", "f": "tool's queue + a round per batch, each from the first round's nets",
+          "s": "suspicion first (the tool's queue for the keep policy)",
+          "f": "tool's queue + a round per batch, each from the first round's nets",
+          "k": "suspicion first + a round per batch as f (the tool's rounds for the keep policy)",
           "g": "as f, unreviewed images on the first round's own labels",
           "m": "closest to the policy's threshold first (a probe)"}
-ROUND_ORDERS = ("b", "f", "g")  # the orders that train a round after every batch
+ROUND_ORDERS = ("b", "f", "g", "k")  # the orders that train a round after every batch
+#: the tool's own queue and rounds for each policy of the export for unreviewed images (scoring.rank's
+#: ``unreviewed``: the Review dock's choice): what issue 14's ordering target grades under that policy
+TOOL_ORDERS = {"recommended": ("a", "f"), "keep": ("s", "k")}
 PLAN_ORDERS = ("a", "c", "d", "s", "b")  # b last: it alone trains more
 #: --second-pass: where the advice offers it (75 %), the tool's own rounds (f) rather than the chained b
 SECOND_NOISE, SECOND_ORDERS = (0.75,), ("a", "c", "d", "s", "f")
@@ -279,8 +284,8 @@ def static_queue(ctx: Context, order: str) -> np.ndarray | None:
     """The queue of orders a, s, m, c, d (None: order d without cleanlab)."""
     if order == "a":
         return np.argsort(ctx.scores.rank)
-    if order == "s":
-        return np.argsort(suspicion_rank(ctx.scores))
+    if order == "s":  # the tool's queue when the export keeps every unreviewed mask
+        return np.argsort(keep_rank(ctx.scores))
     if order == "m":  # where the recommended policy's own decision is least sure, either side of its threshold
         t = scoring.recommended_threshold(ctx.scores.suspicion)
         s = np.maximum(np.asarray(ctx.scores.suspicion, dtype=np.float64), 1e-9)
@@ -314,19 +319,16 @@ def run_static(ctx: Context, order: str, steps: list[int]) -> dict | None:
     return {"points": points}
 
 
-def suspicion_rank(scores: scoring.ImageScores) -> np.ndarray:
-    """Order s: 1 = most suspicious; ties by uncertainty, then input order (the tool's queue until scoring.rank
-    became policy-aware)."""
-    order = np.lexsort((np.arange(len(scores.suspicion)), -scores.uncertainty, -scores.suspicion))
-    out = np.empty_like(order)
-    out[order] = np.arange(1, len(order) + 1)
-    return out
+def keep_rank(scores: scoring.ImageScores) -> np.ndarray:
+    """Orders s and k: the tool's queue for an export that keeps every unreviewed mask (scoring.rank with
+    unreviewed="keep": most suspicious first, ties by uncertainty, then input order)."""
+    return scoring.rank(scores.suspicion, scores.uncertainty, unreviewed="keep")
 
 
 def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save, order: str = "b") -> dict:
     """Order b: review a batch, train a round on it, re-score and re-rank; saved after every round. Order f: the
     same, but every round warm-starts from the first round's nets (with all the decisions so far), so the nets
-    cannot drift round after round."""
+    cannot drift round after round. Order k: f with the keep policy's queue (most suspicious first)."""
     walk = Walk(ctx.given, ctx.truth)
     cfg = ctx.crl_cfg  # the previous round's settings: each round goes on from where the last one's decay left it
     prev = ctx.first_checkpoint
@@ -347,7 +349,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        batch = pending[np.argsort(scores.rank[pending], kind="stable")][: steps[r] - steps[r - 1]]
+        queue = keep_rank(scores) if order == "k" else scores.rank
+        batch = pending[np.argsort(queue[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
         shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
@@ -542,17 +545,21 @@ def targets(results: dict) -> list[str]:
             + f"; redraws there {at['redraws']} vs order a's {ref['redraws']}: {'met' if ok else 'MISSED'}")
     for ratio in NOISE:
         for seed in seeds:
-            got = {o: pts(o, ratio, seed) for o in (rb, "a", "d", "c")}
-            have = [o for o, v in got.items() if v is not None]
-            if len(have) < 2:
-                continue
             for policy in ("recommended", "keep"):
+                queue, with_rounds = TOOL_ORDERS[policy]
+                got = {o: pts(o, ratio, seed) for o in ((rb if policy == "recommended" else with_rounds), queue,
+                                                        "d", "c")}
+                have = [o for o, v in got.items() if v is not None]
+                if len(have) < 2:
+                    continue
                 steps = [p["reviewed"] for p in got[have[0]]]
                 broken = [f"{n}: " + " / ".join(f"{o} {_at(got[o], n)[policy]['mean_dice']:.4f}" for o in have)
                           for n in steps if n > 0 and any(
                               _at(got[x], n)[policy]["mean_dice"] < _at(got[y], n)[policy]["mean_dice"]
                               for x, y in zip(have, have[1:], strict=False))]
-                verdict = "open" if len(have) < 4 else "met" if not broken else "MISSED"
+                missing = ", ".join(o for o, v in got.items() if v is None)
+                verdict = ("MISSED" if broken else "met" if len(have) == 4 else
+                           f"open ({missing} not measured; the rest in order)")
                 lines.append(f"- {int(ratio * 100)} %, seed {seed}, {policy}: {' >= '.join(have)} at every budget: "
                              f"{verdict}" + (f" (out of order at {'; '.join(broken[:3])}"
                                              f"{' …' if len(broken) > 3 else ''})" if broken else ""))
@@ -602,7 +609,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C5", "C6"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue
