@@ -279,6 +279,8 @@ def info(run_dir: Path | str) -> dict:
     TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered) and
     the one its scores ask for (second_pass.advised: `next-round RUN --second-pass MODE`), and every round
     (:func:`describe`)."""
+    from .review import default_unreviewed
+    from .review_file import read_unreviewed
     from .second_pass import advised, offered  # it trains through this module: imported when asked, not at load
 
     run_dir = Path(run_dir)
@@ -292,7 +294,9 @@ def info(run_dir: Path | str) -> dict:
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
                  "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
-                 "second_pass_advised": advised(run_dir)}
+                 "second_pass_advised": advised(run_dir),
+                 # what the export gives images nobody reviewed unless told, and what the queue is ordered for
+                 "unreviewed": read_unreviewed(run_dir) or default_unreviewed(suspicion)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
 

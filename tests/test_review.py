@@ -555,11 +555,15 @@ def test_the_queue_is_ordered_for_what_the_export_gives_unreviewed_images(rf):
     from crl_napari.scoring import DEFAULT_UNREVIEWED
 
     rescore(rf.run, POLICY_QUEUE, TELLING)
+    from crl_napari.rounds import info
+
     s = ReviewSession.open(rf.run, reviewer="ana")
     assert s.unreviewed == DEFAULT_UNREVIEWED == "accept_above" and not s.unreviewed_chosen
     assert s.ids == POLICY_QUEUE and [r["id"] for r in s.rows] == POLICY_QUEUE
+    assert info(rf.run)["queue"]["unreviewed"] == "accept_above"  # `crl-napari info` says it
     s.accept("case05")
     s.choose_unreviewed("keep")
+    assert info(rf.run)["queue"]["unreviewed"] == "keep"
     assert s.ids == BY_TELLING and [r["id"] for r in s.rows] == BY_TELLING  # most suspicious first
     assert s.column("suspicion") == [pytest.approx(TELLING[i]) for i in BY_TELLING]
     data = json.loads((rf.run / "review.json").read_text())

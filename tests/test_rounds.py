@@ -19,7 +19,7 @@ from crl_napari.events import CheckpointSaved, EpochEnd, Finished, Started
 from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, ScoringStopped
 from crl_napari.postprocess import clean_mask, extra_pieces
-from crl_napari.review import ReviewSession
+from crl_napari.review import ReviewSession, default_unreviewed
 from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, next_round, round_config
 from crl_napari.runs import RunFolder
 from crl_napari.scoring import recommended_threshold, suggested_keep_ratio
@@ -349,7 +349,8 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
                                   suspicion, RunFolder(run).train_config.keep_ratio),
                               "trained_keep_ratio": 0.5,  # the setting's: keep_auto is off
                               # rounds were trained: a second pass comes before them
-                              "second_pass_offered": False, "second_pass_advised": None}
+                              "second_pass_offered": False, "second_pass_advised": None,
+                              "unreviewed": default_unreviewed(suspicion)}
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):
