@@ -260,10 +260,15 @@ class ReviewSession(ChangeLog):
         with self._lock:
             if policy == self._chosen:
                 return
+            before = self._chosen, self._rows, self._ids
             self._chosen = policy
             self._rows = _queue(self._rows, policy)
             self._ids = [r["id"] for r in self._rows]
-            self._save()
+            try:
+                self._save()
+            except BaseException:
+                self._chosen, self._rows, self._ids = before  # not on disk: the session stays as it was
+                raise
 
     @property
     def rows(self) -> list[dict[str, Any]]:

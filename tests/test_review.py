@@ -370,6 +370,10 @@ def test_failed_save_rolls_back_the_session(rf, monkeypatch):
         s.edit("case02", np.ones((SIZE, SIZE), bool))
     assert s.status("case00") == "accepted" and s.status("case02") == "pending" and len(s.log) == 1
     assert not (rf.run / "edits" / "case02.png").exists()
+    ids = s.ids
+    with pytest.raises(OSError):
+        s.choose_unreviewed("accept_above")  # the choice, like a decision, is on disk or not made
+    assert s.ids == ids and not s.unreviewed_chosen
     assert _load(rf.run)["decisions"]["case00"]["status"] == "accepted"
 
 
