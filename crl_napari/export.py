@@ -146,7 +146,7 @@ def export(
     ``unreviewed`` decides pending images: "keep" (original mask) or "accept_above" (corrected mask when
     suspicion >= ``threshold``; None: the run's recommended one, scoring.recommended_threshold, as the Review
     widget's default); None: what the review chose, the choice its queue was ordered for
-    (ReviewSession.unreviewed: scoring.DEFAULT_UNREVIEWED when it chose nothing). ``data_root`` is the data
+    (ReviewSession.unreviewed: review.default_unreviewed when it chose nothing). ``data_root`` is the data
     folder (``images/``, ``masks/``) when it is no longer where cases.csv says (the run moved machines); files are
     then found by name. Raises ExportError before writing anything when the export would be unsafe or the run is
     incomplete.

@@ -84,10 +84,11 @@ class ExportForm(Container):
         self.threshold.visible = POLICIES[self.policy.value] == "accept_above"
 
     def _recommend_threshold(self, *_args) -> None:
-        """A run was chosen: the score starts at its recommended threshold (scoring.recommended_threshold of its
-        scores), what the command line's export uses when given none and what the Review dock's "accept above"
-        starts at, so the two ways to export give the same set. Anything else in the field (a folder that is not
-        a scored run, one being typed) leaves the score as it is."""
+        """A run was chosen: the policy starts at what its review chose for unreviewed images (or what it would by
+        default: review.default_unreviewed) and the score at its recommended threshold (scoring.recommended_threshold
+        of its scores), what the command line's export uses when given neither and what the Review dock's "accept
+        above" starts at, so the two ways to export give the same set. Anything else in the field (a folder that is
+        not a scored run, one being typed) leaves the form as it is."""
         path = self._path(self.run_dir)
         if path is None or (self._threshold_of and path.resolve() == self._threshold_of[0].resolve()) \
                 or not RunFolder.is_run(path):
