@@ -712,13 +712,16 @@ def test_choosing_what_unreviewed_images_get_orders_the_queue_and_the_export_fol
     """The Review dock's Unreviewed choice, as a reviewer uses it in a viewer that already holds other layers: the
     queue starts as the recommended policy's (scores.csv's rank); chosen "keep the original mask", the table lists
     the most suspicious first (its # column the new places), the image shown and the decision made stay, the run
-    remembers it, and the Export dock opened next starts at it and keeps every unreviewed mask."""
+    remembers it, and the Export dock open beside it and a form made afterwards follow it and keep every unreviewed
+    mask."""
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.float32), name="someone else's image")
     widget = _review(viewer, run_dir)
     rows = RunFolder(run_dir).scores()
     assert widget.unreviewed_combo.currentText() == "accept the correction above a score"
     assert widget.visible_ids() == [r["id"] for r in rows]  # scores.csv's rank
+    _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")  # open beside it
+    assert str(exp.run_dir.value) == str(run_dir) and exp.policy.value == "accept the correction above a score"
     widget.keep_btn.click()
     decided = widget.model.ids[0]
     shown = widget.current_id
@@ -732,8 +735,11 @@ def test_choosing_what_unreviewed_images_get_orders_the_queue_and_the_export_fol
     assert json.loads((run_dir / "review.json").read_text())["unreviewed"] == "keep"
     assert "Queue ordered for an export that gives unreviewed images: keep the original mask" in widget.last_message
     assert widget.export_widget.policy.value == "keep the original mask"  # the Review dock's own Export
-    _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")
-    assert str(exp.run_dir.value) == str(run_dir) and exp.policy.value == "keep the original mask"
+    assert exp.policy.value == "keep the original mask"  # and the Export dock open beside it
+    from crl_napari._qt.export_form import ExportForm
+
+    later = ExportForm(viewer)  # a form made now (another viewer's dock, say) reads the choice from the run
+    assert str(later.run_dir.value) == str(run_dir) and later.policy.value == "keep the original mask"
     exp.dest.value = tmp_path / "clean"
     exp.run_export()
     qtbot.waitUntil(lambda: not exp.busy, timeout=TIMEOUT_MS)

@@ -238,6 +238,8 @@ class RunLink:
     weakly, so a closed widget is never kept alive by this link."""
 
     changed = Signal(str)
+    #: the review chose what the export gives images nobody reviews (path, policy): every export form follows
+    unreviewed = Signal(str, str)
 
     def __init__(self) -> None:
         self.path: str | None = None

@@ -74,11 +74,18 @@ class ExportForm(Container):
             if link.path:
                 self.run_dir.value = link.path
             link.changed.connect(self._on_run_changed)
+            link.unreviewed.connect(self._on_unreviewed)
         self._update()
 
     def _on_run_changed(self, path: str) -> None:
         if self.worker is None:
             self.run_dir.value = path
+
+    def _on_unreviewed(self, path: str, policy: str) -> None:
+        """The review of ``path`` chose ``policy`` for unreviewed images: shown when this form exports that run."""
+        run = self._path(self.run_dir)
+        if self.worker is None and run is not None and run.resolve() == Path(path).resolve():
+            self.policy.value = policy_label(policy)
 
     def _update(self, *_args) -> None:
         self.threshold.visible = POLICIES[self.policy.value] == "accept_above"

@@ -216,6 +216,7 @@ class ReviewWidget(ReviewActions, QWidget):
             return
         self.layers.reorder(self.model.ids)
         self.export_widget.show_recommended(self.session.run_dir, self.clean_below, policy)
+        run_link(self.viewer).unreviewed.emit(str(self.session.run_dir), policy)  # an Export dock follows too
         first = ("the masks just under the recommended score first (the export takes the corrections above it)"
                  if policy == "accept_above" else "the most suspicious masks first (the export keeps every mask "
                  "nobody reviews)")
