@@ -99,7 +99,7 @@ def pass_number(second: bool | int) -> int:
 def cell_key(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None,
              mode: int = second_pass.EVERY) -> str:
     """``mode``: the second pass's labels (second_pass.EVERY, or RECOMMENDED: --second-mode 1)."""
-    kind = PASS_KINDS[pass_number(second)] or (f"+{probe_name(probe)}" if probe else "")
+    kind = PASS_KINDS[pass_number(second)] + (f"+{probe_name(probe)}" if probe else "")
     if pass_number(second) > 1 and mode == second_pass.RECOMMENDED:
         kind += "-recommended"
     return f"crl default{kind} | noise={int(round(ratio * 100))}% | seed={seed}"
@@ -269,7 +269,7 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass its
     scores choose (second_pass.auto_choice: on every correction, or on the recommended ones); the issue's targets on
     it."""
-    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells if _pass(c) == 2}
+    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells if _pass(c) == 2 and not c.get("probe")}
     lines = ["", "## The product's default: a second pass where many masks look wrong (second_pass 4)", "",
              "Each seed's first pass decides (second_pass.auto_choice): where its scores say most given masks look "
              "wrong (`noise share` above 0.55 at keep ratio 0.5, where the advice offers a second pass) the default "
@@ -347,7 +347,8 @@ def default_mode(first: dict) -> int | None:
 def _path(c: dict) -> str:
     if _pass(c) > 1:
         return {2: "second pass", 3: "third pass"}[_pass(c)] + (
-            " (recommended corrections)" if _mode(c) == second_pass.RECOMMENDED else "")
+            " (recommended corrections)" if _mode(c) == second_pass.RECOMMENDED else "") + (
+            f", probe {probe_name(c['probe'])}" if c.get("probe") else "")
     return f"probe {probe_name(c['probe'])}" if c.get("probe") else "default"
 
 
@@ -413,14 +414,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--third", action="store_true",
                     help="a third pass on every correction of the finished --second cell (a probe)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                    help="a probe: the default with this training setting changed (repeatable)")
+                    help="a probe: the default with this training setting changed (repeatable); with --second, the "
+                    "second pass's setting, on the default first pass's corrections")
     ap.add_argument("--remeasure", action="store_true", help="measure the finished cells again (checkpoints)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
     args = ap.parse_args(argv)
     probe = parse_probe(args.set)
     number = 3 if args.third else 2 if args.second else 1
-    if number > 1 and probe:
-        ap.error("--set probes the first pass; it does not go with --second or --third")
+    if number > 2 and probe:
+        ap.error("--set probes the first pass, or with --second the second (on the default first pass's "
+                 "corrections); it does not go with --third")
     out_json = args.results / "native_noise.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     if args.summary_only:
