@@ -119,12 +119,15 @@ def _abandon(job: dict, *_args) -> None:
     if flag is not None:
         flag.set()
     if worker is not None:
-        for signal in (worker.yielded, worker.errored, worker.finished):
-            try:
-                signal.disconnect()
+        for name in ("yielded", "errored", "finished"):
+            try:  # Qt may have deleted the worker's signals object already (the viewer quit): reading one raises
+                getattr(worker, name).disconnect()
             except (TypeError, RuntimeError):
                 pass
-        worker.quit()
+        try:
+            worker.quit()
+        except RuntimeError:
+            pass  # the same: the worker's Qt half is gone, the stop flag above ends the engine
     if closing is not None:
         closing.close()
     job.clear()
