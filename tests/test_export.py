@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from test_review import ORIG, RANKED, SIZE, SUSPICION, TEST_IDS, TRAIN_IDS, make_run
 
-from crl_napari import export_files
+from crl_napari import cli, export_files
 from crl_napari.data import load_dataset
 from crl_napari.export import ExportError, export, upsample_nearest
 from crl_napari.native import native_mask
@@ -138,7 +138,7 @@ def test_accept_above_without_a_threshold_takes_the_runs_recommended_one(rf, tmp
     assert policy and policy == {i for i, row in m.items() if row["status"] == "pending" and suspicion[i] >= t}
 
 
-def test_unreviewed_images_get_what_the_review_chose_unless_told(rf, tmp_path):
+def test_unreviewed_images_get_what_the_review_chose_unless_told(rf, tmp_path, capsys):
     """No policy named: what the review chose for images nobody reviews (the choice its queue was ordered for);
     until it chooses, the recommended policy where the nets can tell right masks from wrong (these scores), the
     given masks where they cannot (the fixture's own scores); a policy named wins; a threshold with the review's
@@ -160,9 +160,18 @@ def test_unreviewed_images_get_what_the_review_chose_unless_told(rf, tmp_path):
     first = export(rf.run, tmp_path / "default")  # nothing chosen yet: the recommended policy
     assert first.threshold == t and sources(tmp_path / "default") == {
         i: "corrected_by_policy" if i in taken else "original" for i in TRAIN_IDS}
+    capsys.readouterr()
+    assert cli.main(["export", str(rf.run), "--to", str(tmp_path / "cli-default")]) == 0  # the command line says so
+    assert capsys.readouterr().err.rstrip().endswith(
+        "unreviewed images: accept_above (the default where the nets can tell right masks from wrong ones); "
+        "--unreviewed keep for the other")
+    assert sources(tmp_path / "cli-default") == sources(tmp_path / "default")
     ReviewSession.open(rf.run, reviewer="ana").choose_unreviewed("keep")
     kept = export(rf.run, tmp_path / "kept")
     assert kept.threshold is None and set(sources(tmp_path / "kept").values()) == {"original"}
+    assert cli.main(["export", str(rf.run), "--to", str(tmp_path / "cli-kept")]) == 0
+    assert capsys.readouterr().err.rstrip().endswith(
+        "unreviewed images: keep (the review's choice); --unreviewed accept_above for the other")
     named = export(rf.run, tmp_path / "named", unreviewed="accept_above")
     assert named.threshold == t and sources(tmp_path / "named") == sources(tmp_path / "default")
     with pytest.raises(ExportError, match="threshold only applies"):

@@ -166,7 +166,11 @@ def test_cli_on_the_real_shenzhen_set(tmp_path, capsys):
     assert cli.main(["score", str(run)]) == 0
     assert_review_queue(RunFolder(run).scores())  # the queue on real scores
     dest = tmp_path / "cleaned"
+    capsys.readouterr()
     assert cli.main(["export", str(run), "--to", str(dest)]) == 0
+    assert capsys.readouterr().err.rstrip().endswith(  # one epoch at 32 px: nothing is replaced by default
+        "unreviewed images: keep (the default where the nets cannot yet tell right masks from wrong ones); "
+        "--unreviewed accept_above for the other")
     rows = list(csv.DictReader(open(dest / "manifest.csv")))
     assert len(rows) == 385 + 165 and {r["mask_source"] for r in rows} == {"original"}
     assert sum(r["split"] == "test" for r in rows) == 165 and not any(r["status"] for r in rows if r["split"] == "test")

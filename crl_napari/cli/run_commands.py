@@ -59,6 +59,15 @@ def cmd_export(args: argparse.Namespace) -> int:
                     progress=lambda p: print(p.text(), end="\r", file=sys.stderr, flush=True))
     print(file=sys.stderr)
     print(report.summary())
+    if args.unreviewed is None:  # say where the policy came from, and how to have the other one
+        from ..review_file import read_unreviewed
+
+        got = "accept_above" if report.threshold is not None else "keep"
+        why = ("the review's choice" if read_unreviewed(args.run) else
+               "the default where the nets can tell right masks from wrong ones" if got == "accept_above" else
+               "the default where the nets cannot yet tell right masks from wrong ones")
+        other = "keep" if got == "accept_above" else "accept_above"
+        print(f"unreviewed images: {got} ({why}); --unreviewed {other} for the other", file=sys.stderr)
     return 0
 
 
