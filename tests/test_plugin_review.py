@@ -683,6 +683,7 @@ def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_
     lower keep ratio) only where many given masks look wrong: the run's own scores first, then the same run with
     three quarters of its suspicions raised, then with 5 of 12 (the second pass on the recommended corrections)."""
     from crl_napari import second_pass
+    from crl_napari._qt.export_form import policy_label
     from crl_napari.scoring import keep_advice, suggested_keep_ratio
 
     viewer = make_napari_viewer()
@@ -690,6 +691,8 @@ def test_opening_a_run_where_most_masks_look_wrong_gives_the_advice(make_napari_
     widget = _review(viewer, run_dir)
     own = [r.suspicion for r in RunFolder(run_dir).score_rows()]
     own_advice = keep_advice(own, 0.5, second_pass.advised(run_dir))
+    assert widget.last_message.startswith(f"Opened {run_dir.name}: 12 images, in the queue's order for unreviewed "
+                                          f"images getting: {policy_label(widget.session.unreviewed)} (Unreviewed")
     assert widget.last_message.endswith(f"{own_advice} (Second pass, below)" if own_advice else "(scoring.rank)")
     assert len(own) == 12
     raise_suspicions(run_dir)  # 9 of 12

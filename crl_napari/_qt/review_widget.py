@@ -192,7 +192,8 @@ class ReviewWidget(ReviewActions, QWidget):
         second = second_pass.advised(path)  # many masks look wrong: a second pass ("Second pass"), a lower keep ratio
         advice = keep_advice(scores, run.keep_ratio, second)
         advice += " (Second pass, below)" if advice and second else ""
-        self._message(f"Opened {path.name}: {len(session.ids)} images, in the review queue's order (scoring.rank)"
+        self._message(f"Opened {path.name}: {len(session.ids)} images, in the queue's order for unreviewed images "
+                      f"getting: {policy_label(session.unreviewed)} (Unreviewed; scoring.rank)"
                       + (f". {advice}" if advice else ""))
         if self._said_fallback:  # the originals cannot be read: that line matters more
             self._said_fallback = False
