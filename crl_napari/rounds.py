@@ -294,7 +294,7 @@ def info(run_dir: Path | str) -> dict:
                  "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
                  "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
-                 "second_pass_advised": advised(run_dir),
+                 "second_pass_advised": advised(run_dir, suspicion),
                  # what the export gives images nobody reviewed unless told, and what the queue is ordered for
                  "unreviewed": read_unreviewed(run_dir) or default_unreviewed(suspicion)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,

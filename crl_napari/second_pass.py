@@ -231,15 +231,15 @@ def share_mode(share: float | None, keep_ratio: float) -> int | None:
     return EVERY if scoring.keep_from_share(share, keep_ratio) is not None else RECOMMENDED
 
 
-def advised(run_dir: Path | str) -> int | None:
+def advised(run_dir: Path | str, suspicion: np.ndarray | None = None) -> int | None:
     """The second pass the scores' advice names for a run that can still take one (:func:`offered`): the mode AUTO
     would have trained after these scores (:func:`auto_choice`), None for none (no second pass advised, or the run
     cannot take one). For runs trained without AUTO (second_pass 0, or before it was the default) and runs whose
-    second pass was stopped before it started."""
+    second pass was stopped before it started. ``suspicion``: scores.csv's, when already read."""
     if not offered(run_dir):
         return None
     run = RunFolder(run_dir)
-    return auto_choice(rounds.suspicions(run), run.train_config.keep_ratio)[0]
+    return auto_choice(rounds.suspicions(run) if suspicion is None else suspicion, run.train_config.keep_ratio)[0]
 
 
 def asked_mode(run: RunFolder) -> int:

@@ -189,7 +189,7 @@ class ReviewWidget(ReviewActions, QWidget):
             link.set(path)
         self.run_row.opened(path)
         self.retrain.set_run(path)
-        second = second_pass.advised(path)  # many masks look wrong: a second pass ("Second pass"), a lower keep ratio
+        second = second_pass.advised(path, scores)  # many look wrong: a second pass ("Second pass"), a lower keep ratio
         advice = keep_advice(scores, run.keep_ratio, second)
         advice += " (Second pass, below)" if advice and second else ""
         self._message(f"Opened {path.name}: {len(session.ids)} images, in the queue's order for unreviewed images "
