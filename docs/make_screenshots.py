@@ -6,7 +6,8 @@ The workflow a radiologist follows, with only the plugin's widgets as napari loa
 2. Plugins > CRL lung mask cleaning > Train: the built-in sample set, a tiny CPU training run to the end
    (``docs/screenshot-train.png``);
 3. "Open in review" (the Review panel in a tab beside Train, the sample layers hidden, the view fitted): the
-   worst mask first, one accept by key, the next row shown with its original and corrected contours
+   queue made for the recommended export first (Unreviewed), one decision by key, the next row shown with its
+   original and corrected contours
    (``docs/screenshot-review.png``); D starts an edit (``docs/screenshot-edit.png``);
 4. Plugins > CRL lung mask cleaning > Export cleaned dataset: a destination, Export (``docs/screenshot-export.png``).
 
@@ -160,11 +161,14 @@ def main(tmp: Path) -> int:
     pump(0.3)
     ids = review.session.ids
     review.table.selectRow(0)  # the worst mask
-    check(review.current_id == ids[0], "selecting the first row should show the worst mask")
-    press("A")  # accept the correction; the next pending image is shown
+    check(review.current_id == ids[0], "selecting the first row should show the queue's first mask")
+    # the queue is made for the recommended export (Unreviewed): its first masks are those just under the run's
+    # recommended score, which the export keeps; a look decides, and here the reviewer keeps the mask by key
+    check(review.session.unreviewed == "accept_above", f"the sample run's queue: {review.session.unreviewed}")
+    press("K")  # keep the original mask; the next pending image is shown
     decisions = review.session.counts()
-    check(decisions["accepted"] == 1 and review.session.status(ids[0]) == "accepted",
-          f"A should accept {ids[0]}: {decisions}")
+    check(decisions["kept"] == 1 and review.session.status(ids[0]) == "kept",
+          f"K should keep {ids[0]}: {decisions}; {review.last_message}")
     check((run_dir / "review.json").is_file(), "the decision should be in review.json")
     check(review.current_id == ids[1], "after a decision the next image should be shown")
     check(review.layer("original") is not None and review.layer("corrected") is not None,

@@ -732,6 +732,7 @@ def test_choosing_what_unreviewed_images_get_orders_the_queue_and_the_export_fol
     by_suspicion = [r["id"] for r in sorted(rows, key=lambda r: (-r["suspicion"], -r["uncertainty"]))]
     assert widget.visible_ids() == by_suspicion != [r["id"] for r in rows]
     assert widget.current_id == shown and widget.session.status(decided) == "kept"
+    assert f"{by_suspicion.index(shown) + 1} of 12 in the queue" in widget.info_label.text()  # its new place
     listed = widget.table.model()  # the # column: places in the new queue
     assert [listed.data(listed.index(k, 0)) for k in range(3)] == ["1", "2", "3"]
     assert [listed.data(listed.index(k, 1)) for k in range(3)] == by_suspicion[:3]

@@ -241,10 +241,11 @@ class InfoPanel(QVBoxLayout):
         self.addWidget(self.info_label)
         self.addWidget(self.counts_label)
 
-    def show_image(self, row: dict, total: int, status: str) -> None:
+    def show_image(self, row: dict, place: int, total: int, status: str) -> None:
+        """The image shown: its id, ``place`` in the queue of ``total`` (ReviewModel.position), scores, decision."""
         dice = row.get("dice_given_corrected")
         self.info_label.setText(
-            f"<b>{row['id']}</b> · rank {row['rank']} of {total} · score {row['suspicion']:.3f}"
+            f"<b>{row['id']}</b> · {place} of {total} in the queue · score {row['suspicion']:.3f}"
             + ("" if dice is None else f" · Dice(original, corrected) {dice:.3f}") + f" · <i>{status}</i>")
 
     def show_clean(self, threshold: float | None, score: float) -> None:

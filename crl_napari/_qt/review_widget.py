@@ -216,6 +216,8 @@ class ReviewWidget(ReviewActions, QWidget):
             self._show_unreviewed(self.session.unreviewed)
             return
         self.layers.reorder(self.model.ids)
+        if self.model.current is not None:
+            self._show_current()  # its place in the new queue
         self.export_widget.show_recommended(self.session.run_dir, self.clean_below, policy)
         run_link(self.viewer).unreviewed.emit(str(self.session.run_dir), policy)  # an Export dock follows too
         first = ("the masks just under the recommended score first (the export takes the corrections above it)"
@@ -297,7 +299,7 @@ class ReviewWidget(ReviewActions, QWidget):
         self._show_layers(image_id)
         self._say_originals(image_id)
         r = model.row(image_id)
-        self.info.show_image(r, len(model.ids), status)
+        self.info.show_image(r, model.position(image_id), len(model.ids), status)
         self.info.show_clean(self.clean_below if self.looks_clean(image_id) else None, r["suspicion"])
         self.comment_edit.setText(model.session.comment(image_id))
         self.histogram.mark(r["suspicion"], self.min_score.value())
