@@ -228,7 +228,8 @@ def summarise(results: dict) -> str:
              "trains by itself where the first pass's scores say most masks look wrong, `next-round RUN --second-pass "
              "2` on a run without it). `third pass`: fresh nets on every correction of the second pass (--third, "
              "a probe of a default that trains three passes at heavy noise). `probe NAME=VALUE`: the default with a "
-             "training setting changed (--set NAME=VALUE), measured to decide whether it becomes a default.", "",
+             "training setting changed (--set NAME=VALUE; `second pass, probe ...`: the second pass's setting, with "
+             "--second), measured to decide whether it becomes a default.", "",
              "| path | noise | seed | keep est. | given corrupted | resampled corrupted / clean | native corrupted / "
              "clean | boundary px corrupted: resampled / native | test Dice 64 (gap to clean vanilla) | native won |",
              "|---|---|---|---|---|---|---|---|---|---|"]
