@@ -25,6 +25,7 @@ from crl_napari._qt.train_worker import WORKER_NICE, gui_torch_threads  # noqa: 
 from crl_napari.events import Finished, Started  # noqa: E402
 from crl_napari.phantoms import write_sample_set  # noqa: E402
 from crl_napari.rounds import RoundStarted  # noqa: E402
+from crl_napari.scoring import recommended_threshold  # noqa: E402
 
 pytestmark = pytest.mark.gui
 TIMEOUT_MS = 120_000
@@ -71,6 +72,8 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     shown = widget.current_id
     assert shown not in decided
 
+    _, exp = viewer.window.add_plugin_dock_widget("crl-napari", "Export cleaned dataset")  # open beside the review
+    first_threshold = float(exp.threshold.value)
     widget.retrain.warm_epochs.setValue(2)
     widget.retrain.retrain_btn.click()
     assert widget.retrain.running and not widget.retrain.retrain_btn.isEnabled()
@@ -100,6 +103,9 @@ def test_retrain_reranks_the_queue_keeps_the_image_and_every_decision(make_napar
     listed = [table.index(r, 1).data() for r in range(table.rowCount())]
     assert [i for i in listed if i in new_order] == new_order  # the table's rows, in the new rank order
     assert widget.current_id == shown
+    # the Export dock shows the new scores' recommended threshold (exported as shown, it is that one exactly)
+    new_threshold = recommended_threshold([r.suspicion for r in runs.read_score_rows(run)])
+    assert float(exp.threshold.value) == round(new_threshold, 3) != first_threshold
     # every decision intact, the one made during training too, tagged with the round whose scores were shown
     stored = json.loads((run / "review.json").read_text())["decisions"]
     assert {i: d["status"] for i, d in stored.items()} == {**decided, flagged: "flagged"}

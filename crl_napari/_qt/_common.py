@@ -238,8 +238,9 @@ class RunLink:
     weakly, so a closed widget is never kept alive by this link."""
 
     changed = Signal(str)
-    #: the review chose what the export gives images nobody reviews (path, policy): every export form follows
-    unreviewed = Signal(str, str)
+    #: the review opened a run, or chose again what the export gives images nobody reviews: (path, that choice,
+    #: the run's recommended threshold from its current scores); every export form on that run follows
+    reviewed = Signal(str, str, float)
 
     def __init__(self) -> None:
         self.path: str | None = None

@@ -74,18 +74,19 @@ class ExportForm(Container):
             if link.path:
                 self.run_dir.value = link.path
             link.changed.connect(self._on_run_changed)
-            link.unreviewed.connect(self._on_unreviewed)
+            link.reviewed.connect(self._on_reviewed)
         self._update()
 
     def _on_run_changed(self, path: str) -> None:
         if self.worker is None:
             self.run_dir.value = path
 
-    def _on_unreviewed(self, path: str, policy: str) -> None:
-        """The review of ``path`` chose ``policy`` for unreviewed images: shown when this form exports that run."""
+    def _on_reviewed(self, path: str, policy: str, threshold: float) -> None:
+        """The review of ``path`` opened it (after a round: new scores) or chose ``policy`` for unreviewed images:
+        shown, with the recommended ``threshold``, when this form exports that run."""
         run = self._path(self.run_dir)
         if self.worker is None and run is not None and run.resolve() == Path(path).resolve():
-            self.policy.value = policy_label(policy)
+            self.show_recommended(run, threshold, policy)
 
     def _update(self, *_args) -> None:
         self.threshold.visible = POLICIES[self.policy.value] == "accept_above"

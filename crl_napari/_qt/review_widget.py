@@ -178,7 +178,6 @@ class ReviewWidget(ReviewActions, QWidget):
         recommended = self.set_policy(scores)  # once per run: the mark, the second press, the batch's default
         self.batch.set_recommended(recommended)
         self._table.source.clean_below = recommended
-        self.export_widget.show_recommended(path, recommended, session.unreviewed)  # the export follows the review
         self._show_unreviewed(session.unreviewed)
         self.info.show_counts(self.model.counts())
         model.subscribe(self._on_model)
@@ -187,6 +186,8 @@ class ReviewWidget(ReviewActions, QWidget):
         link = run_link(self.viewer)
         if link.path is None or Path(link.path).resolve() != path.resolve():
             link.set(path)
+        # the export follows (this dock's own Export, an Export dock on the run): the choice, the scores' threshold
+        link.reviewed.emit(str(path), session.unreviewed, recommended)
         self.run_row.opened(path)
         self.retrain.set_run(path)
         second = second_pass.advised(path, scores)  # many look wrong: a second pass ("Second pass"), a lower keep ratio
@@ -218,8 +219,8 @@ class ReviewWidget(ReviewActions, QWidget):
         self.layers.reorder(self.model.ids)
         if self.model.current is not None:
             self._show_current()  # its place in the new queue
-        self.export_widget.show_recommended(self.session.run_dir, self.clean_below, policy)
-        run_link(self.viewer).unreviewed.emit(str(self.session.run_dir), policy)  # an Export dock follows too
+        # the export follows: this dock's own Export and any Export dock on the run (RunLink.reviewed)
+        run_link(self.viewer).reviewed.emit(str(self.session.run_dir), policy, self.clean_below)
         first = ("the masks just under the recommended score first (the export takes the corrections above it)"
                  if policy == "accept_above" else "the most suspicious masks first (the export keeps every mask "
                  "nobody reviews)")
