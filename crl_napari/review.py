@@ -250,7 +250,8 @@ class ReviewSession(ChangeLog):
 
     @property
     def unreviewed_chosen(self) -> bool:
-        """Whether :attr:`unreviewed` was chosen (review.json holds it) rather than the default."""
+        """Whether :attr:`unreviewed` is fixed (review.json holds it: chosen, or the default the review started
+        deciding in, kept from its first decision on) rather than the default of the current scores."""
         return self._chosen is not None
 
     def choose_unreviewed(self, policy: str) -> None:
@@ -441,4 +442,7 @@ class ReviewSession(ChangeLog):
         }
 
     def _save(self) -> None:
+        # the first thing written fixes the queue the reviewer has been deciding in: the default would otherwise
+        # follow the scores, and a round that lets the nets tell right from wrong could flip it under them
+        self._chosen = self._chosen or self._default
         atomic_write_json(self.path, self.to_json())

@@ -127,7 +127,8 @@ def rf(tmp_path: Path) -> SimpleNamespace:
 def _load(run: Path) -> dict:
     data = json.loads((run / "review.json").read_text())
     assert data["version"] == 1 and data["run"] == run.name
-    assert set(data) == {"version", "run", "decisions", "comments", "log"}
+    # "unreviewed": the queue the review decides in, fixed from the first save on (ReviewSession.unreviewed)
+    assert set(data) == {"version", "run", "unreviewed", "decisions", "comments", "log"}
     return data
 
 
@@ -371,9 +372,10 @@ def test_failed_save_rolls_back_the_session(rf, monkeypatch):
     assert s.status("case00") == "accepted" and s.status("case02") == "pending" and len(s.log) == 1
     assert not (rf.run / "edits" / "case02.png").exists()
     ids = s.ids
+    assert s.unreviewed == "keep" and s.unreviewed_chosen  # the fixture's default, fixed by the first decision
     with pytest.raises(OSError):
         s.choose_unreviewed("accept_above")  # the choice, like a decision, is on disk or not made
-    assert s.ids == ids and not s.unreviewed_chosen
+    assert s.ids == ids and s.unreviewed == "keep"
     assert _load(rf.run)["decisions"]["case00"]["status"] == "accepted"
 
 
@@ -601,3 +603,20 @@ def test_nets_that_cannot_tell_right_from_wrong_leave_unreviewed_masks_as_given_
     assert s.unreviewed == "keep" and not s.unreviewed_chosen and s.ids == RANKED
     s.choose_unreviewed("accept_above")
     assert s.unreviewed_chosen and s.ids == RANKED  # scores.csv's rank: the same order here
+
+
+def test_the_queue_a_review_started_deciding_in_stays_when_new_scores_would_default_otherwise(rf):
+    """Nothing chosen: the default follows the scores (a reopen after new scores may change it) until the first
+    decision; from then on review.json holds the queue the reviewer has been deciding in, whatever a later
+    scoring (a round) would default to."""
+    rescore(rf.run, POLICY_QUEUE, TELLING)  # nets that can tell: the recommended policy's queue
+    assert ReviewSession.open(rf.run).unreviewed == "accept_above"
+    rescore(rf.run, RANKED, SUSPICION)  # new scores from nets that cannot: nothing was decided, the default follows
+    assert ReviewSession.open(rf.run).unreviewed == "keep"
+    rescore(rf.run, POLICY_QUEUE, TELLING)
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    s.keep(s.ids[0])  # the first decision, in the recommended policy's queue
+    assert json.loads((rf.run / "review.json").read_text())["unreviewed"] == "accept_above"
+    rescore(rf.run, RANKED, SUSPICION)
+    again = ReviewSession.open(rf.run, reviewer="ana")
+    assert again.unreviewed == "accept_above" and again.unreviewed_chosen and again.status(POLICY_QUEUE[0]) == "kept"
