@@ -101,6 +101,11 @@ class ExportForm(Container):
         if path is None or (self._threshold_of and path.resolve() == self._threshold_of[0].resolve()) \
                 or not RunFolder.is_run(path):
             return
+        review = run_link(self.viewer).review_widget
+        if review is not None and review.session is not None and review.session.run_dir.resolve() == path.resolve() \
+                and review.clean_below is not None:  # the review open on it has read its scores: not read twice
+            self.show_recommended(path, review.clean_below, review.session.unreviewed)
+            return
         try:
             run = RunFolder(path)
             if not run.has_scores:
