@@ -45,22 +45,18 @@ class NativeContext(Context):
         cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
         mode = self._default_second_mode(cells, ratio, seed) if default_nets else None
         second = mode is not None
-        labels = mode or second_pass.EVERY
-        probe = native_noise.default_second(labels) if second else None  # the default's second pass's settings
-        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second, probe, labels)
+        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second, mode=mode or second_pass.EVERY)
         if not _finished(run_dir, prof["epochs"]):
             raise SystemExit(f"{run_dir}: no finished native_noise cell; train it first: python "
                              f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}"
-                             + (native_noise.default_flags(labels) if second else ""))
+                             + (f" --second --second-mode {mode}" if second else ""))
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
         self._second, self._base_labels = mode, None
         models, self.crl_cfg = cascade.load_models(run_dir)
-        if second:  # round 1's settings, as rounds.round_config reads them: the first pass's, not its second's own
-            self.crl_cfg = replace(self.crl_cfg, average_last=0, average_bn=0)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
         # the first round is the training the user waited for: with the default's second pass, both passes
-        passes = [native_noise.cell_key(ratio, seed)] + ([native_noise.cell_key(ratio, seed, True, probe, labels)]
+        passes = [native_noise.cell_key(ratio, seed)] + ([native_noise.cell_key(ratio, seed, True, mode=mode)]
                                                           if second else [])
         per_epoch = [cells.get(k, {}).get("sec_per_epoch") for k in passes]
         self._sec_per_epoch = None if None in per_epoch else sum(per_epoch)

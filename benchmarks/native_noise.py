@@ -36,8 +36,7 @@ Resumable cell by cell (a killed training resumes from its checkpoint) into benc
 with native_noise.md rewritten after every cell; --remeasure measures the finished cells again from their
 checkpoints (after a change to the corrections). --set NAME=VALUE (repeatable) probes the default with training
 settings changed (e.g. --set alpha=0.35, --set k=16): cells of their own, beside the default's, measured to decide
-whether a change becomes a default (it must win on every seed); with --second, the second pass's settings, on the
-default first pass's corrections, or with --chain in both passes (the second on the probe's own first pass cell).
+whether a change becomes a default (it must win on every seed).
 
     python benchmarks/native_noise.py --threads 1 --noise 0.75 --seeds 0 1 2
 """
@@ -98,36 +97,18 @@ def pass_number(second: bool | int) -> int:
 
 
 def cell_key(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None,
-             mode: int = second_pass.EVERY, chain: bool = False) -> str:
-    """``mode``: the second pass's labels (second_pass.EVERY, or RECOMMENDED: --second-mode 1); ``chain``: a second
-    pass probe trained on the probe's own first pass (--chain)."""
+             mode: int = second_pass.EVERY) -> str:
+    """``mode``: the second pass's labels (second_pass.EVERY, or RECOMMENDED: --second-mode 1)."""
     kind = PASS_KINDS[pass_number(second)] + (f"+{probe_name(probe)}" if probe else "")
     if pass_number(second) > 1 and mode == second_pass.RECOMMENDED:
         kind += "-recommended"
-    if chain and probe and pass_number(second) == 2:
-        kind += "-both-passes"
     return f"crl default{kind} | noise={int(round(ratio * 100))}% | seed={seed}"
 
 
 def run_name(ratio: float, seed: int, second: bool | int = False, probe: dict | None = None,
-             mode: int = second_pass.EVERY, chain: bool = False) -> str:
+             mode: int = second_pass.EVERY) -> str:
     """The cell's run folder under RUNS."""
-    return cell_key(ratio, seed, second, probe, mode, chain).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
-
-
-def default_second(mode: int) -> dict:
-    """The settings the product's second pass of this mode trains with beside the first pass's, as a probe's
-    (second_pass.run_second_pass): on corrections its nets are averaged over its last epochs with BatchNorm
-    recomputed. The default's second pass is the --second cell with them (`--set average_last=5 --set
-    average_bn=1`); the --second cells without them are the second pass as it was before 1 Dec 2026 12:00."""
-    if mode not in second_pass.AVERAGED:
-        return {}
-    return {"average_bn": 1, "average_last": min(second_pass.AVERAGE_LAST, PROFILE["epochs"])}  # as rounds clamps it
-
-
-def default_flags(mode: int) -> str:
-    """The command-line flags of the default's second pass cell of this mode."""
-    return f" --second --second-mode {mode}" + "".join(f" --set {k}={v}" for k, v in default_second(mode).items())
+    return cell_key(ratio, seed, second, probe, mode).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
 def config(seed: int, probe: dict | None = None) -> cascade.TrainConfig:
@@ -166,27 +147,26 @@ def noisy(truth256: np.ndarray, ids: list[str], ratio: float, seed: int, size: i
 
 
 def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | int = False,
-             probe: dict | None = None, mode: int = second_pass.EVERY, chain: bool = False) -> dict:
+             probe: dict | None = None, mode: int = second_pass.EVERY) -> dict:
     """Train (or resume, or reload) one cell and measure it; ``second``: the second pass (True or 2) on the
     corrections of the finished first cell of the same noise and seed, or the third (3) on the second's;
-    ``probe``: the default with these settings changed; ``chain``: the second pass on the probe's own first pass."""
+    ``probe``: the default with these settings changed."""
     t0 = time.time()
     given256, given, corrupted = noisy(train["truth"], train["ids"], ratio, seed, PROFILE["size"])
     cfg = config(seed, probe)
     labels = given
     number = pass_number(second)
     if number > 1:
-        first = RUNS / run_name(ratio, seed, number - 1, probe if chain else None)
+        first = RUNS / run_name(ratio, seed, number - 1)
         if not finished(first, cfg.epochs):
-            flag = {1: "", 2: " --second"}[number - 1] + "".join(
-                f" --set {k}={v}" for k, v in sorted((probe or {}).items()) if chain)
+            flag = {1: "", 2: " --second"}[number - 1]
             raise SystemExit(f"{first}: pass {number - 1} is not trained; run python benchmarks/native_noise.py "
                              f"--threads 1{flag} --noise {ratio} --seeds {seed} first")
         models, first_cfg = cascade.load_models(first, "cpu")
         sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], train["images"]), given,
                                  first_cfg.T, border_fit=True)
         labels = second_pass.training_labels(given, sc.corrected, sc.suspicion, mode)
-    run_dir = RUNS / run_name(ratio, seed, second, probe, mode, chain)
+    run_dir = RUNS / run_name(ratio, seed, second, probe, mode)
     models, sec_per_epoch = native_res.train_models(train["images"], labels, cfg, run_dir)
     line = read_checkpoint(run_dir / cascade.CHECKPOINT).get("history_line") or {}
     out = {"noise": ratio, "seed": seed, "probe": probe or None, "n_train": len(given),
@@ -249,8 +229,7 @@ def summarise(results: dict) -> str:
              "2` on a run without it). `third pass`: fresh nets on every correction of the second pass (--third, "
              "a probe of a default that trains three passes at heavy noise). `probe NAME=VALUE`: the default with a "
              "training setting changed (--set NAME=VALUE; `second pass, probe ...`: the second pass's setting, with "
-             "--second; `..., in both passes`: --second --chain, the second pass on the probe's own first pass), "
-             "measured to decide whether it becomes a default.", "",
+             "--second), measured to decide whether it becomes a default.", "",
              "| path | noise | seed | keep est. | given corrupted | resampled corrupted / clean | native corrupted / "
              "clean | boundary px corrupted: resampled / native | test Dice 64 (gap to clean vanilla) | native won |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -291,18 +270,14 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass its
     scores choose (second_pass.auto_choice: on every correction, or on the recommended ones); the issue's targets on
     it."""
-    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells
-               if _pass(c) == 2 and (c.get("probe") or {}) == default_second(_mode(c)) and not c.get("chain")}
+    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells if _pass(c) == 2 and not c.get("probe")}
     lines = ["", "## The product's default: a second pass where many masks look wrong (second_pass 4)", "",
              "Each seed's first pass decides (second_pass.auto_choice): where its scores say most given masks look "
              "wrong (`noise share` above 0.55 at keep ratio 0.5, where the advice offers a second pass) the default "
              "trains the second pass on every correction; where more than "
              f"{second_pass.AUTO_SHARE:.0%} do, on the recommended policy's corrections (`--second-mode 1`); the "
              "run's nets are then the second pass's, elsewhere the first pass's. Cells decided before 1 Dec 2026 "
-             "06:50 (`auto_mode` absent) read as the rule then: every correction, above 0.55. On every correction the "
-             "second pass's nets are averaged over its last epochs with BatchNorm recomputed since 1 Dec 2026 12:00 "
-             f"(its cells: `{default_flags(second_pass.EVERY).strip()}`; the `second pass` cells without it above "
-             "are the default before). `exported`: the "
+             "06:50 (`auto_mode` absent) read as the rule then: every correction, above 0.55. `exported`: the "
              "exported set with nobody reviewing under the recommended policy (each correction whose suspicion "
              "reaches the recommended threshold, the given mask elsewhere), mean Dice at 256 px over the training "
              "cases [share with Dice ≥ 0.95], and how many corrections of corrupted / clean masks it took.", "",
@@ -318,8 +293,7 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
         use = seconds.get((c["noise"], c["seed"], mode)) if mode else c
         path = ({None: "first pass", second_pass.EVERY: "second pass", second_pass.RECOMMENDED:
                  "second pass (recommended corrections)"}[mode]
-                + (", nets averaged" if mode and default_second(mode) else "")
-                + ("" if use else f" (NOT MEASURED:{default_flags(mode)})"))
+                + ("" if use else f" (NOT MEASURED: --second --second-mode {mode})"))
         if use is None:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | {c['noise_share']:.2f} | {path} | | | | |")
             continue
@@ -375,13 +349,12 @@ def _path(c: dict) -> str:
     if _pass(c) > 1:
         return {2: "second pass", 3: "third pass"}[_pass(c)] + (
             " (recommended corrections)" if _mode(c) == second_pass.RECOMMENDED else "") + (
-            f", probe {probe_name(c['probe'])}" if c.get("probe") else "") + (
-            " in both passes" if c.get("chain") else "")
+            f", probe {probe_name(c['probe'])}" if c.get("probe") else "")
     return f"probe {probe_name(c['probe'])}" if c.get("probe") else "default"
 
 
 def _order(c: dict) -> tuple:
-    return (_pass(c), _mode(c), probe_name(c.get("probe")), bool(c.get("chain")))
+    return (_pass(c), _mode(c), probe_name(c.get("probe")))
 
 
 def _mode(c: dict) -> int:
@@ -444,8 +417,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a probe: the default with this training setting changed (repeatable); with --second, the "
                     "second pass's setting, on the default first pass's corrections")
-    ap.add_argument("--chain", action="store_true", help="with --second and --set: the probe in both passes (the "
-                    "second pass on the corrections of the probe's own first pass cell, trained first)")
     ap.add_argument("--remeasure", action="store_true", help="measure the finished cells again (checkpoints)")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown from the JSON")
     args = ap.parse_args(argv)
@@ -454,8 +425,6 @@ def main(argv: list[str] | None = None) -> int:
     if number > 2 and probe:
         ap.error("--set probes the first pass, or with --second the second (on the default first pass's "
                  "corrections); it does not go with --third")
-    if args.chain and not (probe and number == 2):
-        ap.error("--chain goes with --second and --set")
     out_json = args.results / "native_noise.json"
     results = json.loads(out_json.read_text()) if out_json.is_file() else {"cells": {}}
     if args.summary_only:
@@ -476,13 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     test = native_res._arrays(ds64.subset("test"), ds256.subset("test"))
     for ratio in args.noise:
         for seed in args.seeds:
-            key = cell_key(ratio, seed, number, probe, args.second_mode, args.chain)
+            key = cell_key(ratio, seed, number, probe, args.second_mode)
             if key in results["cells"] and not args.remeasure:
                 continue
             print(f"[{datetime.now(timezone.utc):%H:%M:%S}] {key}", flush=True)
-            cell = {**run_cell(ratio, seed, train, test, number, probe, args.second_mode, args.chain),
-                    "second": number == 2, "pass": number, **({"second_mode": args.second_mode} if number > 1 else {}),
-                    **({"chain": True} if args.chain else {})}
+            cell = {**run_cell(ratio, seed, train, test, number, probe, args.second_mode), "second": number == 2,
+                    "pass": number, **({"second_mode": args.second_mode} if number > 1 else {})}
             old = results["cells"].get(key)
             if old and cell["sec_per_epoch"] is None:  # measured again from its checkpoint: the training's times stay
                 cell.update({k: old[k] for k in ("sec_per_epoch", "wall_seconds", "finished") if k in old},

@@ -79,8 +79,7 @@ def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | N
     * the learning rate starts at WARM_LR_START of the first round's last one and decays to WARM_LR_END of
       that start over the round's epochs, every round alike (not compounding round after round);
     * the round's nets are the mean of its epochs' weights (average_last = warm_epochs, weight_average.py),
-      set here whatever the first round used, so it never exceeds the round's epochs; BatchNorm recomputed for them
-      as the first round's settings say (average_bn), not as a second pass's (second_pass.AVERAGE_LAST).
+      set here whatever the first round used, so it never exceeds the round's epochs.
 
     Why (benchmarks/results/round_schedules.md, quick profile, the lr 0.018 where the first round stopped): at
     that lr a warm round made the nets worse even with no decision at all (test Dice 0.925 -> 0.921 -> 0.896
@@ -94,8 +93,7 @@ def round_config(previous: TrainConfig, first: TrainConfig, warm_epochs: int | N
         return replace(first, keep_ratio=previous.keep_ratio)
     start = first.lr * first.lr_decay**first.epochs * WARM_LR_START
     return replace(previous, epochs=warm_epochs, k=0 if previous.strategy == "crl" else None, ramp=0.0, lr=start,
-                   lr_decay=WARM_LR_END ** (1 / max(1, warm_epochs - 1)), average_last=warm_epochs,
-                   average_bn=first.average_bn)  # the user's setting, not a second pass's own (second_pass.py)
+                   lr_decay=WARM_LR_END ** (1 / max(1, warm_epochs - 1)), average_last=warm_epochs)
 
 
 def warm_base(rounds: list, number: int) -> int:
@@ -161,8 +159,7 @@ def _now() -> str:
 
 def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scratch: bool = False,
                should_stop: Callable[[], bool] | None = None, threads: int | None = None,
-               labels: dict[str, str] | None = None, keep_ratio: float | None = None,
-               average_last: int | None = None) -> Iterator:
+               labels: dict[str, str] | None = None, keep_ratio: float | None = None) -> Iterator:
     """Train the next review round of a reviewed run and rescore it; yields RoundStarted, on a resume the
     round's own plan (runs.Resume: the epochs it trained before, as the first pass's resume shows them), the
     training events and ScoresReady (its metrics hold ``round``). A round that was stopped or killed resumes with
@@ -170,9 +167,8 @@ def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scra
     do not apply). ``threads`` (CPU threads of torch, a runtime setting) overrides the run's own: napari trains
     with the viewer's count. ``labels`` ({id: "corrected"}, from_scratch only; {} = every given mask) replace the
     review's decisions: the round is a second pass (crl_napari.second_pass), recorded as such in rounds.json;
-    ``keep_ratio`` (a second pass only) replaces the first round's; ``average_last`` (a second pass only): its nets
-    are each net's weights averaged over at least its last N epochs (at most all), BatchNorm's statistics recomputed
-    for them (TrainConfig.average_last / average_bn). rounds.json records every round's keep_ratio."""
+    ``keep_ratio`` (a second pass only) replaces the first round's. rounds.json records every round's
+    keep_ratio."""
     run_dir = Path(run_dir)
     if warm_epochs is not None and from_scratch:
         raise TrainingError("a round either warm-starts (warm_epochs) or trains from scratch, not both")
@@ -180,23 +176,18 @@ def next_round(run_dir: Path | str, *, warm_epochs: int | None = None, from_scra
         raise TrainingError(f"a second pass trains from scratch on {runs.CORRECTED!r} labels only")
     if keep_ratio is not None and labels is None:
         raise TrainingError("only a second pass trains with a keep_ratio of its own")
-    if average_last is not None and labels is None:
-        raise TrainingError("only a second pass averages its nets by itself")
     if warm_epochs is not None and (isinstance(warm_epochs, bool) or not isinstance(warm_epochs, int)
                                     or warm_epochs < 1):
         raise TrainingError(f"warm_epochs must be a positive number of epochs, got {warm_epochs!r}")
     RunFolder(run_dir)  # not a run folder: refused before the lock file is made
     with runs.writer_lock(run_dir, "next-round"):
-        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads, labels, keep_ratio,
-                                      average_last)
+        yield from _next_round_locked(run_dir, warm_epochs, from_scratch, should_stop, threads, labels, keep_ratio)
 
 
 def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: bool,
-           labels: dict[str, str] | None = None, keep_ratio: float | None = None,
-           average_last: int | None = None) -> list:
+           labels: dict[str, str] | None = None, keep_ratio: float | None = None) -> list:
     """Keep the current round's files, make the next round's folder, record it in rounds.json (``labels``,
-    ``keep_ratio``, ``average_last``: a second pass's, in place of the review's decisions and the first round's
-    settings)."""
+    ``keep_ratio``: a second pass's, in place of the review's decisions and the first round's keep_ratio)."""
     run = RunFolder(run_dir)
     if not run.has_scores or not run.has_checkpoint:
         raise RunError(f"{run.scores_path}: the run is not trained and scored yet; a review round starts from one")
@@ -220,9 +211,6 @@ def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: b
     config = round_config(previous, first, warm, from_scratch)
     if keep_ratio is not None:
         config = replace(config, keep_ratio=keep_ratio)  # checked as every setting is (TrainingError)
-    if average_last is not None:  # never fewer epochs than the first round averaged, never more than it trains
-        config = replace(config, average_last=min(max(config.average_last, average_last), config.epochs),
-                         average_bn=1)
     runs.write_round_start(run, current + 1, config, decisions)
     counts = {s: sum(v == s for v in decisions.values()) for s in sorted(set(decisions.values()))}
     rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts, labels is not None,
@@ -236,11 +224,11 @@ def _mtime(path: Path) -> str:
 
 
 def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, threads=None, labels=None,
-                       keep_ratio=None, average_last=None) -> Iterator:
+                       keep_ratio=None) -> Iterator:
     rounds = runs.read_rounds(run_dir)
     resumed = bool(rounds) and rounds[-1].finished is None
     if not resumed:
-        rounds = _start(run_dir, rounds, warm_epochs, from_scratch, labels, keep_ratio, average_last)
+        rounds = _start(run_dir, rounds, warm_epochs, from_scratch, labels, keep_ratio)
     this = rounds[-1]
     folder = runs.round_dir(run_dir, this.number)
     plan = runs.open_for_resume(folder)  # the round's own folder: its checkpoint, if any, and history

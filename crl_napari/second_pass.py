@@ -43,16 +43,6 @@ Which corrections the second pass takes (TrainConfig.second_pass):
   Measured as native_res.md's ``crl+keep-est`` cells (docs/paper.md): at 75 % noise it won on all 3 seeds; on
   the 110-image small set it was mixed, so it is not a default.
 
-A second pass on every correction (mode 2) makes its nets each net's weights averaged over its last AVERAGE_LAST
-epochs, BatchNorm's statistics recomputed for them (TrainConfig.average_last / average_bn, set on its round only;
-since 1 Dec 2026 12:00). Why (native_noise.md, `--second --set average_last=5 --set average_bn=1`, 75 %, seeds
-0-2): it won on every seed on all four measures, the corrections of the corrupted masks 0.9564 / 0.9527 / 0.9587
-against 0.9540 / 0.9518 / 0.9575, of the clean ones 0.9687 / 0.9685 / 0.9645 against 0.9660 / 0.9681 / 0.9636,
-test Dice +0.0016 / +0.0008 / +0.0004, the exported set +0.0009 / +0.0016 / +0.0016. On the recommended
-corrections (mode 1, 50 %) it lost on seeds 1 and 2 (corrupted -0.0003 / -0.0010, test Dice +0.0000 / -0.0013), so
-mode 1 keeps its last epoch's nets, as the first pass does (averaging the first pass lost at 75 % seed 1:
-corrupted 0.9409 against 0.9458).
-
 Neither kind of label is trusted: the second pass selects and corrects them as the first pass did its given masks.
 In a run folder the second pass is a review round without decisions (crl_napari.rounds): round 1's files stay in
 rounds/1/, the second pass trains in rounds/2/ from scratch (the first pass's settings and seed).
@@ -80,12 +70,6 @@ MODES = (OFF, RECOMMENDED, EVERY, KEEP, AUTO)
 #: masks look wrong (scoring.noise_share of the first pass's scores), on every correction (EVERY) when most do; both
 #: only when the nets can tell right masks from wrong ones (:func:`auto_choice`; the module docstring says why)
 AUTO_SHARE = 0.40
-#: a second pass on corrections (modes 1, 2) makes its nets each net's weights averaged over its last AVERAGE_LAST
-#: epochs (or more, where the run averages more), BatchNorm's statistics recomputed for them (TrainConfig.average_last,
-#: average_bn; the module docstring says why)
-AVERAGE_LAST = 5
-#: the modes whose second pass averages its nets (AVERAGE_LAST)
-AVERAGED = (EVERY,)
 
 
 @dataclass(frozen=True)
@@ -314,7 +298,7 @@ def run_second_pass(run_dir: Path | str, *, should_stop: Callable[[], bool] | No
     take = takes_correction(suspicion, mode)
     labels = {r.id: runs.CORRECTED for r, t in zip(rows, take, strict=True) if t}
     yield from rounds.next_round(run_dir, from_scratch=True, labels=labels, should_stop=should_stop, threads=threads,
-                                 keep_ratio=keep, average_last=AVERAGE_LAST if mode in AVERAGED else None)
+                                 keep_ratio=keep)
 
 
 def no_keep_reason(share: float, keep_ratio: float) -> str:

@@ -285,9 +285,7 @@ SETTING_HELP = {
     "average_last": "ours, not the paper's: N > 0 = after training each net's weights are averaged over the end of "
     "its last N epochs (SWA; BatchNorm statistics averaged too) and the averaged nets correct, score and predict; "
     "training itself is unchanged; 0 = the last epoch's weights (the paper). Off by default: in the benchmark it won "
-    "at 75 % noise on one seed and lost on the other (benchmarks/results/native_res.md); a second pass on every "
-    "correction (second_pass 2, and 4 where most masks look wrong) averages its last 5 epochs by itself, with "
-    "average_bn 1 (it won there on every seed: benchmarks/results/native_noise.md)",
+    "at 75 % noise on one seed and lost on the other (benchmarks/results/native_res.md)",
     "average_bn": "ours, not the paper's, with average_last > 0 only: 1 = after the weights are averaged, each net's "
     "BatchNorm statistics are recomputed by one pass over the training images (train mode, no gradient, no "
     "augmentation, as torch.optim.swa_utils.update_bn): the statistics of the averaged weights themselves rather "
@@ -304,9 +302,8 @@ SETTING_HELP = {
     "the first pass's scores suggest (1 minus the share that looks wrong, as `info` lists it), and no second pass "
     "when they suggest none; 4 = 2 when most given masks look wrong (where the scores' advice offers a second pass: "
     "more than 55 % at keep_ratio 0.5), 1 when more than 40 % do, either only when the nets can already tell right "
-    "masks from wrong ones, else one pass; 0 = one pass (the paper); on every correction (2) its nets are averaged "
-    "over its last 5 epochs (average_last, average_bn). A second pass doubles the training time. 4 by default: at "
-    "75 % noise drawn as the paper draws it, 2 won on every seed where the user sees it (the "
+    "masks from wrong ones, else one pass; 0 = one pass (the paper). A second pass doubles the training "
+    "time. 4 by default: at 75 % noise drawn as the paper draws it, 2 won on every seed where the user sees it (the "
     "exported set with nobody reviewing 0.961 / 0.960 / 0.963 against 0.951 / 0.952 / 0.958, corrections of the "
     "corrupted masks and test Dice higher); at 50 % 1 won on every seed (0.982 / 0.981 / 0.982 against 0.980 / "
     "0.979 / 0.981) and on the built-in sample set, where 2 lost; at 25 % the scores read 29-31 % wrong and 1 lost 2 "

@@ -298,10 +298,6 @@ def test_second_pass_starts_from_native_res_second_pass_nets_into_files_of_its_o
     assert len({cc.rounds_dir("smoke", key, True, c) for c in cc.SECOND_CELLS}) == 2
 
 
-def saved_md(tmp_path) -> str:
-    return (tmp_path / "nn_res" / "native_noise.md").read_text()
-
-
 def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(cc, tmp_path, capsys, monkeypatch):
     """--native: noise drawn on the 256 px masks, the nets of benchmarks/native_noise.py's cell (the default crl
     trained at 64 px on them shrunk), the reviewer and the exported set at 256 px with the corrections the export
@@ -351,17 +347,6 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
     _, probe_cfg = cascade.load_models(native_noise.RUNS / native_noise.run_name(0.75, 0, probe={"alpha": 0.35}), "cpu")
     assert probe_cfg.alpha == 0.35 and probe_cfg.keep_auto == 1 and probe_cfg.border_fit == 1
     assert "| probe alpha=0.35 | 75 % | 0 |" in (tmp_path / "nn_res" / "native_noise.md").read_text()
-    # --chain: the probe in both passes, the second on the corrections of the probe's own first pass (trained above;
-    # with none, the script names the command that trains it)
-    nn = ["--noise", "0.75", "--seeds", "0", "--second", "--chain", "--data", str(tmp_path / "set"), "--results",
-          str(tmp_path / "nn_res")]
-    with pytest.raises(SystemExit, match="--threads 1 --set k=1 --noise 0.75 --seeds 0 first"):
-        native_noise.main([*nn, "--set", "k=1"])
-    assert native_noise.main([*nn, "--set", "alpha=0.35"]) == 0
-    chained = json.loads((tmp_path / "nn_res" / "native_noise.json").read_text())["cells"][
-        "crl default+second+alpha=0.35-both-passes | noise=75% | seed=0"]
-    assert chained["chain"] and chained["pass"] == 2 and chained["probe"] == {"alpha": 0.35}
-    assert "| second pass, probe alpha=0.35 in both passes | 75 % | 0 |" in saved_md(tmp_path)
     assert cells["crl default | noise=75% | seed=0"] == {**cell, "second": False}
     assert cc.main([*args, "--orders", "a", "s", "f"]) == 0
     res = json.loads((tmp_path / "res" / "cleaning_curve-native.json").read_text())
@@ -392,21 +377,9 @@ def test_native_measures_the_curve_at_the_original_size_from_native_noise_nets(c
         cc.main([*args, "--default-nets", "--orders", "a"])
     saved["cells"]["crl default | noise=75% | seed=0"].update(auto_second=True, auto_mode=2)  # as at 75 % on Shenzhen
     nn_json.write_text(json.dumps(saved))
-    # the default's second pass on every correction averages its nets (second_pass.AVERAGE_LAST): the plain --second
-    # cell is not it, and the script names the command that trains it
-    with pytest.raises(SystemExit, match="--second --second-mode 2 --set average_bn=1 --set average_last=2"):
-        cc.main([*args, "--default-nets", "--orders", "a", "--noise", "0.75"])
-    flags = native_noise.default_flags(2).split()
-    assert native_noise.main(["--noise", "0.75", "--seeds", "0", *flags, "--data", str(tmp_path / "set"),
-                              "--results", str(tmp_path / "nn_res")]) == 0
-    _, second_cfg = cascade.load_models(native_noise.RUNS / native_noise.run_name(
-        0.75, 0, True, native_noise.default_second(2)), "cpu")
-    assert (second_cfg.average_last, second_cfg.average_bn) == (2, 1)  # the smoke profile's 2 epochs, all averaged
-    saved = json.loads(nn_json.read_text())
-    assert "| 75 % | 0 | " in saved_md(tmp_path) and "second pass, nets averaged" in saved_md(tmp_path)
     assert cc.main([*args, "--default-nets", "--orders", "a", "--noise", "0.75"]) == 0  # 50 %: not trained here
     res = json.loads((tmp_path / "res" / "cleaning_curve-native-default.json").read_text())
-    second = saved["cells"]["crl default+second+average_bn=1,average_last=2 | noise=75% | seed=0"]
+    second = saved["cells"]["crl default+second | noise=75% | seed=0"]
     a2 = res["cells"]["order=a | noise=75% | seed=0"]["points"]
     assert res["native"] == "default" and a2[0]["test_dice"] == pytest.approx(second["test_dice"], abs=1e-6)
     assert a2[0]["recommended"]["mean_dice"] == pytest.approx(second["exported"]["mean_dice"], abs=1e-6)

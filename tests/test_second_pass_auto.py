@@ -8,15 +8,14 @@ a process ended between the two passes is resumed into the second."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from crl_napari import cascade, cli, runs, second_pass
-from crl_napari.checkpoint import read_checkpoint
 from crl_napari.pipeline import ScoresReady
-from crl_napari.rounds import RoundStarted, round_config
+from crl_napari.rounds import RoundStarted
 from crl_napari.runs import RunFolder
 from crl_napari.scoring import noise_share
 from crl_napari.second_pass import AUTO, OFF, NoSecondPass, train_passes
@@ -66,17 +65,6 @@ def test_the_command_line_default_trains_the_second_pass_on_every_correction_whe
     assert runs.read_round_decisions(runs.round_dir(run, 2)) == {r.id: runs.CORRECTED for r in first.score_rows()}
     assert all((runs.round_dir(run, 2) / name).read_bytes() == (run / name).read_bytes() for name in KEPT)
     assert "a second pass on the corrections" not in err  # taken: the advice no longer offers one
-    # its nets are each net's weights averaged over its last epochs, BatchNorm recomputed for them; the first
-    # pass's settings otherwise, whose nets are their last epoch's
-    assert (first.train_config.average_last, first.train_config.average_bn) == (0, 0)
-    assert RunFolder(run).train_config == replace(first.train_config, average_last=second_pass.AVERAGE_LAST,
-                                                  average_bn=1)
-    average = read_checkpoint(run / "checkpoint.pt")["average"]
-    assert average["count"] == second_pass.AVERAGE_LAST and average["batchnorm_recomputed"] is True
-    assert "average" not in read_checkpoint(runs.round_dir(run, 1) / "checkpoint.pt")
-    # a review round after it averages its own epochs as rounds do, BatchNorm as the user's first pass set it
-    warm = round_config(RunFolder(run).train_config, first.train_config, 2, from_scratch=False)
-    assert (warm.average_last, warm.average_bn) == (2, 0)
 
 
 def test_clean_masks_get_no_second_pass_and_the_run_is_exactly_the_one_pass_run(data, tmp_path):
