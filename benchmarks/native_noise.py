@@ -115,9 +115,8 @@ def config(seed: int, probe: dict | None = None) -> cascade.TrainConfig:
     """The product's defaults at the quick profile's size (what `crl-napari train --size 64` would train), with a
     probe's settings (--set) over them. One pass each (second_pass 0): the default's second pass, where its first
     pass's scores ask for one (second_pass 4), is the --second cell of the same noise and seed."""
-    return cascade.TrainConfig(epochs=PROFILE["epochs"], batch_size=PROFILE["batch_size"], lr=PROFILE["lr"],
-                               lr_decay=PROFILE["lr_decay"], width=PROFILE["width"], depth=PROFILE["depth"],
-                               seed=seed, **{"second_pass": 0, **(probe or {})})
+    profile = {k: PROFILE[k] for k in ("epochs", "batch_size", "lr", "lr_decay", "width", "depth")}
+    return cascade.TrainConfig(**{**profile, "seed": seed, "second_pass": 0, **(probe or {})})  # a probe may set any
 
 
 def parse_probe(items: list[str]) -> dict:
@@ -158,7 +157,7 @@ def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | in
     number = pass_number(second)
     if number > 1:
         first = RUNS / run_name(ratio, seed, number - 1)
-        if not finished(first, cfg.epochs):
+        if not finished(first, PROFILE["epochs"]):
             flag = {1: "", 2: " --second"}[number - 1]
             raise SystemExit(f"{first}: pass {number - 1} is not trained; run python benchmarks/native_noise.py "
                              f"--threads 1{flag} --noise {ratio} --seeds {seed} first")
