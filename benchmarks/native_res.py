@@ -73,6 +73,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs" / "native_res"
 NOISE = [0.75, 0.5, 0.25]
 SMALL_N = 110
+#: a probe: the default's second pass on every correction with its nets averaged over its last 5 epochs, BatchNorm
+#: recomputed (average_last 5, average_bn 1 on the second pass only); not adopted (README, "Tried at 75 %")
+SECOND_AVG = "crl+keep-auto+second-all-fit-avg"
 METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%", "crl+second": "crl k=50%",
              "crl+second-all": "crl k=50%", "crl+keep": "crl k=50%", "crl+second-fit": "crl k=50%",
              "crl+second-all-fit": "crl k=50%", "crl+second-all-fit-warm": "crl k=50%",
@@ -80,7 +83,7 @@ METHOD_OF = {"crl": "crl k=50%", "vanilla": "vanilla", "crl+balance": "crl k=50%
              "crl+keep-est": "crl k=50%", "crl+fit-labels": "crl k=50%",
              "crl+fit-labels-only": "crl k=50% joint=all", "crl+keep-auto": "crl k=50%",
              "crl+keep-auto+second-all-fit": "crl k=50%", "crl+keep-auto-a35": "crl k=50%",
-             "crl+keep-auto+second-all-fit-avg": "crl k=50%"}  # Table 1's methods
+             SECOND_AVG: "crl k=50%"}  # Table 1's methods
 #: settings of ours (issue 11 item 4) a method trains with on top of Table 1's definition; every cell spells all
 #: three out (PAPER_OPTIONS), so the paper's crl stays the paper's whatever TrainConfig's defaults are
 PAPER_OPTIONS = {"tta": 0, "average_last": 0, "balance_area": 0, "second_pass": 0, "fit_labels": 0,
@@ -91,18 +94,15 @@ SECOND = {"crl+second": second_pass.RECOMMENDED, "crl+second-all": second_pass.E
           "crl+second-fit": second_pass.RECOMMENDED, "crl+second-all-fit": second_pass.EVERY,
           "crl+second-all-fit-warm": second_pass.EVERY, "crl+second-all-fit-warm5": second_pass.EVERY,
           "crl+second-all-fit-k80": second_pass.EVERY, "crl+keep-auto+second-all-fit": second_pass.EVERY,
-          "crl+keep-auto+second-all-fit-avg": second_pass.EVERY}
+          SECOND_AVG: second_pass.EVERY}
 #: second passes whose labels are the first pass's corrections made with the border fit (TrainConfig.border_fit,
 #: the default: what `--second-pass 1/2` trains on now); the others' are the paper's corrected labels
 FIT_SECOND = {"crl+second-fit", "crl+second-all-fit", "crl+second-all-fit-warm", "crl+second-all-fit-warm5",
-              "crl+second-all-fit-k80", "crl+keep-auto+second-all-fit", "crl+keep-auto+second-all-fit-avg"}
+              "crl+second-all-fit-k80", "crl+keep-auto+second-all-fit", SECOND_AVG}
 #: second passes whose first pass is another cell than the paper's crl: "crl+keep-auto+second-all-fit" is what
 #: `--second-pass 2` trains today (the first pass with the keep ratio estimated, TrainConfig.keep_auto; the second
 #: pass with it too, from the setting's 0.5)
-FIRST_PASS_OF = {"crl+keep-auto+second-all-fit": "crl+keep-auto", "crl+keep-auto+second-all-fit-avg": "crl+keep-auto"}
-#: a probe: the default's second pass on every correction with its nets averaged over its last 5 epochs, BatchNorm
-#: recomputed (average_last 5, average_bn 1 on the second pass only); not adopted (README, "Tried at 75 %")
-SECOND_AVG = "crl+keep-auto+second-all-fit-avg"
+FIRST_PASS_OF = {"crl+keep-auto+second-all-fit": "crl+keep-auto", SECOND_AVG: "crl+keep-auto"}
 #: second passes that warm-start from the first pass's nets (its checkpoint) as a review round does
 #: (rounds.round_config: stage 2 from the start, the learning rate annealed from the first pass's last, the round's
 #: epochs' weights averaged) for this many epochs (None: rounds.default_warm_epochs, a tenth of the first pass's),
