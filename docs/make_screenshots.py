@@ -160,7 +160,7 @@ def main(tmp: Path) -> int:
     review.reviewer_edit.editingFinished.emit()
     pump(0.3)
     ids = review.session.ids
-    review.table.selectRow(0)  # the worst mask
+    review.table.selectRow(0)  # the queue's first mask
     check(review.current_id == ids[0], "selecting the first row should show the queue's first mask")
     # the queue is made for the recommended export (Unreviewed): its first masks are those just under the run's
     # recommended score, which the export keeps; a look decides, and here the reviewer keeps the mask by key
