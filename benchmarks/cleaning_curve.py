@@ -396,12 +396,16 @@ def second_cell(results: dict) -> str | None:
     return SECOND_CELL if got is True else got or None
 
 
+#: --native's values that start from the product's default nets (--default-nets, with --size-calibration or not)
+DEFAULT_NETS = ("default", "default-cal")
+
+
 def stem(border_fit: bool, second_pass: str | None = None, native: bool | str = False) -> str:
     """The results' file name (without suffix): the border fit's apart from the paper's, each second pass's apart,
     the original size's (curve_native.py) apart, from the first pass's nets (``native`` True) or the product's
-    default nets (``native`` "default": --default-nets)."""
+    default nets (``native`` "default": --default-nets; "default-cal": with the size calibration)."""
     if native:
-        return "cleaning_curve-native" + ("-default" if native == "default" else "")
+        return "cleaning_curve-native" + (f"-{native}" if isinstance(native, str) else "")
     return SECOND_CELLS[second_pass] if second_pass else "cleaning_curve-fit" if border_fit else "cleaning_curve"
 
 
@@ -433,7 +437,7 @@ def summarise(results: dict, seeds: list[int]) -> str:
     cells = results["cells"]
     second = second_cell(results)
     native = results.get("native", False)
-    planned = [cell_key(*p) for p in (plan(seeds, NOISE, SECOND_ORDERS) if native == "default" else
+    planned = [cell_key(*p) for p in (plan(seeds, NOISE, SECOND_ORDERS) if native in DEFAULT_NETS else
                                       plan(seeds, SECOND_NOISE, SECOND_ORDERS) if second or native else plan(seeds))]
     total = len(planned)
     done = sum(bool(cells.get(k, {}).get("complete")) for k in planned)
@@ -446,7 +450,14 @@ def summarise(results: dict, seeds: list[int]) -> str:
                                                ", border fit" if fit else ""), ""]
     if native:
         lines += [NATIVE_TEXT, ""]
-    if native == "default":
+    if native == "default-cal":
+        lines += ["With the size calibration (TrainConfig.size_calibration, the default since 1 Dec 2026 14:00; "
+                  "crl_napari/size_calibration.py): both passes' corrections are made from the nets' probability "
+                  "brought to the size of the given masks that look right, where the nets draw them significantly "
+                  "smaller; the second pass trains on the first pass's calibrated corrections (native_noise.py's "
+                  "`--second --set size_calibration=1` cells) and every round's rescoring calibrates again. "
+                  "cleaning_curve-native-default.md is the same curve before it.", ""]
+    if native in DEFAULT_NETS:
         lines += ["From the product's DEFAULT nets (--default-nets; second_pass 4 since 1 Dec 2026): where the first "
                   "pass's scores say most masks look wrong (every 75 % seed) the default trains a second pass on every "
                   "correction by itself, where more than 40 % do (every 50 % seed, since 1 Dec 2026 06:50) one on the "
@@ -626,7 +637,8 @@ def plot(results: dict, path: Path) -> None:
             ax.text(0.5, 0.5, "not run yet", transform=ax.transAxes, ha="center")
     if results.get("native"):
         fig.suptitle("at 256 px, noise drawn at 256 px; corrections: the original border moved"
-                     + ("; the default's nets (second pass)" if results["native"] == "default" else ""), fontsize=9)
+                     + ("; the default's nets (second pass)" if results["native"] in DEFAULT_NETS else "")
+                     + ("; size calibration" if results["native"] == "default-cal" else ""), fontsize=9)
     elif second_cell(results):
         fig.suptitle(f"corrections: border fit, nets: native_res.py's {second_cell(results)}", fontsize=9)
     elif results.get("border_fit"):
@@ -662,7 +674,7 @@ def make_context(args, train, test, prof: dict, ratio: float, seed: int, results
         from curve_native import NativeContext
 
         return NativeContext(train, test, args.profile, prof, ratio, seed, args.threads, results, args.data,
-                             default_nets=args.native == "default")
+                             default_nets=args.native in DEFAULT_NETS, calibrate=args.native == "default-cal")
     return Context(train, test, args.profile, prof, ratio, seed, args.threads, results, args.border_fit,
                    args.second_pass)
 
@@ -695,13 +707,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --native: start from the product's default nets (second_pass 4: the second pass where "
                     "the first pass's scores asked for it, native_noise.py --second), into "
                     "cleaning_curve-native-default.*")
+    ap.add_argument("--size-calibration", action="store_true",
+                    help="with --default-nets: the default with its size calibration (the second pass on the "
+                    "calibrated corrections, every scoring calibrated), into cleaning_curve-native-default-cal.*")
     ap.add_argument("--summary-only", action="store_true", help="rewrite the markdown and PNG from the JSON")
     ap.add_argument("--bounds-only", action="store_true",
                     help="compute the 0.97 target's bound per (noise, seed) from the crl runs (no training)")
     args = ap.parse_args(argv)
     if args.default_nets and not args.native:
         ap.error("--default-nets goes with --native")
-    args.native = "default" if args.default_nets else args.native
+    if args.size_calibration and not args.default_nets:
+        ap.error("--size-calibration goes with --native --default-nets")
+    args.native = ("default-cal" if args.size_calibration else "default") if args.default_nets else args.native
     args.border_fit = args.border_fit or bool(args.second_pass) or bool(args.native)
     out_json = args.results / f"{stem(args.border_fit, args.second_pass, args.native)}.json"
     if args.summary_only:

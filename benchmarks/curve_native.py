@@ -32,10 +32,12 @@ class NativeContext(Context):
     masks; the nets are scored at the training size against the given masks shrunk."""
 
     def __init__(self, train, test, prof_name: str, prof: dict, ratio: float, seed: int, threads: int,
-                 results: dict, data: Path, default_nets: bool = False):
+                 results: dict, data: Path, default_nets: bool = False, calibrate: bool = False):
         self.train, self.test, self.prof_name, self.prof = train, test, prof_name, prof
         self.ratio, self.seed, self.threads, self.results = ratio, seed, threads, results
         self.border_fit = True
+        self.calibrate = calibrate  # the size calibration (TrainConfig.size_calibration) in every scoring
+        probe = {"size_calibration": 1} if calibrate else None  # the second pass trained on calibrated corrections
         self.images = train.images()
         big = load_dataset(data, size=256).subset("train")
         assert big.ids == train.ids, "the 64 px and 256 px data sets list different cases"
@@ -45,19 +47,21 @@ class NativeContext(Context):
         cells = json.loads(done.read_text())["cells"] if done.is_file() else {}
         mode = self._default_second_mode(cells, ratio, seed) if default_nets else None
         second = mode is not None
-        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second, mode=mode or second_pass.EVERY)
+        run_dir = native_noise.RUNS / native_noise.run_name(ratio, seed, second, probe if second else None,
+                                                            mode=mode or second_pass.EVERY)
         if not _finished(run_dir, prof["epochs"]):
             raise SystemExit(f"{run_dir}: no finished native_noise cell; train it first: python "
                              f"benchmarks/native_noise.py --threads 1 --noise {ratio} --seeds {seed}"
-                             + (f" --second --second-mode {mode}" if second else ""))
+                             + (f" --second --second-mode {mode}" if second else "")
+                             + (" --set size_calibration=1" if second and calibrate else ""))
         self.first_checkpoint = run_dir / cascade.CHECKPOINT
         self._second, self._base_labels = mode, None
         models, self.crl_cfg = cascade.load_models(run_dir)
         self.scores = self.score(models, self.given, self.crl_cfg.T)
         self.test_dice = float(cascade.dice_score(cascade.predict(models, test.images()), test.masks()).mean())
         # the first round is the training the user waited for: with the default's second pass, both passes
-        passes = [native_noise.cell_key(ratio, seed)] + ([native_noise.cell_key(ratio, seed, True, mode=mode)]
-                                                          if second else [])
+        passes = [native_noise.cell_key(ratio, seed)] + (
+            [native_noise.cell_key(ratio, seed, True, probe, mode=mode)] if second else [])
         per_epoch = [cells.get(k, {}).get("sec_per_epoch") for k in passes]
         self._sec_per_epoch = None if None in per_epoch else sum(per_epoch)
 
@@ -84,7 +88,8 @@ class NativeContext(Context):
         """Scored at the training size against ``given`` (256 px) shrunk; the corrections made at 256 px from
         ``given`` itself, as the export makes them."""
         small = self.training_masks(given)
-        sc = scoring.score_probs(cascade.peer_probs(models, self.images), small, T, border_fit=True)
+        sc = scoring.score_probs(cascade.peer_probs(models, self.images), small, T, border_fit=True,
+                                 calibrate=self.calibrate)
         corrected = np.stack([mask_from_logit(native_logit(n, s, g)) > 0
                               for n, s, g in zip(sc.nets_prob, small, given, strict=True)])
         return replace(sc, corrected=corrected)
@@ -109,7 +114,7 @@ class NativeContext(Context):
         if self._base_labels is None:
             models, cfg = cascade.load_models(native_noise.RUNS / native_noise.run_name(self.ratio, self.seed))
             sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], self.images), self._given_small,
-                                     cfg.T, border_fit=True)
+                                     cfg.T, border_fit=True, calibrate=self.calibrate)
             self._base_labels = second_pass.training_labels(self._given_small, sc.corrected, sc.suspicion,
                                                             self._second)
         return self._base_labels

@@ -111,12 +111,19 @@ def run_name(ratio: float, seed: int, second: bool | int = False, probe: dict | 
     return cell_key(ratio, seed, second, probe, mode).replace(" | ", "_").replace(" ", "_").replace("%", "pct")
 
 
+#: Settings that change how a trained run is scored, not the nets (a first-pass probe of them reuses the default's)
+SCORING_ONLY = ("size_calibration",)
+
+
 def config(seed: int, probe: dict | None = None) -> cascade.TrainConfig:
     """The product's defaults at the quick profile's size (what `crl-napari train --size 64` would train), with a
     probe's settings (--set) over them. One pass each (second_pass 0): the default's second pass, where its first
     pass's scores ask for one (second_pass 4), is the --second cell of the same noise and seed."""
     profile = {k: PROFILE[k] for k in ("epochs", "batch_size", "lr", "lr_decay", "width", "depth")}
-    return cascade.TrainConfig(**{**profile, "seed": seed, "second_pass": 0, **(probe or {})})  # a probe may set any
+    # the cells without a probe are the default before its size calibration (1 Dec 2026 14:00), as they were
+    # measured; today's default is their `size_calibration=1` probe (CALIBRATED)
+    return cascade.TrainConfig(**{**profile, "seed": seed, "second_pass": 0, "size_calibration": 0,
+                                  **(probe or {})})  # a probe may set any
 
 
 def parse_probe(items: list[str]) -> dict:
@@ -163,10 +170,12 @@ def run_cell(ratio: float, seed: int, train: dict, test: dict, second: bool | in
                              f"--threads 1{flag} --noise {ratio} --seeds {seed} first")
         models, first_cfg = cascade.load_models(first, "cpu")
         sc = scoring.score_probs(cascade.peer_probs([m.eval() for m in models], train["images"]), given,
-                                 first_cfg.T, border_fit=True)
+                                 first_cfg.T, border_fit=True, calibrate=bool(cfg.size_calibration))
         labels = second_pass.training_labels(given, sc.corrected, sc.suspicion, mode)
-    run_dir = RUNS / run_name(ratio, seed, second, probe, mode)
-    models, sec_per_epoch = native_res.train_models(train["images"], labels, cfg, run_dir)
+    # a first pass with scoring-only settings changed trains what the default trains: its nets are the default's
+    trained = {k: v for k, v in (probe or {}).items() if number > 1 or k not in SCORING_ONLY}
+    run_dir = RUNS / run_name(ratio, seed, second, trained, mode)
+    models, sec_per_epoch = native_res.train_models(train["images"], labels, config(seed, trained), run_dir)
     line = read_checkpoint(run_dir / cascade.CHECKPOINT).get("history_line") or {}
     out = {"noise": ratio, "seed": seed, "probe": probe or None, "n_train": len(given),
            "n_corrupted": int(corrupted.sum()), "sec_per_epoch": sec_per_epoch, "keep_estimate": line.get("keep")}
@@ -181,7 +190,7 @@ def measure(models, cfg, given256: np.ndarray, given: np.ndarray, corrupted: np.
     """The three variants at 256 px (native_res.measure) and the nets' test Dice."""
     models = [m.eval() for m in models]
     sc = scoring.score_probs(cascade.peer_probs(models, train["images"], tta=cfg.tta), given, cfg.T,
-                             border_fit=bool(cfg.border_fit))
+                             border_fit=bool(cfg.border_fit), calibrate=bool(cfg.size_calibration))
     shape = given256.shape[1:]
     masks = {"given": list(given256),
              "resampled": [native_mask(p, shape) for p in sc.prob],
@@ -191,6 +200,7 @@ def measure(models, cfg, given256: np.ndarray, given: np.ndarray, corrupted: np.
     out["exported"] = exported(masks["native"], given256, train["truth"], corrupted, sc.suspicion)
     share = scoring.noise_share(sc.suspicion)  # the first pass's share decides second_pass AUTO (the default)
     out["noise_share"] = share
+    out["size_offset"] = sc.size_offset
     mode, _ = second_pass.auto_choice(sc.suspicion, cfg.keep_ratio)
     out["auto_second"], out["auto_mode"] = mode is not None, mode  # the default's second pass here, and its labels
     out["test_dice"] = float(cascade.dice_score(cascade.predict(models, test["images"]), test["clean"]).mean())
@@ -262,15 +272,24 @@ def summarise(results: dict) -> str:
                      f"{_num(m['native'], 'dice_clean')} | {sum(_won(c) for c in mine)} of {len(mine)} | "
                      f"{sum(c['variants']['native']['islands_below_1pct'] for c in mine)} | "
                      + (f"{np.mean(gaps):+.4f}" if gaps else "—") + " |")
-    return "\n".join(lines + default_section(cells, ref)) + "\n"
+    return "\n".join(lines + default_section(cells, ref, CALIBRATED) + default_section(cells, ref)) + "\n"
 
 
-def default_section(cells: list[dict], ref: dict) -> list[str]:
+#: The probe that is the product's default since 1 Dec 2026 14:00: the default with its size calibration
+CALIBRATED = {"size_calibration": 1}
+
+
+def default_section(cells: list[dict], ref: dict, probe: dict | None = None) -> list[str]:
     """What `crl-napari train` makes by default (second_pass AUTO): per seed the first pass, or the second pass its
     scores choose (second_pass.auto_choice: on every correction, or on the recommended ones); the issue's targets on
-    it."""
-    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells if _pass(c) == 2 and not c.get("probe")}
-    lines = ["", "## The product's default: a second pass where many masks look wrong (second_pass 4)", "",
+    it. ``probe``: the cells of that probe (CALIBRATED: today's default), else the cells without one (the default
+    before the size calibration)."""
+    seconds = {(c["noise"], c["seed"], _mode(c)): c for c in cells
+               if _pass(c) == 2 and (c.get("probe") or None) == probe}
+    title = ("## The product's default: a second pass where many masks look wrong (second_pass 4), corrections "
+             "calibrated to the given masks' size (size_calibration 1)" if probe == CALIBRATED else
+             "## The default before its size calibration (until 1 Dec 2026 14:00)")
+    lines = ["", title, "",
              "Each seed's first pass decides (second_pass.auto_choice): where its scores say most given masks look "
              "wrong (`noise share` above 0.55 at keep ratio 0.5, where the advice offers a second pass) the default "
              "trains the second pass on every correction; where more than "
@@ -283,7 +302,7 @@ def default_section(cells: list[dict], ref: dict) -> list[str]:
              "| noise | seed | noise share | path | native corrupted / clean | exported [≥ 0.95] | accepted corrupted "
              "/ clean | test gap to clean vanilla |", "|---|---|---|---|---|---|---|---|"]
     chosen: dict[float, list[dict]] = {}
-    for c in [c for c in cells if _path(c) == "default"]:
+    for c in [c for c in cells if _pass(c) == 1 and (c.get("probe") or None) == probe]:
         if "auto_second" not in c:
             lines.append(f"| {int(c['noise'] * 100)} % | {c['seed']} | — | not decided (measured before the share "
                          "was kept: --remeasure) | | | | |")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cascade, distributed, heap, noise, run_data, runs, scoring
+from . import cascade, distributed, heap, noise, run_data, runs, scoring, size_calibration
 from .atomic import remove_stale_temps
 from .cache import CacheProgress, open_cache
 from .cascade import CheckpointSaved, EpochEnd, Finished, Started, TrainConfig, TrainingError
@@ -296,10 +296,20 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     if run.train_config.border_fit:  # only then: the chunks a scoring without it kept still match their own
         settings["border_fit"] = run.train_config.border_fit
         settings["nets_maps"] = 1  # chunks scored before the nets' maps were kept (NETS16) are scored again
-    progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, settings))
-    progress.prepare()
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
+    size_offset = None
+    if run.train_config.size_calibration:  # the offset over all the images first: every correction is made with it
+        runs.ScoreProgress(run.path, "").prepare()  # a link or a file in the progress folder's place: refused first
+        stop = should_stop if distributed.world_size() == 1 else None
+        with distributed.Together("size calibration"):
+            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop)
+        if size_offset is None:  # stopped before any correction was made: nothing to keep
+            yield ScoringStopped(run.path, 0, end - first)
+            return None
+        settings["size_offset"] = size_offset  # a scoring that found another offset kept chunks of other corrections
+    progress = runs.ScoreProgress(run.path, runs.fingerprint(models, ids, settings))
+    progress.prepare()
     starts = range(first, end, chunk)
     found = {s: progress.load(s, min(end, s + chunk) - s) for s in starts}
     before = sum(min(end, s + chunk) - s for s, v in found.items() if v is not None)
@@ -314,7 +324,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
                 yield ScoringStopped(run.path, before + scored, end - first)
                 return None
             if columns is None:
-                columns = _score_chunk(run, models, ids, idx, read, keep_maps, known)
+                columns = _score_chunk(run, models, ids, idx, read, keep_maps, known, size_offset)
                 progress.save(start, columns)
                 scored += len(idx)
                 yield CacheProgress(before + scored, end - first, scored, time.perf_counter() - t0,
@@ -331,6 +341,8 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     share = scoring.noise_share(scores.suspicion) if len(ids) else None  # how many given masks look wrong
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()), "noise_share": share,
                "suggested_keep_ratio": scoring.keep_from_share(share, run.keep_ratio)}
+    if size_offset is not None:
+        metrics["size_offset"] = size_offset
     d_corr = columns["correction_dice"]
     if corrupted is not None and not np.isnan(d_corr).any():
         metrics.update(scoring.flagging_from(scores.suspicion, scores.uncertainty, d_corr, corrupted))
@@ -338,11 +350,13 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
 
 
 def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: Callable,
-                 keep_maps: frozenset[str], known: bool) -> dict[str, np.ndarray]:
-    """Score the consecutive cases ``idx`` and write their maps; their per-image numbers (runs.score_progress)."""
+                 keep_maps: frozenset[str], known: bool, size_offset: float | None = None) -> dict[str, np.ndarray]:
+    """Score the consecutive cases ``idx`` and write their maps; their per-image numbers (runs.score_progress).
+    ``size_offset``: the size calibration's offset, found over every image (:func:`_calibration_offset`)."""
     images, given, clean = read(idx)
     probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-    sc = scoring.score_probs(probs, given, run.train_config.T, border_fit=bool(run.train_config.border_fit))
+    sc = scoring.score_probs(probs, given, run.train_config.T, border_fit=bool(run.train_config.border_fit),
+                             calibrate=size_offset is not None, size_offset=size_offset)
     chunk_ids = ids[idx[0]:idx[-1] + 1]
     scoring.keep_corrections(sc, given, {j: run.corrected(i) for j, i in enumerate(chunk_ids) if i in keep_maps})
     extra = np.asarray(run.write_score_maps(chunk_ids, sc, keep_maps), dtype=np.int64)
@@ -350,6 +364,43 @@ def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: C
     return {"suspicion": sc.suspicion, "uncertainty": sc.uncertainty, "disagreement": sc.disagreement,
             "dice_given_corrected": sc.dice_given_corrected, "extra_pieces": extra,
             "correction_dice": np.asarray(d_corr, dtype=np.float64)}
+
+
+#: Size calibration looks at every image of a set up to this many, else at this many in evenly spread blocks
+CALIBRATION_SAMPLE = 1024
+_CALIBRATION_BLOCKS = 16
+
+
+def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: int,
+                        should_stop: Callable[[], bool] | None = None) -> Generator[CacheProgress, None, float | None]:
+    """The size calibration's offset (crl_napari.size_calibration) found before any correction is made: the nets
+    see every image (at most :data:`CALIBRATION_SAMPLE`, in evenly spread consecutive blocks, of a larger set), and
+    the given masks of the fifth that look most right set the size. Every rank of a torchrun finds the same one.
+    None when ``should_stop`` says so between two blocks."""
+    if n <= CALIBRATION_SAMPLE:
+        blocks = [(0, n)]
+    else:
+        size = CALIBRATION_SAMPLE // _CALIBRATION_BLOCKS
+        blocks = [(int(a), int(a) + size) for a in np.linspace(0, n - size, _CALIBRATION_BLOCKS).round()]
+    spans = [(a, min(b, a + chunk)) for lo, b in blocks for a in range(lo, b, chunk)]
+    total = sum(b - a for a, b in spans)
+    suspicion, bands, areas = [], [], []
+    t0 = time.perf_counter()
+    yield CacheProgress(0, total, 0, 0.0, total, what="size calibration")
+    for a, b in spans:
+        if should_stop is not None and should_stop():
+            return None
+        images, given, _ = read(list(range(a, b)))
+        probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+        s, band = scoring.calibration_view(probs, given, run.train_config.T)
+        suspicion.append(s)
+        bands += band
+        areas.append(np.asarray(given).reshape(len(given), -1).astype(bool).sum(1))
+        done = len(bands)
+        yield CacheProgress(done, total, done, time.perf_counter() - t0, total - done, what="size calibration")
+    chosen = size_calibration.lowest(np.concatenate(suspicion) if suspicion else np.zeros(0))
+    return size_calibration.offset_from_bands([bands[i] for i in chosen],
+                                              np.concatenate(areas)[chosen] if areas else np.zeros(0))
 
 
 def score_run(run_dir: Path | str, progress: Callable[[CacheProgress], object] | None = None) -> dict:

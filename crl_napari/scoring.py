@@ -18,7 +18,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
-from . import selection
+from . import selection, size_calibration
 from .border_fit import corrected_prob as border_fit_prob
 
 
@@ -36,6 +36,7 @@ class ImageScores:
     #: with the border fit: the nets' own sharpened probability, which the fit moved the given border with; what
     #: the correction at the original size is made from (border_fit.native_logit). None without the fit
     nets_prob: np.ndarray | None = None
+    size_offset: float = 0.0  # the logit offset the nets' probability was calibrated by (crl_napari.size_calibration)
 
     @property
     def rank(self) -> np.ndarray:
@@ -88,11 +89,15 @@ def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None
     return out
 
 
-def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit: bool = False) -> ImageScores:
+def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit: bool = False,
+                calibrate: bool = False, size_offset: float | None = None) -> ImageScores:
     """Scores from every net's foreground probability ``probs`` (M, N, H, W) and the given masks (N, H, W).
     The corrections are the paper's corrected labels (the sharpened mean of the nets), or with ``border_fit``
-    the given masks' borders moved as the nets agree (crl_napari.border_fit). The suspicion is the nets' own
-    opinion either way, so the review order does not depend on it."""
+    the given masks' borders moved as the nets agree (crl_napari.border_fit); with ``calibrate`` they are made
+    from the nets' probability brought to the size the given masks that look right have
+    (crl_napari.size_calibration; the offset found on these images, or ``size_offset`` where a scoring in chunks
+    found it on all of them first: :func:`calibration_view`). The suspicion is the nets' own opinion either way,
+    so the review order does not depend on them."""
     p = torch.as_tensor(probs, dtype=torch.float32)
     y = torch.as_tensor(np.asarray(given) > 0)
     two = torch.stack([1 - p, p], dim=2).clamp(1e-6, 1)  # (M, N, 2, H, W)
@@ -104,8 +109,13 @@ def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit
     else:
         unc = torch.zeros(p.shape[1])
         pix = torch.zeros(p.shape[1:])
-    sharp = selection.sharpen(two.mean(0), T, dim=1)[:, 1]
-    suspicion = 1 - selection.dice(sharp > 0.5, y)
+    sharp, suspicion = _sharp_and_suspicion(two, y, T)
+    b = 0.0
+    if calibrate:
+        b = size_calibration.offset(sharp.numpy(), np.asarray(given), suspicion.numpy()) if size_offset is None \
+            else float(size_offset)
+    if b:
+        sharp = torch.as_tensor(size_calibration.shifted(sharp.numpy(), b))
     nets = None
     if border_fit:
         nets = sharp.numpy()
@@ -123,7 +133,25 @@ def score_probs(probs: np.ndarray, given: np.ndarray, T: float = 0.5, border_fit
         prob=sharp.numpy(),
         pixel_uncertainty=pix.numpy(),
         nets_prob=nets,
+        size_offset=b,
     )
+
+
+def _sharp_and_suspicion(two: torch.Tensor, y: torch.Tensor, T: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble's sharpened foreground probability (N, H, W) from every net's two-class map ``two``
+    (M, N, 2, H, W), and the suspicion of the given masks ``y`` (N, H, W) bool against it."""
+    sharp = selection.sharpen(two.mean(0), T, dim=1)[:, 1]
+    return sharp, 1 - selection.dice(sharp > 0.5, y)
+
+
+def calibration_view(probs: np.ndarray, given: np.ndarray, T: float = 0.5) -> tuple[np.ndarray, list]:
+    """What size calibration needs of a chunk of images, as :func:`score_probs` sees them: their suspicion and
+    each one's :func:`crl_napari.size_calibration.band` of the sharpened probability (a scoring in chunks finds
+    the offset over every chunk's before it makes a correction: crl_napari.pipeline)."""
+    p = torch.as_tensor(probs, dtype=torch.float32)
+    two = torch.stack([1 - p, p], dim=2).clamp(1e-6, 1)
+    sharp, suspicion = _sharp_and_suspicion(two, torch.as_tensor(np.asarray(given) > 0), T)
+    return suspicion.numpy(), [size_calibration.band(q) for q in sharp.numpy()]
 
 
 def keep_corrections(scores: ImageScores, given: np.ndarray, kept: dict[int, np.ndarray]) -> None:

@@ -85,7 +85,9 @@ def trained(tmp_path_factory) -> Path:
     """A run trained in one process (torchrun scores it below)."""
     root = tmp_path_factory.mktemp("score-fault")
     data = write_sample_set(root / "set", n=16, size=32, noise_ratio=0.0, seed=3)
-    cfg = TrainConfig(strategy="ss", epochs=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1)
+    # size calibration off: with it every rank first reads every image (pipeline._calibration_offset), so no file
+    # would be rank 1's alone
+    cfg = TrainConfig(strategy="ss", epochs=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1, size_calibration=0)
     for _ in pipeline.train_run(data, root / "run", cfg, size=32, simulate_noise=0.5):
         pass
     return root / "run"

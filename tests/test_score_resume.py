@@ -56,8 +56,8 @@ class Interrupt(Exception):
 
 def interrupt_after(chunks: int):
     """A progress callback that stops scoring (as Ctrl-C would) once ``chunks`` chunks are scored."""
-    def progress(ev):
-        if ev.decoded >= chunks * CHUNK:
+    def progress(ev):  # the scoring's own progress (the size calibration's pass over the images comes first)
+        if ev.what.startswith("scoring") and ev.decoded >= chunks * CHUNK:
             raise Interrupt
     return progress
 

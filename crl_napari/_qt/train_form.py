@@ -44,7 +44,8 @@ OWN_ROWS = ("device", "threads", "workers", "sync_batchnorm", "global_selection"
 _INT_RANGES = {"epochs": (1, 100_000), "batch_size": (2, 4096), "width": (1, 1024), "depth": (1, 8),
                "k": (-1, 100_000), "seed": (0, 2**31 - 1), "tta": (0, 1), "balance_area": (0, 1),
                "average_last": (0, 100_000), "average_bn": (0, 1), "second_pass": (0, 4),
-               "border_fit": (0, 1), "fit_labels": (0, 1), "keep_auto": (0, 1)}
+               "border_fit": (0, 1), "fit_labels": (0, 1), "keep_auto": (0, 1),
+               "size_calibration": (0, 1)}
 # name: (min, max, step, decimals)
 _FLOAT_RANGES = {"lr": (1e-7, 10.0, 1e-4, 7), "lr_decay": (0.0, 1.0, 0.001, 4), "momentum": (0.0, 1.0, 0.01, 3),
                  "weight_decay": (0.0, 1.0, 1e-4, 6), "keep_ratio": (0.01, 1.0, 0.05, 3),
