@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.special import expit
 
 from crl_napari import cli, pipeline, scoring
 from crl_napari.border_fit import signed_distance
@@ -30,7 +31,7 @@ def nets_view(masks: np.ndarray, inward: np.ndarray, n_nets: int = 3) -> np.ndar
     """Every net's probability (M, N, H, W) of nets that put each border ``inward`` pixels inside the true one
     (negative: outside), with a soft edge."""
     d = np.stack([signed_distance(m) for m in masks]) + np.asarray(inward, dtype=np.float32)[:, None, None]
-    p = 1 / (1 + np.exp(2.0 * d))
+    p = expit(-2.0 * d)
     return np.repeat(p[None].astype(np.float32), n_nets, axis=0)
 
 
