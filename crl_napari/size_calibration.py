@@ -100,9 +100,11 @@ def offset_from_bands(bands: list[tuple[int, np.ndarray]], given_areas: np.ndarr
     def excess(b: float) -> float:  # median relative area of the nets' mask over the given one, minus 1
         return float(np.median(inside(b) / areas - 1))
 
+    if excess(0.0) >= 0:  # the median mask is not smaller: nothing to grow
+        return 0.0
     lo, hi = -MAX_OFFSET, MAX_OFFSET
-    if excess(lo) >= 0 or excess(hi) <= 0:  # no offset within reach makes them agree: take the nearer end
-        return lo if excess(lo) >= 0 else hi
+    if excess(hi) <= 0:  # no offset within reach makes them agree: the largest
+        return hi
     while hi - lo > 1e-3:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
