@@ -1,7 +1,8 @@
 """Size calibration (TrainConfig.size_calibration, crl_napari.size_calibration): corrections are made from the nets'
 probability brought to the size of the given masks that look right. Checked on the sample set's lungs with nets
-that draw them a known distance too small, on nets without a bias (nothing changes), and through a run scored in
-chunks as `crl-napari train` and `score` do (the offset is found over every image, not each chunk's)."""
+that draw them a known distance too small, on nets without a bias, too large or far off (nothing changes), and
+through a run scored in chunks as `crl-napari train` and `score` do (the offset is found over every image, not each
+chunk's), stopped while it looks for the offset and resumed."""
 
 import shutil
 
