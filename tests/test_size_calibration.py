@@ -120,7 +120,8 @@ TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "6", "--batc
 @pytest.mark.usefixtures("score_chunks_of_16")
 def test_a_run_scored_in_chunks_finds_one_offset_over_every_image(tmp_path, monkeypatch):
     """`train --size-calibration 1` scores in chunks of 16 images; `score` on a copy in one chunk: the same
-    offset and the same corrections, and they differ from the nets' own where the offset is not 0."""
+    offset and the same corrections, and they differ from the nets' own where the offset is not 0, in the exported
+    files at the originals' size too."""
     data = write_sample_set(tmp_path / "set", n=64, size=64, noise_ratio=0.75, seed=5)
     run = tmp_path / "run"
     assert cli.main(["train", str(data), "--out", str(run), "--size-calibration", "1", *TINY]) == 0
@@ -141,6 +142,23 @@ def test_a_run_scored_in_chunks_finds_one_offset_over_every_image(tmp_path, monk
     assert cli.main(["train", str(data), "--out", str(plain), "--size-calibration", "0", *TINY]) == 0
     assert [r.suspicion for r in RunFolder(plain).score_rows()] == [r.suspicion for r in whole.score_rows()]
     assert any(not np.array_equal(RunFolder(plain).corrected(i), whole.corrected(i)) for i in ids)
+    # what the user takes away: every correction exported (at the originals' 64 px, read back from the files) is the
+    # calibrated one, and the offset grew them against the same nets' uncalibrated corrections
+    from crl_napari.image_files import read_mask
+    from crl_napari.native_correction import corrected_mask
+
+    sizes = {}
+    for name in ("run", "plain"):
+        dest = tmp_path / f"export-{name}"
+        assert cli.main(["export", str(tmp_path / name), "--to", str(dest), "--unreviewed", "accept_above",
+                         "--threshold", "0"]) == 0
+        masks = {i: read_mask(dest / "masks" / f"{i}.png") > 0 for i in ids}
+        assert all(m.shape == (64, 64) for m in masks.values())
+        if name == "run":
+            for i, m in masks.items():
+                assert np.array_equal(m, corrected_mask(chunked, i, (64, 64)) > 0)
+        sizes[name] = np.mean([m.sum() for m in masks.values()])
+    assert sizes["run"] > sizes["plain"]
 
 
 @pytest.mark.usefixtures("score_chunks_of_16")
