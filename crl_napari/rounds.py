@@ -4,14 +4,15 @@ What a decision means for training (the masks at training size):
 * accepted -> the correction the reviewer accepted (``corrected/<id>.png``), trusted;
 * edited   -> the reviewer's drawing, resized to training size, trusted;
 * kept     -> the given mask, trusted;
-* flagged, pending -> the given mask, not trusted (the cascade selects and corrects it as before);
+* flagged, pending -> the given mask, not trusted (the cascade selects and corrects it as before); in a warm round
+  after a second pass on every correction, the correction that pass trained on (:func:`pending_labels`);
 * excluded -> left out of training (still scored, so its decision stays attached to a listed image);
 * corrected -> not a reviewer's: the correction on disk, not trusted (a second pass, crl_napari.second_pass,
   trains round 2 from scratch with ``labels`` in place of the review's decisions).
 A trusted mask is always selected in stage 1 and never corrected in stage 2 (cascade.train(trusted=)).
-A review round after a second pass warm-starts from the second pass's nets (it trained from scratch), and its
-pending images train on their given masks like any round's: the second pass's labels were the nets' own
-corrections, not a reviewer's, and what they taught is in those nets already.
+A review round after a second pass warm-starts from the second pass's nets (it trained from scratch); after one on
+every correction its images nobody decided on train on that pass's labels (kept as ROUND_LABELS), not on their
+given masks, which would pull the nets back toward the noise they were trained away from (:func:`pending_labels`).
 
 A round either warm-starts for a few epochs from the nets of the last round that trained in full (round 1, or a
 later round from scratch: :func:`warm_base`), continuing the cascade in stage 2 with every decision so far
@@ -63,6 +64,16 @@ class RoundStarted:
     second_pass: bool = False  # trained after the first pass by itself (crl_napari.second_pass), not a review
     keep_ratio: float | None = None  # a second pass's keep_ratio (its config's); None for a review round
     corrected: int = 0  # how many images train on the previous round's correction (a second pass's labels)
+    pending_from: int | None = None  # the round whose labels the undecided images train on (None: their given masks)
+
+    def text(self) -> str:
+        """How the round trains, in a few words (the CLI's line and the Review dock's status say it)."""
+        how = ("from scratch" if self.from_scratch
+               else f"warm start from round {self.warm_from}, {self.warm_epochs} epoch(s)")
+        parts = [how, f"{self.trusted} trusted", f"{self.excluded} left out"]
+        if self.pending_from is not None:
+            parts.append(f"the rest on round {self.pending_from}'s labels")
+        return "; ".join(parts)
 
 
 def default_warm_epochs(first: TrainConfig) -> int:
@@ -106,6 +117,36 @@ def warm_base(rounds: list, number: int) -> int:
     return max(r.number for r in rounds if r.number < number and r.warm_epochs is None)
 
 
+def pending_labels(run_dir: Path, rounds: list, number: int) -> int | None:
+    """The round whose labels (its ROUND_LABELS file) the images nobody decided on train on in round ``number``, or
+    None for their given masks: a warm round's base (:func:`warm_base`) when that is a second pass on every
+    correction that kept them. Why (benchmarks/results/cleaning_curve-native-default-cal.md, the default's second
+    pass on every correction at 75 % noise, rounds of 20 decisions, seeds 0 / 1 / 2): on their given masks, three
+    in four of them wrong, the rounds pulled the nets back toward the noise (test Dice 0.9411 / 0.9449 / 0.9512 ->
+    0.9389 / 0.9391 / 0.9506 after 8 rounds) and the exported set after 80 decisions fell below the queue's with no
+    round at all (0.9635 / 0.9639 / 0.9739 against 0.9648 / 0.9684 / 0.9746); on the second pass's labels the nets
+    rose (0.9444 / 0.9463 / 0.9518) and the exported set beat those rounds at every budget on every seed (0.9668 /
+    0.9686 / 0.9746 after 80). After a second pass on the recommended corrections only (the default at 50 %) the
+    same lost seed 2 at every budget (0.9827 against 0.9842 after 80), so there the rest keep their given masks."""
+    this = next((r for r in rounds if r.number == number), None)
+    if this is None or this.warm_epochs is None:  # round 1, or a round from scratch: the first round's labels
+        return None
+    base = warm_base(rounds, number)
+    if not next(r for r in rounds if r.number == base).second_pass:
+        return None
+    return base if runs.inside(runs.round_dir(run_dir, base), runs.ROUND_LABELS).is_file() else None
+
+
+def _kept_labels(run: RunFolder, base: int) -> Slots:
+    """Round ``base``'s kept labels, one per case of the run (checked: a run folder is untrusted)."""
+    path = runs.inside(runs.round_dir(run.path, base), runs.ROUND_LABELS)
+    n, size = len(run.case_rows()), run.config["data"]["size"]
+    if path.stat().st_size != n * size * size:
+        raise RunError(f"{path}: holds {path.stat().st_size} bytes, not the {n} masks of {size}x{size} of the "
+                       f"run's cases; delete it to train the images nobody decided on on their given masks")
+    return Slots(path, n, size)
+
+
 def decisions_of(run_dir: Path) -> dict[str, str]:
     """{id: status} of every decided image in review.json (checked by ReviewSession)."""
     session = ReviewSession.open(run_dir, reviewer="crl-napari")
@@ -119,24 +160,33 @@ def _decisions_now(run_dir: Path) -> dict[str, str]:
         raise RunError(str(exc)) from None
 
 
-def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path) -> tuple[np.ndarray, np.ndarray]:
+def write_training_masks(run: RunFolder, decisions: dict[str, str], path: Path,
+                         pending: Slots | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Write the masks the round trains on, one case at a time, into ``path`` (uint8 (n trained, S, S), read
     back slot by slot as training reads the cache: memory holds one mask, not the data set); returns (trusted
-    (N,) bool, trained (N,) bool) for the run's training cases in cases.csv order (see the module docstring)."""
+    (N,) bool, trained (N,) bool) for the run's training cases in cases.csv order (see the module docstring).
+    ``pending``: the labels of the images nobody decided on, one per case (:func:`pending_labels`); else their
+    given masks."""
     size = run.config["data"]["size"]
     rows = run.case_rows()
     statuses = [decisions.get(r.id, "pending") for r in rows]
     trained = np.array([s != "excluded" for s in statuses], dtype=bool)
     masks = Slots(path, int(trained.sum()), size, writable=True)
     try:
-        for slot, (row, status) in enumerate((r, s) for r, s in zip(rows, statuses, strict=True) if s != "excluded"):
+        slot = 0
+        for i, (row, status) in enumerate(zip(rows, statuses, strict=True)):
+            if status == "excluded":
+                continue
             if status in ("accepted", runs.CORRECTED):
                 mask = run.corrected(row.id)
             elif status == "edited":
                 mask = _edit(run, row.id, size)
-            else:
+            elif status in TRUSTED_STATUSES or pending is None:  # kept, or no labels of a second pass to go on
                 mask = run.given(row.id)
+            else:
+                mask = pending[i]
             masks[slot] = np.asarray(mask) > 0
+            slot += 1
         masks.flush()
     finally:
         masks.close()
@@ -211,10 +261,12 @@ def _start(run_dir: Path, rounds: list, warm_epochs: int | None, from_scratch: b
     config = round_config(previous, first, warm, from_scratch)
     if keep_ratio is not None:
         config = replace(config, keep_ratio=keep_ratio)  # checked as every setting is (TrainingError)
+    nxt = runs.Round(current + 1, _now(), None, warm, from_scratch, {}, labels is not None, config.keep_ratio)
+    if (base := pending_labels(run_dir, [*rounds, nxt], nxt.number)) is not None:
+        _kept_labels(run, base).close()  # a damaged file refused before the round is written
     runs.write_round_start(run, current + 1, config, decisions)
     counts = {s: sum(v == s for v in decisions.values()) for s in sorted(set(decisions.values()))}
-    rounds = [*rounds, runs.Round(current + 1, _now(), None, warm, from_scratch, counts, labels is not None,
-                                  config.keep_ratio)]
+    rounds = [*rounds, replace(nxt, decisions=counts)]
     runs.write_rounds(run_dir, rounds)
     return rounds
 
@@ -235,7 +287,13 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     run = RunFolder(run_dir)
     decisions = runs.read_round_decisions(folder)
     mask_file = runs.inside(folder, runs.ROUND_MASKS)
-    trusted, trained = write_training_masks(run, decisions, mask_file)  # again on a resume: decisions.json decides
+    pending_from = pending_labels(run_dir, rounds, this.number)
+    pending = None if pending_from is None else _kept_labels(run, pending_from)
+    try:  # again on a resume: decisions.json decides
+        trusted, trained = write_training_masks(run, decisions, mask_file, pending)
+    finally:
+        if pending is not None:
+            pending.close()
     rows, size = run.case_rows(), run.config["data"]["size"]
     # the images streamed from the run's cache when it is whole, else read as before (run folders made before the
     # cache); the masks streamed from the round's own file
@@ -245,7 +303,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     corrected = sum(v == runs.CORRECTED for v in decisions.values())
     keep = plan.config.keep_ratio if this.second_pass else None
     yield RoundStarted(this.number, resumed, int(trusted.sum()), int((~trained).sum()), this.warm_epochs,
-                       this.from_scratch, base, this.second_pass, keep, corrected)
+                       this.from_scratch, base, this.second_pass, keep, corrected, pending_from)
     if resumed:
         yield plan  # the epochs the round trained before it stopped (the Train widget plots them)
     warm_from = None
@@ -257,7 +315,7 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     models = yield from trained_models(record_history(events, plan.run, [h.as_dict() for h in plan.history]))
     if models is None:
         return
-    mask_file.unlink(missing_ok=True)  # decisions.json makes it again: a finished round keeps no copy of its masks
+    _keep_or_drop(folder, mask_file, this.second_pass and corrected == len(rows))
     runs.promote(run_dir, this.number)  # the weights first: until the scores follow, they read as stale
     run = RunFolder(run_dir)
     # accepted while the round trained, too: a correction someone accepted keeps the mask they saw
@@ -268,6 +326,17 @@ def _next_round_locked(run_dir: Path, warm_epochs, from_scratch, should_stop, th
     runs.keep_round_files(run_dir, this.number)
     runs.write_rounds(run_dir, [*rounds[:-1], replace(this, finished=_now())])
     yield ScoresReady(run.scores_path, {**metrics, "round": this.number})
+
+
+def _keep_or_drop(folder: Path, mask_file: Path, keep: bool) -> None:
+    """A finished round's masks: a second pass on every correction keeps them as its labels (ROUND_LABELS, for
+    :func:`pending_labels`; once: a resume into its scoring remade them from corrections its scoring had begun to
+    replace), any other drops them (decisions.json makes them again)."""
+    labels = runs.inside(folder, runs.ROUND_LABELS)
+    if keep and not labels.exists():
+        mask_file.replace(labels)
+    else:
+        mask_file.unlink(missing_ok=True)
 
 
 def info(run_dir: Path | str) -> dict:

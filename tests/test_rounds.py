@@ -329,7 +329,7 @@ def test_next_round_refuses_what_it_cannot_do(trained, tmp_path, capsys):
 def test_cli_next_round_and_info_end_to_end(run, capsys):
     assert cli.main(["next-round", str(run), "--warm-epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr()
-    assert "starting review round 2 (warm start from round 1, 1 epoch(s)): 3 mask(s) trusted, 1 excluded" in out.err
+    assert "starting review round 2 (warm start from round 1, 1 epoch(s); 3 trusted; 1 left out)" in out.err
     assert "round 2 scored" in out.out
     assert cli.main(["next-round", str(run), "--from-scratch", "--quiet"]) == 0
     assert RunFolder(run).train_config == RunFolder(run / "rounds" / "1").train_config  # the first round's

@@ -184,12 +184,10 @@ class RetrainControl(QWidget):
     def _on_event(self, ev: Any) -> None:
         self._eta.update(ev)
         if isinstance(ev, RoundStarted):
-            how = ("from scratch" if ev.from_scratch
-                   else f"warm start from round {ev.warm_from}, {ev.warm_epochs} epoch(s)")
             session = self._review.session
             shown = session.round if session is not None else ev.round - 1
             what = (f"the second pass (round {ev.round}, fresh nets {second_pass.labels_text(ev)})" if ev.second_pass
-                    else f"round {ev.round} ({how}; {ev.trusted} trusted, {ev.excluded} left out)")
+                    else f"round {ev.round} ({ev.text()})")
             self._round_text = (f"{'Resuming' if ev.resumed else 'Training'} {what}; the queue is round {shown}'s, "
                                 f"decisions made now count for round {ev.round + 1}")
             self.status.setText(self._round_text + "…")

@@ -147,10 +147,8 @@ def cmd_next_round(args: argparse.Namespace) -> int:
     def announce(events):
         for ev in events:
             if isinstance(ev, RoundStarted):
-                how = ("from scratch" if ev.from_scratch
-                       else f"warm start from round {ev.warm_from}, {ev.warm_epochs} epoch(s)")
-                print(f"{'resuming' if ev.resumed else 'starting'} review round {ev.round} ({how}): {ev.trusted} "
-                      f"mask(s) trusted, {ev.excluded} excluded image(s) left out", file=sys.stderr)
+                print(f"{'resuming' if ev.resumed else 'starting'} review round {ev.round} ({ev.text()})",
+                      file=sys.stderr)
             yield ev
 
     events = next_round(args.run, warm_epochs=args.warm_epochs, from_scratch=args.from_scratch)

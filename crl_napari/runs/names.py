@@ -27,6 +27,7 @@ __all__ = [
     "ROUND_DECISIONS",
     "ROUND_FILES",
     "ROUND_MASKS",
+    "ROUND_LABELS",
     "CACHE",
     "CACHE_INDEX",
     "CACHE_IMAGES",
@@ -71,6 +72,9 @@ ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the c
 ROUND_DECISIONS = "decisions.json"  # in rounds/<n>/: the decisions round n trained with ({id: status})
 ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, EVALUATION)  # what a round keeps of its own
 ROUND_MASKS = "masks.u8"  # in rounds/<n>/ while round n trains: uint8 (N_trained, size, size), the masks it sees
+#: in rounds/<n>/ of a finished second pass on every correction: its masks.u8 kept (every case, cases.csv order),
+#: the labels a later warm round trains the images nobody decided on with (crl_napari.rounds.pending_labels)
+ROUND_LABELS = "labels.u8"
 #: scoring under torchrun: each rank's part (a temporary file rank 0 merges into scores.csv and corrected/, then
 #: removes), by rank and world size; SCORE_PARTS matches every one of them
 SCORE_PART = ".score-part-{rank}-of-{world}.npz"
