@@ -21,8 +21,11 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
     m  the images whose suspicion is closest to the recommended threshold first, either side (where the policy's
        own decision is least sure), no retraining (a probe)
     g  as f, but the images nobody reviewed train on what the first round's nets trained on: after the
-       default's second pass (--native --default-nets) the first pass's corrections, where f gives them their
-       noisy given masks back (a probe: not a win on every seed, so not the tool's; elsewhere g is f)
+       default's second pass (--native --default-nets) its labels (the first pass's corrections), where f gives
+       them their noisy given masks back (a probe; elsewhere g is f). Since 1 Dec 2026 the tool's rounds do this
+       after a second pass on EVERY correction (rounds.pending_labels), so there f and k train as g
+    h  f as the tool's rounds trained before that: the images nobody reviewed on their given masks (kept: the
+       curves measured with it); j the same for k
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)
@@ -92,8 +95,10 @@ ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "ra
           "f": "tool's queue + a round per batch, each from the first round's nets",
           "k": "suspicion first + a round per batch as f (the tool's rounds for the keep policy)",
           "g": "as f, unreviewed images on the first round's own labels",
-          "m": "closest to the policy's threshold first (a probe)"}
-ROUND_ORDERS = ("b", "f", "g", "k")  # the orders that train a round after every batch
+          "m": "closest to the policy's threshold first (a probe)",
+          "h": "as f, unreviewed images on their given masks (the tool's rounds before 1 Dec 2026 18:00)",
+          "j": "as k, unreviewed images on their given masks (before 1 Dec 2026 18:00)"}
+ROUND_ORDERS = ("b", "f", "g", "k", "h", "j")  # the orders that train a round after every batch
 #: the tool's own queue and rounds for each policy of the export for unreviewed images (scoring.rank's
 #: ``unreviewed``: the Review dock's choice): what issue 14's ordering target grades under that policy
 TOOL_ORDERS = {"recommended": ("a", "f"), "keep": ("s", "k")}
@@ -234,6 +239,12 @@ class Context:
         """What the first round's nets trained on, at the training size (order g): the given masks here."""
         return self.given_small
 
+    def pending_labels(self, order: str) -> np.ndarray | None:
+        """What a round of ``order`` trains the images nobody reviewed on (None: their given masks): g, the first
+        round's own labels; f and k as the tool's rounds (rounds.pending_labels), which are the given masks unless
+        the first nets are a second pass's on every correction (curve_native.py); h and j, the given masks."""
+        return self.base_labels() if order == "g" else None
+
     @property
     def given_small(self) -> np.ndarray:
         """The given masks at the training size (what the nets were scored against)."""
@@ -349,7 +360,7 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        queue = keep_rank(scores) if order == "k" else scores.rank
+        queue = keep_rank(scores) if order in ("k", "j") else scores.rank
         batch = pending[np.argsort(queue[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
@@ -359,8 +370,9 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
         cfg = rounds.round_config(cfg, ctx.crl_cfg, rounds.default_warm_epochs(ctx.crl_cfg), from_scratch=False)
         cfg.threads = ctx.threads
         masks = ctx.training_masks(walk.final)
-        if order == "g":  # the unreviewed images on the labels the first round's nets trained on
-            masks[~walk.reviewed] = ctx.base_labels()[~walk.reviewed]
+        pending = ctx.pending_labels(order)  # None: the images nobody reviewed train on their given masks
+        if pending is not None:
+            masks[~walk.reviewed] = pending[~walk.reviewed]
         for ev in cascade.train(ctx.images, masks, cfg, run_dir=round_dir,
                                 trusted=walk.reviewed.copy(),
                                 init_from=prev):
@@ -620,7 +632,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6"), strict=True):
+        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k"), strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue

@@ -119,6 +119,13 @@ class NativeContext(Context):
                                                             self._second)
         return self._base_labels
 
+    def pending_labels(self, order: str) -> np.ndarray | None:
+        """As Context's; after the default's second pass on every correction (mode 2), the tool's rounds (f, k) train
+        the images nobody reviewed on its labels as g does (rounds.pending_labels)."""
+        if order in ("f", "k") and self._second == second_pass.EVERY:
+            return self.base_labels()
+        return super().pending_labels(order)
+
     def first_round_seconds(self) -> float | None:
         """The first training's seconds (native_noise.py's cells): with --default-nets where the default trains a
         second pass, the first pass's and the second pass's together, as the user waits for both."""

@@ -444,5 +444,10 @@ class ReviewSession(ChangeLog):
     def _save(self) -> None:
         # the first thing written fixes the queue the reviewer has been deciding in: the default would otherwise
         # follow the scores, and a round that lets the nets tell right from wrong could flip it under them
+        before = self._chosen
         self._chosen = self._chosen or self._default
-        atomic_write_json(self.path, self.to_json())
+        try:
+            atomic_write_json(self.path, self.to_json())
+        except BaseException:
+            self._chosen = before  # not on disk: the default still follows the scores, as it did before
+            raise

@@ -379,6 +379,26 @@ def test_failed_save_rolls_back_the_session(rf, monkeypatch):
     assert _load(rf.run)["decisions"]["case00"]["status"] == "accepted"
 
 
+def test_a_failed_first_save_leaves_the_default_unfixed(rf, monkeypatch):
+    """The first decision saved fixes the Unreviewed default; one that never reached the disk fixes nothing."""
+    s = ReviewSession.open(rf.run, reviewer="ana")
+    assert not s.unreviewed_chosen
+    from crl_napari import review
+
+    real = review.atomic_write_json
+
+    def fail(path, obj):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(review, "atomic_write_json", fail)
+    with pytest.raises(OSError):
+        s.accept("case00")
+    assert not s.unreviewed_chosen and s.status("case00") == "pending"
+    monkeypatch.setattr(review, "atomic_write_json", real)
+    s.accept("case00")
+    assert s.unreviewed_chosen and _load(rf.run)["unreviewed"] == s.unreviewed
+
+
 # ------------------------------------------------------------------------------------------ kill -9
 
 
