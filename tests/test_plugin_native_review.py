@@ -442,3 +442,35 @@ def test_the_original_replaces_its_stand_in_one_layer_per_turn_of_the_event_loop
     assert seen["corrected"][:2] == (True, image_id)  # in a turn of its own, the stand-in named until it is in
     assert widget.edit_btn.isEnabled() and widget.run_row.originals_label.text() == "at their own size"
     np.testing.assert_array_equal(widget.layer("corrected").data, _correction(run, image_id))
+
+
+def test_a_switch_to_a_stand_in_outlines_only_its_small_masks(make_napari_viewer, qtbot, native_run, monkeypatch):
+    """napari outlines the data a Labels layer holds when its contour is set. Set before the stand-in's small masks
+    came in, the contour was drawn on the large outline-coded masks still there: 0.4-0.6 s at 3000 px on every switch
+    to an image not read yet and every re-ranking after a round (ui_latency's round trial). Only the stand-in's
+    training-size masks are outlined; the large ones carry their outline in their data (OUTLINE_PX, lowered here)."""
+    from napari.layers.labels import labels as napari_labels
+
+    from crl_napari import case_cache, case_process
+
+    monkeypatch.setattr(case_cache, "LARGE_PX", 256)
+    monkeypatch.setattr(case_cache, "OUTLINE_PX", 256)
+    case_process.stop_helper()
+    viewer, widget, run, image_id = _open_in_a_busy_viewer(make_napari_viewer, native_run)
+    qtbot.waitUntil(lambda: widget.layers.standin is None, timeout=60_000)  # the original is in, outline coded
+    assert all(widget.layer(r).data.shape == (H, W) and widget.layer(r).contour == 0 for r in ("original", "corrected"))
+    real, outlined = napari_labels.get_contours, []
+
+    def spy(labels, *args, **kwargs):
+        outlined.append(labels.shape)
+        return real(labels, *args, **kwargs)
+
+    monkeypatch.setattr(napari_labels, "get_contours", spy)
+    monkeypatch.setattr(widget.layers._cases, "request", lambda _id: None)  # the next image is not read yet
+    other = next(i for i in widget.session.ids if i != image_id)
+    widget.select(other)
+    assert widget.layers.standin == other
+    for role in ("original", "corrected"):
+        layer = widget.layer(role)
+        assert layer.data.shape == (SIZE, SIZE) and layer.contour > 0, role
+    assert outlined and set(outlined) == {(SIZE, SIZE)}, outlined  # outlined, on the small masks only
