@@ -67,6 +67,7 @@ from ui_probe import (  # noqa: E402
     machine,
     run_loop,
 )
+from ui_round import ROUND_SIZE, round_markdown, round_trial  # noqa: E402
 from ui_train import review_trial, train_trial  # noqa: E402
 
 from crl_napari.atomic import atomic_write_json, atomic_write_text  # noqa: E402
@@ -150,7 +151,24 @@ def write_markdown(result: dict) -> str:
     if native:
         lines += native_markdown(native["sizes"], native["command"], native["date"],
                                  native.get("load_average_at_start"))
+    rr = result.get("round_review")
+    if rr:
+        lines += round_markdown(rr, rr["command"], rr["date"])
     return "\n".join(lines) + "\n"
+
+
+def _round(viewer, size: str, command: str, seconds: float = 40.0) -> dict:
+    """ui_round.round_trial in a temporary folder, with the command, date and load it ran under."""
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"review at {size} while a round trains ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="crl-ui-latency-round-") as tmp:
+        r = round_trial(viewer, Path(tmp), size, seconds=seconds)
+    st = r["stall_outside_switches"]
+    print(f"  round {r['round_seconds']} s ({r['outcome']}): max stall {st.get('max_ms')} ms outside "
+          f"{r['switches']} switches (median {r['median_ms']} ms); re-ranking {r['stall_reranking'].get('max_ms')} ms",
+          flush=True)
+    return {**r, "command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average_at_start": load, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="how the native-size review reads: helper (the plugin's way) and/or thread (for comparison)")
     ap.add_argument("--native-only", action="store_true",
                     help="only the native-size review; the training and 128 px numbers of the JSON in --out are kept")
+    ap.add_argument("--round-size", default=ROUND_SIZE,
+                    help="originals' size (H or HxW) of the review while a round trains (ui_round.py); 'none': skip")
+    ap.add_argument("--round-only", action="store_true",
+                    help="only the review while a round trains; the other numbers of the JSON in --out are kept")
     args = ap.parse_args(argv)
     prof = dict(PROFILES["quick" if args.quick else "full"])
     for key in ("epochs", "size", "width", "switches", "warmup"):
@@ -195,6 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     data = sample_dataset_path()
     viewer = napari.Viewer(show=True, title="crl-napari ui latency")
     command = "python benchmarks/ui_latency.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.round_only:
+        torch.set_num_threads(threads[0])
+        try:
+            rr = _round(viewer, args.round_size, command, 8.0 if args.quick else 40.0)
+        finally:
+            viewer.close()
+        result = json.loads((args.out / "ui_latency.json").read_text())
+        result["round_review"] = rr
+        atomic_write_json(args.out / "ui_latency.json", result)
+        atomic_write_text(args.out / "ui_latency.md", write_markdown(result))
+        print(f"wrote {args.out / 'ui_latency.json'} and ui_latency.md (the review while a round trains only)")
+        return 0
     if args.native_only:
         torch.set_num_threads(threads[0])  # the runs it trains first (a thread count for the shared machine)
         try:
@@ -256,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         viewer.window.remove_dock_widget("all")
         native = run_native(viewer, args.native_sizes, prof["switches"], command,
                                 tuple(args.native_modes)) if args.native_sizes else None
+        rr = (_round(viewer, args.round_size, command, 8.0 if args.quick else 40.0)
+              if args.round_size.lower() != "none" else None)
     finally:
         viewer.close()
     mach["gl"] = gl_renderer()
@@ -276,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": trainings,
         "review": review,
         "native_review": native,
+        "round_review": rr,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "ui_latency.json", result)
