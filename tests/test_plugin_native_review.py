@@ -474,3 +474,29 @@ def test_a_switch_to_a_stand_in_outlines_only_its_small_masks(make_napari_viewer
         layer = widget.layer(role)
         assert layer.data.shape == (SIZE, SIZE) and layer.contour > 0, role
     assert outlined and set(outlined) == {(SIZE, SIZE)}, outlined  # outlined, on the small masks only
+
+
+def test_the_queue_opened_again_keeps_the_original_on_screen_until_its_case_is_read(make_napari_viewer, qtbot,
+                                                                                     native_run, monkeypatch):
+    """After a round the Review widget opens the run again to re-rank the queue (a new read-ahead). The image on
+    screen keeps its original until its case is read again, instead of its training-size stand-in and back (napari
+    re-slicing the whole viewer twice: 0.3-0.6 s at 3000 px, ui_latency's round trial); Edit is off meanwhile, and
+    the case read anew (its new correction) then comes in."""
+    from crl_napari import case_cache, case_process
+    from crl_napari.case_cache import CaseCache
+
+    monkeypatch.setattr(case_cache, "LARGE_PX", 256)
+    case_process.stop_helper()
+    viewer, widget, run, image_id = _open_in_a_busy_viewer(make_napari_viewer, native_run)
+    qtbot.waitUntil(lambda: widget.layers.standin is None, timeout=60_000)
+    shapes = []  # every size a layer took from here on
+    for role in ("image", "original", "corrected"):
+        widget.layer(role).events.data.connect(lambda _e, role=role: shapes.append(widget.layer(role).data.shape))
+    monkeypatch.setattr(CaseCache, "request", lambda self, id_: None)  # the new read-ahead has not read it yet
+    assert widget.open_run(native_run)
+    assert widget.current_id == image_id and widget.layers.standin == image_id and not widget.edit_btn.isEnabled()
+    assert all(widget.layer(r).data.shape == (H, W) for r in ("image", "original", "corrected"))
+    qtbot.waitUntil(lambda: widget.layers.standin is None, timeout=60_000)
+    assert set(shapes) <= {(H, W)}, shapes  # written in place, never the stand-in's size
+    np.testing.assert_array_equal(widget.layer("corrected").data > 0, _correction(run, image_id) > 0)
+    assert widget.edit_btn.isEnabled()
