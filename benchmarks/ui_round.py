@@ -139,9 +139,11 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
     outcome = retrain.last_outcome
     t_trained, t_refreshed = marks.get("trained", t_done), marks.get("refreshed", t_done)
 
+    def in_switch(t: float, g: float) -> bool:  # the gap ending at t (g ms long) fell within a row switch
+        return any(s - 0.001 <= t - g / 1e3 and t <= e + 0.02 for s, e, _ in switches)
+
     def outside(t_from: float, t_to: float) -> dict:  # gaps ending in (t_from, t_to], a switch's own left out
-        return gap_stats([(t, g) for t, g in probe.gaps(t_from, t_to)
-                          if not any(s - 0.001 <= t - g / 1e3 and t <= e + 0.02 for s, e, _ in switches)])
+        return gap_stats([(t, g) for t, g in probe.gaps(t_from, t_to) if not in_switch(t, g)])
 
     # the first second after the click left out (the click, the worker starting: ui_train's warm-up); the refresh
     # is the gap the re-ranking fell in (it ends at the first tick after the ScoresReady handlers)
@@ -154,7 +156,7 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
     largest += [x for x in sorted(probe.gaps(t0 + 1.0, min(t_look, t_trained)), key=lambda x: -x[1])[:3]
                 if x not in largest]  # the looking phase's own, whatever the rest
     worst = [{"ms": round(g, 1), "at_s": round(t - t0, 2), "looking": t <= t_look,
-              "in_switch": any(s - 0.001 <= t - g / 1e3 and t <= e + 0.02 for s, e, _ in switches),
+              "in_switch": in_switch(t, g),
               "main_thread_in": [w for w, _ in Counter(sampler.during(t - g / 1e3, t)).most_common(3)]}
              for t, g in largest]
     viewer.window.remove_dock_widget("all")
@@ -182,7 +184,7 @@ def _merge(a: dict, b: dict) -> dict:
 
 
 def _epochs_per_second(run_dir: Path) -> float:
-    """The first round's pace (history.csv's epoch seconds), at least one epoch a second's worth of guard."""
+    """Epochs a second at the first round's pace (history.csv's epoch seconds; 1 when it has none)."""
     from crl_napari.runs import RunFolder
 
     rows = RunFolder(run_dir).history_rows()
