@@ -200,6 +200,19 @@ def test_the_advised_second_pass_trains_from_the_review_dock_and_reranks_the_que
     assert {i: d["status"] for i, d in stored.items()} == {kept: "kept"}
     assert not widget.retrain.second_btn.isEnabled() and widget.retrain.retrain_btn.isEnabled()
 
+    # the next review round: the images nobody decided on train on the labels the second pass trained on (kept)
+    assert (run / "rounds" / "2" / runs.ROUND_LABELS).is_file()
+    said.clear()
+    widget.retrain.warm_epochs.setValue(1)
+    widget.retrain.retrain_btn.click()
+    widget.retrain.worker.yielded.connect(
+        lambda ev: said.append(widget.retrain.status.text()) if isinstance(ev, RoundStarted) else None)
+    qtbot.waitUntil(lambda: not widget.retrain.running, timeout=TIMEOUT_MS)
+    assert widget.retrain.last_outcome == "finished", widget.retrain.status.text()
+    assert len(said) == 1 and "round 3 (warm start from round 2, 1 epoch(s); 1 trusted; 0 left out; the rest on " \
+        "round 2's labels)" in said[0], said
+    assert "scored by round 3" in widget.retrain.status.text()
+
 
 
 def test_where_many_but_not_most_masks_look_wrong_the_button_trains_on_the_recommended_corrections(
