@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the review while a round trains; the other numbers of the JSON in --out are kept")
     args = ap.parse_args(argv)
     prof = dict(PROFILES["quick" if args.quick else "full"])
+    round_s = 8.0 if args.quick else 40.0  # about how long the round of ui_round.py trains
     for key in ("epochs", "size", "width", "switches", "warmup"):
         if getattr(args, key) is not None:
             prof[key] = getattr(args, key)
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.round_only:
         torch.set_num_threads(threads[0])
         try:
-            rr = _round(viewer, args.round_size, command, 8.0 if args.quick else 40.0)
+            rr = _round(viewer, args.round_size, command, round_s)
         finally:
             viewer.close()
         result = json.loads((args.out / "ui_latency.json").read_text())
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer.window.remove_dock_widget("all")
         native = run_native(viewer, args.native_sizes, prof["switches"], command,
                                 tuple(args.native_modes)) if args.native_sizes else None
-        rr = (_round(viewer, args.round_size, command, 8.0 if args.quick else 40.0)
+        rr = (_round(viewer, args.round_size, command, round_s)
               if args.round_size.lower() != "none" else None)
     finally:
         viewer.close()
