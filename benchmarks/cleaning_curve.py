@@ -9,8 +9,9 @@ exported set is measured against the truth over ALL training cases (mean Dice, f
 under two policies for the images nobody reviewed: "keep" them, or the tool's recommended "accept corrections
 above a score" (scoring.recommended_threshold, which never sees the truth). Orders of the queue:
 
-    a  the tool's queue (scoring.rank of the crl run's scores: images under the recommended threshold first,
-       most suspicious first), no retraining
+    a  the tool's queue (scoring.rank of the crl run's scores: where many but not most masks look wrong, the
+       images closest to the recommended threshold first, as m; else images under the threshold first, most
+       suspicious first), no retraining
     s  suspicion first (the queue of the releases before scoring.rank's policy-aware order), no retraining
     b  the tool's queue with a round after every batch: the reviewed masks trusted (never dropped nor
        corrected), warm-started from the previous round for the tool's default number of epochs (a tenth of the
@@ -26,6 +27,8 @@ above a score" (scoring.recommended_threshold, which never sees the truth). Orde
        after a second pass on EVERY correction (rounds.pending_labels), so there f and k train as g
     h  f as the tool's rounds trained before that: the images nobody reviewed on their given masks (kept: the
        curves measured with it); j the same for k
+    n  the tool's queue before 1 Dec 2026 20:00: under the threshold first at every share (a where most masks
+       look wrong); p  f with that queue (kept: the curves measured with it)
     c  random (seeded)
     d  cleanlab's image label-quality score on a vanilla U-Net's softmax (benchmark-only, AGPL: never imported
        by crl_napari; skipped with a message when not installed)
@@ -97,8 +100,13 @@ ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "ra
           "g": "as f, unreviewed images on the first round's own labels",
           "m": "closest to the policy's threshold first (a probe)",
           "h": "as f, unreviewed images on their given masks (the tool's rounds before 1 Dec 2026 18:00)",
-          "j": "as k, unreviewed images on their given masks (before 1 Dec 2026 18:00)"}
-ROUND_ORDERS = ("b", "f", "g", "k", "h", "j")  # the orders that train a round after every batch
+          "j": "as k, unreviewed images on their given masks (before 1 Dec 2026 18:00)",
+          "n": "tool's queue before 1 Dec 2026 20:00 (under the threshold first at every share)",
+          "p": "as f with the queue n (the tool's rounds before 1 Dec 2026 20:00)"}
+ROUND_ORDERS = ("b", "f", "g", "k", "h", "j", "p")  # the orders that train a round after every batch
+#: keep_ratio 1 makes every share of wrong-looking masks above 40 % "most" (scoring.wrong_share): scoring.rank's
+#: queue at every share as it was before the queue followed the share (orders n and p)
+EVERY_SHARE_MOST = 1.0
 #: the tool's own queue and rounds for each policy of the export for unreviewed images (scoring.rank's
 #: ``unreviewed``: the Review dock's choice): what issue 14's ordering target grades under that policy
 TOOL_ORDERS = {"recommended": ("a", "f"), "keep": ("s", "k")}
@@ -293,8 +301,8 @@ def _now() -> str:
 
 def static_queue(ctx: Context, order: str) -> np.ndarray | None:
     """The queue of orders a, s, m, c, d (None: order d without cleanlab)."""
-    if order == "a":
-        return np.argsort(ctx.scores.rank)
+    if order in ("a", "n"):
+        return np.argsort(ctx.scores.rank(ctx.crl_cfg.keep_ratio if order == "a" else EVERY_SHARE_MOST))
     if order == "s":  # the tool's queue when the export keeps every unreviewed mask
         return np.argsort(keep_rank(ctx.scores))
     if order == "m":  # where the recommended policy's own decision is least sure, either side of its threshold
@@ -360,7 +368,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        queue = keep_rank(scores) if order in ("k", "j") else scores.rank
+        queue = (keep_rank(scores) if order in ("k", "j") else
+                 scores.rank(EVERY_SHARE_MOST if order == "p" else cfg.keep_ratio))
         batch = pending[np.argsort(queue[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
@@ -639,7 +648,8 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        for o, colour in zip(ORDERS, ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k"), strict=True):
+        colours = ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k", "olive", "teal")
+        for o, colour in zip(ORDERS, colours, strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:
                 continue

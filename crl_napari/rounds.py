@@ -341,8 +341,8 @@ def _keep_or_drop(folder: Path, mask_file: Path, keep: bool) -> None:
 
 def info(run_dir: Path | str) -> dict:
     """What `info` says of the queue and the rounds: which round's nets scored the review queue (None before
-    scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for and
-    how many images are under it (they come first: scoring.rank), the share at or above it (the scores' estimate
+    scoring; while a round trains, the one before it), the recommended threshold the queue is ordered for, how many
+    images are under it, the queue's order (:func:`queue_order`), the share at or above it (the scores' estimate
     of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
     (scoring.suggested_keep_ratio) against the keep ratio its nets trained with (RunFolder.keep_ratio: with
     TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered) and
@@ -359,8 +359,8 @@ def info(run_dir: Path | str) -> dict:
         suspicion = suspicions(run)
         threshold = scoring.recommended_threshold(suspicion)
         share, keep = keep_advice(run, suspicion)
-        queue = {"recommended_threshold": round(threshold, 4),
-                 "under_threshold_first": int((suspicion < threshold).sum()), "images": len(suspicion),
+        queue = {"recommended_threshold": round(threshold, 4), "order": queue_order(share, run.train_config.keep_ratio),
+                 "under_threshold": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
                  "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
                  "second_pass_advised": advised(run_dir, suspicion),
@@ -368,6 +368,13 @@ def info(run_dir: Path | str) -> dict:
                  "unreviewed": read_unreviewed(run_dir) or default_unreviewed(suspicion)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,
             "rounds": describe(run_dir)}
+
+
+def queue_order(share: float | None, keep_ratio: float) -> str:
+    """The review queue's order for the recommended policy in words (scoring.rank's two)."""
+    if scoring.wrong_share(share, keep_ratio) == scoring.MANY:
+        return "closest to the threshold first"
+    return "under the threshold first, most suspicious first; then the most uncertain corrections"
 
 
 def suspicions(run: RunFolder) -> np.ndarray:

@@ -69,7 +69,7 @@ MODES = (OFF, RECOMMENDED, EVERY, KEEP, AUTO)
 #: AUTO trains a second pass on the recommended policy's labels (RECOMMENDED) when more than this share of the given
 #: masks look wrong (scoring.noise_share of the first pass's scores), on every correction (EVERY) when most do; both
 #: only when the nets can tell right masks from wrong ones (:func:`auto_choice`; the module docstring says why)
-AUTO_SHARE = 0.40
+AUTO_SHARE = scoring.MANY_SHARE
 
 
 @dataclass(frozen=True)
@@ -223,12 +223,10 @@ def auto_choice(suspicion: np.ndarray, keep_ratio: float) -> tuple[int | None, s
 def share_mode(share: float | None, keep_ratio: float) -> int | None:
     """The second pass a first pass's estimate of the wrong masks asks for (scoring.noise_share, with the run's
     keep_ratio setting): EVERY when most look wrong (scoring.keep_from_share suggests a lower keep ratio),
-    RECOMMENDED when more than AUTO_SHARE do, else None. AUTO's rule (:func:`auto_choice`), the advice's and the
-    Review dock's "Second pass" (:func:`advised`, :func:`asked_mode`): one rule, so what the tool offers is what its
-    default trains."""
-    if share is None or not np.isfinite(share) or not share > AUTO_SHARE:
-        return None
-    return EVERY if scoring.keep_from_share(share, keep_ratio) is not None else RECOMMENDED
+    RECOMMENDED when more than AUTO_SHARE do, else None (scoring.wrong_share). AUTO's rule (:func:`auto_choice`),
+    the advice's and the Review dock's "Second pass" (:func:`advised`, :func:`asked_mode`): one rule, so what the
+    tool offers is what its default trains; the review queue's order follows it too (scoring.rank)."""
+    return {scoring.MOST: EVERY, scoring.MANY: RECOMMENDED}.get(scoring.wrong_share(share, keep_ratio))
 
 
 def advised(run_dir: Path | str, suspicion: np.ndarray | None = None) -> int | None:

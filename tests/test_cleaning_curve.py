@@ -15,7 +15,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from crl_napari import cascade, noise, scoring
+from crl_napari import cascade, noise, scoring, second_pass
 from crl_napari.data import load_dataset
 from crl_napari.image_files import read_mask, resize_mask
 from crl_napari.phantoms import write_sample_set
@@ -87,12 +87,37 @@ def test_budgets_reach_the_fraction_in_whole_batches(cc):
 def test_the_queue_puts_the_images_under_the_threshold_first_then_the_uncertain_corrections():
     suspicion = np.array([0.6, 0.1, 0.45, 0.3, 0.05, 0.7])
     uncertainty = np.array([0.1, 0.9, 0.0, 0.0, 0.0, 0.3])
-    # under 0.4: 0.3, then 0.1, then 0.05; at or above it: the most uncertain correction first (0.7, 0.6, 0.45)
-    assert scoring.rank(suspicion, uncertainty, threshold=0.4).tolist() == [5, 2, 6, 1, 3, 4]
+    # 2 of 6 at or above 0.5 (not many): under it 0.45, 0.3, 0.1, 0.05; then the most uncertain correction first
+    assert scoring.rank(suspicion, uncertainty, threshold=0.5).tolist() == [6, 3, 1, 2, 4, 5]
+    # 3 of 6 at or above 0.4 read "most" against a keep_ratio setting of 0.7 (keep 0.5 is suggested): the same order
+    assert scoring.wrong_share(0.5, 0.7) == scoring.MOST
+    assert scoring.rank(suspicion, uncertainty, threshold=0.4, keep_ratio=0.7).tolist() == [5, 2, 6, 1, 3, 4]
     assert scoring.rank([0.2, 0.2], [0.0, 0.0], threshold=0.5).tolist() == [1, 2]  # ties: input order
     # without a threshold, the recommended one of these scores
     t = recommended_threshold(suspicion)
     assert scoring.rank(suspicion, uncertainty).tolist() == scoring.rank(suspicion, uncertainty, t).tolist()
+
+
+def test_where_many_but_not_most_masks_look_wrong_the_queue_starts_closest_to_the_threshold():
+    """3 of 6 at or above 0.4 with the paper's keep ratio: "many" (the default would train its second pass on the
+    recommended corrections), so the images nearest the threshold on the log scale come first, either side."""
+    suspicion = np.array([0.6, 0.1, 0.45, 0.3, 0.05, 0.7])
+    uncertainty = np.array([0.1, 0.9, 0.0, 0.0, 0.0, 0.3])
+    assert scoring.wrong_share(0.5, 0.5) == scoring.MANY
+    assert second_pass.share_mode(0.5, 0.5) == second_pass.RECOMMENDED  # one rule
+    # |log(s / 0.4)|: 0.45 (0.12), 0.3 (0.29), 0.6 (0.41), 0.7 (0.56), 0.1 (1.39), 0.05 (2.08)
+    assert scoring.rank(suspicion, uncertainty, threshold=0.4).tolist() == [3, 5, 1, 2, 6, 4]
+    # a score nobody could compute comes last; ties (0.2 and 0.8 are as far from 0.4) in input order
+    assert scoring.rank([np.nan, 0.8, 0.2, 0.4, 0.1], [0] * 5, threshold=0.4).tolist() == [5, 2, 3, 1, 4]
+
+
+def test_the_queue_and_the_second_pass_read_the_share_alike():
+    for share in (0.0, 0.3, 0.4, 0.41, 0.5, 0.55, 0.56, 0.8, float("nan"), None):
+        for keep_ratio in (0.3, 0.5, 0.7):
+            got = scoring.wrong_share(share, keep_ratio)
+            assert second_pass.share_mode(share, keep_ratio) == {scoring.MOST: second_pass.EVERY,
+                                                                  scoring.MANY: second_pass.RECOMMENDED}.get(got)
+    assert [scoring.wrong_share(s, 0.5) for s in (0.4, 0.41, 0.55, 0.56)] == [None, "many", "many", "most"]
 
 
 @pytest.mark.data

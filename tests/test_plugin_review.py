@@ -261,7 +261,10 @@ def test_filters_navigation_and_an_unsaved_edit(make_napari_viewer, qtbot, run_d
     assert ids[0] not in widget.visible_ids() and widget.visible_ids()[0] == ids[1]
     cut = rows[4]["suspicion"]
     widget.min_score.setValue(cut)
-    assert all(r["suspicion"] >= cut - 1e-3 for r in rows if r["id"] in widget.visible_ids())
+    shown = widget.visible_ids()
+    assert widget.current_id in shown  # the image on screen stays listed, whatever its score
+    assert all(r["suspicion"] >= cut - 1e-3 for r in rows if r["id"] in shown and r["id"] != widget.current_id)
+    assert len(shown) < len(ids)
     widget.filter_combo.setCurrentText("all")
     widget.min_score.setValue(0)
     assert widget.visible_ids() == ids

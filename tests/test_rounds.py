@@ -20,9 +20,18 @@ from crl_napari.phantoms import write_sample_set
 from crl_napari.pipeline import ScoresReady, ScoringStopped
 from crl_napari.postprocess import clean_mask, extra_pieces
 from crl_napari.review import ReviewSession, default_unreviewed
-from crl_napari.rounds import WARM_LR_END, WARM_LR_START, RoundStarted, describe, info, next_round, round_config
+from crl_napari.rounds import (
+    WARM_LR_END,
+    WARM_LR_START,
+    RoundStarted,
+    describe,
+    info,
+    next_round,
+    queue_order,
+    round_config,
+)
 from crl_napari.runs import RunFolder
-from crl_napari.scoring import recommended_threshold, suggested_keep_ratio
+from crl_napari.scoring import noise_share, recommended_threshold, suggested_keep_ratio
 from crl_napari.settings import TrainConfig
 
 TINY = ["--size", "32", "--width", "4", "--depth", "2", "--epochs", "3", "--batch-size", "4", "--lr", "0.05",
@@ -343,7 +352,8 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
     suspicion = [r.suspicion for r in RunFolder(run).score_rows()]
     threshold = recommended_threshold(suspicion)
     assert shown["queue"] == {"recommended_threshold": pytest.approx(threshold, abs=1e-4), "images": 9,
-                              "under_threshold_first": sum(s < threshold for s in suspicion),
+                              "under_threshold": sum(s < threshold for s in suspicion),
+                              "order": queue_order(noise_share(suspicion), 0.5),
                               "noise_share": pytest.approx(sum(s >= threshold for s in suspicion) / 9, abs=1e-4),
                               "suggested_keep_ratio": suggested_keep_ratio(
                                   suspicion, RunFolder(run).train_config.keep_ratio),
