@@ -2,7 +2,8 @@
 
 * :mod:`.train_widget` - Train: data (folder or layers), strategy and hyperparameters, Start / Stop / Resume,
   a progress bar and a loss plot; training runs in a napari thread worker over ``pipeline.train_run``. It
-  composes train_form (the settings), train_progress (bar, pace, plot) and train_worker (the job, stop, resume).
+  composes train_form (the settings), train_progress (bar, pace, plot) and train_worker (the job, stop, resume;
+  frozen_heap keeps Python's full garbage collections off the viewer's objects while a job trains).
 * :mod:`.review_widget` - Review masks: the queue (scoring.rank), original and corrected masks on the image, one key per
   decision (A accept, K keep, Q flag, Shift-X exclude, D edit, S save edit, N / Shift-N next / previous, U undo);
   it presents ``review_model.ReviewModel`` through review_table, review_layers, edit_controller, review_keys,
