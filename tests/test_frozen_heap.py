@@ -34,7 +34,7 @@ def _unfrozen():
 
 
 def test_hold_collects_then_freezes_and_the_last_release_unfreezes():
-    before = weakref.ref(_Cycle())  # cyclic garbage made before the job: freed when it starts, never frozen
+    before = weakref.ref(_Cycle())  # young cyclic garbage made before the job: freed when it starts, not frozen
     assert before() is not None
     frozen_heap.hold()
     assert before() is None and gc.get_freeze_count() > 0

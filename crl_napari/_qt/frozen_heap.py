@@ -5,13 +5,15 @@ collection walks them all with the GIL held: 200-300 ms on two cores. While a ro
 switches make enough new objects that one starts every few switches, in whichever thread allocates next, the
 training thread's included, and the viewer's thread waits for the GIL meanwhile (perf on benchmarks/ui_round.py,
 1 Dec 2026: 291 of the 297 samples of a 295 ms stall were ``gc_collect_main`` on the training thread; the viewer's
-thread had 3). :func:`hold` collects once, then ``gc.freeze()`` moves every object alive to the permanent
-generation that collections skip; the last :func:`release` gives them back (``gc.unfreeze()``). Objects made
-during the job are collected as always.
+thread had 3). :func:`hold` collects the young generations, then ``gc.freeze()`` moves every object alive to the
+permanent generation that collections skip; the last :func:`release` gives them back (``gc.unfreeze()``). Objects
+made during the job are collected as always.
 
-The cost: an object of the viewer's that becomes cyclic garbage while a job trains (a layer the user deletes
-then) is freed when the last job ends, not before. The collector is the whole process's, so this is done only
-while the plugin trains, and undone after.
+The cost: cyclic garbage of the viewer's from before the job (what the next full collection would have freed),
+and any object of the viewer's that becomes cyclic garbage while a job trains (a layer the user deletes then), is
+freed when the last job ends, not before. A full collection first would free the former but held the click that
+starts the job 242 ms (against 2 ms; benchmarks/ui_latency.py, 1 Dec 2026). The collector is the whole process's,
+so this is done only while the plugin trains, and undone after.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ _holders = 0
 
 
 def hold() -> None:
-    """A job starts: collect what is garbage now (one full collection, at the click that starts the job), then
-    freeze the rest until the last job ends."""
+    """A job starts: collect the young generations' garbage (milliseconds), then freeze the rest until the last job
+    ends."""
     global _holders
     with _lock:
         _holders += 1
         if _holders == 1:
-            gc.collect()
+            gc.collect(1)
             gc.freeze()
 
 
