@@ -165,8 +165,8 @@ def _round(viewer, size: str, command: str, seconds: float = 40.0) -> dict:
         r = round_trial(viewer, Path(tmp), size, seconds=seconds)
     st = r["stall_outside_switches"]
     print(f"  round {r['round_seconds']} s ({r['outcome']}): max stall {st.get('max_ms')} ms outside "
-          f"{r['switches']} switches (median {r['median_ms']} ms); re-ranking {r['stall_reranking'].get('max_ms')} ms",
-          flush=True)
+          f"{r['switches']} switches (median {r['median_ms']} ms); re-ranking {r['stall_reranking'].get('max_ms')} ms; "
+          f"full garbage collections while training {r['gc_while_training']}", flush=True)
     return {**r, "command": command, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "load_average_at_start": load, "load_average_after": [round(x, 2) for x in os.getloadavg()]}
 
@@ -194,7 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="originals' size (H or HxW) of the review while a round trains (ui_round.py); 'none': skip")
     ap.add_argument("--round-only", action="store_true",
                     help="only the review while a round trains; the other numbers of the JSON in --out are kept")
+    ap.add_argument("--no-frozen-heap", action="store_true",
+                    help="a control: train without crl_napari._qt.frozen_heap (full garbage collections walk the "
+                         "whole viewer while training, as before 1 Dec 2026 20:30)")
     args = ap.parse_args(argv)
+    if args.no_frozen_heap:
+        from crl_napari._qt import frozen_heap
+
+        frozen_heap.hold = frozen_heap.release = lambda: None
     prof = dict(PROFILES["quick" if args.quick else "full"])
     round_s = 8.0 if args.quick else 40.0  # about how long the round of ui_round.py trains
     for key in ("epochs", "size", "width", "switches", "warmup"):

@@ -8,6 +8,7 @@ radiograph's own size).
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sys
@@ -26,6 +27,37 @@ TICK_MS = 10
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else float("nan")
+
+
+class GcProbe:
+    """Python's full (generation 2) garbage collections while started: when, how long, and in which thread
+    (a full collection holds the GIL, so the viewer's thread waits whichever thread runs it)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, float, bool]] = []  # (end, ms, on the main thread)
+        self._t: dict[int, float] = {}
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if info.get("generation") != 2:
+            return
+        me = threading.get_ident()
+        if phase == "start":
+            self._t[me] = time.perf_counter()
+        elif me in self._t:
+            end = time.perf_counter()
+            self.runs.append((end, (end - self._t.pop(me)) * 1e3, me == threading.main_thread().ident))
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def stats(self, t0: float, t1: float) -> dict:
+        got = [(ms, main) for end, ms, main in self.runs if t0 < end <= t1]
+        return {"full_collections": len(got), "max_ms": round(max((ms for ms, _ in got), default=0.0), 1),
+                "on_main_thread": sum(main for _, main in got)}
 
 
 class TickProbe:

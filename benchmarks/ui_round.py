@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from ui_native import _parse_size, native_data
-from ui_probe import GOAL_STALL_MS, StallSampler, TickProbe, gap_stats, pct, run_loop, wait_until
+from ui_probe import GOAL_STALL_MS, GcProbe, StallSampler, TickProbe, gap_stats, pct, run_loop, wait_until
 
 ROUND_SIZE = "3000x3000"
 
@@ -103,8 +103,10 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
     retrain.warm_epochs.setValue(max(2, round(seconds * epochs_per_s)))
     probe = TickProbe()
     sampler = StallSampler(probe)
+    collections = GcProbe()
     probe.start()
     sampler.start()
+    collections.start()
     switches: list[tuple[float, float, float]] = []  # (start, end, ms)
     t0 = time.perf_counter()
     retrain.retrain_btn.click()
@@ -136,14 +138,25 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
     run_loop(1.0)  # the re-ranked queue settles
     probe.stop()
     sampler.stop()
+    collections.stop()
     outcome = retrain.last_outcome
     t_trained, t_refreshed = marks.get("trained", t_done), marks.get("refreshed", t_done)
 
-    def in_switch(t: float, g: float) -> bool:  # the gap ending at t (g ms long) fell within a row switch
-        return any(s - 0.001 <= t - g / 1e3 and t <= e + 0.02 for s, e, _ in switches)
+    def outside_ms(t: float, g: float) -> float:
+        """The part of the gap ending at ``t`` (``g`` ms long) outside every row switch (from 1 ms before it starts
+        to 20 ms after it has drawn): a switch's own time is its switch time. A gap that began a few ms before a
+        switch (the loop's tick, then the switch's work) counts only its part before the switch; before 1 Dec 2026
+        21:00 it counted whole unless it began at most 1 ms before the switch."""
+        left = g / 1e3
+        for s, e, _ in switches:
+            left -= max(0.0, min(t, e + 0.02) - max(t - g / 1e3, s - 0.001))
+        return max(left, 0.0) * 1e3
+
+    def in_switch(t: float, g: float) -> bool:  # the gap ending at t fell within a row switch
+        return outside_ms(t, g) == 0.0
 
     def outside(t_from: float, t_to: float) -> dict:  # gaps ending in (t_from, t_to], a switch's own left out
-        return gap_stats([(t, g) for t, g in probe.gaps(t_from, t_to) if not in_switch(t, g)])
+        return gap_stats([(t, outside_ms(t, g)) for t, g in probe.gaps(t_from, t_to) if not in_switch(t, g)])
 
     # the first second after the click left out (the click, the worker starting: ui_train's warm-up); the refresh
     # is the gap the re-ranking fell in (it ends at the first tick after the ScoresReady handlers)
@@ -155,8 +168,13 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
     largest = sorted(probe.gaps(t0 + 1.0, first_after + 1.0), key=lambda x: -x[1])[:4]
     largest += [x for x in sorted(probe.gaps(t0 + 1.0, min(t_look, t_trained)), key=lambda x: -x[1])[:3]
                 if x not in largest]  # the looking phase's own, whatever the rest
-    worst = [{"ms": round(g, 1), "at_s": round(t - t0, 2), "looking": t <= t_look,
-              "in_switch": in_switch(t, g),
+    largest += [x for x in sorted(probe.gaps(min(t_look, t_trained), t_trained),
+                                  key=lambda x: -outside_ms(*x))[:3]
+                if x not in largest]  # and the switching phase's, outside the switches
+    worst = [{"ms": round(g, 1), "at_s": round(t - t0, 3), "looking": t <= t_look,
+              "in_switch": in_switch(t, g), "outside_switches_ms": round(outside_ms(t, g), 1),
+              # the gap began before a switch and ran into it (the tick before the switch, then the switch's work)
+              "runs_into_switch": any(t - g / 1e3 < s < t for s, _, _ in switches),
               "main_thread_in": [w for w, _ in Counter(sampler.during(t - g / 1e3, t)).most_common(3)]}
              for t, g in largest]
     viewer.window.remove_dock_widget("all")
@@ -170,7 +188,12 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
             "median_ms": round(statistics.median(ms), 1) if ms else None,
             "p90_ms": round(pct(ms, 90), 1) if ms else None, "max_ms": round(max(ms), 1) if ms else None,
             "all_ms": [round(x, 1) for x in ms], "largest_stalls": worst,
-            "trained_at_s": round(t_trained - t0, 2), "reranked_at_s": round(t_refreshed - t0, 2)}
+            "switches_s": [[round(s - t0, 3), round(e - t0, 3)] for s, e, _ in switches],
+            "trained_at_s": round(t_trained - t0, 2), "reranked_at_s": round(t_refreshed - t0, 2),
+            # time.perf_counter() at the click (CLOCK_MONOTONIC: `perf record -k CLOCK_MONOTONIC` aligns to it)
+            "t0_monotonic": t0,
+            # Python's full garbage collections while the round trained (ui_probe.GcProbe; crl_napari._qt.frozen_heap)
+            "gc_while_training": collections.stats(t0 + 1.0, t_trained)}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -220,4 +243,15 @@ def round_markdown(r: dict, command: str, date: str) -> list[str]:
             f"stand-in) | median ≤ 150 ms | median {r['median_ms']} ms, p90 {r['p90_ms']} ms, max {r['max_ms']} ms "
             f"| {'pass' if r['median_ms'] is not None and r['median_ms'] <= 150 else 'FAIL'} |",
             f"| the queue re-ranked when the round is scored (once a round) | — | {after.get('max_ms')} ms "
-            "(the Review widget opens the run again) | — |"]
+            "(the Review widget opens the run again) | — |",
+            f"| Python's full garbage collections while the round trains (each holds the GIL; the viewer's objects "
+            f"are frozen for the collector while the plugin trains: crl_napari._qt.frozen_heap) | — | "
+            f"{gc_line(r.get('gc_while_training'))} | — |"]
+
+
+def gc_line(g: dict | None) -> str:
+    """GcProbe.stats in words ("not measured" for results written before it)."""
+    if not g:
+        return "not measured"
+    return (f"{g['full_collections']}" + (f", the longest {g['max_ms']} ms, {g['on_main_thread']} on the viewer's "
+                                          "thread" if g["full_collections"] else ""))
