@@ -500,3 +500,31 @@ def test_the_queue_opened_again_keeps_the_original_on_screen_until_its_case_is_r
     assert set(shapes) <= {(H, W)}, shapes  # written in place, never the stand-in's size
     np.testing.assert_array_equal(widget.layer("corrected").data > 0, _correction(run, image_id) > 0)
     assert widget.edit_btn.isEnabled()
+
+
+def test_the_queue_opened_again_goes_straight_to_the_image_on_screen(make_napari_viewer, qtbot, native_run,
+                                                                     monkeypatch):
+    """After a round the queue is re-ranked with the image on screen kept (RetrainControl._refresh). Opening the run
+    showed the new queue's first image, then the one on screen again: the layers took another image's stand-in and
+    came back, napari re-slicing the viewer twice (97 ms, then the swap back, ui_latency's round trial). Now only
+    the image on screen is shown, and its original stays until its case is read anew."""
+    from crl_napari import case_cache, case_process
+    from crl_napari.case_cache import CaseCache
+
+    monkeypatch.setattr(case_cache, "LARGE_PX", 256)
+    case_process.stop_helper()
+    viewer, widget, run, first = _open_in_a_busy_viewer(make_napari_viewer, native_run)
+    on_screen = next(i for i in widget.session.ids if i != first)
+    widget.select(on_screen)
+    qtbot.waitUntil(lambda: widget.current_id == on_screen and widget.layers.standin is None, timeout=60_000)
+    shown, real = [], widget.layers.show
+    monkeypatch.setattr(widget.layers, "show", lambda image_id, *a, **k: (shown.append(image_id), real(image_id, *a,
+                                                                                                          **k))[1])
+    shapes = []
+    for role in ("image", "original", "corrected"):
+        widget.layer(role).events.data.connect(lambda _e, role=role: shapes.append(widget.layer(role).data.shape))
+    monkeypatch.setattr(CaseCache, "request", lambda self, id_: None)  # the new read-ahead has not read it yet
+    assert widget.open_run(native_run, show=on_screen)
+    assert widget.current_id == on_screen and set(shown) == {on_screen}, shown
+    assert widget.table.currentIndex().row() == widget._rows[on_screen]  # its row selected in the table
+    assert set(shapes) <= {(H, W)}, shapes

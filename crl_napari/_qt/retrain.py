@@ -226,10 +226,8 @@ class RetrainControl(QWidget):
         if review.model is not None and review.model.editing is not None:
             QTimer.singleShot(500, partial(self._refresh, number))
             return
-        current = review.current_id
-        if self._run_dir is not None and review.open_run(self._run_dir):
-            if current is not None and current in review.model.ids:
-                review.model.select(current)
+        if self._run_dir is not None:
+            review.open_run(self._run_dir, show=review.current_id)
         text = f"Queue re-ranked: scored by round {number}"
         self.status.setText(text)
         self._say(text)

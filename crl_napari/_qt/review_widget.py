@@ -147,8 +147,10 @@ class ReviewWidget(ReviewActions, QWidget):
         elif self.model is None or Path(path).resolve() != self.session.run_dir.resolve():
             self.run_edit.setText(path)
 
-    def open_run(self, path: str | Path) -> bool:
-        """Open a scored run folder and restore its decisions; False (and a notification) when it cannot."""
+    def open_run(self, path: str | Path, show: str | None = None) -> bool:
+        """Open a scored run folder and restore its decisions; False (and a notification) when it cannot. ``show``:
+        the image to show first when the run lists it (a re-ranked queue keeps the image on screen), else the first
+        still to review."""
         text = str(path).strip()
         if not text:
             self._message(report_error(ValueError("choose a run folder first"), "review"))
@@ -170,6 +172,10 @@ class ReviewWidget(ReviewActions, QWidget):
         model = ReviewModel(session)
         model.pending_only, model.min_score = self.filter_combo.currentText() == "pending", self.min_score.value()
         model.advance = self.advance_check.isChecked()
+        if show is not None and show in model.ids:
+            # straight to it: showing the queue's first image and then this one again re-sliced the viewer twice at
+            # 3000 px (the re-ranking after a round, ui_latency's round trial)
+            model.current = show
         self.run, self.model = run, model
         self.layers.open(run, session.ids)
         self._table.set_review(model)
