@@ -8,10 +8,12 @@ radiograph's own size).
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import os
 import platform
-import sys
+import re
+import tempfile
 import threading
 import time
 import traceback
@@ -111,9 +113,9 @@ class StallSampler(threading.Thread):
             if not ticks or not self.probe.timer_running:
                 continue
             if now - ticks[-1] > self.after:
-                frames = sys._current_frames()
-                worker = where(frames.get(self.worker)) if self.worker in frames else "-"
-                self.samples.append((now, where(frames.get(self.main)), worker, late))
+                stacks = thread_stacks()
+                worker = where(stacks.get(self.worker)) if self.worker in stacks else "-"
+                self.samples.append((now, where(stacks.get(self.main)), worker, late))
 
     def stop(self) -> None:
         self._halt.set()
@@ -129,10 +131,36 @@ def _short(f: traceback.FrameSummary) -> str:
     return f"{'/'.join(parts[-2:])}:{f.name}"
 
 
-def where(frame) -> str:
-    if frame is None:
+def thread_stacks() -> dict[int, list[traceback.FrameSummary]]:
+    """Every thread's Python stack (outermost first) by thread ident, read by faulthandler as text.
+
+    Not sys._current_frames(): the frame objects it makes keep a frame's locals alive once the frame returns, and
+    releasing them here freed the viewer's QPainter of a finished paint event in this thread (a segfault in
+    QPainter::end at the round trial's end, caught under gdb on 1 Dec 2026)."""
+    with tempfile.TemporaryFile("w+") as fh:
+        faulthandler.dump_traceback(fh, all_threads=True)
+        fh.seek(0)
+        text = fh.read()
+    stacks: dict[int, list[traceback.FrameSummary]] = {}
+    current: list | None = None
+    for line in text.splitlines():
+        head = _THREAD.match(line)
+        if head:
+            current = stacks.setdefault(int(head.group(1), 16), [])
+        elif current is not None and (frame := _FRAME.match(line)):
+            current.insert(0, traceback.FrameSummary(frame.group(1), int(frame.group(2)), frame.group(3),
+                                                     lookup_line=False))
+    return stacks
+
+
+_THREAD = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-f]+)")
+_FRAME = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
+
+
+def where(stack: list[traceback.FrameSummary] | None) -> str:
+    if stack is None:
         return "?"
-    stack = [f for f in traceback.extract_stack(frame) if Path(f.filename).parent != HERE]
+    stack = [f for f in stack if Path(f.filename).parent != HERE]
     if not stack:
         return "event loop, no Python running (Qt/OpenGL in C++, or waiting for the CPU)"
     picks = [stack[-1]]
