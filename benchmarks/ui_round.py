@@ -156,7 +156,7 @@ def round_trial(viewer, tmp: Path, size: str = ROUND_SIZE, n: int = 12, seconds:
         return outside_ms(t, g) == 0.0
 
     def outside(t_from: float, t_to: float) -> dict:  # gaps ending in (t_from, t_to], a switch's own left out
-        return gap_stats([(t, outside_ms(t, g)) for t, g in probe.gaps(t_from, t_to) if not in_switch(t, g)])
+        return gap_stats([(t, o) for t, g in probe.gaps(t_from, t_to) if (o := outside_ms(t, g)) > 0])
 
     # the first second after the click left out (the click, the worker starting: ui_train's warm-up); the refresh
     # is the gap the re-ranking fell in (it ends at the first tick after the ScoresReady handlers)
