@@ -98,15 +98,15 @@ ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "ra
           "f": "tool's queue + a round per batch, each from the first round's nets",
           "k": "suspicion first + a round per batch as f (the tool's rounds for the keep policy)",
           "g": "as f, unreviewed images on the first round's own labels",
-          "m": "closest to the policy's threshold first (a probe)",
+          "m": "closest to the policy's threshold first at every share (the tool's queue where more than 40 % look "
+               "wrong: at 50 % since 1 Dec 2026 20:00, at 75 % since 23:00)",
           "h": "as f, unreviewed images on their given masks (the tool's rounds before 1 Dec 2026 18:00)",
           "j": "as k, unreviewed images on their given masks (before 1 Dec 2026 18:00)",
-          "n": "tool's queue before 1 Dec 2026 20:00 (under the threshold first at every share)",
-          "p": "as f with the queue n (the tool's rounds before 1 Dec 2026 20:00)"}
-ROUND_ORDERS = ("b", "f", "g", "k", "h", "j", "p")  # the orders that train a round after every batch
-#: keep_ratio 1 makes every share of wrong-looking masks above 40 % "most" (scoring.wrong_share): scoring.rank's
-#: queue at every share as it was before the queue followed the share (orders n and p)
-EVERY_SHARE_MOST = 1.0
+          "n": "under the threshold first at every share (the tool's queue at 50 % before 1 Dec 2026 20:00, at 75 % "
+               "before 23:00)",
+          "p": "as f with the queue n (the tool's rounds at 50 % before 1 Dec 2026 20:00, at 75 % before 23:00)",
+          "q": "as f with the queue m at every share (a probe; the tool's rounds where more than 40 % look wrong)"}
+ROUND_ORDERS = ("b", "f", "g", "k", "h", "j", "p", "q")  # the orders that train a round after every batch
 #: the tool's own queue and rounds for each policy of the export for unreviewed images (scoring.rank's
 #: ``unreviewed``: the Review dock's choice): what issue 14's ordering target grades under that policy
 TOOL_ORDERS = {"recommended": ("a", "f"), "keep": ("s", "k")}
@@ -301,14 +301,14 @@ def _now() -> str:
 
 def static_queue(ctx: Context, order: str) -> np.ndarray | None:
     """The queue of orders a, s, m, c, d (None: order d without cleanlab)."""
-    if order in ("a", "n"):
-        return np.argsort(ctx.scores.rank(ctx.crl_cfg.keep_ratio if order == "a" else EVERY_SHARE_MOST))
+    if order == "a":
+        return np.argsort(ctx.scores.rank())
+    if order == "n":
+        return np.argsort(under_threshold_rank(ctx.scores))
     if order == "s":  # the tool's queue when the export keeps every unreviewed mask
         return np.argsort(keep_rank(ctx.scores))
     if order == "m":  # where the recommended policy's own decision is least sure, either side of its threshold
-        t = scoring.recommended_threshold(ctx.scores.suspicion)
-        s = np.maximum(np.asarray(ctx.scores.suspicion, dtype=np.float64), 1e-9)
-        return np.argsort(np.abs(np.log(s / t)), kind="stable")
+        return np.argsort(closest_rank(ctx.scores))
     if order == "c":
         # not default_rng(seed): noise.simulate draws the corrupted cases first from that very stream, so its
         # permutation would put exactly the corrupted masks first (an oracle, not a random order)
@@ -336,6 +336,19 @@ def run_static(ctx: Context, order: str, steps: list[int]) -> dict | None:
         walk.review(queue[lo:hi], ctx.scores.corrected)
         points.append(walk.point(ctx.scores.corrected, ctx.scores.suspicion, threshold, ctx.test_dice))
     return {"points": points}
+
+
+def closest_rank(scores: scoring.ImageScores) -> np.ndarray:
+    """Orders m and q: the images whose suspicion is closest to the recommended threshold first, either side
+    (scoring.closest_first: the tool's queue where more than 40 % look wrong), at every share."""
+    return scoring.closest_first(scores.suspicion, scoring.recommended_threshold(scores.suspicion))
+
+
+def under_threshold_rank(scores: scoring.ImageScores) -> np.ndarray:
+    """Orders n and p: under the recommended threshold first at every share (scoring.under_threshold_first: the
+    tool's queue where at most 40 % look wrong, and where more do before 1 Dec 2026)."""
+    return scoring.under_threshold_first(scores.suspicion, scores.uncertainty,
+                                         scoring.recommended_threshold(scores.suspicion))
 
 
 def keep_rank(scores: scoring.ImageScores) -> np.ndarray:
@@ -368,8 +381,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
     first = ctx.first_round_seconds()
     for r in range(len(points), len(steps)):
         pending = np.flatnonzero(~walk.reviewed)
-        queue = (keep_rank(scores) if order in ("k", "j") else
-                 scores.rank(EVERY_SHARE_MOST if order == "p" else cfg.keep_ratio))
+        queue = (keep_rank(scores) if order in ("k", "j") else closest_rank(scores) if order == "q" else
+                 under_threshold_rank(scores) if order == "p" else scores.rank())
         batch = pending[np.argsort(queue[pending], kind="stable")][: steps[r] - steps[r - 1]]
         walk.review(batch, scores.corrected)
         round_dir = cell_dir / f"round_{r}"
@@ -648,7 +661,7 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(NOISE), figsize=(6 * len(NOISE), 4.5), squeeze=False)
     for ax, ratio in zip(axes[0], NOISE, strict=True):
-        colours = ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k", "olive", "teal")
+        colours = ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k", "olive", "teal", "navy")
         for o, colour in zip(ORDERS, colours, strict=True):
             got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o and c.get("points")]
             if not got:

@@ -359,7 +359,7 @@ def info(run_dir: Path | str) -> dict:
         suspicion = suspicions(run)
         threshold = scoring.recommended_threshold(suspicion)
         share, keep = keep_advice(run, suspicion)
-        queue = {"recommended_threshold": round(threshold, 4), "order": queue_order(share, run.train_config.keep_ratio),
+        queue = {"recommended_threshold": round(threshold, 4), "order": queue_order(share),
                  "under_threshold": int((suspicion < threshold).sum()), "images": len(suspicion),
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
                  "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
@@ -370,9 +370,9 @@ def info(run_dir: Path | str) -> dict:
             "rounds": describe(run_dir)}
 
 
-def queue_order(share: float | None, keep_ratio: float) -> str:
+def queue_order(share: float | None) -> str:
     """The review queue's order for the recommended policy in words (scoring.rank's two)."""
-    if scoring.wrong_share(share, keep_ratio) == scoring.MANY:
+    if scoring.many_look_wrong(share):
         return "closest to the threshold first"
     return "under the threshold first, most suspicious first; then the most uncertain corrections"
 

@@ -38,10 +38,9 @@ class ImageScores:
     nets_prob: np.ndarray | None = None
     size_offset: float = 0.0  # the logit offset the nets' probability was calibrated by (crl_napari.size_calibration)
 
-    def rank(self, keep_ratio: float) -> np.ndarray:
-        """The review order (:func:`rank`) for a run with this keep_ratio setting: 1 = the image a look is worth most
-        for."""
-        return rank(self.suspicion, self.uncertainty, keep_ratio=keep_ratio)
+    def rank(self) -> np.ndarray:
+        """The review order (:func:`rank`): 1 = the image a look is worth most for."""
+        return rank(self.suspicion, self.uncertainty)
 
 
 #: What the export gives an image nobody reviewed (crl_napari.export): its correction where the suspicion reaches a
@@ -52,29 +51,28 @@ DEFAULT_UNREVIEWED = "accept_above"
 
 
 def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None = None,
-         unreviewed: str = DEFAULT_UNREVIEWED, keep_ratio: float = 0.5) -> np.ndarray:
+         unreviewed: str = DEFAULT_UNREVIEWED) -> np.ndarray:
     """The review queue (1 = look first), made for the recommended policy: the corrections of images nobody
     reviewed are accepted where the suspicion reaches ``threshold`` (:func:`recommended_threshold` of these
     scores when None), the given masks are kept below it.
 
-    Two orders, by the share of images the policy corrects (:func:`wrong_share`, with the run's ``keep_ratio``
-    setting, the rule that picks the default's second pass):
+    Two orders, by the share of images the policy corrects (:func:`wrong_share`):
 
-    Where MANY (more than 40 % but not most) look wrong: the images closest to the threshold first, either side
+    Where many look wrong (more than :data:`MANY_SHARE`): the images closest to the threshold first, either side
     (distance on the log scale the threshold is found on), ties in input order. Why: there the two groups
-    overlap at the threshold, and a look decides what the policy would get wrong on either side. On Shenzhen at
-    50 % noise (the default's nets, seeds 0-2; the share read 0.52-0.55) it exported 0.9836 / 0.9831 / 0.9847
-    after 160 reviewed, where the order below left the set at 0.9823 / 0.9820 / 0.9823, at or above it at every
-    budget (benchmarks/results/cleaning_curve-native-default-cal.md, order m). Where most look wrong it was
-    not: at 75 % it trailed on seed 0 up to 60 reviewed (0.9641 against 0.9648).
+    overlap at the threshold, and a look decides what the policy would get wrong on either side: clean masks just
+    above it whose corrections are worse, damaged ones just under it. On Shenzhen (the default's nets, seeds 0-2;
+    benchmarks/results/cleaning_curve-native-default-cal.md) at 50 % noise it exported 0.9836 / 0.9831 / 0.9847
+    after 160 reviewed, where the order below left the set at 0.9823 / 0.9820 / 0.9823; at 75 % 0.9649 / 0.9697 /
+    0.9755 after 80 (0.9648 / 0.9684 / 0.9746), behind it on seed 0 up to 60 reviewed (0.9641 against 0.9648),
+    and with a review round after every 20 0.9671 / 0.9700 / 0.9752 within 80 (0.9668 / 0.9686 / 0.9746).
 
     Everywhere else: a look pays where that policy is likely wrong. Above the threshold the policy already
-    takes the correction, which a reviewer would accept too (on Shenzhen at 75 % noise the correction beat the
-    given mask in 96-99 % of those images), so a look there gains almost nothing. Below it the policy keeps the
-    given mask, and what keeping it costs grows with the suspicion (the share of the mask the nets would
-    change). So: images under the threshold first, most suspicious first; then those above it, the ones whose
-    nets disagree most (peer uncertainty) first, as their corrections are the likeliest to need a redraw. Ties
-    in input order. Computed from the scores alone, never from a true mask (benchmarks/cleaning_curve.py).
+    takes the correction, which a reviewer would accept too, so a look there gains little. Below it the policy
+    keeps the given mask, and what keeping it costs grows with the suspicion (the share of the mask the nets
+    would change). So: images under the threshold first, most suspicious first; then those above it, the ones
+    whose nets disagree most (peer uncertainty) first, as their corrections are the likeliest to need a redraw.
+    Ties in input order. Computed from the scores alone, never from a true mask (benchmarks/cleaning_curve.py).
 
     With ``unreviewed="keep"`` (an export that keeps the given mask of every image nobody reviewed) a look pays
     where the given mask is most likely wrong: most suspicious first, ties by uncertainty, then input order. Each
@@ -92,11 +90,26 @@ def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None
         return _places(np.lexsort((index, -np.nan_to_num(u, nan=-np.inf), -np.nan_to_num(s, nan=-np.inf))))
     t = recommended_threshold(s) if threshold is None else float(threshold)
     finite = np.isfinite(s)
-    if t > 0 and finite.any() and wrong_share((s[finite] >= t).mean(), keep_ratio) == MANY:
-        near = np.abs(np.log(np.maximum(s, 1e-9) / t))
-        return _places(np.lexsort((index, np.nan_to_num(near, nan=np.inf))))
-    below = s < t
-    return _places(np.lexsort((index, -np.where(below, s, 0), -np.where(below, 0, u), ~below)))
+    if t > 0 and finite.any() and many_look_wrong(float((s[finite] >= t).mean())):
+        return closest_first(s, t)
+    return under_threshold_first(s, u, t)
+
+
+def closest_first(suspicion: np.ndarray, threshold: float) -> np.ndarray:
+    """:func:`rank`'s queue where many masks look wrong (places, 1 first): the suspicion nearest ``threshold`` (> 0)
+    on the log scale first, either side; ties in input order, NaN last."""
+    s = np.asarray(suspicion, dtype=np.float64)
+    near = np.abs(np.log(np.maximum(s, 1e-9) / threshold))
+    return _places(np.lexsort((np.arange(len(s)), np.nan_to_num(near, nan=np.inf))))
+
+
+def under_threshold_first(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float) -> np.ndarray:
+    """:func:`rank`'s queue elsewhere (places, 1 first): under ``threshold`` first, most suspicious first; then the
+    rest, most uncertain first; ties in input order, NaN last."""
+    s = np.asarray(suspicion, dtype=np.float64)
+    u = np.asarray(uncertainty, dtype=np.float64)
+    below = s < threshold
+    return _places(np.lexsort((np.arange(len(s)), -np.where(below, s, 0), -np.where(below, 0, u), ~below)))
 
 
 def _places(order: np.ndarray) -> np.ndarray:
@@ -284,17 +297,25 @@ def suggested_keep_ratio(suspicion: np.ndarray, keep_ratio: float = 0.5, floor: 
 
 #: A keep_ratio is suggested only below the run's own by more than this (:func:`keep_from_share`).
 KEEP_MARGIN = 0.05
-#: More than this share of the given masks look wrong (:func:`noise_share`): MANY (:func:`wrong_share`)
+#: More than this share of the given masks look wrong (:func:`noise_share`): MANY or MOST (:func:`wrong_share`);
+#: the review queue starts closest to the threshold (:func:`rank`)
 MANY_SHARE = 0.40
 MOST, MANY = "most", "many"
+
+
+def many_look_wrong(share: float | None) -> bool:
+    """Whether more than :data:`MANY_SHARE` of the given masks look wrong by the estimate ``share`` (False for
+    none): the review queue then starts closest to the threshold (:func:`rank`)."""
+    return share is not None and bool(np.isfinite(share)) and share > MANY_SHARE
 
 
 def wrong_share(share: float | None, keep_ratio: float) -> str | None:
     """How many given masks look wrong by the scores' estimate ``share`` (:func:`noise_share`) against the run's
     ``keep_ratio`` setting: MOST where :func:`keep_from_share` suggests a lower keep ratio (more than 55 % at the
-    paper's 0.5), MANY where more than MANY_SHARE do, else None (also for no share). One rule for the second pass
-    the default trains (crl_napari.second_pass.share_mode) and the review queue's order (:func:`rank`)."""
-    if share is None or not np.isfinite(share) or not share > MANY_SHARE:
+    paper's 0.5), MANY where more than MANY_SHARE do, else None (also for no share). Which second pass the default
+    trains (crl_napari.second_pass.share_mode); the review queue's order (:func:`rank`) asks only whether it is
+    None."""
+    if not many_look_wrong(share):
         return None
     return MOST if keep_from_share(share, keep_ratio) is not None else MANY
 

@@ -225,7 +225,8 @@ def share_mode(share: float | None, keep_ratio: float) -> int | None:
     keep_ratio setting): EVERY when most look wrong (scoring.keep_from_share suggests a lower keep ratio),
     RECOMMENDED when more than AUTO_SHARE do, else None (scoring.wrong_share). AUTO's rule (:func:`auto_choice`),
     the advice's and the Review dock's "Second pass" (:func:`advised`, :func:`asked_mode`): one rule, so what the
-    tool offers is what its default trains; the review queue's order follows it too (scoring.rank)."""
+    tool offers is what its default trains. The review queue starts closest to the threshold wherever there is
+    one (scoring.many_look_wrong, scoring.rank)."""
     return {scoring.MOST: EVERY, scoring.MANY: RECOMMENDED}.get(scoring.wrong_share(share, keep_ratio))
 
 

@@ -89,24 +89,26 @@ def test_the_queue_puts_the_images_under_the_threshold_first_then_the_uncertain_
     uncertainty = np.array([0.1, 0.9, 0.0, 0.0, 0.0, 0.3])
     # 2 of 6 at or above 0.5 (not many): under it 0.45, 0.3, 0.1, 0.05; then the most uncertain correction first
     assert scoring.rank(suspicion, uncertainty, threshold=0.5).tolist() == [6, 3, 1, 2, 4, 5]
-    # 3 of 6 at or above 0.4 read "most" against a keep_ratio setting of 0.7 (keep 0.5 is suggested): the same order
-    assert scoring.wrong_share(0.5, 0.7) == scoring.MOST
-    assert scoring.rank(suspicion, uncertainty, threshold=0.4, keep_ratio=0.7).tolist() == [5, 2, 6, 1, 3, 4]
+    # exactly 40 % at or above it is not "many" yet: the same kind of order
+    assert scoring.rank([0.6, 0.1, 0.45, 0.3, 0.05], [0] * 5, threshold=0.4).tolist() == [4, 2, 5, 1, 3]
     assert scoring.rank([0.2, 0.2], [0.0, 0.0], threshold=0.5).tolist() == [1, 2]  # ties: input order
     # without a threshold, the recommended one of these scores
     t = recommended_threshold(suspicion)
     assert scoring.rank(suspicion, uncertainty).tolist() == scoring.rank(suspicion, uncertainty, t).tolist()
 
 
-def test_where_many_but_not_most_masks_look_wrong_the_queue_starts_closest_to_the_threshold():
-    """3 of 6 at or above 0.4 with the paper's keep ratio: "many" (the default would train its second pass on the
-    recommended corrections), so the images nearest the threshold on the log scale come first, either side."""
+def test_where_many_masks_look_wrong_the_queue_starts_closest_to_the_threshold():
+    """3 of 6 at or above 0.4: more than 40 % look wrong, so the images nearest the threshold on the log scale come
+    first, either side; whether "many" or "most" (the second pass the default trains differs), one order."""
     suspicion = np.array([0.6, 0.1, 0.45, 0.3, 0.05, 0.7])
     uncertainty = np.array([0.1, 0.9, 0.0, 0.0, 0.0, 0.3])
-    assert scoring.wrong_share(0.5, 0.5) == scoring.MANY
-    assert second_pass.share_mode(0.5, 0.5) == second_pass.RECOMMENDED  # one rule
     # |log(s / 0.4)|: 0.45 (0.12), 0.3 (0.29), 0.6 (0.41), 0.7 (0.56), 0.1 (1.39), 0.05 (2.08)
     assert scoring.rank(suspicion, uncertainty, threshold=0.4).tolist() == [3, 5, 1, 2, 6, 4]
+    # 5 of 6 at or above 0.25 ("most" at the paper's keep ratio): the same kind of order, |log(s / 0.25)|
+    assert scoring.wrong_share(5 / 6, 0.5) == scoring.MOST
+    assert scoring.rank(suspicion, uncertainty, threshold=0.25).tolist() == [3, 4, 2, 1, 6, 5]
+    assert [scoring.many_look_wrong(x) for x in (0.4, 0.41, 0.56, None, float("nan"))] == [
+        False, True, True, False, False]
     # a score nobody could compute comes last; ties (0.2 and 0.8 are as far from 0.4) in input order
     assert scoring.rank([np.nan, 0.8, 0.2, 0.4, 0.1], [0] * 5, threshold=0.4).tolist() == [5, 2, 3, 1, 4]
 

@@ -353,7 +353,7 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
     threshold = recommended_threshold(suspicion)
     assert shown["queue"] == {"recommended_threshold": pytest.approx(threshold, abs=1e-4), "images": 9,
                               "under_threshold": sum(s < threshold for s in suspicion),
-                              "order": queue_order(noise_share(suspicion), 0.5),
+                              "order": queue_order(noise_share(suspicion)),
                               "noise_share": pytest.approx(sum(s >= threshold for s in suspicion) / 9, abs=1e-4),
                               "suggested_keep_ratio": suggested_keep_ratio(
                                   suspicion, RunFolder(run).train_config.keep_ratio),

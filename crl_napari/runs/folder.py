@@ -330,7 +330,7 @@ class RunFolder(CaseFiles):
     def write_score_table(self, ids: list[str], scores, corrupted: list | None, extra: list[int]) -> None:
         """scores.csv from the per-image numbers of ``scores`` (suspicion, uncertainty, disagreement,
         dice_given_corrected, rank: arrays over all ``ids``), sorted by rank; after every map is written."""
-        rank = scores.rank(self.train_config.keep_ratio)
+        rank = scores.rank()
         rows = [
             {"id": id_, "rank": int(rank[i]), "suspicion": f"{scores.suspicion[i]:.6f}",
              "uncertainty": f"{scores.uncertainty[i]:.6f}", "disagreement": f"{scores.disagreement[i]:.6f}",
