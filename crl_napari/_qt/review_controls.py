@@ -159,8 +159,9 @@ class QueueRow(QHBoxLayout):
         self.unreviewed_combo.setCurrentText(policy_label(DEFAULT_UNREVIEWED))
         self.unreviewed_combo.setToolTip(
             "what the export gives the images you do not review; the queue puts first the images a look pays most "
-            "for under it: with the correction above the run's recommended score, the masks just under it (the "
-            "policy keeps those), most suspicious first; keeping the original masks, the most suspicious of all")
+            "for under it: with the correction above the run's recommended score, the images closest to that score "
+            "where more than 40 % of the masks look wrong, else the masks just under it (the policy keeps those), "
+            "most suspicious first; keeping the original masks, the most suspicious of all")
         self.addWidget(self.unreviewed_combo, stretch=1)
 
 
