@@ -105,8 +105,9 @@ ORDERS = {"a": "tool's queue", "b": "tool's queue + a round per batch", "c": "ra
           "n": "under the threshold first at every share (the tool's queue at 50 % before 1 Dec 2026 20:00, at 75 % "
                "before 23:00)",
           "p": "as f with the queue n (the tool's rounds at 50 % before 1 Dec 2026 20:00, at 75 % before 23:00)",
-          "q": "as f with the queue m at every share (a probe; the tool's rounds where more than 40 % look wrong)"}
-ROUND_ORDERS = ("b", "f", "g", "k", "h", "j", "p", "q")  # the orders that train a round after every batch
+          "q": "as f with the queue m at every share (a probe; the tool's rounds where more than 40 % look wrong)",
+          "r": "as f with three times the warm epochs per round (a probe)"}
+ROUND_ORDERS = ("b", "f", "g", "k", "h", "j", "p", "q", "r")  # the orders that train a round after every batch
 #: the tool's own queue and rounds for each policy of the export for unreviewed images (scoring.rank's
 #: ``unreviewed``: the Review dock's choice): what issue 14's ordering target grades under that policy
 TOOL_ORDERS = {"recommended": ("a", "f"), "keep": ("s", "k")}
@@ -389,7 +390,8 @@ def run_rounds(ctx: Context, steps: list[int], cell_dir: Path, cell: dict, save,
         shutil.rmtree(round_dir, ignore_errors=True)  # a round killed half-way starts over
         t0 = time.perf_counter()
         models = None
-        cfg = rounds.round_config(cfg, ctx.crl_cfg, rounds.default_warm_epochs(ctx.crl_cfg), from_scratch=False)
+        warm = rounds.default_warm_epochs(ctx.crl_cfg) * (3 if order == "r" else 1)
+        cfg = rounds.round_config(cfg, ctx.crl_cfg, warm, from_scratch=False)
         cfg.threads = ctx.threads
         masks = ctx.training_masks(walk.final)
         pending = ctx.pending_labels(order)  # None: the images nobody reviewed train on their given masks
@@ -661,7 +663,7 @@ def plot(results: dict, path: Path) -> None:
 
     # one panel per noise level and policy (their scales differ: 0.96-0.98 against 0.8-0.97), one legend beside them
     fig, axes = plt.subplots(2, len(NOISE), figsize=(5 * len(NOISE) + 4, 8), squeeze=False)
-    colours = ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k", "olive", "teal", "navy")
+    colours = ("C0", "C3", "C7", "C2", "C1", "C4", "C8", "C5", "C6", "C9", "k", "olive", "teal", "navy", "maroon")
     handles = {}
     for col, ratio in enumerate(NOISE):
         for row, policy in enumerate(("recommended", "keep")):

@@ -121,8 +121,8 @@ class NativeContext(Context):
 
     def pending_labels(self, order: str) -> np.ndarray | None:
         """As Context's; after the default's second pass on every correction (mode 2), the tool's rounds (f, k) train
-        the images nobody reviewed on its labels as g does (rounds.pending_labels); p and q as f."""
-        if order in ("f", "k", "p", "q") and self._second == second_pass.EVERY:
+        the images nobody reviewed on its labels as g does (rounds.pending_labels); p, q and r as f."""
+        if order in ("f", "k", "p", "q", "r") and self._second == second_pass.EVERY:
             return self.base_labels()
         return super().pending_labels(order)
 

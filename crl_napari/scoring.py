@@ -56,7 +56,7 @@ def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None
     reviewed are accepted where the suspicion reaches ``threshold`` (:func:`recommended_threshold` of these
     scores when None), the given masks are kept below it.
 
-    Two orders, by the share of images the policy corrects (:func:`wrong_share`):
+    Two orders, by the share of images the policy corrects (:func:`many_look_wrong`):
 
     Where many look wrong (more than :data:`MANY_SHARE`): the images closest to the threshold first, either side
     (distance on the log scale the threshold is found on), ties in input order. Why: there the two groups
@@ -64,8 +64,9 @@ def rank(suspicion: np.ndarray, uncertainty: np.ndarray, threshold: float | None
     above it whose corrections are worse, damaged ones just under it. On Shenzhen (the default's nets, seeds 0-2;
     benchmarks/results/cleaning_curve-native-default-cal.md) at 50 % noise it exported 0.9836 / 0.9831 / 0.9847
     after 160 reviewed, where the order below left the set at 0.9823 / 0.9820 / 0.9823; at 75 % 0.9649 / 0.9697 /
-    0.9755 after 80 (0.9648 / 0.9684 / 0.9746), behind it on seed 0 up to 60 reviewed (0.9641 against 0.9648),
-    and with a review round after every 20 0.9671 / 0.9700 / 0.9752 within 80 (0.9668 / 0.9686 / 0.9746).
+    0.9755 after 80 (the order below: 0.9648 / 0.9684 / 0.9746), behind it on seed 0 up to 60 reviewed (0.9641
+    against 0.9648), and with a review round after every 20 at best 0.9671 / 0.97002 / 0.9752 within 80 (the
+    order below: 0.9668 / 0.9686 / 0.9746).
 
     Everywhere else: a look pays where that policy is likely wrong. Above the threshold the policy already
     takes the correction, which a reviewer would accept too, so a look there gains little. Below it the policy
