@@ -670,7 +670,7 @@ def plot(results: dict, path: Path) -> None:
             ax = axes[row][col]
             for o, colour in zip(ORDERS, colours, strict=True):
                 got = [c for c in results["cells"].values() if c["noise"] == ratio and c["order"] == o
-                       and c.get("points")]
+                       and c.get("points") and (c.get("complete") or o not in ROUND_ORDERS)]  # rounds: once done
                 if not got:
                     continue
                 steps = sorted({p["reviewed"] for c in got for p in c["points"]})
