@@ -336,7 +336,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     if columns is None:
         return {}
     scores = scoring.ImageScores(**{k: columns[k] for k in keys}, corrected=None, prob=None, pixel_uncertainty=None)
-    run.write_score_table(ids, scores, corrupted, [int(e) for e in columns["extra_pieces"]])
+    run.write_score_table(ids, scores, corrupted, [int(e) for e in columns["extra_pieces"]], size_offset)
     progress.clear()
     share = scoring.noise_share(scores.suspicion) if len(ids) else None  # how many given masks look wrong
     metrics = {"n_images": len(ids), "mean_suspicion": float(scores.suspicion.mean()), "noise_share": share,

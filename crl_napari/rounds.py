@@ -346,8 +346,8 @@ def info(run_dir: Path | str) -> dict:
     of how many given masks are wrong) with the keep_ratio to train again with when that is most of them
     (scoring.suggested_keep_ratio) against the keep ratio its nets trained with (RunFolder.keep_ratio: with
     TrainConfig.keep_auto the estimate), whether the run can still take a second pass (second_pass.offered) and
-    the one its scores ask for (second_pass.advised: `next-round RUN --second-pass MODE`), and every round
-    (:func:`describe`)."""
+    the one its scores ask for (second_pass.advised: `next-round RUN --second-pass MODE`), the size calibration's
+    offset the corrections were made with (RunFolder.size_offset), and every round (:func:`describe`)."""
     from .review import default_unreviewed
     from .review_file import read_unreviewed
     from .second_pass import advised, offered  # it trains through this module: imported when asked, not at load
@@ -364,6 +364,8 @@ def info(run_dir: Path | str) -> dict:
                  "noise_share": _finite(share), "suggested_keep_ratio": keep,
                  "trained_keep_ratio": run.keep_ratio, "second_pass_offered": offered(run_dir),
                  "second_pass_advised": advised(run_dir, suspicion),
+                 # the size calibration's logit offset the corrections were made with (None: not calibrated)
+                 "size_offset": run.size_offset,
                  # what the export gives images nobody reviewed unless told, and what the queue is ordered for
                  "unreviewed": read_unreviewed(run_dir) or default_unreviewed(suspicion)}
     return {"queue_scored_by_round": runs.current_round(run_dir) if run.has_scores else None, "queue": queue,

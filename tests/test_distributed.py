@@ -105,6 +105,29 @@ def test_scoring_under_torchrun_equals_one_process(ddp_run, tmp_path):
     assert leftovers(ddp_run) == []
 
 
+def test_every_rank_corrects_with_the_same_size_offset(tmp_path):
+    """The size calibration under torchrun: every rank finds the offset over every image before it corrects its
+    own share, so on a run where the offset is not 0 the two processes' scoring.json and corrections equal one
+    process's."""
+    from crl_napari import cli
+
+    data = write_sample_set(tmp_path / "set", n=64, size=64, noise_ratio=0.75, seed=5)
+    run = tmp_path / "run"
+    assert cli.main(["train", str(data), "--out", str(run), "--size", "32", "--width", "4", "--depth", "2",
+                     "--epochs", "6", "--batch-size", "4", "--lr", "0.05", "--strategy", "crl", "--k", "3",
+                     "--simulate-noise", "0.75", "--second-pass", "0", "--size-calibration", "1", "--quiet"]) == 0
+    alone = tmp_path / "alone"
+    shutil.copytree(run, alone)
+    b = pipeline.score_run(alone)["size_offset"]
+    assert b != 0  # these seeded tiny nets draw the masks that look right too small
+    res = torchrun(2, "score", str(run), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert RunFolder(run).size_offset == RunFolder(alone).size_offset == b
+    for id_ in scores(alone):
+        assert np.array_equal(RunFolder(run).corrected(id_), RunFolder(alone).corrected(id_))
+    assert leftovers(run) == []
+
+
 def test_a_stopped_run_resumes_under_torchrun(data, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(strategy="crl", epochs=2, k=1, batch_size=4, lr=0.05, width=4, depth=2, threads=1)

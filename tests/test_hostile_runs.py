@@ -149,7 +149,7 @@ def test_image_path_pointing_at_any_file_is_never_copied(w, capsys, where):
 # ------------------------------------------------------------------------------------- symlinks
 
 
-@pytest.mark.parametrize("entry", ["corrected", "scores.csv"])
+@pytest.mark.parametrize("entry", ["corrected", "scores.csv", "scoring.json"])
 def test_a_run_entry_linking_outside_is_refused(w, capsys, entry):
     target = w.decoy / "inside_decoy"
     if entry == "corrected":
@@ -168,6 +168,15 @@ def test_a_run_entry_linking_outside_is_refused(w, capsys, entry):
         (w.run / entry).unlink()
         if target.exists():
             target.rmdir()
+
+
+@pytest.mark.parametrize("text", ['{"size_offset": "big"}', '{"size_offset": NaN}', '{"size_offset": 1e9}',
+                                  '{"size_offset": true}', '[0.5]', 'not json', '{"size_offset": 0.5'])
+def test_a_scoring_file_holding_anything_else_is_one_line_naming_it(w, capsys, text):
+    assert isinstance(RunFolder(w.run).size_offset, float)  # the default calibrates: what its scoring wrote reads back
+    (w.run / "scoring.json").write_text(text)
+    assert cli.main(["info", str(w.run)]) == 2
+    _one_line_error(capsys, "scoring.json")
 
 
 def test_edits_folder_linking_outside_is_refused_by_the_review(w):

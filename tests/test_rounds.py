@@ -360,7 +360,9 @@ def test_cli_next_round_and_info_end_to_end(run, capsys):
                               "trained_keep_ratio": 0.5,  # the setting's: keep_auto is off
                               # rounds were trained: a second pass comes before them
                               "second_pass_offered": False, "second_pass_advised": None,
+                              "size_offset": 0.0,  # the default calibrates; no bias found on 9 images
                               "unreviewed": default_unreviewed(suspicion)}
+    assert (runs.round_dir(run, 2) / runs.SCORING).is_file()  # every round keeps what its scoring found
 
 
 def test_score_keeps_the_corrections_a_reviewer_accepted(run, capsys):

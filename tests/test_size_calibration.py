@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.special import expit
 
-from crl_napari import cli, pipeline, scoring
+from crl_napari import cli, pipeline, rounds, scoring
 from crl_napari.border_fit import signed_distance
 from crl_napari.noise import simulate
 from crl_napari.phantoms import write_sample_set
@@ -132,6 +132,9 @@ def test_a_run_scored_in_chunks_finds_one_offset_over_every_image(tmp_path, monk
     metrics = pipeline.score_run(copy)
     b = metrics["size_offset"]
     assert b > 0  # these tiny nets (seeded) draw the lungs of the masks that look right too small
+    # the run folder records it (scoring.json, kept by every round) and `info` says it
+    assert RunFolder(run).size_offset == RunFolder(copy).size_offset == b
+    assert rounds.info(run)["queue"]["size_offset"] == b
     chunked, whole = RunFolder(run), RunFolder(copy)
     ids = [r.id for r in chunked.score_rows()]
     for i in ids:
@@ -142,6 +145,9 @@ def test_a_run_scored_in_chunks_finds_one_offset_over_every_image(tmp_path, monk
     assert cli.main(["train", str(data), "--out", str(plain), "--size-calibration", "0", *TINY]) == 0
     assert [r.suspicion for r in RunFolder(plain).score_rows()] == [r.suspicion for r in whole.score_rows()]
     assert any(not np.array_equal(RunFolder(plain).corrected(i), whole.corrected(i)) for i in ids)
+    assert RunFolder(plain).size_offset is None and rounds.info(plain)["queue"]["size_offset"] is None
+    (plain / "scoring.json").unlink()  # scored before the file existed: the same
+    assert rounds.info(plain)["queue"]["size_offset"] is None
     # what the user takes away: every correction exported (at the originals' 64 px, read back from the files) is the
     # calibrated one, and the offset grew them against the same nets' uncalibrated corrections
     from crl_napari.image_files import read_mask

@@ -53,6 +53,7 @@ from .names import (
     REVIEW,
     SCORE_FIELDS,
     SCORES,
+    SCORING,
 )
 
 MAX_CONFIG_BYTES = 4 << 20
@@ -327,9 +328,12 @@ class RunFolder(CaseFiles):
                 batch.add(self.file(CORRECTED, f"{id_}_unc.png"), encode_png(_to_uint8(unc)))
         return [extra_pieces(clean_mask(scores.corrected[i])) for i in range(len(ids))]
 
-    def write_score_table(self, ids: list[str], scores, corrupted: list | None, extra: list[int]) -> None:
+    def write_score_table(self, ids: list[str], scores, corrupted: list | None, extra: list[int],
+                          size_offset: float | None = None) -> None:
         """scores.csv from the per-image numbers of ``scores`` (suspicion, uncertainty, disagreement,
-        dice_given_corrected, rank: arrays over all ``ids``), sorted by rank; after every map is written."""
+        dice_given_corrected, rank: arrays over all ``ids``), sorted by rank; after every map is written, and after
+        scoring.json (``size_offset``: the size calibration's, None where the run does not calibrate)."""
+        atomic_write_json(self.file(SCORING), {"size_offset": size_offset})
         rank = scores.rank()
         rows = [
             {"id": id_, "rank": int(rank[i]), "suspicion": f"{scores.suspicion[i]:.6f}",
@@ -341,6 +345,26 @@ class RunFolder(CaseFiles):
         ]
         rows.sort(key=lambda r: r["rank"])
         atomic_write_text(self.file(SCORES), _rows.csv_text(rows, SCORE_FIELDS))
+
+    @property
+    def size_offset(self) -> float | None:
+        """The size calibration's logit offset the scores on top were made with (scoring.json; None where the run
+        does not calibrate or was scored before the file existed). RunError naming the file when it holds anything
+        else than what a scoring writes."""
+        from ..size_calibration import MAX_OFFSET  # scipy's statistics: loaded when a scoring file is read
+
+        path = self.file(SCORING)
+        if not path.is_file():
+            return None
+        data = read_json(path, 1 << 16, "not a readable scoring file")
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: expected an object with size_offset, got {type(data).__name__}")
+        value = data.get("size_offset")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= MAX_OFFSET:
+            raise RunError(f"{path}: size_offset must be a number within ±{MAX_OFFSET:g} or null, got {value!r}")
+        return float(value)
 
     def write_evaluation(self, result: dict) -> Path:
         atomic_write_json(self.evaluation_path, result)

@@ -26,6 +26,7 @@ __all__ = [
     "ROUNDS_DIR",
     "ROUND_DECISIONS",
     "ROUND_FILES",
+    "SCORING",
     "ROUND_MASKS",
     "ROUND_LABELS",
     "CACHE",
@@ -70,7 +71,10 @@ CACHE_GIVEN = "given.u8"  # in cache/: uint8 (N_train, size, size) {0, 1}, the m
 ROUNDS = "rounds.json"  # review rounds: the current round, when each started, from which decisions
 ROUNDS_DIR = "rounds"  # rounds/<n>/: round n's own copies of ROUND_FILES (the current round also at the top)
 ROUND_DECISIONS = "decisions.json"  # in rounds/<n>/: the decisions round n trained with ({id: status})
-ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, EVALUATION)  # what a round keeps of its own
+#: what the last scoring found besides the per-image scores: {"size_offset": the size calibration's logit offset,
+#: null where the run does not calibrate}; written just before scores.csv (absent: scored before it existed)
+SCORING = "scoring.json"
+ROUND_FILES = (CONFIG, HISTORY, CHECKPOINT, SCORES, SCORING, EVALUATION)  # what a round keeps of its own
 ROUND_MASKS = "masks.u8"  # in rounds/<n>/ while round n trains: uint8 (N_trained, size, size), the masks it sees
 #: in rounds/<n>/ of a finished second pass on every correction: its masks.u8 kept (every case, cases.csv order),
 #: the labels a later warm round trains the images nobody decided on with (crl_napari.rounds.pending_labels)
