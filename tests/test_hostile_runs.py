@@ -170,7 +170,7 @@ def test_a_run_entry_linking_outside_is_refused(w, capsys, entry):
             target.rmdir()
 
 
-@pytest.mark.parametrize("text", ['{"size_offset": "big"}', '{"size_offset": NaN}', '{"size_offset": 1e9}',
+@pytest.mark.parametrize("text", ['{"size_offset": "big"}', '{"size_offset": NaN}', '{"size_offset": Infinity}',
                                   '{"size_offset": true}', '[0.5]', 'not json', '{"size_offset": 0.5'])
 def test_a_scoring_file_holding_anything_else_is_one_line_naming_it(w, capsys, text):
     assert isinstance(RunFolder(w.run).size_offset, float)  # the default calibrates: what its scoring wrote reads back

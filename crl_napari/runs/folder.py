@@ -351,8 +351,6 @@ class RunFolder(CaseFiles):
         """The size calibration's logit offset the scores on top were made with (scoring.json; None where the run
         does not calibrate or was scored before the file existed). RunError naming the file when it holds anything
         else than what a scoring writes."""
-        from ..size_calibration import MAX_OFFSET  # scipy's statistics: loaded when a scoring file is read
-
         path = self.file(SCORING)
         if not path.is_file():
             return None
@@ -362,8 +360,8 @@ class RunFolder(CaseFiles):
         value = data.get("size_offset")
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= MAX_OFFSET:
-            raise RunError(f"{path}: size_offset must be a number within ±{MAX_OFFSET:g} or null, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+            raise RunError(f"{path}: size_offset must be a finite number or null, got {value!r}")
         return float(value)
 
     def write_evaluation(self, result: dict) -> Path:
