@@ -301,7 +301,7 @@ def _now() -> str:
 # ----------------------------------------------------------------------------------------- the orders
 
 def static_queue(ctx: Context, order: str) -> np.ndarray | None:
-    """The queue of orders a, s, m, c, d (None: order d without cleanlab)."""
+    """The queue of orders a, n, s, m, c, d (None: order d without cleanlab)."""
     if order == "a":
         return np.argsort(ctx.scores.rank())
     if order == "n":
