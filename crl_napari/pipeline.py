@@ -265,7 +265,8 @@ def score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: lis
                   ) -> Generator[CacheProgress | ScoringStopped, None, dict | None]:
     """Score the run's ``n`` training images chunk by chunk: ``read(idx)`` gives (images (B, 1, H, W), given
     (B, H, W), clean masks or None) of consecutive cases ``idx``; the maps are written as they come, scores.csv
-    (ranked over all) last; returns the metrics. Memory holds one chunk. Yields progress after each chunk
+    (ranked over all) last; returns the metrics. Memory holds one chunk (and with the size calibration the nets'
+    maps it kept, :data:`CALIBRATION_KEEP_BYTES`). Yields progress after each chunk
     (CacheProgress, what "scoring"): at 256 px scoring takes hours for 50,000 images. A scoring that was stopped
     or killed goes on from the chunks it finished (runs.ScoreProgress). ``should_stop`` is asked between chunks
     (in one process): a stop yields ScoringStopped and returns None. Flagging metrics when ``corrupted`` and
@@ -299,11 +300,12 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
     size_offset = None
+    seen: dict[tuple[int, int], np.ndarray] = {}  # the calibration's probabilities, kept to be scored (a budget)
     if run.train_config.size_calibration:  # the offset over all the images first: every correction is made with it
         runs.ScoreProgress(run.path, "").prepare()  # a link or a file in the progress folder's place: refused first
         stop = should_stop if distributed.world_size() == 1 else None
         with distributed.Together("size calibration"):
-            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop)
+            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop, seen)
         if size_offset is None:  # stopped before any correction was made: nothing to keep
             yield ScoringStopped(run.path, 0, end - first)
             return None
@@ -324,7 +326,8 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
                 yield ScoringStopped(run.path, before + scored, end - first)
                 return None
             if columns is None:
-                columns = _score_chunk(run, models, ids, idx, read, keep_maps, known, size_offset)
+                columns = _score_chunk(run, models, ids, idx, read, keep_maps, known, size_offset,
+                                       seen.pop((idx[0], idx[-1] + 1), None))
                 progress.save(start, columns)
                 scored += len(idx)
                 yield CacheProgress(before + scored, end - first, scored, time.perf_counter() - t0,
@@ -350,11 +353,14 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
 
 
 def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: Callable,
-                 keep_maps: frozenset[str], known: bool, size_offset: float | None = None) -> dict[str, np.ndarray]:
+                 keep_maps: frozenset[str], known: bool, size_offset: float | None = None,
+                 probs: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Score the consecutive cases ``idx`` and write their maps; their per-image numbers (runs.score_progress).
-    ``size_offset``: the size calibration's offset, found over every image (:func:`_calibration_offset`)."""
+    ``size_offset``: the size calibration's offset, found over every image (:func:`_calibration_offset`);
+    ``probs``: the nets' probabilities of these cases where the calibration kept them (else inferred here)."""
     images, given, clean = read(idx)
-    probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+    if probs is None:
+        probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
     sc = scoring.score_probs(probs, given, run.train_config.T, border_fit=bool(run.train_config.border_fit),
                              calibrate=size_offset is not None, size_offset=size_offset)
     chunk_ids = ids[idx[0]:idx[-1] + 1]
@@ -369,14 +375,23 @@ def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: C
 #: Size calibration looks at every image of a set up to this many, else at this many in evenly spread blocks
 CALIBRATION_SAMPLE = 1024
 _CALIBRATION_BLOCKS = 16
+#: The calibration keeps the nets' probabilities of its first chunks up to this many bytes, and the scoring that
+#: follows makes those chunks' corrections from them instead of running the nets again: inference was most of a
+#: scoring's time, and a set of at most CALIBRATION_SAMPLE images went through the nets twice (Shenzhen's 385
+#: training images at 256 px, width 16, 2 cores: `score` took 242 s, 152 s with the maps kept). 256 MB holds 3 nets'
+#: maps of every image of a 1,024-image set at 128 px, of 320 at 256 px (five chunks of 64).
+CALIBRATION_KEEP_BYTES = 1 << 28
 
 
 def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: int,
-                        should_stop: Callable[[], bool] | None = None) -> Generator[CacheProgress, None, float | None]:
+                        should_stop: Callable[[], bool] | None = None,
+                        keep: dict[tuple[int, int], np.ndarray] | None = None
+                        ) -> Generator[CacheProgress, None, float | None]:
     """The size calibration's offset (crl_napari.size_calibration) found before any correction is made: the nets
     see every image (at most :data:`CALIBRATION_SAMPLE`, in evenly spread consecutive blocks, of a larger set), and
     the given masks of the fifth that look most right set the size. Every rank of a torchrun finds the same one.
-    None when ``should_stop`` says so between two blocks."""
+    None when ``should_stop`` says so between two blocks. ``keep`` receives the probabilities of the cases
+    ``range(a, b)`` under the key ``(a, b)``, while they fit in :data:`CALIBRATION_KEEP_BYTES`."""
     if n <= CALIBRATION_SAMPLE:
         blocks = [(0, n)]
     else:
@@ -392,6 +407,8 @@ def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: i
             return None
         images, given, _ = read(list(range(a, b)))
         probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
+        if keep is not None and sum(p.nbytes for p in keep.values()) + probs.nbytes <= CALIBRATION_KEEP_BYTES:
+            keep[(a, b)] = probs
         s, band = scoring.calibration_view(probs, given, run.train_config.T)
         suspicion.append(s)
         bands += band

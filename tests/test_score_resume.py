@@ -175,3 +175,35 @@ def test_train_resume_of_a_finished_run_is_refused_in_one_line_and_rewrites_noth
     assert err == [f"crl-napari train: error: {run}: trained and scored: nothing to resume (`crl-napari score` "
                    "scores it again, `crl-napari next-round` trains a review round)"]
     assert snapshot(run) == trained[1]
+
+
+def test_the_nets_see_each_image_once_where_the_calibration_kept_its_maps(trained, tmp_path, monkeypatch):
+    """With the size calibration (the default) the nets look at every image for the offset before any correction
+    is made; the scoring that follows makes the corrections from the maps the calibration kept, within
+    pipeline.CALIBRATION_KEEP_BYTES, instead of running the nets again. What it writes is the same to the byte
+    whether every chunk's maps were kept, some, or none (the budget at 0: the nets run twice, as before)."""
+    from crl_napari import cascade
+
+    assert RunFolder(trained[0]).train_config.size_calibration == 1
+    seen = []
+    real = cascade.peer_probs
+
+    def counted(models, images, *args, **kwargs):
+        seen.append(len(images))
+        return real(models, images, *args, **kwargs)
+
+    monkeypatch.setattr(cascade, "peer_probs", counted)
+    n = n_train(trained[0])
+    assert n > 2 * CHUNK  # three chunks or more
+    one_chunk = 3 * CHUNK * 32 * 32 * 4  # three nets' float32 maps of one chunk
+    written = {}
+    for name, budget in (("all", pipeline.CALIBRATION_KEEP_BYTES), ("one", one_chunk), ("none", 0)):
+        run = copy_unscored(trained, tmp_path / name)
+        monkeypatch.setattr(pipeline, "CALIBRATION_KEEP_BYTES", budget)
+        seen.clear()
+        pipeline.score_run(run)
+        written[name] = (sum(seen), snapshot(run))
+    assert written["all"][0] == n  # each image once
+    assert written["one"][0] == 2 * n - CHUNK  # all but the kept chunk twice
+    assert written["none"][0] == 2 * n
+    assert written["all"][1] == written["one"][1] == written["none"][1] == trained[1]
