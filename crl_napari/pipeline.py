@@ -305,7 +305,7 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
         runs.ScoreProgress(run.path, "").prepare()  # a link or a file in the progress folder's place: refused first
         stop = should_stop if distributed.world_size() == 1 else None
         with distributed.Together("size calibration"):
-            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop, seen)
+            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop, seen, (first, end))
         if size_offset is None:  # stopped before any correction was made: nothing to keep
             yield ScoringStopped(run.path, 0, end - first)
             return None
@@ -385,13 +385,14 @@ CALIBRATION_KEEP_BYTES = 1 << 28
 
 def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: int,
                         should_stop: Callable[[], bool] | None = None,
-                        keep: dict[tuple[int, int], np.ndarray] | None = None
+                        keep: dict[tuple[int, int], np.ndarray] | None = None, mine: tuple[int, int] = (0, 0)
                         ) -> Generator[CacheProgress, None, float | None]:
     """The size calibration's offset (crl_napari.size_calibration) found before any correction is made: the nets
     see every image (at most :data:`CALIBRATION_SAMPLE`, in evenly spread consecutive blocks, of a larger set), and
     the given masks of the fifth that look most right set the size. Every rank of a torchrun finds the same one.
     None when ``should_stop`` says so between two blocks. ``keep`` receives the probabilities of the cases
-    ``range(a, b)`` under the key ``(a, b)``, while they fit in :data:`CALIBRATION_KEEP_BYTES`."""
+    ``range(a, b)`` under the key ``(a, b)``, of the cases this process scores (``mine``: from, to) alone, while
+    they fit in :data:`CALIBRATION_KEEP_BYTES`."""
     if n <= CALIBRATION_SAMPLE:
         blocks = [(0, n)]
     else:
@@ -407,7 +408,8 @@ def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: i
             return None
         images, given, _ = read(list(range(a, b)))
         probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-        if keep is not None and sum(p.nbytes for p in keep.values()) + probs.nbytes <= CALIBRATION_KEEP_BYTES:
+        if (keep is not None and mine[0] <= a and b <= mine[1]
+                and sum(p.nbytes for p in keep.values()) + probs.nbytes <= CALIBRATION_KEEP_BYTES):
             keep[(a, b)] = probs
         s, band = scoring.calibration_view(probs, given, run.train_config.T)
         suspicion.append(s)
