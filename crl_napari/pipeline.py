@@ -300,12 +300,13 @@ def _score_batches(run: RunFolder, models, n: int, read: Callable, corrupted: li
     mine = distributed.block(n, distributed.rank(), distributed.world_size())
     first, end = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
     size_offset = None
-    seen: dict[tuple[int, int], np.ndarray] = {}  # the calibration's probabilities, kept to be scored (a budget)
+    seen: dict[tuple[int, int], np.ndarray] = {}  # the calibration's maps of chunks, scored from them below
     if run.train_config.size_calibration:  # the offset over all the images first: every correction is made with it
         runs.ScoreProgress(run.path, "").prepare()  # a link or a file in the progress folder's place: refused first
         stop = should_stop if distributed.world_size() == 1 else None
         with distributed.Together("size calibration"):
-            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop, seen, (first, end))
+            chunks = frozenset((s, min(end, s + chunk)) for s in range(first, end, chunk))  # what this process scores
+            size_offset = yield from _calibration_offset(run, models, n, read, chunk, stop, seen, chunks)
         if size_offset is None:  # stopped before any correction was made: nothing to keep
             yield ScoringStopped(run.path, 0, end - first)
             return None
@@ -385,14 +386,15 @@ CALIBRATION_KEEP_BYTES = 1 << 28
 
 def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: int,
                         should_stop: Callable[[], bool] | None = None,
-                        keep: dict[tuple[int, int], np.ndarray] | None = None, mine: tuple[int, int] = (0, 0)
+                        keep: dict[tuple[int, int], np.ndarray] | None = None,
+                        chunks: frozenset[tuple[int, int]] = frozenset()
                         ) -> Generator[CacheProgress, None, float | None]:
     """The size calibration's offset (crl_napari.size_calibration) found before any correction is made: the nets
     see every image (at most :data:`CALIBRATION_SAMPLE`, in evenly spread consecutive blocks, of a larger set), and
     the given masks of the fifth that look most right set the size. Every rank of a torchrun finds the same one.
     None when ``should_stop`` says so between two blocks. ``keep`` receives the probabilities of the cases
-    ``range(a, b)`` under the key ``(a, b)``, of the cases this process scores (``mine``: from, to) alone, while
-    they fit in :data:`CALIBRATION_KEEP_BYTES`."""
+    ``range(a, b)`` under the key ``(a, b)`` where that is one of the scoring's ``chunks`` (this process's; a larger
+    set's sample blocks rarely are), while they fit in :data:`CALIBRATION_KEEP_BYTES`."""
     if n <= CALIBRATION_SAMPLE:
         blocks = [(0, n)]
     else:
@@ -408,7 +410,7 @@ def _calibration_offset(run: RunFolder, models, n: int, read: Callable, chunk: i
             return None
         images, given, _ = read(list(range(a, b)))
         probs = cascade.peer_probs(models, images, tta=run.train_config.tta)
-        if (keep is not None and mine[0] <= a and b <= mine[1]
+        if (keep is not None and (a, b) in chunks
                 and sum(p.nbytes for p in keep.values()) + probs.nbytes <= CALIBRATION_KEEP_BYTES):
             keep[(a, b)] = probs
         s, band = scoring.calibration_view(probs, given, run.train_config.T)
