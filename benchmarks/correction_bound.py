@@ -1,4 +1,4 @@
-"""What bounds the exported set at 75 % noise (issue 14's 0.97 target): the shift of the given border, not the border.
+"""What bounds the exported set at 75 % noise (issue 14's 0.97 target): how well the nets place the given border.
 
 The product's correction at the radiograph's size (border_fit.native_logit) moves the given mask's border by one
 shift fitted to the nets' probability, plus the nets' own logit. The paper's noise erodes or dilates the whole
@@ -13,13 +13,14 @@ the `--second --set size_calibration=1` cell; its run folder must be there):
     oracle shift   the given border moved by the shift that best matches the truth
     nets alone     the nets' own mask, resampled
     weight W       the correction with the nets' term weighted W instead of border_fit.WEIGHT (clean cases too)
+    ESTIMATES      other estimates of the shift from the same nets, each alone
 
 and the shift's error (fitted minus oracle, training pixels), and the exported set a reviewer who looked at EVERY
 image would leave (cleaning_curve.decide on each) with the product's corrections and with the oracle shift's.
 
     python benchmarks/correction_bound.py --seeds 0 1 2 [--noise 0.75 0.5 0.25]
 
-Writes benchmarks/results/correction_bound.{json,md}. Offline: minutes a seed, nothing trained.
+Writes benchmarks/results/correction_bound.{json,md}. Offline: under a minute a cell on 2 cores, nothing trained.
 """
 
 from __future__ import annotations
