@@ -376,11 +376,11 @@ def _score_chunk(run: RunFolder, models, ids: list[str], idx: list[int], read: C
 #: Size calibration looks at every image of a set up to this many, else at this many in evenly spread blocks
 CALIBRATION_SAMPLE = 1024
 _CALIBRATION_BLOCKS = 16
-#: The calibration keeps the nets' probabilities of its first chunks up to this many bytes, and the scoring that
-#: follows makes those chunks' corrections from them instead of running the nets again: inference was most of a
-#: scoring's time, and a set of at most CALIBRATION_SAMPLE images went through the nets twice (Shenzhen's 385
-#: training images at 256 px, width 16, 2 cores: `score` took 242 s, 152 s with the maps kept). 256 MB holds 3 nets'
-#: maps of every image of a 1,024-image set at 128 px, of 320 at 256 px (five chunks of 64).
+#: The calibration keeps the nets' probabilities of the scoring's own chunks it meets, up to this many bytes, and
+#: the scoring that follows makes those chunks' corrections from them instead of running the nets again: inference
+#: was most of a scoring's time, and a set of at most CALIBRATION_SAMPLE images went through the nets twice
+#: (Shenzhen's 385 training images at 256 px, width 16, 2 cores: `score` took 242 s, 152 s with the maps kept).
+#: 256 MB holds 3 nets' maps of every image of a 1,024-image set at 128 px, of 320 at 256 px (five chunks of 64).
 CALIBRATION_KEEP_BYTES = 1 << 28
 
 
